@@ -1,0 +1,1 @@
+"""Agent teams on the blackboard (later issue)."""

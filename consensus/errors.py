@@ -1,0 +1,180 @@
+"""One error tree for everything the blackboard can refuse or fail to do.
+
+Every error a caller can see derives from :class:`BoardError`. Each class says *when* it is
+raised and *whether retrying the same call is safe*, because that is what an agent loop needs to
+decide next. Errors that mean "the cluster said no" (conflicts, policy rejections, bad input) are
+final for that exact request; errors that mean "we could not find out" (unavailable, unknown
+outcome) may be retried, and retries through the same :class:`~consensus.client.Board` are
+exactly-once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from consensus.model import Entry
+
+__all__ = [
+    "AuthError",
+    "BoardError",
+    "ClaimHeld",
+    "Conflict",
+    "CorruptData",
+    "FencedOut",
+    "FrameTooLarge",
+    "InvalidCommand",
+    "InvalidKey",
+    "InvalidValue",
+    "InvariantViolation",
+    "NotFound",
+    "OutcomeUnknown",
+    "PolicyRejected",
+    "ProtocolError",
+    "RevisionCompacted",
+    "SessionExpired",
+    "StaleVersion",
+    "Unavailable",
+    "UnknownPolicy",
+]
+
+
+class BoardError(Exception):
+    """Root of every quorumboard error. Catch this to handle any refusal or failure."""
+
+
+# --- bad input: raised before anything is sent; retrying the same input fails the same way ----
+
+
+class InvalidCommand(BoardError):
+    """A request was malformed (wrong field, wrong type, out of bounds).
+
+    Raised by the client before sending, or by a replica that received it. Not retryable as is.
+    """
+
+
+class InvalidKey(InvalidCommand):
+    """A key is empty, too long, not ``/``-separated segments, or has a forbidden character."""
+
+
+class InvalidValue(InvalidCommand):
+    """A value is not JSON-like (dict/list/str/int/float/bool/None) or exceeds the size bound."""
+
+
+class UnknownPolicy(InvalidCommand):
+    """``set_policy`` named a policy that is not registered (on some replica, for custom ones),
+    or gave it parameters it does not accept. Nothing was changed."""
+
+
+# --- the cluster said no: committed decision, final for this request ------------------------
+
+
+class Conflict(BoardError):
+    """The state machine refused a write because of what is already on the board.
+
+    ``current`` is the entry as it was when the refusal was decided (``None`` if the key did not
+    exist), so the caller can merge and retry with ``expect_version=current.version``. Retrying
+    the *same* request fails the same way; nothing was overwritten.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        current: Entry | None = None,
+        policy: str = "",
+        reason: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.current = current
+        self.policy = policy
+        self.reason = reason
+        self.detail: dict[str, Any] = detail or {}
+
+
+class StaleVersion(Conflict):
+    """``expect_version`` did not match the key's version (reject-stale's compare-and-set)."""
+
+
+class PolicyRejected(Conflict):
+    """A key's conflict policy (priority, vote, merge type rules, a custom one) refused the edit."""
+
+
+class ClaimHeld(Conflict):
+    """``claim`` found the key claimed by another live owner; ``current`` shows the holder."""
+
+
+class FencedOut(Conflict):
+    """A write carried a fencing token that is no longer the key's current claim.
+
+    The claim expired or was taken over: the writer must stop acting as the owner.
+    """
+
+
+class NotFound(BoardError):
+    """The key, lease or pending proposal does not exist (at a linearizable read, if not stale)."""
+
+
+class RevisionCompacted(BoardError):
+    """``watch``/``history`` asked for a revision older than what the board still retains.
+
+    ``compact_revision`` is the oldest revision still available: resynchronise by reading the
+    current state (``list``) and watch from its revision + 1.
+    """
+
+    def __init__(self, message: str, *, compact_revision: int) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
+class SessionExpired(BoardError):
+    """The replicated session table no longer knows this client session (evicted as least
+    recently used). The client opens a new session by itself; an operation that was in flight
+    when this happened is reported as :class:`OutcomeUnknown`."""
+
+
+# --- we could not find out: retry is safe through the same Board (exactly-once) -------------
+
+
+class Unavailable(BoardError):
+    """No replica could commit the request in time (no leader, no quorum, all endpoints down).
+
+    The request was not applied *or* its outcome was never proposed; :class:`Board` retries with
+    the same session sequence number, so a retry can never apply twice.
+    """
+
+
+class OutcomeUnknown(Unavailable):
+    """The request may or may not have committed (timeout after proposing, connection lost).
+
+    Retrying through the same ``Board`` is safe: the session table returns the original result
+    if it did commit. Jepsen calls this an *info* outcome.
+    """
+
+
+# --- wire and storage ------------------------------------------------------------------------
+
+
+class ProtocolError(BoardError):
+    """Bytes on a connection did not decode into a valid frame or message; the peer is dropped."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A length prefix announced more bytes than the bound allows; refused before buffering."""
+
+
+class AuthError(ProtocolError):
+    """A peer did not prove knowledge of the shared secret, or a frame's tag did not verify."""
+
+
+class CorruptData(BoardError):
+    """A journal, snapshot or meta file failed its checksum or did not decode.
+
+    Raised at replica start: the replica refuses to serve rather than propose corrupt state.
+    Move the data dir aside and restart the replica to rebuild it from its peers.
+    """
+
+
+class InvariantViolation(BoardError):
+    """An internal invariant did not hold: a bug in quorumboard, never the caller's fault."""
