@@ -1,0 +1,475 @@
+"""The validated records of the blackboard: what is stored, proposed, returned and streamed.
+
+Every message that crosses a process boundary (client wire, raft log, snapshot) is one of these
+pydantic models; bytes become models only through :mod:`consensus.codec`. This module is pure:
+no sockets, threads, clocks, randomness or I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal, TypeAlias
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from consensus.errors import InvalidKey, InvalidValue
+
+__all__ = [
+    "KEY_BYTES_MAX",
+    "VALUE_BYTES_MAX",
+    "VALUE_DEPTH_MAX",
+    "AnnouncePolicies",
+    "Claim",
+    "ClaimCmd",
+    "CloseSession",
+    "Command",
+    "DeleteCmd",
+    "Entry",
+    "ErrorInfo",
+    "Event",
+    "ExpireLease",
+    "FenceRef",
+    "GrantCmd",
+    "HistoryRecord",
+    "KeepAliveCmd",
+    "LeaseInfo",
+    "OpenSession",
+    "Pending",
+    "PolicyBinding",
+    "Proposal",
+    "PutCmd",
+    "Result",
+    "RevokeCmd",
+    "SetPolicyCmd",
+    "Value",
+    "VoteCmd",
+    "WithdrawCmd",
+    "check_key",
+    "check_prefix",
+    "check_value",
+]
+
+KEY_BYTES_MAX = 512
+"""Longest key, in UTF-8 bytes. Keys are index entries kept in memory on every replica."""
+
+VALUE_BYTES_MAX = 1 << 20
+"""Largest value, as msgpack bytes (1 MiB; etcd allows 1.5 MiB per request)."""
+
+VALUE_DEPTH_MAX = 32
+"""Deepest nesting of lists/objects: bounds recursion in validation, merge and digest."""
+
+INT_MIN = -(1 << 63)
+INT_MAX = (1 << 63) - 1
+
+Value: TypeAlias = Any
+"""JSON-like: dict[str, Value] | list[Value] | str | int | float | bool | None."""
+
+_FORBIDDEN_KEY_CHARS = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a valid key, else raise :class:`InvalidKey` saying why.
+
+    A key is 1..512 UTF-8 bytes of ``/``-separated non-empty segments (no leading, trailing or
+    doubled ``/``), without control characters, and no segment is ``.`` or ``..``.
+    """
+    if not isinstance(key, str):
+        raise InvalidKey(f"key must be a string, got {type(key).__name__}")
+    if not key:
+        raise InvalidKey("key is empty")
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > KEY_BYTES_MAX:
+        raise InvalidKey(f"key is {size} bytes, longer than {KEY_BYTES_MAX}")
+    bad = _FORBIDDEN_KEY_CHARS.intersection(key)
+    if bad:
+        raise InvalidKey(f"key {key!r} contains control character {sorted(bad)[0]!r}")
+    for segment in key.split("/"):
+        if not segment:
+            raise InvalidKey(f"key {key!r} has an empty segment (leading, trailing or '//')")
+        if segment in (".", ".."):
+            raise InvalidKey(f"key {key!r} has a '{segment}' segment")
+    return key
+
+
+def check_prefix(prefix: object) -> str:
+    """Return ``prefix`` if usable for list/watch/set_policy: any string prefix of a valid key."""
+    if not isinstance(prefix, str):
+        raise InvalidKey(f"prefix must be a string, got {type(prefix).__name__}")
+    size = len(prefix.encode("utf-8", "surrogatepass"))
+    if size > KEY_BYTES_MAX:
+        raise InvalidKey(f"prefix is {size} bytes, longer than {KEY_BYTES_MAX}")
+    bad = _FORBIDDEN_KEY_CHARS.intersection(prefix)
+    if bad:
+        raise InvalidKey(f"prefix {prefix!r} contains control character {sorted(bad)[0]!r}")
+    if prefix.startswith("/") or "//" in prefix:
+        raise InvalidKey(f"prefix {prefix!r} can match no key (leading or doubled '/')")
+    return prefix
+
+
+def _check_value_shape(value: object, depth: int, path: str) -> None:
+    if depth > VALUE_DEPTH_MAX:
+        raise InvalidValue(f"value nests deeper than {VALUE_DEPTH_MAX} at {path}")
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise InvalidValue(f"integer at {path} is outside the signed 64-bit range")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidValue(f"number at {path} is not finite ({value!r}); JSON has no NaN/inf")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_value_shape(item, depth + 1, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                raise InvalidValue(f"object key at {path} is {type(k).__name__}, must be a string")
+            _check_value_shape(item, depth + 1, f"{path}.{k}")
+        return
+    raise InvalidValue(
+        f"value at {path} has type {type(value).__name__}; "
+        "allowed: dict, list, str, int, float, bool, None"
+    )
+
+
+def check_value(value: object) -> Value:
+    """Return ``value`` if JSON-like and at most :data:`VALUE_BYTES_MAX` encoded, else raise
+    :class:`InvalidValue` naming the offending path."""
+    _check_value_shape(value, 0, "$")
+    size = len(msgpack.packb(value, use_bin_type=True))
+    if size > VALUE_BYTES_MAX:
+        raise InvalidValue(f"value is {size} bytes encoded, larger than {VALUE_BYTES_MAX}")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+Key = Annotated[str, Field(min_length=1, max_length=KEY_BYTES_MAX)]
+Agent = Annotated[str, Field(min_length=1, max_length=128)]
+Seconds = Annotated[float, Field(gt=0, le=86_400 * 30)]
+
+
+# ---------------------------------------------------------------- records returned to callers
+
+
+class Entry(_Model):
+    """One key's current version, as committed.
+
+    ``revision`` is the board revision at which this view was produced (equal to
+    ``mod_revision`` in a write's result; possibly newer in a read), so a reader knows how fresh
+    its view is. ``version`` counts puts since the key was (re)created, starting at 1.
+    """
+
+    key: str
+    value: Value = None
+    version: int
+    revision: int
+    author: str
+    create_revision: int
+    mod_revision: int
+    lease: int | None = None
+
+
+class Claim(_Model):
+    """Exclusive ownership of ``key`` by ``owner`` while lease ``lease`` lives.
+
+    ``fence`` strictly increases with every new owner of any claim on the board: pass the claim
+    as ``fence=`` to writes, and the state machine refuses them once this claim is not current.
+    """
+
+    key: str
+    owner: str
+    fence: int
+    lease: int
+    ttl: float
+
+
+class FenceRef(_Model):
+    """The part of a :class:`Claim` a fenced write carries: which claim, which token."""
+
+    key: Key
+    fence: int
+
+
+class LeaseInfo(_Model):
+    """A lease: keys attached to it are deleted when it expires or is revoked."""
+
+    id: int
+    ttl: float
+    keys: list[str] = Field(default_factory=list)
+    refreshes: int = 0
+
+
+class Pending(_Model):
+    """An edit waiting for votes under the ``vote`` policy (nothing is written until decided)."""
+
+    id: int
+    key: str
+    value: Value = None
+    author: str
+    base_version: int
+    approvals: list[str]
+    rejections: list[str]
+    status: Literal["pending", "approved", "rejected", "withdrawn", "superseded"]
+    k: int
+
+
+class Event(_Model):
+    """A committed change, as streamed by ``watch`` in revision order.
+
+    ``cause`` says why: ``put``/``delete`` by an agent, ``lease-expired``, ``revoked``,
+    ``vote-approved``. For a delete, ``entry`` is the last version before deletion.
+    """
+
+    revision: int
+    kind: Literal["put", "delete"]
+    key: str
+    entry: Entry
+    cause: str = ""
+
+
+class HistoryRecord(_Model):
+    """One audit line of ``history(key)``: an applied version or a refused attempt, with the
+    policy that decided it and why."""
+
+    revision: int
+    key: str
+    outcome: Literal["put", "delete", "rejected", "pending"]
+    version: int
+    author: str
+    value: Value = None
+    policy: str
+    decision: str
+
+
+class PolicyBinding(_Model):
+    """A conflict policy bound to every key starting with ``prefix`` (longest prefix wins)."""
+
+    prefix: str
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+# -------------------------------------------------------------- commands (proposed to the log)
+
+
+class PutCmd(_Model):
+    op: Literal["put"] = "put"
+    key: Key
+    value: Value = None
+    expect_version: int | None = Field(default=None, ge=0)
+    lease: int | None = None
+    fence: FenceRef | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return check_key(v)
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: Value) -> Value:
+        return check_value(v)
+
+
+class DeleteCmd(_Model):
+    op: Literal["delete"] = "delete"
+    key: Key
+    expect_version: int | None = Field(default=None, ge=0)
+    fence: FenceRef | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return check_key(v)
+
+
+class VoteCmd(_Model):
+    op: Literal["vote"] = "vote"
+    key: Key
+    proposal: int
+    approve: bool
+
+
+class WithdrawCmd(_Model):
+    op: Literal["withdraw"] = "withdraw"
+    key: Key
+    proposal: int
+
+
+class GrantCmd(_Model):
+    op: Literal["grant"] = "grant"
+    ttl: Seconds
+
+
+class KeepAliveCmd(_Model):
+    op: Literal["keepalive"] = "keepalive"
+    lease: int
+
+
+class RevokeCmd(_Model):
+    op: Literal["revoke"] = "revoke"
+    lease: int
+
+
+class ClaimCmd(_Model):
+    op: Literal["claim"] = "claim"
+    key: Key
+    ttl: Seconds
+    value: Value = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return check_key(v)
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: Value) -> Value:
+        return check_value(v)
+
+
+class SetPolicyCmd(_Model):
+    op: Literal["set_policy"] = "set_policy"
+    prefix: str
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        return check_prefix(v)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        check_value(v)
+        return v
+
+
+class OpenSession(_Model):
+    op: Literal["open_session"] = "open_session"
+
+
+class CloseSession(_Model):
+    op: Literal["close_session"] = "close_session"
+
+
+class ExpireLease(_Model):
+    """Proposed by the leader when, by its own clock, ``lease`` went ``ttl`` without a refresh.
+
+    Carries the refresh count the leader saw: if a keepalive committed in between, the expiry
+    is stale and applies as a no-op. Clients cannot send it (replica-internal)."""
+
+    op: Literal["expire_lease"] = "expire_lease"
+    lease: int
+    refreshes: int
+
+
+class AnnouncePolicies(_Model):
+    """Proposed by each replica at start: which custom policies (name -> version) it can run.
+
+    ``set_policy`` with a custom name is refused until every member announced that version,
+    so no replica ever applies a write under a policy it does not have."""
+
+    op: Literal["announce_policies"] = "announce_policies"
+    replica: str
+    cluster_size: Annotated[int, Field(ge=1, le=15)]
+    policies: dict[str, str]
+
+
+Command = Annotated[
+    PutCmd
+    | DeleteCmd
+    | VoteCmd
+    | WithdrawCmd
+    | GrantCmd
+    | KeepAliveCmd
+    | RevokeCmd
+    | ClaimCmd
+    | SetPolicyCmd
+    | OpenSession
+    | CloseSession
+    | ExpireLease
+    | AnnouncePolicies,
+    Field(discriminator="op"),
+]
+
+CLIENT_OPS = frozenset(
+    {
+        "put",
+        "delete",
+        "vote",
+        "withdraw",
+        "grant",
+        "keepalive",
+        "revoke",
+        "claim",
+        "set_policy",
+        "open_session",
+        "close_session",
+    }
+)
+"""Ops a client may propose; the rest are proposed by replicas themselves."""
+
+
+class Proposal(_Model):
+    """One log entry: a command with the proposer's identity and exactly-once session fields.
+
+    ``session`` 0 means "no session" (replica-internal commands and ``open_session``).
+    ``acked_below``: every ``seq`` below it has had its reply delivered, so the replicated
+    session table may forget those results (Raft dissertation §6.3).
+    """
+
+    agent: Agent
+    session: int = Field(default=0, ge=0)
+    seq: int = Field(default=0, ge=0)
+    acked_below: int = Field(default=0, ge=0)
+    command: Command
+
+
+# ------------------------------------------------------------------------------ results
+
+
+ErrorCode = Literal[
+    "stale_version",
+    "policy_rejected",
+    "claim_held",
+    "fenced_out",
+    "not_found",
+    "invalid",
+    "unknown_policy",
+    "session_expired",
+    "internal",
+]
+
+
+class ErrorInfo(_Model):
+    """Why the state machine refused a command. Maps 1:1 to an error class on the client."""
+
+    code: ErrorCode
+    message: str
+    policy: str = ""
+    reason: str = ""
+    current: Entry | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Result(_Model):
+    """What applying one proposal produced. Exactly one of the payload fields is set on success;
+    ``error`` is set on refusal. ``revision`` is the board revision after applying."""
+
+    revision: int
+    error: ErrorInfo | None = None
+    entry: Entry | None = None
+    claim: Claim | None = None
+    lease: LeaseInfo | None = None
+    pending: Pending | None = None
+    session: int | None = None
+    note: str = ""

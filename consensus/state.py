@@ -1,0 +1,1022 @@
+"""The replicated state machine: :class:`BoardState` and the one function that changes it.
+
+``apply(state, proposal)`` runs on every replica, in log order, on committed entries only. It is
+deterministic (same state + same proposal -> same result, same events, same digest), uses no
+clock, randomness or I/O, and never raises: pysyncobj retries a raising entry forever and wedges
+the node, so every refusal, and even an internal bug, becomes a :class:`~consensus.model.Result`
+with an ``error``. Time enters only as commands (``ExpireLease``, proposed by the leader).
+
+Each command is *decided* before anything is *mutated*, so a refusal leaves the state untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from consensus.errors import InvalidValue, RevisionCompacted, UnknownPolicy
+from consensus.model import (
+    AnnouncePolicies,
+    Claim,
+    ClaimCmd,
+    DeleteCmd,
+    Entry,
+    ErrorCode,
+    ErrorInfo,
+    Event,
+    ExpireLease,
+    FenceRef,
+    GrantCmd,
+    HistoryRecord,
+    KeepAliveCmd,
+    LeaseInfo,
+    Pending,
+    PolicyBinding,
+    Proposal,
+    PutCmd,
+    Result,
+    RevokeCmd,
+    SetPolicyCmd,
+    Value,
+    VoteCmd,
+    WithdrawCmd,
+    check_value,
+)
+from consensus.policies import (
+    BUILTIN,
+    DEFAULT_POLICY,
+    Current,
+    Defer,
+    PolicyDef,
+    PolicyRegistry,
+    Reject,
+    Write,
+    canonical_bytes,
+    registry,
+    tally,
+)
+
+PendingStatus = Literal["pending", "approved", "rejected", "withdrawn", "superseded"]
+
+__all__ = ["Applied", "BoardState", "Limits", "apply", "decode_proposal"]
+
+
+class Limits(BaseModel):
+    """Bounds on replicated memory. Every replica of a cluster must use the same values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keys_max: int = Field(default=1_000_000, ge=1)
+    events_retained_max: int = Field(default=20_000, ge=1)
+    audit_retained_max: int = Field(default=20_000, ge=1)
+    sessions_max: int = Field(default=4_096, ge=1)
+    results_per_session_max: int = Field(default=1_024, ge=1)
+    pending_max: int = Field(default=10_000, ge=1)
+    policies_max: int = Field(default=1_024, ge=1)
+
+
+# ------------------------------------------------------------------------- internal records
+
+
+@dataclass(slots=True)
+class _KV:
+    value: Value
+    version: int
+    create_revision: int
+    mod_revision: int
+    author: str
+    lease: int | None
+
+
+@dataclass(slots=True)
+class _Lease:
+    id: int
+    ttl_ms: int
+    owner: str
+    keys: set[str] = field(default_factory=set)
+    refreshes: int = 0
+
+
+@dataclass(slots=True)
+class _Claim:
+    owner: str
+    fence: int
+    lease: int
+    ttl_ms: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    id: int
+    key: str
+    value: Value
+    author: str
+    base_version: int
+    k: int
+    params: dict[str, Any]
+    approvals: list[str] = field(default_factory=list)
+    rejections: list[str] = field(default_factory=list)
+    status: PendingStatus = "pending"
+
+
+@dataclass(slots=True)
+class _Session:
+    agent: str
+    results: dict[int, Result] = field(default_factory=dict)
+    floor: int = 0
+    last_active: int = 0
+
+
+@dataclass(slots=True)
+class Applied:
+    """What one committed proposal produced. ``halt`` is set only when this replica cannot apply
+    the entry identically to its peers (a custom policy it lacks): it must stop, not diverge."""
+
+    result: Result
+    events: list[Event] = field(default_factory=list)
+    halt: str | None = None
+
+
+class _Refused(Exception):
+    """Internal control flow: a decision refused the command before any mutation."""
+
+    def __init__(self, info: ErrorInfo) -> None:
+        super().__init__(info.message)
+        self.info = info
+
+
+class _Halt(Exception):
+    pass
+
+
+class BoardState:
+    """Everything replicated. Mutated only by :func:`apply`; read by the query methods."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.revision = 0
+        self.applied = 0
+        self.kv: dict[str, _KV] = {}
+        self.leases: dict[int, _Lease] = {}
+        self.claims: dict[str, _Claim] = {}
+        self.pending: dict[int, _Pending] = {}
+        self.policies: dict[str, PolicyBinding] = {}
+        self.sessions: dict[int, _Session] = {}
+        self.announced: dict[str, AnnouncePolicies] = {}
+        self.next_lease = 1
+        self.next_session = 1
+        self.next_proposal = 1
+        self.fence_counter = 0
+        self.events: deque[Event] = deque()
+        self.events_compact_revision = 1
+        self.audit: deque[HistoryRecord] = deque()
+        self.audit_compact_revision = 1
+
+    # ------------------------------------------------------------------------------ queries
+
+    def entry(self, key: str) -> Entry | None:
+        rec = self.kv.get(key)
+        return None if rec is None else self._entry(key, rec)
+
+    def _entry(self, key: str, rec: _KV) -> Entry:
+        return Entry.model_construct(
+            key=key,
+            value=rec.value,
+            version=rec.version,
+            revision=self.revision,
+            author=rec.author,
+            create_revision=rec.create_revision,
+            mod_revision=rec.mod_revision,
+            lease=rec.lease,
+        )
+
+    def entries(self, prefix: str, limit: int = 10_000) -> list[Entry]:
+        """Entries whose key starts with ``prefix``, in key order, at most ``limit``."""
+        keys = sorted(k for k in self.kv if k.startswith(prefix))[:limit]
+        return [self._entry(k, self.kv[k]) for k in keys]
+
+    def history(self, key: str) -> list[HistoryRecord]:
+        """Retained audit records of ``key``, oldest first."""
+        return [r for r in self.audit if r.key == key]
+
+    def events_since(self, prefix: str, start_revision: int, limit: int = 1_000) -> list[Event]:
+        """Committed events with ``revision >= start_revision`` under ``prefix``, in order.
+
+        Raises :class:`RevisionCompacted` if events at ``start_revision`` are no longer
+        retained. Never splits a revision: the batch ends at a revision boundary.
+        """
+        start = max(start_revision, 1)
+        if start < self.events_compact_revision:
+            raise RevisionCompacted(
+                f"revision {start} was compacted; oldest retained is "
+                f"{self.events_compact_revision}",
+                compact_revision=self.events_compact_revision,
+            )
+        out: list[Event] = []
+        if not self.events or start > self.events[-1].revision:
+            return out
+        # Events are in revision order: bisect would be faster, a scan from the right suffices
+        # because watchers are usually near the head.
+        idx = len(self.events)
+        while idx > 0 and self.events[idx - 1].revision >= start:
+            idx -= 1
+        last_rev = 0
+        for i in range(idx, len(self.events)):
+            ev = self.events[i]
+            if len(out) >= limit and ev.revision != last_rev:
+                break
+            last_rev = ev.revision
+            if ev.key.startswith(prefix):
+                out.append(ev)
+        return out
+
+    def pending_for(self, key: str) -> list[Pending]:
+        return [_pending_model(p) for p in self.pending.values() if p.key == key]
+
+    def lease(self, lease_id: int) -> LeaseInfo | None:
+        rec = self.leases.get(lease_id)
+        return None if rec is None else _lease_model(rec)
+
+    def lease_refreshes(self) -> dict[int, tuple[int, int]]:
+        """``{lease id: (refresh count, ttl ms)}`` — what the leader's expiry clock tracks."""
+        return {lid: (rec.refreshes, rec.ttl_ms) for lid, rec in self.leases.items()}
+
+    def policy_for(self, key: str) -> PolicyBinding:
+        best: PolicyBinding | None = None
+        for prefix, binding in self.policies.items():
+            if key.startswith(prefix) and (best is None or len(prefix) > len(best.prefix)):
+                best = binding
+        return best or PolicyBinding(prefix="", name=DEFAULT_POLICY)
+
+    # ------------------------------------------------------------------- snapshot / digest
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain, canonical (sorted) dict of the whole state: msgpack-able, digestible."""
+        return {
+            "limits": self.limits.model_dump(),
+            "revision": self.revision,
+            "applied": self.applied,
+            "kv": [
+                [k, r.value, r.version, r.create_revision, r.mod_revision, r.author, r.lease]
+                for k, r in sorted(self.kv.items())
+            ],
+            "leases": [
+                [r.id, r.ttl_ms, r.owner, sorted(r.keys), r.refreshes]
+                for _, r in sorted(self.leases.items())
+            ],
+            "claims": [
+                [k, c.owner, c.fence, c.lease, c.ttl_ms] for k, c in sorted(self.claims.items())
+            ],
+            "pending": [
+                [
+                    p.id,
+                    p.key,
+                    p.value,
+                    p.author,
+                    p.base_version,
+                    p.k,
+                    p.params,
+                    p.approvals,
+                    p.rejections,
+                    p.status,
+                ]
+                for _, p in sorted(self.pending.items())
+            ],
+            "policies": [b.model_dump() for _, b in sorted(self.policies.items())],
+            "sessions": [
+                [
+                    sid,
+                    s.agent,
+                    s.floor,
+                    s.last_active,
+                    [[seq, r.model_dump(mode="python")] for seq, r in sorted(s.results.items())],
+                ]
+                for sid, s in sorted(self.sessions.items())
+            ],
+            "announced": [a.model_dump() for _, a in sorted(self.announced.items())],
+            "counters": [
+                self.next_lease,
+                self.next_session,
+                self.next_proposal,
+                self.fence_counter,
+            ],
+            "events": [e.model_dump(mode="python") for e in self.events],
+            "events_compact_revision": self.events_compact_revision,
+            "audit": [a.model_dump(mode="python") for a in self.audit],
+            "audit_compact_revision": self.audit_compact_revision,
+        }
+
+    @classmethod
+    def from_snapshot(cls, data: dict[str, Any]) -> BoardState:
+        """Rebuild a state from :meth:`snapshot` output, validating every record."""
+        s = cls(Limits.model_validate(data["limits"]))
+        s.revision = int(data["revision"])
+        s.applied = int(data["applied"])
+        for k, value, version, crev, mrev, author, lease in data["kv"]:
+            s.kv[k] = _KV(value, version, crev, mrev, author, lease)
+        for lid, ttl_ms, owner, keys, refreshes in data["leases"]:
+            s.leases[lid] = _Lease(lid, ttl_ms, owner, set(keys), refreshes)
+        for k, owner, fence, lease, ttl_ms in data["claims"]:
+            s.claims[k] = _Claim(owner, fence, lease, ttl_ms)
+        for pid, key, value, author, base, k, params, appr, rej, status in data["pending"]:
+            s.pending[pid] = _Pending(
+                pid, key, value, author, base, k, params, list(appr), list(rej), status
+            )
+        for b in data["policies"]:
+            binding = PolicyBinding.model_validate(b)
+            s.policies[binding.prefix] = binding
+        for sid, agent, floor, last_active, results in data["sessions"]:
+            s.sessions[sid] = _Session(
+                agent, {seq: Result.model_validate(r) for seq, r in results}, floor, last_active
+            )
+        for a in data["announced"]:
+            ann = AnnouncePolicies.model_validate(a)
+            s.announced[ann.replica] = ann
+        s.next_lease, s.next_session, s.next_proposal, s.fence_counter = data["counters"]
+        s.events = deque(Event.model_validate(e) for e in data["events"])
+        s.events_compact_revision = int(data["events_compact_revision"])
+        s.audit = deque(HistoryRecord.model_validate(a) for a in data["audit"])
+        s.audit_compact_revision = int(data["audit_compact_revision"])
+        return s
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical snapshot: equal digests mean equal replicated state."""
+        return hashlib.sha256(canonical_bytes(self.snapshot())).hexdigest()
+
+    # ---------------------------------------------------------------- internal mutation
+
+    def _record_audit(self, record: HistoryRecord) -> None:
+        self.audit.append(record)
+        while len(self.audit) > self.limits.audit_retained_max:
+            dropped = self.audit.popleft()
+            self.audit_compact_revision = max(self.audit_compact_revision, dropped.revision + 1)
+
+    def _record_event(self, event: Event) -> None:
+        self.events.append(event)
+        if len(self.events) <= self.limits.events_retained_max:
+            return
+        # Drop whole revisions so a watcher never sees half of an atomic change.
+        first = self.events[0].revision
+        while self.events and self.events[0].revision == first:
+            self.events.popleft()
+        self.events_compact_revision = first + 1
+
+
+def _lease_model(rec: _Lease) -> LeaseInfo:
+    return LeaseInfo(
+        id=rec.id, ttl=rec.ttl_ms / 1000, keys=sorted(rec.keys), refreshes=rec.refreshes
+    )
+
+
+def _pending_model(p: _Pending) -> Pending:
+    return Pending.model_construct(
+        id=p.id,
+        key=p.key,
+        value=p.value,
+        author=p.author,
+        base_version=p.base_version,
+        approvals=list(p.approvals),
+        rejections=list(p.rejections),
+        status=p.status,
+        k=p.k,
+    )
+
+
+def _claim_model(key: str, c: _Claim) -> Claim:
+    return Claim(key=key, owner=c.owner, fence=c.fence, lease=c.lease, ttl=c.ttl_ms / 1000)
+
+
+# ------------------------------------------------------------------------------- apply
+
+
+def decode_proposal(data: object) -> Proposal | ErrorInfo:
+    """Validate a decoded log payload into a :class:`Proposal`, or say what was wrong."""
+    try:
+        return Proposal.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return ErrorInfo(code="invalid", message=f"invalid proposal at {where}: {first['msg']}")
+    except (InvalidValue, UnknownPolicy) as exc:  # pragma: no cover - raised via validators
+        return ErrorInfo(code="invalid", message=str(exc))
+
+
+def apply(state: BoardState, proposal: Proposal, policies: PolicyRegistry = registry) -> Applied:
+    """Apply one committed proposal. Deterministic, no I/O, never raises."""
+    try:
+        return _apply(state, proposal, policies)
+    except _Halt as halt:
+        return Applied(
+            Result(revision=state.revision, error=_err("internal", str(halt))), halt=str(halt)
+        )
+    except Exception as exc:  # a bug: report it identically on every replica, never raise
+        return Applied(
+            Result(revision=state.revision, error=_err("internal", f"{type(exc).__name__}: {exc}"))
+        )
+
+
+def _err(code: ErrorCode, message: str, **kw: Any) -> ErrorInfo:
+    return ErrorInfo(code=code, message=message, **kw)
+
+
+def _apply(state: BoardState, proposal: Proposal, policies: PolicyRegistry) -> Applied:
+    state.applied += 1
+    cmd = proposal.command
+    if cmd.op == "open_session":
+        return Applied(Result(revision=state.revision, session=_open_session(state, proposal)))
+    session: _Session | None = None
+    if proposal.session:
+        session = state.sessions.get(proposal.session)
+        if session is None:
+            code: ErrorCode = (
+                "session_expired" if proposal.session < state.next_session else "invalid"
+            )
+            return Applied(
+                Result(
+                    revision=state.revision,
+                    error=_err(
+                        code, f"session {proposal.session} is not known (expired or never opened)"
+                    ),
+                )
+            )
+        session.last_active = state.applied
+        cached = session.results.get(proposal.seq)
+        if cached is not None:
+            return Applied(cached)  # a retry of an applied request: the original result
+        if proposal.acked_below > session.floor:
+            session.floor = proposal.acked_below
+            for seq in [s for s in session.results if s < session.floor]:
+                del session.results[seq]
+        if proposal.seq < session.floor:
+            return Applied(
+                Result(
+                    revision=state.revision,
+                    error=_err(
+                        "invalid",
+                        f"seq {proposal.seq} was already acknowledged (floor {session.floor})",
+                    ),
+                )
+            )
+        if len(session.results) >= state.limits.results_per_session_max:
+            return Applied(
+                Result(
+                    revision=state.revision,
+                    error=_err("invalid", "too many unacknowledged requests in this session"),
+                )
+            )
+    try:
+        applied = _dispatch(state, proposal, policies)
+    except _Refused as refused:
+        applied = Applied(Result(revision=state.revision, error=refused.info))
+    if session is not None and proposal.command.op != "close_session":
+        session.results[proposal.seq] = applied.result
+    return applied
+
+
+def _open_session(state: BoardState, proposal: Proposal) -> int:
+    sid = state.next_session
+    state.next_session += 1
+    state.sessions[sid] = _Session(agent=proposal.agent, last_active=state.applied)
+    while len(state.sessions) > state.limits.sessions_max:
+        oldest = min(state.sessions, key=lambda s: (state.sessions[s].last_active, s))
+        del state.sessions[oldest]
+    return sid
+
+
+def _dispatch(state: BoardState, p: Proposal, policies: PolicyRegistry) -> Applied:
+    cmd = p.command
+    agent = p.agent
+    if isinstance(cmd, PutCmd):
+        return _put(state, agent, cmd, policies)
+    if isinstance(cmd, DeleteCmd):
+        return _delete(state, agent, cmd, policies)
+    if isinstance(cmd, ClaimCmd):
+        return _claim(state, agent, cmd)
+    if isinstance(cmd, GrantCmd):
+        lease = _new_lease(state, agent, round(cmd.ttl * 1000))
+        return Applied(Result(revision=state.revision, lease=_lease_model(lease)))
+    if isinstance(cmd, KeepAliveCmd):
+        rec = _lease_or_refuse(state, cmd.lease)
+        rec.refreshes += 1
+        return Applied(Result(revision=state.revision, lease=_lease_model(rec)))
+    if isinstance(cmd, RevokeCmd):
+        rec = _lease_or_refuse(state, cmd.lease)
+        return _end_lease(state, rec, "revoked")
+    if isinstance(cmd, ExpireLease):
+        due = state.leases.get(cmd.lease)
+        if due is None or due.refreshes != cmd.refreshes:
+            return Applied(Result(revision=state.revision, note="lease refreshed or gone"))
+        return _end_lease(state, due, "lease-expired")
+    if isinstance(cmd, VoteCmd):
+        return _vote(state, agent, cmd, policies)
+    if isinstance(cmd, WithdrawCmd):
+        pend = _pending_or_refuse(state, cmd.key, cmd.proposal)
+        if pend.author != agent:
+            raise _Refused(
+                _err(
+                    "policy_rejected",
+                    f"only {pend.author} can withdraw it",
+                    policy="vote",
+                    reason="not-author",
+                )
+            )
+        pend.status = "withdrawn"
+        return Applied(Result(revision=state.revision, pending=_pending_model(pend)))
+    if isinstance(cmd, SetPolicyCmd):
+        return _set_policy(state, cmd, policies)
+    if isinstance(cmd, AnnouncePolicies):
+        state.announced[cmd.replica] = cmd
+        return Applied(Result(revision=state.revision, note="announced"))
+    if cmd.op == "close_session":
+        state.sessions.pop(p.session, None)
+        return Applied(Result(revision=state.revision, note="closed"))
+    raise _Refused(_err("invalid", f"unknown op {cmd.op}"))  # pragma: no cover
+
+
+def _lease_or_refuse(state: BoardState, lease_id: int) -> _Lease:
+    rec = state.leases.get(lease_id)
+    if rec is None:
+        raise _Refused(_err("not_found", f"lease {lease_id} does not exist (expired or revoked)"))
+    return rec
+
+
+def _pending_or_refuse(state: BoardState, key: str, pid: int) -> _Pending:
+    pend = state.pending.get(pid)
+    if pend is None or pend.key != key:
+        raise _Refused(_err("not_found", f"no proposal {pid} on {key}"))
+    if pend.status != "pending":
+        raise _Refused(
+            _err(
+                "policy_rejected",
+                f"proposal {pid} is already {pend.status}",
+                policy="vote",
+                reason="decided",
+                current=state.entry(key),
+            )
+        )
+    return pend
+
+
+def _new_lease(state: BoardState, owner: str, ttl_ms: int) -> _Lease:
+    lease = _Lease(id=state.next_lease, ttl_ms=ttl_ms, owner=owner)
+    state.next_lease += 1
+    state.leases[lease.id] = lease
+    return lease
+
+
+def _policy(
+    state: BoardState, key: str, policies: PolicyRegistry
+) -> tuple[PolicyBinding, PolicyDef]:
+    binding = state.policy_for(key)
+    pdef = policies.get(binding.name)
+    if pdef is None:
+        raise _Halt(
+            f"policy {binding.name!r} bound to prefix {binding.prefix!r} is not "
+            "registered on this replica; refusing to apply rather than diverge"
+        )
+    return binding, pdef
+
+
+def _check_fences(state: BoardState, key: str, fence: FenceRef | None, policy: str) -> None:
+    """A claimed key needs its own claim's fence; a fenced write needs a current claim."""
+    claim = state.claims.get(key)
+    if claim is not None and (fence is None or fence.key != key or fence.fence != claim.fence):
+        raise _Refused(
+            _err(
+                "fenced_out",
+                f"{key} is claimed by {claim.owner} (fence {claim.fence}); "
+                "writes to it must carry that claim",
+                policy=policy,
+                reason="claimed",
+                current=state.entry(key),
+                detail={"owner": claim.owner, "fence": claim.fence},
+            )
+        )
+    if fence is None:
+        return
+    held = state.claims.get(fence.key)
+    if held is None or held.fence != fence.fence:
+        raise _Refused(
+            _err(
+                "fenced_out",
+                f"fence {fence.fence} on {fence.key} is no longer current "
+                + (f"(now fence {held.fence}, owner {held.owner})" if held else "(claim gone)"),
+                policy=policy,
+                reason="stale-fence",
+                current=state.entry(key),
+                detail={
+                    "owner": held.owner if held else None,
+                    "fence": held.fence if held else None,
+                },
+            )
+        )
+
+
+def _decide(pdef: PolicyDef, binding: PolicyBinding, current: _KV | None, write: Write) -> Any:
+    view = None if current is None else Current(current.value, current.version, current.author)
+    try:
+        return pdef.fn(view, write, binding.params)
+    except Exception as exc:  # a policy bug refuses the write on every replica alike
+        return Reject("policy-error", f"policy {pdef.name} failed: {type(exc).__name__}: {exc}")
+
+
+def _refuse_decision(
+    state: BoardState, key: str, author: str, decision: Reject, binding: PolicyBinding, value: Value
+) -> _Refused:
+    current = state.entry(key)
+    state._record_audit(
+        HistoryRecord.model_construct(
+            revision=state.revision,
+            key=key,
+            outcome="rejected",
+            version=current.version if current else 0,
+            author=author,
+            value=value,
+            policy=binding.name,
+            decision=f"{decision.reason}: {decision.message}",
+        )
+    )
+    code: ErrorCode = "stale_version" if decision.stale else "policy_rejected"
+    return _Refused(
+        _err(
+            code,
+            f"{binding.name} rejected the write to {key}: {decision.message}",
+            policy=binding.name,
+            reason=decision.reason,
+            current=current,
+        )
+    )
+
+
+def _put(state: BoardState, agent: str, cmd: PutCmd, policies: PolicyRegistry) -> Applied:
+    binding, pdef = _policy(state, cmd.key, policies)
+    _check_fences(state, cmd.key, cmd.fence, binding.name)
+    current = state.kv.get(cmd.key)
+    lease = cmd.lease
+    if lease is not None:
+        _lease_or_refuse(state, lease)
+    claim = state.claims.get(cmd.key)
+    if claim is not None and lease is None:
+        lease = claim.lease  # the claim's key lives exactly as long as the claim
+    if current is None and len(state.kv) >= state.limits.keys_max:
+        raise _Refused(
+            _err("policy_rejected", f"board holds {state.limits.keys_max} keys", reason="quota")
+        )
+    decision = _decide(pdef, binding, current, Write("put", cmd.value, agent, cmd.expect_version))
+    if isinstance(decision, Reject):
+        raise _refuse_decision(state, cmd.key, agent, decision, binding, cmd.value)
+    if isinstance(decision, Defer):
+        return _open_vote(state, agent, cmd, binding, decision, current)
+    value = decision.value
+    if value is not cmd.value:
+        try:
+            check_value(value)
+        except InvalidValue as exc:
+            raise _refuse_decision(
+                state, cmd.key, agent, Reject("result-invalid", str(exc)), binding, cmd.value
+            ) from None
+    entry = _write(
+        state, cmd.key, value, agent, lease, binding.name, decision.decision, cause="put"
+    )
+    return Applied(Result(revision=state.revision, entry=entry), [state.events[-1]])
+
+
+def _write(
+    state: BoardState,
+    key: str,
+    value: Value,
+    author: str,
+    lease: int | None,
+    policy: str,
+    decision: str,
+    cause: str,
+) -> Entry:
+    """Store a new version of ``key`` at a new revision and record its event and audit line."""
+    state.revision += 1
+    rev = state.revision
+    old = state.kv.get(key)
+    if old is not None and old.lease is not None and old.lease != lease:
+        old_lease = state.leases.get(old.lease)
+        if old_lease is not None:
+            old_lease.keys.discard(key)
+    rec = _KV(
+        value,
+        (old.version + 1) if old else 1,
+        old.create_revision if old else rev,
+        rev,
+        author,
+        lease,
+    )
+    state.kv[key] = rec
+    if lease is not None:
+        state.leases[lease].keys.add(key)
+    entry = state._entry(key, rec)
+    state._record_event(
+        Event.model_construct(revision=rev, kind="put", key=key, entry=entry, cause=cause)
+    )
+    state._record_audit(
+        HistoryRecord.model_construct(
+            revision=rev,
+            key=key,
+            outcome="put",
+            version=rec.version,
+            author=author,
+            value=value,
+            policy=policy,
+            decision=decision,
+        )
+    )
+    return entry
+
+
+def _remove(
+    state: BoardState, key: str, author: str, policy: str, decision: str, cause: str
+) -> Event:
+    """Delete ``key`` at the current revision (the caller bumped it)."""
+    rec = state.kv.pop(key)
+    if rec.lease is not None and rec.lease in state.leases:
+        state.leases[rec.lease].keys.discard(key)
+    claim = state.claims.get(key)
+    if claim is not None:
+        del state.claims[key]
+    last = Entry.model_construct(
+        key=key,
+        value=rec.value,
+        version=rec.version,
+        revision=state.revision,
+        author=rec.author,
+        create_revision=rec.create_revision,
+        mod_revision=rec.mod_revision,
+        lease=rec.lease,
+    )
+    event = Event.model_construct(
+        revision=state.revision, kind="delete", key=key, entry=last, cause=cause
+    )
+    state._record_event(event)
+    state._record_audit(
+        HistoryRecord.model_construct(
+            revision=state.revision,
+            key=key,
+            outcome="delete",
+            version=rec.version,
+            author=author,
+            value=None,
+            policy=policy,
+            decision=decision,
+        )
+    )
+    return event
+
+
+def _delete(state: BoardState, agent: str, cmd: DeleteCmd, policies: PolicyRegistry) -> Applied:
+    binding, pdef = _policy(state, cmd.key, policies)
+    _check_fences(state, cmd.key, cmd.fence, binding.name)
+    current = state.kv.get(cmd.key)
+    if current is None:
+        raise _Refused(_err("not_found", f"{cmd.key} does not exist", policy=binding.name))
+    decision = _decide(pdef, binding, current, Write("delete", None, agent, cmd.expect_version))
+    if isinstance(decision, Defer):
+        decision = Reject(
+            "vote-delete",
+            "deletes under the vote policy are not supported; bind another policy to delete",
+        )
+    if isinstance(decision, Reject):
+        raise _refuse_decision(state, cmd.key, agent, decision, binding, None)
+    state.revision += 1
+    event = _remove(state, cmd.key, agent, binding.name, decision.decision, cause="delete")
+    return Applied(Result(revision=state.revision, entry=event.entry), [event])
+
+
+def _end_lease(state: BoardState, rec: _Lease, cause: str) -> Applied:
+    """Revoke or expire a lease: delete its keys in one revision, release its claims."""
+    del state.leases[rec.id]
+    for key in [k for k, c in state.claims.items() if c.lease == rec.id]:
+        if key not in rec.keys:
+            del state.claims[key]
+    events: list[Event] = []
+    if rec.keys:
+        state.revision += 1
+        for key in sorted(rec.keys):
+            if key in state.kv:
+                events.append(_remove(state, key, rec.owner, "lease", cause, cause=cause))
+    return Applied(Result(revision=state.revision, lease=_lease_model(rec), note=cause), events)
+
+
+def _claim(state: BoardState, agent: str, cmd: ClaimCmd) -> Applied:
+    held = state.claims.get(cmd.key)
+    if held is not None:
+        if held.owner == agent:
+            return Applied(
+                Result(
+                    revision=state.revision,
+                    claim=_claim_model(cmd.key, held),
+                    note="already held by this agent",
+                )
+            )
+        raise _Refused(
+            _err(
+                "claim_held",
+                f"{cmd.key} is claimed by {held.owner} (fence {held.fence})",
+                policy="claim",
+                reason="held",
+                current=state.entry(cmd.key),
+                detail={"owner": held.owner, "fence": held.fence},
+            )
+        )
+    if cmd.key in state.kv:
+        raise _Refused(
+            _err(
+                "claim_held",
+                f"{cmd.key} exists and is not a claim",
+                policy="claim",
+                reason="key-exists",
+                current=state.entry(cmd.key),
+            )
+        )
+    ttl_ms = round(cmd.ttl * 1000)
+    lease = _new_lease(state, agent, ttl_ms)
+    state.fence_counter += 1
+    claim = _Claim(owner=agent, fence=state.fence_counter, lease=lease.id, ttl_ms=ttl_ms)
+    value = cmd.value if cmd.value is not None else {"owner": agent, "fence": claim.fence}
+    _write(
+        state,
+        cmd.key,
+        value,
+        agent,
+        lease.id,
+        "claim",
+        f"claimed, fence {claim.fence}",
+        cause="claim",
+    )
+    state.claims[cmd.key] = claim
+    return Applied(
+        Result(revision=state.revision, claim=_claim_model(cmd.key, claim)), [state.events[-1]]
+    )
+
+
+def _open_vote(
+    state: BoardState,
+    agent: str,
+    cmd: PutCmd,
+    binding: PolicyBinding,
+    decision: Defer,
+    current: _KV | None,
+) -> Applied:
+    if len(state.pending) >= state.limits.pending_max:
+        closed = [pid for pid, p in state.pending.items() if p.status != "pending"]
+        if not closed:
+            raise _Refused(
+                _err("policy_rejected", "too many open proposals", policy="vote", reason="quota")
+            )
+        del state.pending[closed[0]]
+    pend = _Pending(
+        id=state.next_proposal,
+        key=cmd.key,
+        value=cmd.value,
+        author=agent,
+        base_version=current.version if current else 0,
+        k=decision.k,
+        params=dict(binding.params),
+    )
+    state.next_proposal += 1
+    if binding.params.get("proposer_approves", True):
+        pend.approvals.append(agent)
+    state.pending[pend.id] = pend
+    state._record_audit(
+        HistoryRecord.model_construct(
+            revision=state.revision,
+            key=cmd.key,
+            outcome="pending",
+            version=pend.base_version,
+            author=agent,
+            value=cmd.value,
+            policy="vote",
+            decision=f"proposal {pend.id} opened",
+        )
+    )
+    return _settle_vote(state, pend, binding)
+
+
+def _vote(state: BoardState, agent: str, cmd: VoteCmd, policies: PolicyRegistry) -> Applied:
+    pend = _pending_or_refuse(state, cmd.key, cmd.proposal)
+    voters = pend.params.get("voters")
+    if voters is not None and agent not in voters:
+        raise _Refused(
+            _err(
+                "policy_rejected",
+                f"{agent} is not a voter on {cmd.key}",
+                policy="vote",
+                reason="not-a-voter",
+                current=state.entry(cmd.key),
+            )
+        )
+    if agent in pend.approvals or agent in pend.rejections:
+        raise _Refused(
+            _err(
+                "policy_rejected",
+                f"{agent} already voted on proposal {pend.id}",
+                policy="vote",
+                reason="already-voted",
+                current=state.entry(cmd.key),
+            )
+        )
+    (pend.approvals if cmd.approve else pend.rejections).append(agent)
+    binding, _ = _policy(state, cmd.key, policies)
+    return _settle_vote(state, pend, binding)
+
+
+def _settle_vote(state: BoardState, pend: _Pending, binding: PolicyBinding) -> Applied:
+    verdict = tally(pend.approvals, pend.rejections, pend.params)
+    if verdict == "pending":
+        return Applied(Result(revision=state.revision, pending=_pending_model(pend)))
+    if verdict == "rejected":
+        pend.status = "rejected"
+        return Applied(Result(revision=state.revision, pending=_pending_model(pend)))
+    current = state.kv.get(pend.key)
+    if (current.version if current else 0) != pend.base_version:
+        pend.status = "superseded"
+        return Applied(
+            Result(
+                revision=state.revision,
+                pending=_pending_model(pend),
+                note="the key changed since the proposal was opened",
+            )
+        )
+    claim = state.claims.get(pend.key)
+    if claim is not None:
+        pend.status = "superseded"
+        return Applied(
+            Result(
+                revision=state.revision,
+                pending=_pending_model(pend),
+                note="the key was claimed since the proposal was opened",
+            )
+        )
+    pend.status = "approved"
+    lease = current.lease if current else None
+    entry = _write(
+        state,
+        pend.key,
+        pend.value,
+        pend.author,
+        lease,
+        binding.name,
+        f"vote approved by {', '.join(pend.approvals)}",
+        cause="vote-approved",
+    )
+    return Applied(
+        Result(revision=state.revision, entry=entry, pending=_pending_model(pend)),
+        [state.events[-1]],
+    )
+
+
+def _set_policy(state: BoardState, cmd: SetPolicyCmd, policies: PolicyRegistry) -> Applied:
+    pdef = policies.get(cmd.name)
+    if cmd.name not in BUILTIN:
+        missing = _replicas_lacking(state, cmd.name)
+        if missing:
+            raise _Refused(
+                _err(
+                    "unknown_policy",
+                    f"policy {cmd.name!r} is not registered on "
+                    f"every replica (missing or other version: {', '.join(missing)})",
+                )
+            )
+        if pdef is None:
+            raise _Halt(
+                f"policy {cmd.name!r} was announced by every replica but is not "
+                "registered here; refusing to apply rather than diverge"
+            )
+    if pdef is None:
+        raise _Refused(_err("unknown_policy", f"no policy named {cmd.name!r}"))
+    try:
+        pdef.check_params(cmd.params)
+    except UnknownPolicy as exc:
+        raise _Refused(_err("unknown_policy", str(exc))) from None
+    except Exception as exc:
+        raise _Refused(_err("unknown_policy", f"{cmd.name} params check failed: {exc}")) from None
+    if cmd.prefix not in state.policies and len(state.policies) >= state.limits.policies_max:
+        raise _Refused(_err("policy_rejected", "too many policy bindings", reason="quota"))
+    state.policies[cmd.prefix] = PolicyBinding(
+        prefix=cmd.prefix, name=cmd.name, params=dict(cmd.params)
+    )
+    return Applied(Result(revision=state.revision, note=f"{cmd.prefix!r} -> {cmd.name}"))
+
+
+def _replicas_lacking(state: BoardState, name: str) -> list[str]:
+    """Replicas that did not announce ``name`` at the version most of them announced."""
+    if not state.announced:
+        return ["(no replica announced its policies)"]
+    size = max(a.cluster_size for a in state.announced.values())
+    versions = [a.policies.get(name) for a in state.announced.values()]
+    wanted = max((v for v in versions if v is not None), default=None)
+    lacking = sorted(
+        r for r, a in state.announced.items() if a.policies.get(name) != wanted or wanted is None
+    )
+    if len(state.announced) < size:
+        lacking.append(f"{size - len(state.announced)} replica(s) not yet announced")
+    return lacking
