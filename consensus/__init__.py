@@ -1,1 +1,83 @@
-"""quorumboard: a replicated blackboard for teams of LLM agents (public API filled in by client/cluster)."""
+"""quorumboard's consensus package: a replicated blackboard for teams of LLM agents.
+
+Agents write to a board whose edits commit only once a Raft quorum of replicas has them; per-key
+conflict policies decide what colliding edits do; leases, claims and fencing tokens make task
+ownership safe across stalls and crashes. Start here::
+
+    from consensus import LocalCluster, Conflict
+
+    with LocalCluster(replicas=3) as cluster:
+        board = cluster.board(agent="planner")
+        board.put("plan/step-1", {"text": "draft intro"})
+"""
+
+from consensus.client import Board, connect
+from consensus.cluster import LocalCluster
+from consensus.errors import (
+    AuthError,
+    BoardError,
+    ClaimHeld,
+    Conflict,
+    CorruptData,
+    FencedOut,
+    FrameTooLarge,
+    InvalidCommand,
+    InvalidKey,
+    InvalidValue,
+    InvariantViolation,
+    NotFound,
+    OutcomeUnknown,
+    PolicyRejected,
+    ProtocolError,
+    RevisionCompacted,
+    SessionExpired,
+    StaleVersion,
+    Unavailable,
+    UnknownPolicy,
+)
+from consensus.model import Claim, Entry, Event, FenceRef, HistoryRecord, LeaseInfo, Pending
+from consensus.policies import Accept, Current, Reject, Write, register_policy
+from consensus.protocol import ReplicaStatus
+from consensus.state import Limits
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Accept",
+    "AuthError",
+    "Board",
+    "BoardError",
+    "Claim",
+    "ClaimHeld",
+    "Conflict",
+    "CorruptData",
+    "Current",
+    "Entry",
+    "Event",
+    "FenceRef",
+    "FencedOut",
+    "FrameTooLarge",
+    "HistoryRecord",
+    "InvalidCommand",
+    "InvalidKey",
+    "InvalidValue",
+    "InvariantViolation",
+    "LeaseInfo",
+    "Limits",
+    "LocalCluster",
+    "NotFound",
+    "OutcomeUnknown",
+    "Pending",
+    "PolicyRejected",
+    "ProtocolError",
+    "Reject",
+    "ReplicaStatus",
+    "RevisionCompacted",
+    "SessionExpired",
+    "StaleVersion",
+    "Unavailable",
+    "UnknownPolicy",
+    "Write",
+    "connect",
+    "register_policy",
+]

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from consensus.errors import InvalidValue, RevisionCompacted, UnknownPolicy
+from consensus.errors import BoardError, InvalidValue, RevisionCompacted, UnknownPolicy
 from consensus.model import (
     AnnouncePolicies,
     Claim,
@@ -401,7 +401,7 @@ def decode_proposal(data: object) -> Proposal | ErrorInfo:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         return ErrorInfo(code="invalid", message=f"invalid proposal at {where}: {first['msg']}")
-    except (InvalidValue, UnknownPolicy) as exc:  # pragma: no cover - raised via validators
+    except BoardError as exc:  # key/value validators raise InvalidKey / InvalidValue
         return ErrorInfo(code="invalid", message=str(exc))
 
 

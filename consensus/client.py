@@ -1,0 +1,666 @@
+"""The client: ``connect()`` and :class:`Board`, the handle an agent writes through.
+
+A ``Board`` keeps one authenticated connection to the replica it believes leads, opens a
+replicated *session* on first use, and numbers every proposal. A retry after a timeout, a lost
+connection, ``LEADER_CHANGED`` or ``UNKNOWN_OUTCOME`` re-sends the *same* session and sequence
+number, so the state machine returns the original result instead of applying twice. It follows
+``not_leader`` hints and otherwise walks the endpoint list, with bounded attempts and backoff.
+
+Thread-safe: several threads may share one ``Board`` (requests are pipelined on the connection).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+import msgpack
+
+from consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
+from consensus.errors import (
+    BoardError,
+    ClaimHeld,
+    Conflict,
+    FencedOut,
+    InvalidCommand,
+    NotFound,
+    OutcomeUnknown,
+    PolicyRejected,
+    ProtocolError,
+    RevisionCompacted,
+    SessionExpired,
+    StaleVersion,
+    Unavailable,
+    UnknownPolicy,
+)
+from consensus.frames import FrameDecoder, encode_frame
+from consensus.model import (
+    Claim,
+    ClaimCmd,
+    CloseSession,
+    Command,
+    DeleteCmd,
+    Entry,
+    ErrorInfo,
+    Event,
+    FenceRef,
+    GrantCmd,
+    HistoryRecord,
+    KeepAliveCmd,
+    LeaseInfo,
+    OpenSession,
+    Pending,
+    Proposal,
+    PutCmd,
+    Result,
+    RevokeCmd,
+    SetPolicyCmd,
+    Value,
+    VoteCmd,
+    WithdrawCmd,
+    check_key,
+    check_prefix,
+)
+from consensus.protocol import (
+    REPLY_FRAME_BYTES_MAX,
+    ProposeReq,
+    ReadReq,
+    Reply,
+    ReplicaStatus,
+    StatusReq,
+    WatchBatch,
+    WatchReq,
+    encode,
+)
+
+__all__ = ["Board", "connect"]
+
+CONNECT_TIMEOUT_S = 2.0
+ATTEMPT_TIMEOUT_S = 6.0
+ATTEMPTS_MAX = 64
+BACKOFF_MIN_S = 0.02
+BACKOFF_MAX_S = 0.5
+WATCH_RECONNECTS_MAX = 1_000
+HELLO_BYTES_MAX = 4096
+
+_ERRORS: dict[str, type[BoardError]] = {
+    "stale_version": StaleVersion,
+    "policy_rejected": PolicyRejected,
+    "claim_held": ClaimHeld,
+    "fenced_out": FencedOut,
+    "not_found": NotFound,
+    "invalid": InvalidCommand,
+    "unknown_policy": UnknownPolicy,
+    "session_expired": SessionExpired,
+    "internal": BoardError,
+}
+
+
+def error_from(info: ErrorInfo) -> BoardError:
+    """The typed exception for a refusal the state machine committed."""
+    cls = _ERRORS.get(info.code, BoardError)
+    if issubclass(cls, Conflict):
+        return cls(info.message, current=info.current, policy=info.policy, reason=info.reason,
+                   detail=info.detail)
+    return cls(info.message)
+
+
+class _Lost(Exception):
+    """The connection died; ``sent`` says whether the request had been written."""
+
+    def __init__(self, message: str, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class _Link:
+    """One authenticated connection to one replica, with a reader thread routing replies."""
+
+    def __init__(self, address: str, secret: bytes | None, identity: str,
+                 timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        self.address = address
+        host, _, port = address.rpartition(":")
+        self._sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._channel = Channel(secret, new_nonce(), initiator=True, label=CLIENT_LABEL)
+        self._decoder = FrameDecoder(HELLO_BYTES_MAX)
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._waiters: dict[int, queue.SimpleQueue[Reply | WatchBatch | None]] = {}
+        self._waiters_lock = threading.Lock()
+        self._streams: set[int] = set()
+        self.closed = False
+        try:
+            self._handshake(identity)
+        except Exception:
+            self._sock.close()
+            raise
+        self._sock.settimeout(None)
+        self._decoder.set_limit(REPLY_FRAME_BYTES_MAX + SEAL_OVERHEAD_BYTES)
+        self._reader = threading.Thread(target=self._read_loop, daemon=True,
+                                        name=f"board-link-{address}")
+        self._reader.start()
+
+    def _handshake(self, identity: str) -> None:
+        self._sock.sendall(encode_frame(self._channel.hello(identity)))
+        pending: list[bytes] = []
+
+        def next_frame() -> bytes:
+            for _ in range(HELLO_BYTES_MAX):
+                if pending:
+                    return pending.pop(0)
+                data = self._sock.recv(HELLO_BYTES_MAX)
+                if not data:
+                    raise ProtocolError(f"{self.address} closed the connection in the handshake")
+                pending.extend(self._decoder.feed(data))
+            raise ProtocolError("handshake did not complete")
+
+        self._channel.accept_hello(next_frame())
+        self._sock.sendall(encode_frame(self._channel.proof()))
+        self._channel.accept_proof(next_frame())
+
+    def _read_loop(self) -> None:
+        try:
+            while True:
+                data = self._sock.recv(2**16)
+                if not data:
+                    break
+                for frame in self._decoder.feed(data):
+                    self._route(self._channel.open(frame))
+        except (OSError, BoardError):
+            pass
+        finally:
+            self.close()
+
+    def _route(self, payload: bytes) -> None:
+        obj = msgpack.unpackb(payload, raw=False)
+        msg: Reply | WatchBatch = (WatchBatch.model_validate(obj)
+                                   if isinstance(obj, dict) and obj.get("watch")
+                                   else Reply.model_validate(obj))
+        with self._waiters_lock:
+            box = self._waiters.get(msg.id)
+            if box is not None and isinstance(msg, Reply) and msg.id not in self._streams:
+                del self._waiters[msg.id]
+        if box is not None:
+            box.put(msg)
+
+    def open_box(self, stream: bool = False) -> tuple[int, queue.SimpleQueue[Any]]:
+        rid = next(self._ids)
+        box: queue.SimpleQueue[Reply | WatchBatch | None] = queue.SimpleQueue()
+        with self._waiters_lock:
+            if self.closed:
+                raise _Lost(f"connection to {self.address} is closed", sent=False)
+            self._waiters[rid] = box
+            if stream:
+                self._streams.add(rid)
+        return rid, box
+
+    def send(self, message: Any) -> None:
+        payload = encode(message)
+        try:
+            with self._send_lock:  # seal and send together: counters must hit the wire in order
+                self._sock.sendall(encode_frame(self._channel.seal(payload)))
+        except OSError as exc:
+            self.close()
+            raise _Lost(f"send to {self.address} failed: {exc}", sent=True) from None
+
+    def request(self, build: Callable[[int], Any], timeout_s: float) -> Reply:
+        rid, box = self.open_box()
+        try:
+            self.send(build(rid))
+            try:
+                msg = box.get(timeout=timeout_s)
+            except queue.Empty:
+                raise _Lost(f"no reply from {self.address} in {timeout_s:.1f}s", sent=True) \
+                    from None
+            if msg is None:
+                raise _Lost(f"connection to {self.address} lost", sent=True)
+            if not isinstance(msg, Reply):
+                raise ProtocolError("watch batch where a reply was expected")
+            return msg
+        finally:
+            with self._waiters_lock:
+                self._waiters.pop(rid, None)
+
+    def forget(self, rid: int) -> None:
+        with self._waiters_lock:
+            self._waiters.pop(rid, None)
+            self._streams.discard(rid)
+
+    def close(self) -> None:
+        with self._waiters_lock:
+            if self.closed:
+                return
+            self.closed = True
+            boxes = list(self._waiters.values())
+            self._waiters.clear()
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+        for box in boxes:
+            box.put(None)
+
+
+class Board:
+    """A blackboard handle with an agent identity. Create with :func:`connect` or
+    ``LocalCluster.board()``. Every write returns only after a Raft quorum committed it."""
+
+    def __init__(self, endpoints: list[str], agent: str, *, secret: bytes | None = None,
+                 timeout_s: float = 15.0) -> None:
+        if not endpoints:
+            raise InvalidCommand("no endpoints given")
+        if not agent or len(agent) > 128:
+            raise InvalidCommand("agent must be 1..128 characters")
+        self.agent = agent
+        self.endpoints = list(endpoints)
+        self.timeout_s = timeout_s
+        self._secret = secret
+        self._lock = threading.Lock()
+        self._link: _Link | None = None
+        self._hint: str | None = None
+        self._next_endpoint = 0
+        self._session = 0
+        self._seq = 0
+        self._outstanding: set[int] = set()
+        self._closed = False
+        self._links: list[_Link] = []
+
+    # ------------------------------------------------------------------------ connections
+
+    def _connect_to(self, address: str) -> _Link:
+        link = _Link(address, self._secret, f"agent:{self.agent}")
+        with self._lock:
+            self._links = [x for x in self._links if not x.closed] + [link]
+        return link
+
+    def _leader_link(self) -> _Link:
+        """The connection to the believed leader (hint first, then endpoints in turn)."""
+        with self._lock:
+            if self._closed:
+                raise Unavailable("board is closed")
+            link = self._link
+            if link is not None and not link.closed:
+                return link
+            hint, self._hint = self._hint, None
+            if hint is None:
+                hint = self.endpoints[self._next_endpoint % len(self.endpoints)]
+                self._next_endpoint += 1
+        try:
+            link = self._connect_to(hint)
+        except (OSError, BoardError) as exc:
+            raise _Lost(f"cannot connect to {hint}: {exc}", sent=False) from None
+        with self._lock:
+            if self._link is not None and not self._link.closed:
+                link.close()
+                return self._link
+            self._link = link
+        return link
+
+    def _drop(self, link: _Link | None, hint: str | None = None) -> None:
+        with self._lock:
+            if link is not None and self._link is link:
+                self._link = None
+            if hint:
+                self._hint = hint
+        if link is not None and hint is not None:
+            link.close()
+
+    def _call(self, build: Callable[[int], Any], *, idempotent: bool,
+              deadline_s: float | None = None) -> Reply:
+        """Send a request to the leader until a definitive reply, within the deadline.
+
+        Non-idempotent requests (proposals) are only ever re-sent with the same session and
+        seq, which the state machine deduplicates, so re-sending is safe for both kinds."""
+        deadline = time.monotonic() + (deadline_s or self.timeout_s)
+        maybe_applied = False
+        last = "no attempt made"
+        for attempt in range(ATTEMPTS_MAX):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            link: _Link | None = None
+            try:
+                link = self._leader_link()
+                reply = link.request(build, min(remaining, ATTEMPT_TIMEOUT_S))
+            except _Lost as lost:
+                maybe_applied = maybe_applied or lost.sent
+                last = str(lost)
+                self._drop(link)
+                if link is not None:
+                    link.close()
+                _backoff(attempt, deadline)
+                continue
+            if reply.wire_error == "":
+                return reply
+            last = f"{reply.wire_error}: {reply.message}"
+            if reply.wire_error == "not_leader":
+                self._drop(link, reply.leader_hint or None)
+                if reply.leader_hint is None:
+                    _backoff(attempt, deadline)
+                continue
+            if reply.wire_error in ("unavailable", "outcome_unknown"):
+                maybe_applied = maybe_applied or reply.wire_error == "outcome_unknown"
+                if reply.leader_hint:
+                    self._drop(link, reply.leader_hint)
+                _backoff(attempt, deadline)
+                continue
+            if reply.wire_error == "compacted":
+                raise RevisionCompacted(reply.message, compact_revision=reply.compact_revision)
+            raise InvalidCommand(reply.message)
+        if maybe_applied and not idempotent:
+            raise OutcomeUnknown(f"outcome unknown after retries until the deadline ({last}); "
+                                 "retrying through this Board is safe")
+        raise Unavailable(f"no replica could serve the request in time ({last})")
+
+    # --------------------------------------------------------------------------- sessions
+
+    def _ensure_session(self) -> int:
+        with self._lock:
+            if self._session:
+                return self._session
+        reply = self._call(lambda rid: ProposeReq(id=rid, proposal=Proposal(
+            agent=self.agent, command=OpenSession())), idempotent=True)
+        session = reply.result.session if reply.result else None
+        if not session:
+            raise Unavailable("could not open a session")
+        with self._lock:
+            if not self._session:
+                self._session = session
+            return self._session
+
+    def _propose(self, command: Command) -> Result:
+        for _ in range(2):  # a second pass only after the session expired before anything applied
+            session = self._ensure_session()
+            with self._lock:
+                self._seq += 1
+                seq = self._seq
+                self._outstanding.add(seq)
+            try:
+                def build(rid: int) -> ProposeReq:
+                    with self._lock:
+                        floor = min(self._outstanding, default=seq)
+                    return ProposeReq(id=rid, proposal=Proposal(
+                        agent=self.agent, session=session, seq=seq, acked_below=floor,
+                        command=command))
+
+                reply = self._call(build, idempotent=False)
+            finally:
+                with self._lock:
+                    self._outstanding.discard(seq)
+            result = reply.result
+            if result is None:
+                raise ProtocolError("proposal reply carried no result")
+            if result.error is not None and result.error.code == "session_expired":
+                with self._lock:
+                    if self._session == session:
+                        self._session = 0
+                if seq > 1:
+                    raise OutcomeUnknown("the session expired; an earlier attempt may have "
+                                         "applied") from error_from(result.error)
+                continue
+            if result.error is not None:
+                raise error_from(result.error)
+            return result
+        raise SessionExpired("session expired twice in a row")
+
+    # ------------------------------------------------------------------------------ writes
+
+    def put(self, key: str, value: Value, *, expect_version: int | None = None,
+            lease: int | LeaseInfo | Claim | None = None,
+            fence: Claim | FenceRef | None = None) -> Entry:
+        """Write ``value`` at ``key`` under the key's conflict policy; returns the new version.
+
+        ``expect_version``: compare-and-set (0 = create only). ``lease``: delete the key when
+        that lease ends. ``fence``: refuse unless this claim is still current. Raises a
+        :class:`Conflict` subclass if refused (nothing is written), :class:`OutcomeUnknown` /
+        :class:`Unavailable` if the cluster could not answer (retrying is safe). Under the
+        ``vote`` policy nothing is written yet: use :meth:`propose`.
+        """
+        result = self._propose(PutCmd(key=check_key(key), value=value,
+                                      expect_version=expect_version, lease=_lease_id(lease),
+                                      fence=_fence(fence)))
+        if result.entry is None:
+            pending = result.pending
+            raise PolicyRejected(
+                f"{key} is under the vote policy: the edit is pending as proposal "
+                f"{pending.id if pending else '?'}; use propose() to get it",
+                policy="vote", reason="pending",
+                detail={"proposal": pending.id if pending else None})
+        return result.entry
+
+    def propose(self, key: str, value: Value, *,
+                expect_version: int | None = None) -> Entry | Pending:
+        """Put under any policy; under ``vote`` returns the :class:`Pending` proposal."""
+        result = self._propose(PutCmd(key=check_key(key), value=value,
+                                      expect_version=expect_version))
+        return result.entry if result.entry is not None and result.pending is None \
+            else _pending_or_entry(result)
+
+    def vote(self, key: str, proposal: int | Pending, approve: bool = True) -> Entry | Pending:
+        """Approve or reject a pending edit; returns the written entry once it is approved."""
+        pid = proposal.id if isinstance(proposal, Pending) else proposal
+        return _pending_or_entry(self._propose(VoteCmd(key=check_key(key), proposal=pid,
+                                                       approve=approve)))
+
+    def withdraw(self, key: str, proposal: int | Pending) -> Pending:
+        """Withdraw your own pending edit."""
+        pid = proposal.id if isinstance(proposal, Pending) else proposal
+        result = self._propose(WithdrawCmd(key=check_key(key), proposal=pid))
+        if result.pending is None:
+            raise ProtocolError("withdraw reply carried no proposal")
+        return result.pending
+
+    def delete(self, key: str, *, expect_version: int | None = None,
+               fence: Claim | FenceRef | None = None) -> Entry:
+        """Delete ``key`` (under its policy); returns the last version. :class:`NotFound` if
+        it does not exist."""
+        result = self._propose(DeleteCmd(key=check_key(key), expect_version=expect_version,
+                                         fence=_fence(fence)))
+        if result.entry is None:
+            raise ProtocolError("delete reply carried no entry")
+        return result.entry
+
+    def grant(self, ttl: float) -> LeaseInfo:
+        """A new lease of ``ttl`` seconds (a minimum: expiry is decided by the leader's clock)."""
+        return _lease_of(self._propose(GrantCmd(ttl=ttl)))
+
+    def keepalive(self, lease: int | LeaseInfo | Claim) -> LeaseInfo:
+        """Restart the lease's countdown. :class:`NotFound` once it has expired."""
+        return _lease_of(self._propose(KeepAliveCmd(lease=_need_lease(lease))))
+
+    def revoke(self, lease: int | LeaseInfo | Claim) -> LeaseInfo:
+        """End the lease now: its keys are deleted, its claims released."""
+        return _lease_of(self._propose(RevokeCmd(lease=_need_lease(lease))))
+
+    def claim(self, key: str, ttl: float, value: Value = None) -> Claim:
+        """Take exclusive ownership of ``key`` for ``ttl`` seconds (renew with
+        :meth:`keepalive`). Raises :class:`ClaimHeld` while another agent holds it. The
+        claim's ``fence`` grows with every new owner; pass ``fence=claim`` to guarded writes."""
+        result = self._propose(ClaimCmd(key=check_key(key), ttl=ttl, value=value))
+        if result.claim is None:
+            raise ProtocolError("claim reply carried no claim")
+        return result.claim
+
+    def release(self, claim: Claim) -> None:
+        """Give a claim up (revokes its lease, deleting the claimed key)."""
+        self.revoke(claim.lease)
+
+    def set_policy(self, prefix: str, name: str, **params: Any) -> None:
+        """Bind conflict policy ``name`` to every key under ``prefix`` (a committed change)."""
+        self._propose(SetPolicyCmd(prefix=check_prefix(prefix), name=name, params=params))
+
+    # ------------------------------------------------------------------------------- reads
+
+    def _read(self, what: str, *, key: str = "", lease: int = 0, limit: int = 10_000,
+              stale: bool = False) -> Reply:
+        reply = self._call(lambda rid: ReadReq(id=rid, what=what, key=key, lease=lease,  # type: ignore[arg-type]
+                                               limit=limit, stale=stale), idempotent=True)
+        if reply.error is not None and reply.error.code != "not_found":
+            raise error_from(reply.error)
+        return reply
+
+    def get(self, key: str, *, stale: bool = False) -> Entry | None:
+        """The key's current entry, or ``None``. Linearizable unless ``stale=True`` (then
+        served from the connected replica's applied state, possibly behind)."""
+        return self._read("get", key=check_key(key), stale=stale).entry
+
+    def list(self, prefix: str = "", *, stale: bool = False, limit: int = 10_000) -> list[Entry]:
+        """Entries under ``prefix`` in key order (at most ``limit``)."""
+        return self._read("list", key=check_prefix(prefix), limit=limit, stale=stale).entries \
+            or []
+
+    def history(self, key: str, *, limit: int = 10_000) -> list[HistoryRecord]:
+        """Retained audit records of ``key``: every committed version and refused attempt, with
+        author, policy and decision, oldest first."""
+        return self._read("history", key=check_key(key), limit=limit).history or []
+
+    def pending(self, key: str) -> list[Pending]:
+        """Proposals (open and decided) on a ``vote`` key."""
+        return self._read("pending", key=check_key(key)).pending or []
+
+    def lease(self, lease: int | LeaseInfo | Claim) -> LeaseInfo | None:
+        return self._read("lease", lease=_need_lease(lease)).lease
+
+    def status(self) -> ReplicaStatus:
+        """The connected replica's view of the cluster."""
+        reply = self._call(lambda rid: StatusReq(id=rid), idempotent=True)
+        if reply.status is None:
+            raise ProtocolError("status reply carried no status")
+        return reply.status
+
+    def watch(self, prefix: str = "", start_revision: int | None = None, *,
+              idle_timeout_s: float | None = None) -> Iterator[Event]:
+        """Committed put/delete events under ``prefix`` in revision order, gap-free.
+
+        ``start_revision=None`` starts after the current revision; ``0`` or ``1`` replays from
+        the beginning. Survives replica failures (resumes on another replica from the next
+        revision). Raises :class:`RevisionCompacted` if the start was compacted away. Ends after
+        ``idle_timeout_s`` without events, if given.
+        """
+        check_prefix(prefix)
+        cursor = start_revision
+        for attempt in range(WATCH_RECONNECTS_MAX):
+            address = self._watch_address(attempt)
+            try:
+                link = self._connect_to(address)
+            except (OSError, BoardError):
+                _backoff(attempt, time.monotonic() + BACKOFF_MAX_S)
+                continue
+            try:
+                rid, box = link.open_box(stream=True)
+                link.send(WatchReq(id=rid, prefix=prefix, start_revision=cursor))
+                for _ in range(2**62):
+                    try:
+                        msg = box.get(timeout=idle_timeout_s)
+                    except queue.Empty:
+                        return
+                    if msg is None:
+                        break
+                    if isinstance(msg, Reply):
+                        if msg.wire_error == "compacted":
+                            raise RevisionCompacted(msg.message,
+                                                    compact_revision=msg.compact_revision)
+                        if msg.wire_error:
+                            break
+                        if cursor is None:
+                            cursor = msg.revision + 1
+                        continue
+                    yield from msg.events
+                    if msg.events:
+                        cursor = msg.events[-1].revision + 1
+            except _Lost:
+                pass
+            finally:
+                link.close()
+            _backoff(min(attempt, 5), time.monotonic() + BACKOFF_MAX_S)
+        raise Unavailable("watch could not reconnect")
+
+    def _watch_address(self, attempt: int) -> str:
+        with self._lock:
+            link = self._link
+        if attempt == 0 and link is not None and not link.closed:
+            return link.address
+        return self.endpoints[attempt % len(self.endpoints)]
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Close the session (best effort) and every connection."""
+        with self._lock:
+            if self._closed:
+                return
+            session = self._session
+        if session:
+            with contextlib.suppress(BoardError):
+                self._call(lambda rid: ProposeReq(id=rid, proposal=Proposal(
+                    agent=self.agent, session=session, seq=self._seq + 1,
+                    command=CloseSession())), idempotent=True, deadline_s=1.0)
+        with self._lock:
+            self._closed = True
+            links, self._links, self._link = self._links, [], None
+        for link in links:
+            link.close()
+
+    def __enter__(self) -> Board:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def connect(endpoints: str | list[str], agent: str, *, secret: bytes | str | None = None,
+            timeout_s: float = 15.0) -> Board:
+    """A :class:`Board` for ``agent`` on the cluster at ``endpoints`` (``"host:port,..."``,
+    the replicas' client ports). Finds the leader and fails over by itself."""
+    eps = [e.strip() for e in endpoints.split(",")] if isinstance(endpoints, str) else endpoints
+    key = secret.encode() if isinstance(secret, str) else secret
+    return Board([e for e in eps if e], agent, secret=key, timeout_s=timeout_s)
+
+
+def _backoff(attempt: int, deadline: float) -> None:
+    delay = min(BACKOFF_MAX_S, BACKOFF_MIN_S * (2 ** min(attempt, 10)))
+    time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
+
+
+def _lease_id(lease: int | LeaseInfo | Claim | None) -> int | None:
+    if lease is None:
+        return None
+    return _need_lease(lease)
+
+
+def _need_lease(lease: int | LeaseInfo | Claim) -> int:
+    if isinstance(lease, Claim):
+        return lease.lease
+    if isinstance(lease, LeaseInfo):
+        return lease.id
+    return lease
+
+
+def _fence(fence: Claim | FenceRef | None) -> FenceRef | None:
+    if fence is None or isinstance(fence, FenceRef):
+        return fence
+    return FenceRef(key=fence.key, fence=fence.fence)
+
+
+def _lease_of(result: Result) -> LeaseInfo:
+    if result.lease is None:
+        raise ProtocolError("lease reply carried no lease")
+    return result.lease
+
+
+def _pending_or_entry(result: Result) -> Entry | Pending:
+    if result.pending is not None and (result.entry is None or
+                                       result.pending.status != "approved"):
+        return result.pending
+    if result.entry is not None:
+        return result.entry
+    raise ProtocolError("reply carried neither an entry nor a proposal")

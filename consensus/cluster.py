@@ -1,0 +1,314 @@
+"""LocalCluster: N real replica processes on 127.0.0.1, for tests, demos and experiments.
+
+Each replica is a separate OS process (``python -m consensus.replica``) with its own data dir,
+raft port and client port, so SIGKILL, SIGSTOP and restart are real faults. Every process this
+class starts is stopped on :meth:`stop`, on ``with`` exit (also when the body raises), and at
+interpreter exit as a last resort.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from consensus.client import Board, _Link, _Lost
+from consensus.errors import BoardError, InvalidCommand, Unavailable
+from consensus.protocol import ReplicaStatus, StatusReq
+from consensus.state import Limits
+
+__all__ = ["LocalCluster"]
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+POLL_S = 0.05
+
+_LIVE: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:  # pragma: no cover - last resort for a caller that forgot stop()
+    for cluster in list(_LIVE):
+        cluster.stop()
+
+
+def _free_ports(count: int, host: str) -> list[int]:
+    """Ports the kernel just handed out (bound together, so they are distinct)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class LocalCluster:
+    """A local cluster of ``replicas`` processes (default 3) sharing ``data_dir``.
+
+    ``data_dir=None`` uses a fresh temporary directory, removed on stop. Passing an existing
+    ``data_dir`` restarts the cluster from it (same ports are chosen anew; replica identity is
+    its name ``r0..rN-1``, and membership is re-derived from the saved layout).
+    """
+
+    def __init__(self, replicas: int = 3, data_dir: str | os.PathLike[str] | None = None, *,
+                 secret: bytes | str | None = None, fsync: bool = False,
+                 limits: Limits | None = None, policy_modules: list[str] | None = None,
+                 log_level: str = "info", host: str = "127.0.0.1",
+                 election_timeout_min_s: float = 0.4, election_timeout_max_s: float = 1.4,
+                 start: bool = True) -> None:
+        if not 1 <= replicas <= 15:
+            raise InvalidCommand("replicas must be between 1 and 15")
+        self.size = replicas
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="quorumboard-")
+            data_dir = self._tmp.name
+        self.data_dir = Path(data_dir).resolve()
+        self.secret = secret.encode() if isinstance(secret, str) else secret
+        self.host = host
+        self._lock = threading.Lock()
+        self._procs: list[subprocess.Popen[bytes] | None] = [None] * replicas
+        self._configs = self._layout(fsync=fsync, limits=limits or Limits(),
+                                     policy_modules=policy_modules or [], log_level=log_level,
+                                     emin=election_timeout_min_s, emax=election_timeout_max_s)
+        self._boards: list[Board] = []
+        self._stopped = False
+        _LIVE.add(self)
+        if start:
+            self.start()
+
+    # ------------------------------------------------------------------------------ layout
+
+    def _layout(self, *, fsync: bool, limits: Limits, policy_modules: list[str],
+                log_level: str, emin: float, emax: float) -> list[Path]:
+        """Write one config per replica; reuse the saved raft addresses of an existing dir
+        (a replica's raft address is its identity in the log)."""
+        layout_file = self.data_dir / "cluster.json"
+        if layout_file.exists():
+            layout = json.loads(layout_file.read_text())
+            if len(layout["raft"]) != self.size:
+                raise InvalidCommand(f"{self.data_dir} holds a {len(layout['raft'])}-replica "
+                                     f"cluster, not {self.size}")
+            raft = layout["raft"]
+        else:
+            ports = _free_ports(self.size, self.host)
+            raft = [f"{self.host}:{p}" for p in ports]
+        client = [f"{self.host}:{p}" for p in _free_ports(self.size, self.host)]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        layout_file.write_text(json.dumps({"raft": raft}))
+        paths = []
+        for i in range(self.size):
+            rdir = self.data_dir / f"r{i}"
+            rdir.mkdir(parents=True, exist_ok=True)
+            config = {
+                "name": f"r{i}", "raft_address": raft[i], "client_address": client[i],
+                "peers": {raft[j]: client[j] for j in range(self.size) if j != i},
+                "data_dir": str(rdir), "fsync": fsync, "limits": limits.model_dump(),
+                "policy_modules": policy_modules, "log_level": log_level,
+                "election_timeout_min_s": emin, "election_timeout_max_s": emax,
+            }
+            path = rdir / "config.json"
+            path.write_text(json.dumps(config, indent=2))
+            paths.append(path)
+        self.raft_addresses = raft
+        self.endpoints = client
+        return paths
+
+    # ---------------------------------------------------------------------------- processes
+
+    def _spawn(self, i: int) -> None:
+        env = dict(os.environ)
+        if self.secret is not None:
+            env["QUORUMBOARD_SECRET"] = self.secret.decode()
+        log_file = open(self.data_dir / f"r{i}" / "replica.log", "ab")  # noqa: SIM115
+        try:
+            self._procs[i] = subprocess.Popen(
+                [sys.executable, "-m", "consensus.replica", str(self._configs[i])],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+                start_new_session=True)
+        finally:
+            log_file.close()
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start every replica and wait until a leader has been elected and is serving."""
+        for i in range(self.size):
+            if self._procs[i] is None or self._procs[i].poll() is not None:  # type: ignore[union-attr]
+                self._spawn(i)
+        try:
+            self.wait_for_leader(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def pid(self, i: int) -> int | None:
+        proc = self._procs[i]
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def alive(self) -> list[int]:
+        return [i for i in range(self.size) if self.pid(i) is not None]
+
+    def kill(self, i: int) -> None:
+        """SIGKILL replica ``i`` (no chance to flush anything) and reap it."""
+        proc = self._procs[i]
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.wait(STOP_TIMEOUT_S)
+
+    def pause(self, i: int) -> None:
+        """SIGSTOP replica ``i``: it keeps its sockets but does nothing (a GC pause, a VM stall)."""
+        proc = self._procs[i]
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        proc = self._procs[i]
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+
+    def restart(self, i: int, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start replica ``i`` again from its data dir and wait until it serves status."""
+        self.kill(i)
+        self._spawn(i)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._status_of(i) is not None:
+                return
+            if self._procs[i] is not None and self._procs[i].poll() is not None:  # type: ignore[union-attr]
+                raise Unavailable(f"replica r{i} exited with {self._procs[i].returncode}; "  # type: ignore[union-attr]
+                                  f"see {self.data_dir / f'r{i}' / 'replica.log'}")
+            time.sleep(POLL_S)
+        raise Unavailable(f"replica r{i} did not come back within {timeout_s}s")
+
+    def stop(self) -> None:
+        """Stop every replica (SIGTERM, then SIGKILL after a grace period) and close boards."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        for board in self._boards:
+            with contextlib.suppress(Exception):
+                board.close()
+        for proc in self._procs:
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
+                    proc.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in self._procs:
+            if proc is None:
+                continue
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(STOP_TIMEOUT_S)
+        _LIVE.discard(self)
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.cleanup()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def __del__(self) -> None:  # pragma: no cover - safety net
+        with contextlib.suppress(Exception):
+            if not self._stopped:
+                self.stop()
+
+    # -------------------------------------------------------------------------- observation
+
+    def board(self, agent: str, **kwargs: Any) -> Board:
+        """A client handle for ``agent`` (closed when the cluster stops)."""
+        board = Board(list(self.endpoints), agent, secret=self.secret, **kwargs)
+        self._boards.append(board)
+        return board
+
+    def _status_of(self, i: int, digest: bool = False) -> ReplicaStatus | None:
+        """Replica ``i``'s own status (pinned to it: no leader redirection), or ``None``."""
+        if self.pid(i) is None:
+            return None
+        try:
+            link = _Link(self.endpoints[i], self.secret, "cluster-observer", timeout_s=1.0)
+        except (OSError, BoardError):
+            return None
+        try:
+            return link.request(lambda rid: StatusReq(id=rid, digest=digest), 5.0).status
+        except (OSError, BoardError, _Lost):
+            return None
+        finally:
+            link.close()
+
+    def status(self) -> list[ReplicaStatus | None]:
+        """Each replica's status (``None`` for one that is down or not answering)."""
+        return [self._status_of(i) for i in range(self.size)]
+
+    def leader(self) -> int | None:
+        """Index of the replica that a majority of live replicas name as leader, if any."""
+        votes: dict[str, int] = {}
+        statuses = self.status()
+        for st in statuses:
+            if st is not None and st.leader is not None:
+                votes[st.leader] = votes.get(st.leader, 0) + 1
+        for addr, count in votes.items():
+            if count > self.size // 2 and addr in self.raft_addresses:
+                i = self.raft_addresses.index(addr)
+                st = statuses[i]
+                if st is not None and st.role == "leader":
+                    return i
+        return None
+
+    def wait_for_leader(self, timeout_s: float = START_TIMEOUT_S) -> int:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            dead = [i for i, p in enumerate(self._procs) if p is not None and p.poll() is not None]
+            if dead and len(dead) == self.size:
+                raise Unavailable(f"every replica exited; see logs under {self.data_dir}")
+            leader = self.leader()
+            if leader is not None:
+                return leader
+            time.sleep(POLL_S)
+        raise Unavailable(f"no leader elected within {timeout_s}s; logs under {self.data_dir}")
+
+    def digests(self) -> list[str | None]:
+        """State digest per replica (``None`` if down). Equal digests = identical state."""
+        return [st.digest if st else None for st in
+                (self._status_of(i, digest=True) for i in range(self.size))]
+
+    def wait_converged(self, timeout_s: float = 30.0) -> str:
+        """Wait until every live replica has applied the same log prefix and has the same
+        digest; return that digest."""
+        deadline = time.monotonic() + timeout_s
+        last: list[str | None] = []
+        while time.monotonic() < deadline:
+            sts = [self._status_of(i, digest=True) for i in self.alive()]
+            if sts and all(s is not None for s in sts):
+                applied = {s.last_applied for s in sts if s}
+                digs = {s.digest for s in sts if s}
+                last = [s.digest if s else None for s in sts]
+                if len(applied) == 1 and len(digs) == 1:
+                    return digs.pop()
+            time.sleep(POLL_S * 2)
+        raise Unavailable(f"replicas did not converge within {timeout_s}s: {last}")

@@ -1,0 +1,204 @@
+"""Client <-> replica messages, and the msgpack codec every byte goes through.
+
+A connection carries length-prefixed frames (:mod:`consensus.frames`); after the shared-secret
+handshake (:mod:`consensus.auth`) each frame is one msgpack map validated into a
+:class:`Request` (client to replica) or a :class:`Reply` / :class:`WatchBatch` (replica to
+client). Anything that does not validate gets an error reply naming the problem, or a close:
+a replica never crashes on bad bytes. Pure: no sockets, threads or clocks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from consensus.errors import ProtocolError
+from consensus.model import (
+    KEY_BYTES_MAX,
+    VALUE_BYTES_MAX,
+    Entry,
+    ErrorInfo,
+    Event,
+    HistoryRecord,
+    LeaseInfo,
+    Pending,
+    Proposal,
+    Result,
+)
+
+__all__ = [
+    "CLIENT_FRAME_BYTES_MAX",
+    "CancelReq",
+    "ProposeReq",
+    "ReadReq",
+    "Reply",
+    "ReplicaStatus",
+    "Request",
+    "StatusReq",
+    "WatchBatch",
+    "WatchReq",
+    "decode",
+    "decode_request",
+    "encode",
+]
+
+CLIENT_FRAME_BYTES_MAX = VALUE_BYTES_MAX + 64 * 1024 + KEY_BYTES_MAX
+"""Largest client frame: one maximal value plus headroom for the envelope."""
+
+REPLY_FRAME_BYTES_MAX = 64 * 2**20
+"""Largest frame a client accepts (a ``list`` of many values)."""
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProposeReq(_Msg):
+    kind: Literal["propose"] = "propose"
+    id: int
+    proposal: Proposal
+
+
+class ReadReq(_Msg):
+    """A read. Linearizable unless ``stale``: the replica commits a barrier first."""
+
+    kind: Literal["read"] = "read"
+    id: int
+    what: Literal["get", "list", "history", "pending", "lease"]
+    key: str = Field(default="", max_length=KEY_BYTES_MAX)
+    lease: int = 0
+    limit: int = Field(default=10_000, ge=1, le=100_000)
+    stale: bool = False
+
+
+class WatchReq(_Msg):
+    kind: Literal["watch"] = "watch"
+    id: int
+    prefix: str = Field(default="", max_length=KEY_BYTES_MAX)
+    start_revision: int | None = Field(default=None, ge=0)
+
+
+class CancelReq(_Msg):
+    kind: Literal["cancel"] = "cancel"
+    id: int
+    watch: int
+
+
+class StatusReq(_Msg):
+    kind: Literal["status"] = "status"
+    id: int
+    digest: bool = False
+
+
+Request = Annotated[
+    ProposeReq | ReadReq | WatchReq | CancelReq | StatusReq, Field(discriminator="kind")
+]
+_REQUEST: TypeAdapter[Request] = TypeAdapter(Request)
+
+
+class ReplicaStatus(_Msg):
+    """One replica's view of itself and the cluster (``LocalCluster.status()``)."""
+
+    address: str
+    client_address: str
+    role: str
+    leader: str | None
+    leader_client: str | None
+    term: int
+    commit_index: int
+    last_applied: int
+    revision: int
+    keys: int
+    digest: str = ""
+    has_quorum: bool
+
+
+class Reply(_Msg):
+    """Answer to one request. ``error`` set means the request failed at the replica
+    (``not_leader``, ``unavailable``, ``outcome_unknown``, ``invalid``, ``not_found``,
+    ``compacted``) — distinct from a committed :class:`Result` carrying a refusal."""
+
+    id: int
+    error: ErrorInfo | None = None
+    wire_error: Literal[
+        "", "not_leader", "unavailable", "outcome_unknown", "invalid", "compacted", "auth"
+    ] = ""
+    message: str = ""
+    leader_hint: str | None = None
+    compact_revision: int = 0
+    result: Result | None = None
+    entry: Entry | None = None
+    entries: list[Entry] | None = None
+    history: list[HistoryRecord] | None = None
+    pending: list[Pending] | None = None
+    lease: LeaseInfo | None = None
+    status: ReplicaStatus | None = None
+    revision: int = 0
+
+
+class WatchBatch(_Msg):
+    """Events of whole revisions for watch ``id``; ``through`` is the revision the replica has
+    scanned up to, so a client resumes from ``through + 1`` after a reconnect."""
+
+    id: int
+    watch: Literal[True] = True
+    events: list[Event]
+    through: int
+
+
+def encode(message: BaseModel) -> bytes:
+    """Model -> msgpack bytes."""
+    data: bytes = msgpack.packb(
+        message.model_dump(mode="python"), use_bin_type=True
+    )
+    return data
+
+
+def _unpack(data: bytes, size_max: int) -> Any:
+    if len(data) > size_max:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds {size_max}")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError(f"not a msgpack message: {type(exc).__name__}") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def decode(data: bytes, model: type[M], size_max: int = REPLY_FRAME_BYTES_MAX) -> M:
+    """msgpack bytes -> validated ``model``; :class:`ProtocolError` saying what was wrong."""
+    obj = _unpack(data, size_max)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise ProtocolError(_describe(exc)) from None
+
+
+def decode_request(data: bytes) -> Request:
+    """A client frame -> a validated :data:`Request`, or :class:`ProtocolError`."""
+    obj = _unpack(data, CLIENT_FRAME_BYTES_MAX)
+    try:
+        return _REQUEST.validate_python(obj)
+    except ValidationError as exc:
+        raise ProtocolError(_describe(exc)) from None
+    except Exception as exc:  # key/value validators raise BoardError subclasses
+        raise ProtocolError(str(exc)) from None
+
+
+def request_id(data: bytes) -> int:
+    """Best effort: the ``id`` of an invalid request, so the error reply can be matched."""
+    try:
+        obj = msgpack.unpackb(data, raw=False)
+        rid = obj.get("id", 0) if isinstance(obj, dict) else 0
+        return rid if isinstance(rid, int) and not isinstance(rid, bool) else 0
+    except Exception:
+        return 0
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"invalid message at {where or 'top level'}: {first['msg']}"

@@ -1,0 +1,344 @@
+"""One replica process: hardened Raft + the board state machine + the client endpoint.
+
+Run as ``python -m consensus.replica CONFIG.json`` (``LocalCluster`` does this) or through
+``quorumboard serve``. The process owns:
+
+* :class:`ReplicaMachine` — the adapter Raft calls on the tick thread: decode the committed
+  payload, :func:`~consensus.state.apply` it under the state lock, log it, wake watchers;
+* the leader's lease clock — when this replica leads, it proposes ``ExpireLease`` for leases
+  whose TTL ran out on *its* monotonic clock (time enters the log, never the state machine);
+* the policy announcement — this replica's custom policies, proposed once at start.
+
+Exit codes: 0 after SIGTERM/SIGINT; 2 bad configuration; 3 corrupt data dir; 78 the log needs a
+custom policy this process does not have (it stops instead of diverging).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgpack
+import structlog
+from pydantic import BaseModel, ConfigDict, Field
+
+from consensus.errors import CorruptData, ProtocolError
+from consensus.leases import LeaseTimers
+from consensus.logs import configure_logging
+from consensus.model import AnnouncePolicies, ErrorInfo, ExpireLease, Proposal, Result
+from consensus.policies import registry
+from consensus.protocol import ReplicaStatus, encode
+from consensus.raft import ProposeFailure, RaftNode, RaftSettings, forbid_pickle
+from consensus.server import ClientServer, Done
+from consensus.state import BoardState, Limits, apply, decode_proposal
+
+__all__ = [
+    "EXIT_CORRUPT",
+    "EXIT_POLICY_MISSING",
+    "Replica",
+    "ReplicaConfig",
+    "ReplicaMachine",
+    "main",
+]
+
+log = structlog.get_logger("consensus.replica")
+
+EXIT_CONFIG = 2
+EXIT_CORRUPT = 3
+EXIT_POLICY_MISSING = 78
+LEASE_TICK_S = 0.05
+EXPIRIES_INFLIGHT_MAX = 64
+ANNOUNCE_ATTEMPTS_MAX = 600
+PAYLOAD_BYTES_MAX = 4 * 2**20
+
+
+class ReplicaConfig(BaseModel):
+    """Everything one replica needs; every member of a cluster must agree on ``limits``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    raft_address: str
+    client_address: str
+    peers: dict[str, str] = Field(
+        default_factory=dict, description="raft address -> client address of every other member"
+    )
+    data_dir: Path
+    fsync: bool = False
+    limits: Limits = Field(default_factory=Limits)
+    policy_modules: list[str] = Field(default_factory=list)
+    secret_env: str = "QUORUMBOARD_SECRET"
+    log_level: str = "info"
+    election_timeout_min_s: float = 0.4
+    election_timeout_max_s: float = 1.4
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+class ReplicaMachine:
+    """The state machine Raft drives, plus the hooks the client endpoint reads through."""
+
+    def __init__(self, config: ReplicaConfig, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.client_address = config.client_address
+        self.state = BoardState(config.limits)
+        self.lock = threading.Lock()
+        self.clock = clock
+        self.raft: RaftNode | None = None
+        self._wakers: list[Callable[[], None]] = []
+        self._timers = LeaseTimers()
+        self._expiries_inflight = 0
+        self._leader = False
+
+    # ----------------------------------------------------------- StateMachine (tick thread)
+
+    def apply(self, payload: bytes) -> object:
+        try:
+            data = msgpack.unpackb(payload, raw=False)
+        except Exception as exc:
+            log.error("undecodable log entry", error=type(exc).__name__)
+            return Result(revision=self.state.revision,
+                          error=ErrorInfo(code="invalid", message="log entry is not msgpack"))
+        proposal = decode_proposal(data)
+        if not isinstance(proposal, Proposal):
+            log.error("invalid log entry", error=proposal.message)
+            return Result(revision=self.state.revision, error=proposal)
+        with self.lock:
+            applied = apply(self.state, proposal, registry)
+        if applied.halt is not None:
+            log.critical("halting: cannot apply entry identically to peers", reason=applied.halt)
+            sys.stderr.flush()
+            os._exit(EXIT_POLICY_MISSING)
+        result = applied.result
+        op = proposal.command.op
+        if result.error is not None:
+            log.info("rejected", op=op, agent=proposal.agent, code=result.error.code,
+                     policy=result.error.policy, reason=result.error.reason,
+                     key=getattr(proposal.command, "key", None), revision=result.revision)
+        elif op == "expire_lease" and applied.events:
+            log.info("lease expired", lease=getattr(proposal.command, "lease", None),
+                     keys=[e.key for e in applied.events], revision=result.revision)
+        else:
+            log.debug("commit", op=op, agent=proposal.agent, revision=result.revision,
+                      key=getattr(proposal.command, "key", None))
+        if applied.events:
+            for wake in self._wakers:
+                wake()
+        return result
+
+    def snapshot(self) -> bytes:
+        with self.lock:
+            data: bytes = msgpack.packb(self.state.snapshot(), use_bin_type=True)
+        return data
+
+    def restore(self, data: bytes) -> None:
+        try:
+            snap = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            state = BoardState.from_snapshot(snap)
+        except Exception as exc:
+            raise CorruptData(f"snapshot does not decode into a board state: {exc}") from exc
+        with self.lock:
+            self.state = state
+        log.info("restored snapshot", revision=state.revision, keys=len(state.kv))
+
+    # -------------------------------------------------------------------- Core for the server
+
+    def propose(self, payload: bytes, done: Done) -> None:
+        raft = self._raft()
+        raft.propose(payload, lambda res, fail: done(res, _failure(fail)))
+
+    def barrier(self, done: Done) -> None:
+        self._raft().barrier(lambda res, fail: done(res, _failure(fail)))
+
+    def is_leader(self) -> bool:
+        return self._raft().is_leader()
+
+    def leader_client_address(self) -> str | None:
+        leader = self._raft().status().leader
+        if leader is None:
+            return None
+        if leader == self.config.raft_address:
+            return self.config.client_address
+        return self.config.peers.get(leader)
+
+    def status(self, digest: bool) -> ReplicaStatus:
+        raft = self._raft().status()
+        with self.lock:
+            revision, keys = self.state.revision, len(self.state.kv)
+            dig = self.state.digest() if digest else ""
+        return ReplicaStatus(
+            address=self.config.raft_address, client_address=self.config.client_address,
+            role=raft.role, leader=raft.leader, leader_client=self.leader_client_address(),
+            term=raft.term, commit_index=raft.commit_index, last_applied=raft.last_applied,
+            revision=revision, keys=keys, digest=dig, has_quorum=raft.has_quorum)
+
+    def subscribe(self, wake: Callable[[], None]) -> None:
+        self._wakers.append(wake)
+
+    def _raft(self) -> RaftNode:
+        if self.raft is None:
+            raise ProtocolError("replica not started")
+        return self.raft
+
+    # ------------------------------------------------------------------ leader's lease clock
+
+    def on_role_change(self, role: str) -> None:
+        """Raft role changed: a new leader restarts every lease countdown (TTL is a minimum)."""
+        self._leader = role == "leader"
+        self._timers.reset()
+        log.info("role changed", role=role, replica=self.config.name)
+
+    def lease_tick(self) -> None:
+        """Propose expiry for leases whose TTL ran out on this leader's clock."""
+        raft = self._raft()
+        if not raft.is_leader():
+            if self._leader:
+                self.on_role_change("follower")
+            return
+        if not self._leader:
+            self.on_role_change("leader")
+        with self.lock:
+            leases = self.state.lease_refreshes()
+        for lease_id, refreshes in self._timers.due(leases, self.clock()):
+            if self._expiries_inflight >= EXPIRIES_INFLIGHT_MAX:
+                break
+            self._expiries_inflight += 1
+            payload = encode(Proposal(agent=f"replica:{self.config.name}",
+                                      command=ExpireLease(lease=lease_id, refreshes=refreshes)))
+
+            def done(_res: object | None, _fail: object | None) -> None:
+                self._expiries_inflight -= 1
+
+            raft.propose(payload, done)
+
+
+def _failure(fail: ProposeFailure | None) -> str | None:
+    if fail is None:
+        return None
+    return "outcome_unknown" if fail.may_have_committed else "unavailable"
+
+
+def _announce(machine: ReplicaMachine, stop: threading.Event) -> None:
+    """Propose this replica's custom policies until the announcement commits."""
+    proposal = Proposal(agent=f"replica:{machine.config.name}", command=AnnouncePolicies(
+        replica=machine.config.raft_address, cluster_size=len(machine.config.peers) + 1,
+        policies=registry.custom_versions()))
+    payload = encode(proposal)
+    committed = threading.Event()
+    for _ in range(ANNOUNCE_ATTEMPTS_MAX):
+        if stop.is_set() or committed.is_set():
+            return
+        machine.propose(payload, lambda res, fail: committed.set() if fail is None else None)
+        committed.wait(1.0)
+
+
+def _lease_loop(machine: ReplicaMachine, stop: threading.Event) -> None:
+    while not stop.wait(LEASE_TICK_S):
+        try:
+            machine.lease_tick()
+        except Exception:
+            log.exception("lease tick failed")
+
+
+class Replica:
+    """A running replica: Raft node, state machine, client endpoint and background loops.
+
+    Used by the replica process (``python -m consensus.replica``), by ``quorumboard serve``, and
+    in-process by ``LocalCluster(embedded=True)``. Raises :class:`CorruptData` from
+    :meth:`start` if the data dir fails its checksums.
+    """
+
+    def __init__(self, config: ReplicaConfig) -> None:
+        self.config = config
+        self.machine = ReplicaMachine(config)
+        self._stop = threading.Event()
+        self._raft: RaftNode | None = None
+        self._server: ClientServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        config = self.config
+        for module in config.policy_modules:
+            importlib.import_module(module)
+        secret_text = os.environ.get(config.secret_env)
+        secret = secret_text.encode() if secret_text else None
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._raft = RaftNode(RaftSettings(
+            self_address=config.raft_address, peers=tuple(config.peers),
+            data_dir=config.data_dir, secret=secret, fsync=config.fsync,
+            election_timeout_min_s=config.election_timeout_min_s,
+            election_timeout_max_s=config.election_timeout_max_s), self.machine)
+        self.machine.raft = self._raft
+        host, port = _split(config.client_address)
+        self._server = ClientServer(self.machine, host, port, secret)
+        self._server.start()
+        log.info("replica started", replica=config.name, raft=config.raft_address,
+                 client=config.client_address, peers=sorted(config.peers), fsync=config.fsync)
+        self._threads = [
+            threading.Thread(target=fn, args=(self.machine, self._stop), daemon=True,
+                             name=f"{fn.__name__}-{config.name}")
+            for fn in (_lease_loop, _announce)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def stop(self) -> None:
+        """Ask :meth:`wait` to return (safe from a signal handler)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        log.info("replica stopping", replica=self.config.name)
+        if self._server is not None:
+            self._server.close()
+        if self._raft is not None:
+            self._raft.close()
+        for t in self._threads:
+            t.join(2.0)
+
+
+def run(config: ReplicaConfig) -> int:
+    """Start the replica and block until SIGTERM/SIGINT. Returns the exit code."""
+    if os.environ.get("QUORUMBOARD_FORBID_PICKLE") == "1":
+        forbid_pickle()
+    replica = Replica(config)
+    signal.signal(signal.SIGTERM, lambda *_: replica.stop())
+    signal.signal(signal.SIGINT, lambda *_: replica.stop())
+    try:
+        replica.start()
+    except CorruptData as exc:
+        log.critical("refusing to start: corrupt data", error=str(exc))
+        return EXIT_CORRUPT
+    replica.wait()
+    replica.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m consensus.replica")
+    parser.add_argument("config", type=Path, help="replica configuration (JSON)")
+    args = parser.parse_args(argv)
+    try:
+        config = ReplicaConfig.model_validate_json(args.config.read_text())
+    except Exception as exc:
+        print(f"invalid replica configuration {args.config}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.log_level)
+    return run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""A replica's client endpoint: authenticated msgpack frames over TCP, served by asyncio.
+
+The edit path: a validated :class:`~consensus.protocol.ProposeReq` becomes a log payload and is
+handed to Raft; when the entry has committed and been applied on this replica, the tick thread
+passes the :class:`~consensus.model.Result` back here and it goes out as a
+:class:`~consensus.protocol.Reply`. Linearizable reads wait for a read barrier (a no-op entry
+committed after the read arrived; concurrent reads share one barrier). Watches stream applied
+events from the replicated event log, whole revisions at a time.
+
+Bad bytes never take a replica down: an oversized prefix, a failed handshake or an undecodable
+frame closes that one connection; a frame that decodes but does not validate gets an error reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
+from consensus.errors import BoardError, ProtocolError, RevisionCompacted
+from consensus.frames import FrameDecoder, encode_frame
+from consensus.model import CLIENT_OPS, ErrorInfo
+from consensus.protocol import (
+    CLIENT_FRAME_BYTES_MAX,
+    CancelReq,
+    ProposeReq,
+    ReadReq,
+    Reply,
+    ReplicaStatus,
+    StatusReq,
+    WatchBatch,
+    WatchReq,
+    decode_request,
+    encode,
+    request_id,
+)
+from consensus.state import BoardState
+
+__all__ = ["ClientServer", "Core"]
+
+log = structlog.get_logger("consensus.server")
+
+HELLO_BYTES_MAX = 4096
+CONNECTIONS_MAX = 1024
+WATCHES_PER_CONNECTION_MAX = 64
+INFLIGHT_PER_CONNECTION_MAX = 1024
+WRITE_BUFFER_BYTES_MAX = 64 * 2**20
+WATCH_BATCH_EVENTS_MAX = 1_000
+PROPOSE_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 5.0
+HANDSHAKE_TIMEOUT_S = 5.0
+
+Done = Callable[[object | None, str | None], None]
+"""(result, failure) callback: failure is ``None``, ``"unavailable"`` (not applied) or
+``"outcome_unknown"`` (may still commit)."""
+
+
+class Core(Protocol):
+    """What the endpoint needs from its replica (implemented in :mod:`consensus.replica`)."""
+
+    state: BoardState
+    lock: threading.Lock
+    client_address: str
+
+    def propose(self, payload: bytes, done: Done) -> None: ...
+    def barrier(self, done: Done) -> None: ...
+    def leader_client_address(self) -> str | None: ...
+    def is_leader(self) -> bool: ...
+    def status(self, digest: bool) -> ReplicaStatus: ...
+    def subscribe(self, wake: Callable[[], None]) -> None: ...
+
+
+class _Conn:
+    """One authenticated client connection."""
+
+    def __init__(self, server: ClientServer, writer: asyncio.StreamWriter, channel: Channel):
+        self.server = server
+        self.writer = writer
+        self.channel = channel
+        self.inflight = 0
+        self.watches: dict[int, asyncio.Task[None]] = {}
+        self.closed = False
+
+    def send(self, message: Reply | WatchBatch) -> None:
+        if self.closed:
+            return
+        transport = self.writer.transport
+        if transport.is_closing():
+            self.closed = True
+            return
+        if transport.get_write_buffer_size() > WRITE_BUFFER_BYTES_MAX:
+            log.warning("client too slow, dropping connection", peer=self.peer)
+            self.close()
+            return
+        self.writer.write(encode_frame(self.channel.seal(encode(message))))
+
+    @property
+    def peer(self) -> str:
+        info = self.writer.get_extra_info("peername")
+        return f"{info[0]}:{info[1]}" if info else "?"
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for task in self.watches.values():
+            task.cancel()
+        self.watches.clear()
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class ClientServer:
+    """Serves clients on ``host:port`` from a thread running its own asyncio loop."""
+
+    def __init__(self, core: Core, host: str, port: int, secret: bytes | None) -> None:
+        self.core = core
+        self.host = host
+        self.port = port
+        self.secret = secret
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="client-server", daemon=True)
+        self._ready = threading.Event()
+        self._server: asyncio.base_events.Server | None = None
+        self._conns: set[_Conn] = set()
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._error: BaseException | None = None
+        self._reads_waiting: list[tuple[_Conn, ReadReq]] = []
+        self._barrier_inflight = False
+
+    # ------------------------------------------------------------------------ lifecycle
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise RuntimeError("client server did not start in time")
+        if self._error is not None:
+            raise self._error
+        self.core.subscribe(self._wake_threadsafe)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, self.host, self.port, limit=2**16)
+            )
+        except BaseException as exc:  # bind failure: report to start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+
+        async def _shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for conn in list(self._conns):
+                conn.close()
+
+        with contextlib.suppress(RuntimeError):
+            asyncio.run_coroutine_threadsafe(_shutdown(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    # -------------------------------------------------------------- notification from apply
+
+    def _wake_threadsafe(self) -> None:
+        """Called by the apply path after events were recorded; cheap when nobody watches."""
+        if not self._waiters or self._loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._notify)
+
+    def _notify(self) -> None:
+        waiters, self._waiters = self._waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # ------------------------------------------------------------------------ connections
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._conns) >= CONNECTIONS_MAX:
+            writer.close()
+            return
+        channel = Channel(self.secret, new_nonce(), initiator=False, label=CLIENT_LABEL)
+        decoder = FrameDecoder(HELLO_BYTES_MAX)
+        conn: _Conn | None = None
+        try:
+            early = await asyncio.wait_for(self._handshake(reader, writer, channel, decoder),
+                                           HANDSHAKE_TIMEOUT_S)
+            decoder.set_limit(CLIENT_FRAME_BYTES_MAX + SEAL_OVERHEAD_BYTES)
+            conn = _Conn(self, writer, channel)
+            self._conns.add(conn)
+            for frame in early:  # requests that arrived in the same read as the proof
+                self._dispatch(conn, channel.open(frame))
+            while not conn.closed:
+                data = await reader.read(2**16)
+                if not data:
+                    break
+                for frame in decoder.feed(data):
+                    self._dispatch(conn, channel.open(frame))
+        except (BoardError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
+            log.info("client connection dropped", reason=f"{type(exc).__name__}: {exc}")
+        except Exception:  # never let one connection take the endpoint down
+            log.exception("client connection failed")
+        finally:
+            if conn is not None:
+                conn.close()
+                self._conns.discard(conn)
+            else:
+                with contextlib.suppress(Exception):
+                    writer.close()
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         channel: Channel, decoder: FrameDecoder) -> list[bytes]:
+        """Run the handshake; return frames that arrived right after the peer's proof."""
+        writer.write(encode_frame(channel.hello(self.core.client_address)))
+        frames: list[bytes] = []
+
+        async def next_frame() -> bytes:
+            for _ in range(HELLO_BYTES_MAX):  # bounded: each read yields >= 1 byte
+                if frames:
+                    return frames.pop(0)
+                data = await reader.read(HELLO_BYTES_MAX)
+                if not data:
+                    raise ConnectionError("closed during handshake")
+                frames.extend(decoder.feed(data))
+            raise ProtocolError("handshake did not complete")
+
+        channel.accept_hello(await next_frame())
+        writer.write(encode_frame(channel.proof()))
+        channel.accept_proof(await next_frame())
+        if len(frames) > INFLIGHT_PER_CONNECTION_MAX:
+            raise ProtocolError("too many frames right after the handshake")
+        return frames
+
+    # --------------------------------------------------------------------------- requests
+
+    def _dispatch(self, conn: _Conn, data: bytes) -> None:
+        try:
+            req = decode_request(data)
+        except ProtocolError as exc:
+            conn.send(Reply(id=request_id(data), wire_error="invalid", message=str(exc)))
+            return
+        if isinstance(req, ProposeReq):
+            self._propose(conn, req)
+        elif isinstance(req, ReadReq):
+            if req.stale:
+                with self.core.lock:
+                    reply = self._read(req)
+                conn.send(reply)
+            else:
+                self._reads_waiting.append((conn, req))
+                self._maybe_barrier()
+        elif isinstance(req, WatchReq):
+            self._watch(conn, req)
+        elif isinstance(req, CancelReq):
+            task = conn.watches.pop(req.watch, None)
+            if task is not None:
+                task.cancel()
+            conn.send(Reply(id=req.id))
+        elif isinstance(req, StatusReq):
+            conn.send(Reply(id=req.id, status=self.core.status(req.digest)))
+
+    def _not_leader(self, rid: int) -> Reply:
+        return Reply(id=rid, wire_error="not_leader", message="this replica is not the leader",
+                     leader_hint=self.core.leader_client_address())
+
+    def _propose(self, conn: _Conn, req: ProposeReq) -> None:
+        if req.proposal.command.op not in CLIENT_OPS:
+            conn.send(Reply(id=req.id, wire_error="invalid",
+                            message=f"op {req.proposal.command.op} is replica-internal"))
+            return
+        if not self.core.is_leader():
+            conn.send(self._not_leader(req.id))
+            return
+        if conn.inflight >= INFLIGHT_PER_CONNECTION_MAX:
+            conn.send(Reply(id=req.id, wire_error="unavailable",
+                            message="too many requests in flight on this connection"))
+            return
+        conn.inflight += 1
+        loop = self._loop
+        answered = False
+
+        def finish(reply: Reply) -> None:
+            nonlocal answered
+            if answered:
+                return
+            answered = True
+            conn.inflight -= 1
+            conn.send(reply)
+
+        def done(result: object | None, failure: str | None) -> None:  # on the tick thread
+            if failure is None:
+                reply = Reply(id=req.id, result=result)  # type: ignore[arg-type]
+            elif failure == "unavailable":
+                reply = Reply(id=req.id, wire_error="unavailable", message="not committed",
+                              leader_hint=self.core.leader_client_address())
+            else:
+                reply = Reply(id=req.id, wire_error="outcome_unknown",
+                              message="the proposal may or may not have committed")
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(finish, reply)
+
+        loop.call_later(PROPOSE_TIMEOUT_S, finish, Reply(
+            id=req.id, wire_error="outcome_unknown", message="commit timed out"))
+        self.core.propose(encode(req.proposal), done)
+
+    # -------------------------------------------------------------------------------- reads
+
+    def _maybe_barrier(self) -> None:
+        """Start one barrier for every read that arrived before it (reads share barriers)."""
+        if self._barrier_inflight or not self._reads_waiting:
+            return
+        batch, self._reads_waiting = self._reads_waiting, []
+        self._barrier_inflight = True
+        loop = self._loop
+        answered = False
+
+        def finish(replies: list[tuple[_Conn, Reply]]) -> None:
+            nonlocal answered
+            if answered:
+                return
+            answered = True
+            self._barrier_inflight = False
+            for conn, reply in replies:
+                conn.send(reply)
+            self._maybe_barrier()
+
+        def done(_result: object | None, failure: str | None) -> None:  # on the tick thread
+            if failure is None:
+                with self.core.lock:
+                    replies = [(c, self._read(r)) for c, r in batch]
+            else:
+                replies = [(c, Reply(id=r.id, wire_error="unavailable",
+                                     message="read barrier did not commit",
+                                     leader_hint=self.core.leader_client_address()))
+                           for c, r in batch]
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(finish, replies)
+
+        loop.call_later(READ_TIMEOUT_S, finish, [
+            (c, Reply(id=r.id, wire_error="unavailable", message="read barrier timed out"))
+            for c, r in batch])
+        self.core.barrier(done)
+
+    def _read(self, req: ReadReq) -> Reply:
+        """Answer a read from the applied state (caller holds the state lock)."""
+        state = self.core.state
+        rev = state.revision
+        if req.what == "get":
+            entry = state.entry(req.key)
+            if entry is None:
+                return Reply(id=req.id, revision=rev, error=ErrorInfo(
+                    code="not_found", message=f"{req.key} does not exist"))
+            return Reply(id=req.id, revision=rev, entry=entry)
+        if req.what == "list":
+            return Reply(id=req.id, revision=rev, entries=state.entries(req.key, req.limit))
+        if req.what == "history":
+            return Reply(id=req.id, revision=rev, history=state.history(req.key)[-req.limit:],
+                         compact_revision=state.audit_compact_revision)
+        if req.what == "pending":
+            return Reply(id=req.id, revision=rev, pending=state.pending_for(req.key))
+        lease = state.lease(req.lease)
+        if lease is None:
+            return Reply(id=req.id, revision=rev, error=ErrorInfo(
+                code="not_found", message=f"lease {req.lease} does not exist"))
+        return Reply(id=req.id, revision=rev, lease=lease)
+
+    # ------------------------------------------------------------------------------ watches
+
+    def _watch(self, conn: _Conn, req: WatchReq) -> None:
+        if len(conn.watches) >= WATCHES_PER_CONNECTION_MAX:
+            conn.send(Reply(id=req.id, wire_error="unavailable", message="too many watches"))
+            return
+        with self.core.lock:
+            start = self.core.state.revision + 1 if req.start_revision is None \
+                else max(req.start_revision, 1)
+        conn.send(Reply(id=req.id, revision=start - 1))
+        conn.watches[req.id] = self._loop.create_task(self._stream(conn, req, start))
+
+    async def _stream(self, conn: _Conn, req: WatchReq, start: int) -> None:
+        """Send every event at or after ``start`` under the prefix, whole revisions per batch.
+
+        The waiter is registered *before* reading, so an apply that lands between the read and
+        the wait still wakes us: no event can be missed, none is sent twice (cursor)."""
+        cursor = start
+        try:
+            for _ in range(2**62):  # bounded only by the connection's life
+                if conn.closed:
+                    return
+                wake: asyncio.Future[None] = self._loop.create_future()
+                self._waiters.add(wake)
+                with self.core.lock:
+                    try:
+                        events = self.core.state.events_since(req.prefix, cursor,
+                                                              WATCH_BATCH_EVENTS_MAX)
+                    except RevisionCompacted as exc:
+                        conn.send(Reply(id=req.id, wire_error="compacted", message=str(exc),
+                                        compact_revision=exc.compact_revision))
+                        return
+                    head = self.core.state.revision
+                full = len(events) >= WATCH_BATCH_EVENTS_MAX
+                through = events[-1].revision if full else head
+                if events:
+                    conn.send(WatchBatch(id=req.id, events=events, through=through))
+                    await conn.writer.drain()
+                cursor = max(cursor, through + 1)
+                if not full:
+                    await wake
+        except asyncio.CancelledError:
+            pass
+        except (ConnectionError, RuntimeError):
+            conn.close()
