@@ -1,0 +1,381 @@
+"""The ``quorumboard`` command: thin argument parsing over the public API.
+
+Exit codes mean something to scripts: 0 ok, 1 other error, 2 usage, 3 conflict (refused by a
+policy, a stale version or a fence), 4 not found, 5 unavailable / outcome unknown, 6 invalid
+input. ``--json`` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from consensus.client import Board, connect
+from consensus.cluster import LocalCluster
+from consensus.errors import (
+    BoardError,
+    Conflict,
+    InvalidCommand,
+    NotFound,
+    OutcomeUnknown,
+    RevisionCompacted,
+    Unavailable,
+)
+from consensus.logs import configure_logging
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_INVALID = (
+    0, 1, 2, 3, 4, 5, 6)
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, Conflict):
+        return EXIT_CONFLICT
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, Unavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(exc, InvalidCommand):
+        return EXIT_INVALID
+    return EXIT_ERROR
+
+
+def _dump(obj: Any) -> str:
+    if hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json")
+    elif isinstance(obj, list):
+        obj = [o.model_dump(mode="json") if hasattr(o, "model_dump") else o for o in obj]
+    return json.dumps(obj, sort_keys=True)
+
+
+def _secret() -> str | None:
+    return os.environ.get("QUORUMBOARD_SECRET") or None
+
+
+# ----------------------------------------------------------------------------------- demo
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def demo(replicas: int, data_dir: str | None, agents: int, seconds: float) -> int:
+    """Bring up a cluster, let agents write, SIGKILL the leader mid-run, bring it back, and
+    show that every replica ends with the same digest and no acknowledged edit was lost."""
+    configure_logging("warning")
+    t0 = time.monotonic()
+    _say(f"== starting {replicas} replicas on 127.0.0.1 (separate processes, real TCP) ==")
+    with LocalCluster(replicas=replicas, data_dir=data_dir) as cluster:
+        leader = cluster.wait_for_leader()
+        _say(f"   client endpoints: {', '.join(cluster.endpoints)}")
+        _say(f"   leader: r{leader}   (up in {time.monotonic() - t0:.1f}s)")
+        admin = cluster.board(agent="admin")
+        admin.set_policy("team/notes/", "merge", kind="set")
+        admin.set_policy("team/log/", "merge", kind="list")
+        admin.put("team/edits", 0)
+        _say("   policies: team/notes/ -> merge(set), team/log/ -> merge(list), "
+             "everything else -> reject-stale (compare-and-set)")
+
+        stop = threading.Event()
+        acked: dict[str, int] = {}
+        uncertain: dict[str, int] = {}
+        retries: dict[str, int] = {}
+        errors: list[str] = []
+        lock = threading.Lock()
+
+        def agent(name: str) -> None:
+            board = cluster.board(agent=name, timeout_s=20.0)
+            mine = 0
+            for i in range(100_000):  # bounded; stops on the event
+                if stop.is_set():
+                    break
+                try:
+                    # A lost-update-free counter: read, then compare-and-set; retry on conflict.
+                    for attempt in range(50):
+                        cur = board.get("team/edits")
+                        if cur is None:
+                            raise NotFound("team/edits vanished")
+                        try:
+                            board.put("team/edits", cur.value + 1, expect_version=cur.version)
+                            break
+                        except OutcomeUnknown:
+                            with lock:
+                                uncertain[name] = uncertain.get(name, 0) + 1
+                            break
+                        except Conflict:
+                            with lock:
+                                retries[name] = retries.get(name, 0) + 1
+                            time.sleep(0.001 * (attempt + 1))
+                    else:
+                        continue
+                    mine += 1
+                    board.put("team/notes/topics", [f"{name}-{i % 5}"])
+                    board.put("team/log/events", [f"{name}#{i}"])
+                    board.put(f"team/drafts/{name}/{i}", {"text": f"section {i} by {name}"})
+                except BoardError as exc:
+                    with lock:
+                        errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            with lock:
+                acked[name] = mine
+
+        names = [f"agent-{k}" for k in range(agents)]
+        threads = [threading.Thread(target=agent, args=(n,), daemon=True) for n in names]
+        _say(f"== {agents} agents writing concurrently ==")
+        for t in threads:
+            t.start()
+        time.sleep(seconds / 2)
+        before = admin.get("team/edits")
+        _say(f"   {before.value if before else 0} counter increments committed so far")
+        victim = cluster.wait_for_leader()
+        _say(f"== SIGKILL the leader r{victim} while agents keep writing ==")
+        killed_at = time.monotonic()
+        cluster.kill(victim)
+        new_leader = cluster.wait_for_leader()
+        probe = cluster.board(agent="probe")
+        probe.put(f"team/failover/{victim}", {"killed": victim})
+        _say(f"   new leader r{new_leader}; first commit {time.monotonic() - killed_at:.2f}s "
+             "after the kill")
+        time.sleep(seconds / 2)
+        _say(f"== restart r{victim} from its data dir; it catches up from the log ==")
+        cluster.restart(victim)
+        time.sleep(seconds / 4)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        digest = cluster.wait_converged(timeout_s=30)
+        final = admin.get("team/edits")
+        total = sum(acked.values())
+        _say("== result ==")
+        for i, d in enumerate(cluster.digests()):
+            _say(f"   r{i} digest {d}")
+        counted = final.value if final else -1
+        _say(f"   acknowledged increments: {total}; counter on the board: {counted}; "
+             f"compare-and-set retries after conflicts: {sum(retries.values())}")
+        notes = admin.get("team/notes/topics")
+        _say(f"   merged set team/notes/topics: {notes.value if notes else None}")
+        maybe = sum(uncertain.values())
+        if maybe:
+            _say(f"   increments with unknown outcome (timed out during failover): {maybe}")
+        ok = (total <= counted <= total + maybe
+              and len({d for d in cluster.digests() if d}) == 1 and bool(digest))
+        for line in errors[:5]:
+            _say(f"   (agent error, retried by the agent loop: {line})")
+        _say("   OK: every replica has the same state and no acknowledged update was lost"
+             if ok else "   FAILED: replicas disagree or an update was lost")
+        return EXIT_OK if ok else EXIT_ERROR
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def _with_board(args: argparse.Namespace, fn: Callable[[Board], Any]) -> int:
+    endpoints = args.endpoints or os.environ.get("QUORUMBOARD_ENDPOINTS")
+    if not endpoints:
+        print("error: --endpoints (or QUORUMBOARD_ENDPOINTS) is required", file=sys.stderr)
+        return EXIT_USAGE
+    board = connect(endpoints, agent=args.agent, secret=_secret(), timeout_s=args.timeout)
+    try:
+        result = fn(board)
+    except RevisionCompacted as exc:
+        print(f"error: {exc} (compact revision {exc.compact_revision})", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except BoardError as exc:
+        if args.json:
+            print(json.dumps({"error": type(exc).__name__, "message": str(exc),
+                              "current": _current(exc)}))
+        else:
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return _exit_code(exc)
+    finally:
+        board.close()
+    if result is None:
+        return EXIT_OK
+    if isinstance(result, int):
+        return result
+    print(_dump(result) if args.json else _human(result))
+    return EXIT_OK
+
+
+def _current(exc: BoardError) -> Any:
+    current = getattr(exc, "current", None)
+    return current.model_dump(mode="json") if current is not None else None
+
+
+def _human(result: Any) -> str:
+    if isinstance(result, list):
+        return "\n".join(_human(r) for r in result) if result else "(none)"
+    data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
+    if isinstance(data, dict) and "key" in data and "version" in data and "value" in data:
+        return (f"{data['key']} = {json.dumps(data['value'])}  "
+                f"(version {data['version']}, by {data['author']}, rev {data['mod_revision']})")
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare word is a string
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    def go(board: Board) -> Any:
+        entry = board.get(args.key, stale=args.stale)
+        if entry is None:
+            print(f"not found: {args.key}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        return entry
+
+    return _with_board(args, go)
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    def go(board: Board) -> None:
+        count = 0
+        for ev in board.watch(args.prefix, args.start_revision, idle_timeout_s=args.idle_timeout):
+            if args.json:
+                print(_dump(ev), flush=True)
+            else:
+                value = json.dumps(ev.entry.value) if ev.kind == "put" else ""
+                print(f"rev {ev.revision} {ev.kind} {ev.key} {value} ({ev.cause})", flush=True)
+            count += 1
+            if args.count and count >= args.count:
+                return
+
+    return _with_board(args, go)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    with LocalCluster(replicas=args.replicas, data_dir=args.data_dir, fsync=args.fsync,
+                      secret=_secret()) as cluster:
+        leader = cluster.wait_for_leader()
+        print(f"quorumboard: {args.replicas} replicas up; leader r{leader}", flush=True)
+        print(f"endpoints: {','.join(cluster.endpoints)}", flush=True)
+        print(f"data dir: {cluster.data_dir}   (Ctrl-C to stop)", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print("stopping", flush=True)
+    return EXIT_OK
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from consensus.replica import ReplicaConfig, run
+
+    peers: dict[str, str] = {}
+    for item in args.peer or []:
+        raft, sep, client = item.partition("=")
+        if not sep:
+            print(f"error: --peer wants RAFT_ADDR=CLIENT_ADDR, got {item!r}", file=sys.stderr)
+            return EXIT_USAGE
+        peers[raft] = client
+    config = ReplicaConfig(
+        name=args.name or args.raft_address, raft_address=args.raft_address,
+        client_address=args.client_address, peers=peers, data_dir=Path(args.data_dir),
+        fsync=args.fsync, policy_modules=args.policy_module or [], secret_env=args.secret_env,
+        log_level=args.log_level)
+    configure_logging(args.log_level)
+    return run(config)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quorumboard", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="local cluster, agents, leader SIGKILL, recovery, digests")
+    d.add_argument("--replicas", type=int, default=3)
+    d.add_argument("--agents", type=int, default=4)
+    d.add_argument("--seconds", type=float, default=6.0)
+    d.add_argument("--data-dir", default=None)
+
+    u = sub.add_parser("up", help="run a local cluster in the foreground until Ctrl-C")
+    u.add_argument("--replicas", type=int, default=3)
+    u.add_argument("--data-dir", default="./quorumboard-data")
+    u.add_argument("--fsync", action="store_true", help="fsync the log before acknowledging")
+    u.add_argument("--log-level", default="warning")
+
+    s = sub.add_parser("serve", help="run one replica of a multi-machine cluster")
+    s.add_argument("--name", default=None)
+    s.add_argument("--raft-address", required=True, help="host:port peers reach this replica on")
+    s.add_argument("--client-address", required=True, help="host:port clients connect to")
+    s.add_argument("--peer", action="append", metavar="RAFT=CLIENT",
+                   help="another member: its raft address = its client address (repeat)")
+    s.add_argument("--data-dir", required=True)
+    s.add_argument("--fsync", action="store_true")
+    s.add_argument("--policy-module", action="append", help="import to register custom policies")
+    s.add_argument("--secret-env", default="QUORUMBOARD_SECRET",
+                   help="environment variable holding the shared secret (>= 16 bytes)")
+    s.add_argument("--log-level", default="info")
+
+    def client(name: str, help_: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("--endpoints", default=None, help="host:port,... (or QUORUMBOARD_ENDPOINTS)")
+        c.add_argument("--agent", default="cli")
+        c.add_argument("--json", action="store_true")
+        c.add_argument("--timeout", type=float, default=15.0)
+        return c
+
+    c = client("put", "write a value (JSON, or a bare string)")
+    c.add_argument("key")
+    c.add_argument("value")
+    c.add_argument("--expect-version", type=int, default=None)
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.put(
+        a.key, _parse_value(a.value), expect_version=a.expect_version)))
+    c = client("get", "read a key (linearizable unless --stale)")
+    c.add_argument("key")
+    c.add_argument("--stale", action="store_true")
+    c.set_defaults(run=_cmd_get)
+    c = client("delete", "delete a key")
+    c.add_argument("key")
+    c.add_argument("--expect-version", type=int, default=None)
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.delete(
+        a.key, expect_version=a.expect_version)))
+    c = client("ls", "list keys under a prefix")
+    c.add_argument("prefix", nargs="?", default="")
+    c.add_argument("--stale", action="store_true")
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.list(a.prefix, stale=a.stale)))
+    c = client("watch", "stream committed events under a prefix")
+    c.add_argument("prefix", nargs="?", default="")
+    c.add_argument("--start-revision", type=int, default=None)
+    c.add_argument("--idle-timeout", type=float, default=None, help="stop after idle seconds")
+    c.add_argument("--count", type=int, default=0, help="stop after this many events")
+    c.set_defaults(run=_cmd_watch)
+    c = client("history", "audit trail of a key: versions and refusals")
+    c.add_argument("key")
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.history(a.key)))
+    c = client("status", "the connected replica's view of the cluster")
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.status()))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            return demo(args.replicas, args.data_dir, args.agents, args.seconds)
+        if args.command == "up":
+            return _cmd_up(args)
+        if args.command == "serve":
+            return _cmd_serve(args)
+        code: int = args.run(args)
+        return code
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    except BoardError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return _exit_code(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
