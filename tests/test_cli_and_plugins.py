@@ -1,0 +1,73 @@
+"""The quorumboard command against a live cluster (exit codes, --json), and custom policies
+loaded into every replica process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consensus import LocalCluster, PolicyRejected, UnknownPolicy
+
+PLUGINS = str(Path(__file__).parent / "plugins")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PYTHONPATH", PLUGINS)
+    try:
+        with LocalCluster(replicas=3, data_dir=tmp_path_factory.mktemp("cli"),
+                          policy_modules=["even_policy"]) as c:
+            yield c
+    finally:
+        mp.undo()
+
+
+def qb(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consensus.cli", *args[:1], "--endpoints",
+         ",".join(cluster.endpoints), "--timeout", "10", *args[1:]],
+        capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_cli_exit_codes_and_json(cluster: LocalCluster) -> None:
+    r = qb(cluster, "put", "cli/a", '{"n": 1}', "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["version"] == 1
+    assert qb(cluster, "put", "cli/a", '{"n": 2}', "--expect-version", "1").returncode == 0
+    stale = qb(cluster, "put", "cli/a", '{"n": 3}', "--expect-version", "1", "--json")
+    assert stale.returncode == 3
+    assert json.loads(stale.stdout)["current"]["version"] == 2
+    assert qb(cluster, "get", "cli/missing").returncode == 4
+    got = qb(cluster, "get", "cli/a")
+    assert got.returncode == 0 and '"n": 2' in got.stdout and "version 2" in got.stdout
+    listed = qb(cluster, "ls", "cli/", "--json")
+    assert [e["key"] for e in json.loads(listed.stdout)] == ["cli/a"]
+    hist = qb(cluster, "history", "cli/a", "--json")
+    assert [h["outcome"] for h in json.loads(hist.stdout)] == ["put", "put", "rejected"]
+    watched = qb(cluster, "watch", "cli/", "--start-revision", "1", "--count", "2", "--json")
+    assert [json.loads(line)["entry"]["version"] for line in watched.stdout.splitlines()] == [1, 2]
+    status = qb(cluster, "status", "--json")
+    assert json.loads(status.stdout)["role"] in ("leader", "follower")
+    assert qb(cluster, "put", "bad//key", "1").returncode == 6
+    down = subprocess.run([sys.executable, "-m", "consensus.cli", "get", "x", "--endpoints",
+                           "127.0.0.1:9", "--timeout", "1"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert down.returncode == 5
+
+
+def test_custom_policy_in_every_replica(cluster: LocalCluster) -> None:
+    board = cluster.board(agent="plugin-user")
+    board.set_policy("even/", "even-only")
+    assert board.put("even/x", 2).value == 2
+    with pytest.raises(PolicyRejected) as info:
+        board.put("even/x", 3, expect_version=1)
+    assert info.value.policy == "even-only" and info.value.reason == "odd"
+    with pytest.raises(UnknownPolicy):
+        board.set_policy("odd/", "odd-only")
+    cluster.wait_converged()
