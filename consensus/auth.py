@@ -116,7 +116,6 @@ class Channel:
                 raw=False,
                 use_list=True,
                 strict_map_key=True,
-                max_buffer_size=_HELLO_BYTES_MAX,
                 max_array_len=8,
                 max_map_len=0,
                 max_ext_len=0,

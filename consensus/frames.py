@@ -35,12 +35,13 @@ class FrameDecoder:
     the same connection carries a tiny handshake and then large replication messages.
     """
 
-    __slots__ = ("_broken", "_buffer", "_frame_bytes_max", "_need_bytes")
+    __slots__ = ("_broken", "_buffer", "_frame_bytes_max", "_need_bytes", "_pos")
 
     def __init__(self, frame_bytes_max: int) -> None:
         check(frame_bytes_max >= 0, "frame_bytes_max must be >= 0")
         self._frame_bytes_max = frame_bytes_max
         self._buffer = bytearray()
+        self._pos = 0  # start of unparsed bytes in _buffer (compacted lazily)
         self._need_bytes: int | None = None  # body length of the frame being read, once known
         self._broken = False
 
@@ -52,7 +53,7 @@ class FrameDecoder:
     @property
     def buffered_bytes(self) -> int:
         """Bytes held for an incomplete frame (bounded by the limit plus one feed)."""
-        return len(self._buffer)
+        return len(self._buffer) - self._pos
 
     def set_limit(self, frame_bytes_max: int) -> None:
         """Change the bound; a frame whose prefix was already accepted is checked again."""
@@ -71,31 +72,53 @@ class FrameDecoder:
         decoder is unusable afterwards (the stream has lost its framing), so the caller must drop
         the connection.
         """
+        self.push(data)
+        frames: list[bytes] = []
+        # Each pass returns one frame from the bounded buffer, so the loop is finite.
+        while (frame := self.next_frame()) is not None:
+            frames.append(frame)
+        return frames
+
+    def push(self, data: bytes) -> None:
+        """Buffer ``data`` without parsing: pair with :meth:`next_frame` when the limit may
+        change between two frames of the same read (handshake frame followed by a big message).
+        """
         if self._broken:
             raise ProtocolError("decoder already failed; the connection must be dropped")
+        if self._pos and self._pos * 2 >= len(self._buffer):
+            del self._buffer[: self._pos]
+            self._pos = 0
         self._buffer += data
-        frames: list[bytes] = []
+
+    def next_frame(self) -> bytes | None:
+        """Pop one complete frame, or ``None`` if more bytes are needed.
+
+        The limit is checked against each prefix when it is parsed, i.e. with the limit in force
+        at that moment.
+        """
+        if self._broken:
+            raise ProtocolError("decoder already failed; the connection must be dropped")
         buf = self._buffer
-        pos = 0
-        # Each pass consumes one prefix or one body, so the loop ends within 2 * frames + 1 passes.
-        while True:
-            if self._need_bytes is None:
-                if len(buf) - pos < FRAME_PREFIX_BYTES:
-                    break
-                (length,) = _PREFIX.unpack_from(buf, pos)
-                if length > self._frame_bytes_max:
-                    self._broken = True
-                    self._buffer = bytearray()
-                    raise FrameTooLarge(
-                        f"frame of {length} bytes announced, limit is {self._frame_bytes_max}"
-                    )
-                pos += FRAME_PREFIX_BYTES
-                self._need_bytes = length
-            if len(buf) - pos < self._need_bytes:
-                break
-            frames.append(bytes(buf[pos : pos + self._need_bytes]))
-            pos += self._need_bytes
-            self._need_bytes = None
-        if pos:
-            del buf[:pos]
-        return frames
+        if self._need_bytes is None:
+            if len(buf) - self._pos < FRAME_PREFIX_BYTES:
+                return None
+            (length,) = _PREFIX.unpack_from(buf, self._pos)
+            if length > self._frame_bytes_max:
+                self._broken = True
+                self._buffer = bytearray()
+                self._pos = 0
+                raise FrameTooLarge(
+                    f"frame of {length} bytes announced, limit is {self._frame_bytes_max}"
+                )
+            self._pos += FRAME_PREFIX_BYTES
+            self._need_bytes = length
+        if len(buf) - self._pos < self._need_bytes:
+            return None
+        end = self._pos + self._need_bytes
+        frame = bytes(buf[self._pos : end])
+        self._pos = end
+        self._need_bytes = None
+        if self._pos == len(buf):
+            buf.clear()
+            self._pos = 0
+        return frame

@@ -1,0 +1,941 @@
+"""The hardened Raft layer: pysyncobj 0.3.17 with its unsafe parts replaced.
+
+Only this module and its wire half (consensus/transport.py) import pysyncobj; the pin is exact
+because we override private hooks. What we change and why (see docs/notes on pysyncobj):
+
+* **No pickle on any input path.** The wire is our own transport (msgpack, authenticated,
+  size-bounded); the journal and its meta are our own crc'd msgpack files (consensus/journal.py);
+  snapshots go through pysyncobj's ``serializer``/``deserializer`` hooks into a crc'd msgpack file;
+  ``pysyncobj.pickle`` itself is replaced by a restricted msgpack codec (tuples via an ext type,
+  anything else refused) so the internal paths we do not use can never unpickle either.
+* **A raising apply cannot wedge the node.** pysyncobj retries a raising entry every tick forever;
+  we catch, log CRITICAL and return an :class:`ApplyError` value instead.
+* **Snapshot/journal crash window.** pysyncobj clears the whole journal at start when its first
+  two entries do not match the snapshot's, which is exactly the state left by a crash between
+  writing a snapshot and truncating the journal prefix: every entry after the snapshot would be
+  lost locally. Our deserializer drops the prefix up to the snapshot first, so they survive.
+* **Latency and backpressure.** Unbatched append entries (commit p50 ~1 ms on loopback instead of
+  ~100 ms), a bounded number of proposals in flight (QUEUE_FULL is backpressure), a proposal
+  timeout, and a short leader fallback so a partitioned leader stops believing it leads.
+
+Threads: pysyncobj's tick thread does all networking, applies entries and runs every callback.
+:meth:`RaftNode.propose`, :meth:`RaftNode.barrier`, :meth:`RaftNode.call_in_tick`,
+:meth:`RaftNode.status` and :meth:`RaftNode.close` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import functools
+import logging
+import os
+import pathlib
+import pickle
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable
+from typing import Any, BinaryIO, Final, Protocol
+
+import msgpack
+import pydantic
+import pysyncobj.journal
+import pysyncobj.pickle
+import pysyncobj.serializer
+import pysyncobj.syncobj
+import structlog
+from pysyncobj.config import FAIL_REASON, SyncObjConf
+from pysyncobj.syncobj import SyncObj
+
+from consensus.errors import CorruptData, InvalidCommand, InvariantViolation, Unavailable
+from consensus.journal import Entry, Journal, fsync_dir
+from consensus.transport import QbTransport, WireConfig
+
+__all__ = [
+    "ApplyError",
+    "ProposeFailure",
+    "RaftNode",
+    "RaftSettings",
+    "RaftStatus",
+    "StateMachine",
+    "forbid_pickle",
+    "read_snapshot",
+]
+
+log = structlog.get_logger(__name__)
+
+PYSYNCOBJ_VERSION: Final = "0.3.17"
+FORBID_PICKLE_ENV: Final = "QUORUMBOARD_FORBID_PICKLE"
+# Fault injection for tests only: skip the first journal truncation after a snapshot, which is
+# what a crash between "snapshot renamed" and "journal prefix dropped" leaves on disk.
+FAULT_SKIP_TRUNCATE_ENV: Final = "QUORUMBOARD_FAULT_SKIP_COMPACTION_TRUNCATE"
+
+JOURNAL_FILE: Final = "raft.journal"
+SNAPSHOT_FILE: Final = "raft.snapshot"
+SNAPSHOT_MAGIC: Final = b"QBSNAP01"
+_SNAPSHOT_HEAD = struct.Struct(">I")
+
+_REGULAR: Final = 0
+_NO_OP: Final = 1
+_MEMBERSHIP: Final = 2
+_VERSION: Final = 3
+_ROLES: Final = {0: "follower", 1: "candidate", 2: "leader"}
+_STATUS_READ_ATTEMPTS: Final = 5
+
+
+# --- settings, results, protocol ---------------------------------------------------------------
+
+
+class RaftSettings(pydantic.BaseModel, frozen=True):
+    """One replica's Raft configuration.
+
+    Timing defaults are for loopback on a loaded 2-core box: fail over in about one second but do
+    not flap when a tick is delayed by a few hundred milliseconds.
+    """
+
+    self_address: str
+    peers: tuple[str, ...] = ()
+    data_dir: pathlib.Path
+    secret: bytes | None = None
+    fsync: bool = False
+    election_timeout_min_s: float = 0.4
+    election_timeout_max_s: float = 1.4
+    heartbeat_interval_s: float = 0.1
+    # A leader that heard from no majority for this long steps down (pysyncobj default: 30 s).
+    leader_fallback_timeout_s: float = 2.0
+    connection_idle_timeout_s: float = 3.5
+    handshake_timeout_s: float = 3.0
+    reconnect_interval_s: float = 0.5
+    frame_bytes_max: int = 16 * 2**20
+    hello_bytes_max: int = 4096
+    command_bytes_max: int = 2**20
+    send_buffer_bytes_max: int = 64 * 2**20
+    pending_connections_max: int = 32
+    # Entries in the log before a snapshot is taken: bounds journal size and restart replay time
+    # (20k entries of ~1 KiB = ~20 MiB) while keeping snapshots (a full state dump) infrequent.
+    compaction_min_entries: int = 20_000
+    compaction_min_time_s: float = 600.0
+    snapshot_chunk_bytes: int = 256 * 1024
+    # Proposals in flight (queued or awaiting commit). pysyncobj showed a compaction bug with
+    # ~40k queued commands; 2,000 keeps us far below and still saturates the log.
+    proposals_in_flight_max: int = 2_000
+    propose_timeout_s: float = 10.0
+    wait_for_leader: bool = True
+    tick_calls_max: int = 10_000
+    bind_attempts_max: int = 10
+    close_timeout_s: float = 5.0
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self) -> RaftSettings:
+        if self.self_address in self.peers:
+            raise ValueError("peers must not include self_address")
+        if len(set(self.peers)) != len(self.peers):
+            raise ValueError("duplicate peer address")
+        for address in (self.self_address, *self.peers):
+            host, sep, port = address.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"bad address {address!r}: want host:port")
+        if self.secret is not None and len(self.secret) < 16:
+            raise ValueError("secret must be at least 16 bytes")
+        if not self.election_timeout_min_s > 3 * self.heartbeat_interval_s:
+            raise ValueError("election_timeout_min_s must exceed 3 heartbeats")
+        if not self.election_timeout_max_s > self.election_timeout_min_s:
+            raise ValueError("election_timeout_max_s must exceed election_timeout_min_s")
+        if not self.leader_fallback_timeout_s > self.heartbeat_interval_s:
+            raise ValueError("leader_fallback_timeout_s must exceed heartbeat_interval_s")
+        if not self.connection_idle_timeout_s >= self.election_timeout_max_s:
+            raise ValueError("connection_idle_timeout_s must be >= election_timeout_max_s")
+        if not 64 <= self.hello_bytes_max <= self.frame_bytes_max:
+            raise ValueError("need 64 <= hello_bytes_max <= frame_bytes_max")
+        if not 0 < 4 * self.command_bytes_max <= self.frame_bytes_max:
+            raise ValueError("frame_bytes_max must be >= 4 * command_bytes_max")
+        if self.compaction_min_entries < 2 or self.proposals_in_flight_max < 1:
+            raise ValueError("compaction_min_entries >= 2 and proposals_in_flight_max >= 1")
+        return self
+
+
+class ProposeFailure(enum.Enum):
+    """Why a proposal has no result.
+
+    Not applied (safe to retry as a new proposal): QUEUE_FULL, NO_LEADER, NOT_LEADER, DISCARDED,
+    CLOSED (node closed before submitting it).
+    May still commit (retry only through an exactly-once session): LEADER_CHANGED,
+    UNKNOWN_OUTCOME, TIMEOUT.
+    """
+
+    QUEUE_FULL = "queue_full"
+    NO_LEADER = "no_leader"
+    NOT_LEADER = "not_leader"
+    DISCARDED = "discarded"
+    CLOSED = "closed"
+    LEADER_CHANGED = "leader_changed"
+    UNKNOWN_OUTCOME = "unknown_outcome"
+    TIMEOUT = "timeout"
+
+    @property
+    def may_have_committed(self) -> bool:
+        return self in _MAYBE_COMMITTED
+
+
+_MAYBE_COMMITTED: Final = frozenset(
+    {ProposeFailure.LEADER_CHANGED, ProposeFailure.UNKNOWN_OUTCOME, ProposeFailure.TIMEOUT}
+)
+_FAIL_MAP: Final = {
+    FAIL_REASON.QUEUE_FULL: ProposeFailure.QUEUE_FULL,
+    FAIL_REASON.MISSING_LEADER: ProposeFailure.NO_LEADER,
+    FAIL_REASON.DISCARDED: ProposeFailure.DISCARDED,
+    FAIL_REASON.NOT_LEADER: ProposeFailure.NOT_LEADER,
+    FAIL_REASON.LEADER_CHANGED: ProposeFailure.LEADER_CHANGED,
+    FAIL_REASON.UNKNOWN_OUTCOME: ProposeFailure.UNKNOWN_OUTCOME,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ApplyError:
+    """Returned (never raised) when ``StateMachine.apply`` raised: the entry counts as applied."""
+
+    kind: str
+    message: str
+
+
+class RaftStatus(pydantic.BaseModel, frozen=True):
+    """A snapshot of one replica's Raft state (read without a lock: a hint, not a fence)."""
+
+    address: str
+    role: str
+    leader: str | None
+    term: int
+    commit_index: int
+    last_applied: int
+    log_len: int
+    last_log_index: int
+    has_quorum: bool
+    ready: bool
+
+
+class StateMachine(Protocol):
+    """What the log drives. All three run on the tick thread."""
+
+    def apply(self, payload: bytes) -> object:
+        """Apply one committed payload; deterministic; should never raise (it is guarded)."""
+        ...
+
+    def snapshot(self) -> bytes:
+        """Full state as bytes (msgpack) at the last applied entry."""
+        ...
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot's bytes."""
+        ...
+
+
+OnDone = Callable[[object | None, ProposeFailure | None], None]
+
+
+# --- pickle replacement ------------------------------------------------------------------------
+
+_TUPLE_EXT: Final = 1
+_CODEC_BYTES_MAX: Final = 64 * 2**20
+
+
+def _codec_default(obj: object) -> msgpack.ExtType:
+    if isinstance(obj, tuple):
+        return msgpack.ExtType(_TUPLE_EXT, _codec_dumps(list(obj)))
+    raise TypeError(f"refusing to serialize {type(obj).__name__} (pysyncobj pickle is disabled)")
+
+
+def _codec_ext_hook(code: int, data: bytes) -> tuple[Any, ...]:
+    if code != _TUPLE_EXT:
+        raise ValueError(f"unknown ext type {code}")
+    value = _codec_loads(data)
+    if not isinstance(value, list):
+        raise ValueError("tuple ext does not hold an array")
+    return tuple(value)
+
+
+def _codec_dumps(obj: object, protocol: int | None = None) -> bytes:
+    return bytes(msgpack.packb(obj, use_bin_type=True, strict_types=True, default=_codec_default))
+
+
+def _codec_loads(data: bytes | str) -> Any:
+    raw = data if isinstance(data, bytes) else bytes(data, "utf-8")
+    return msgpack.unpackb(
+        raw,
+        raw=False,
+        strict_map_key=True,
+        ext_hook=_codec_ext_hook,
+    )
+
+
+def _codec_dump(obj: object, file: BinaryIO, protocol: int | None = None) -> None:
+    file.write(_codec_dumps(obj))
+
+
+def _codec_load(file: BinaryIO) -> Any:
+    return _codec_loads(file.read(_CODEC_BYTES_MAX + 1))
+
+
+_journal_handoff = threading.local()
+
+
+def _create_journal(journalFile: str | None = None) -> Journal:
+    """Stands in for pysyncobj.journal.createJournal: hands over the journal RaftNode opened."""
+    journal: Journal | None = getattr(_journal_handoff, "journal", None)
+    _journal_handoff.journal = None
+    if journal is None or journalFile is None or str(journal.path) != journalFile:
+        raise InvariantViolation("pysyncobj asked for a journal RaftNode did not provide")
+    return journal
+
+
+_bridge_state = threading.local()
+
+
+class _StructlogBridge(logging.Handler):
+    """Forward pysyncobj's stdlib logging (WARNING and up) to structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        if getattr(_bridge_state, "suppressing", False) and message.startswith("truncating"):
+            return  # pysyncobj warns about a truncation we suppressed (nothing conflicted)
+        logger = structlog.get_logger(record.name)
+        kwargs: dict[str, Any] = {}
+        if record.exc_info:
+            kwargs["exc_info"] = record.exc_info
+        logger.log(record.levelno, "pysyncobj", detail=message, **kwargs)
+
+
+def _install_pysyncobj_patches() -> None:
+    """Replace pysyncobj's pickle and journal factory; quiet its logging. Idempotent."""
+    installed = getattr(pysyncobj.syncobj, "_qb_patched", False)
+    version = getattr(pysyncobj, "__version__", None) or _pysyncobj_version()
+    if version != PYSYNCOBJ_VERSION:
+        raise ImportError(f"consensus.raft needs pysyncobj=={PYSYNCOBJ_VERSION}, found {version}")
+    if installed:
+        return
+    for module in (pysyncobj.pickle, pysyncobj.journal):
+        module.loads = _codec_loads
+        module.dumps = _codec_dumps
+    pysyncobj.pickle.load = _codec_load
+    pysyncobj.pickle.dump = _codec_dump
+    pysyncobj.syncobj.createJournal = _create_journal
+    pysyncobj.journal.createJournal = _create_journal
+    root = logging.getLogger("pysyncobj")
+    root.setLevel(logging.WARNING)
+    root.propagate = False
+    root.handlers = [_StructlogBridge()]
+    pysyncobj.syncobj._qb_patched = True
+
+
+def _pysyncobj_version() -> str:
+    from pysyncobj.version import VERSION
+
+    return str(VERSION)
+
+
+def forbid_pickle() -> None:
+    """Make every stdlib unpickling entry point raise in this process (tests, hardened replicas).
+
+    Called by :class:`RaftNode` when ``QUORUMBOARD_FORBID_PICKLE=1``; proves no path unpickles.
+    """
+
+    def refuse(*_args: object, **_kwargs: object) -> Any:
+        raise pickle.UnpicklingError("unpickling is forbidden in this process")
+
+    class _ForbiddenUnpickler:
+        def __init__(self, *_args: object, **_kwargs: object) -> None:
+            refuse()
+
+    pickle.loads = refuse
+    pickle.load = refuse
+    pickle._loads = refuse  # type: ignore[attr-defined]
+    pickle._load = refuse  # type: ignore[attr-defined]
+    pickle.Unpickler = _ForbiddenUnpickler  # type: ignore[misc,assignment]
+    setattr(pickle, "_Unpickler", _ForbiddenUnpickler)  # noqa: B010 (private name, no stub)
+
+
+_install_pysyncobj_patches()
+
+
+# --- snapshot file -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """A decoded snapshot file."""
+
+    machine: bytes
+    last: Entry
+    prev: Entry
+    cluster: tuple[str, ...]
+
+
+def _entry_to_wire(entry: Any) -> list[Any]:
+    command, idx, term = entry
+    return [bytes(command), int(idx), int(term)]
+
+
+def _entry_tuple(entry: Any) -> Entry:
+    command, idx, term = _entry_to_wire(entry)
+    return (command, idx, term)
+
+
+def _entry_from_wire(value: object, path: pathlib.Path) -> Entry:
+    if (
+        not isinstance(value, list)
+        or len(value) != 3
+        or not isinstance(value[0], bytes)
+        or type(value[1]) is not int
+        or type(value[2]) is not int
+    ):
+        raise CorruptData(f"{path}: malformed snapshot entry")
+    return (value[0], value[1], value[2])
+
+
+def write_snapshot(path: pathlib.Path, snapshot: Snapshot) -> None:
+    """Write ``path`` with crc and fsync it (the caller renames it into place)."""
+    body = msgpack.packb(
+        {
+            "machine": snapshot.machine,
+            "last": _entry_to_wire(snapshot.last),
+            "prev": _entry_to_wire(snapshot.prev),
+            "cluster": list(snapshot.cluster),
+        },
+        use_bin_type=True,
+    )
+    data = SNAPSHOT_MAGIC + _SNAPSHOT_HEAD.pack(zlib.crc32(body)) + body
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_snapshot(path: pathlib.Path, snapshot_bytes_max: int) -> Snapshot:
+    """Read and verify a snapshot file; :class:`CorruptData` names the file and offset."""
+    with open(path, "rb") as f:
+        data = f.read(snapshot_bytes_max + 1)
+    if len(data) > snapshot_bytes_max:
+        raise CorruptData(f"{path}: snapshot larger than {snapshot_bytes_max} bytes")
+    head = len(SNAPSHOT_MAGIC) + _SNAPSHOT_HEAD.size
+    if len(data) < head or data[: len(SNAPSHOT_MAGIC)] != SNAPSHOT_MAGIC:
+        raise CorruptData(f"{path}: bad snapshot header at offset 0")
+    (crc,) = _SNAPSHOT_HEAD.unpack_from(data, len(SNAPSHOT_MAGIC))
+    body = data[head:]
+    if zlib.crc32(body) != crc:
+        raise CorruptData(f"{path}: snapshot checksum mismatch at offset {head}")
+    try:
+        fields = msgpack.unpackb(body, raw=False, strict_map_key=True, max_ext_len=0)
+    except Exception as exc:
+        raise CorruptData(f"{path}: undecodable snapshot at offset {head}") from exc
+    if not isinstance(fields, dict) or not isinstance(fields.get("machine"), bytes):
+        raise CorruptData(f"{path}: malformed snapshot at offset {head}")
+    cluster = fields.get("cluster")
+    if not isinstance(cluster, list) or not all(isinstance(a, str) for a in cluster):
+        raise CorruptData(f"{path}: malformed snapshot cluster at offset {head}")
+    return Snapshot(
+        machine=fields["machine"],
+        last=_entry_from_wire(fields.get("last"), path),
+        prev=_entry_from_wire(fields.get("prev"), path),
+        cluster=tuple(cluster),
+    )
+
+
+# --- the SyncObj subclass ---------------------------------------------------------------------
+
+
+def _trim_matching_entries(
+    journal: Journal, message: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Drop the prefix of ``entries`` our log already has; say whether nothing conflicts.
+
+    Returns the message to hand to pysyncobj and True when every entry matched (so pysyncobj
+    must not truncate our suffix). The commit index is clamped to the last index the message
+    verified (Raft Figure 2: commitIndex = min(leaderCommit, index of last new entry)).
+    """
+    prev_idx = message.get("prevLogIdx")
+    entries: list[Entry] = list(message.get("entries") or [])
+    if prev_idx is None or len(journal) == 0:
+        return message, False
+    first_idx = journal[0][1]
+    position = prev_idx - first_idx
+    if not 0 <= position < len(journal) or journal[position][2] != message.get("prevLogTerm"):
+        return message, False
+    if any(entry[1] != prev_idx + 1 + i for i, entry in enumerate(entries)):
+        return message, False
+    verified_last = prev_idx + len(entries)
+    matched = 0
+    # Bounded by the number of entries in the message.
+    for entry in entries:
+        at = entry[1] - first_idx
+        if at >= len(journal) or journal[at][2] != entry[2]:
+            break
+        matched += 1
+    trimmed = dict(message, commit_index=min(message["commit_index"], verified_last))
+    if matched:
+        last = entries[matched - 1]
+        trimmed.update(entries=entries[matched:], prevLogIdx=last[1], prevLogTerm=last[2])
+    return trimmed, matched == len(entries)
+
+
+# --- -------------------------------------------------------------------
+
+
+class _Replica(SyncObj):  # type: ignore[misc]
+    """pysyncobj's SyncObj with our apply hook (no @replicated methods at all)."""
+
+    def __init__(self, owner: RaftNode, conf: SyncObjConf, wire: WireConfig) -> None:
+        self._qb_owner = owner
+        self._qb_wire = wire
+        settings = owner.settings
+        super().__init__(
+            settings.self_address, list(settings.peers), conf, transportClass=QbTransport
+        )
+
+    def _SyncObj__doApplyCommand(self, command: bytes) -> object:
+        return self._qb_owner._apply_entry(command)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        """Fix two deviations from Raft §5.3 before pysyncobj handles a message.
+
+        Follower: pysyncobj truncates every entry after ``prevLogIdx`` even when the incoming
+        entries match, so a re-sent append can drop applied (and acked) entries from the
+        journal. We skip the matching prefix, suppress truncation when nothing conflicts, and
+        clamp the commit index to the last entry this message verified.
+        Leader: a late success reply moved ``nextIndex`` backwards, re-sending entries already
+        in flight; we keep the optimistic ``nextIndex`` (a failed append resets it).
+        """
+        kind = message.get("type")
+        if kind == "append_entries" and "prevLogIdx" in message:
+            message, suppress = _trim_matching_entries(self._qb_owner._journal, message)
+            self._qb_suppress_truncate = suppress
+            _bridge_state.suppressing = suppress
+            try:
+                SyncObj._SyncObj__onMessageReceived(self, node, message)
+            finally:
+                self._qb_suppress_truncate = False
+                _bridge_state.suppressing = False
+            return
+        if kind == "next_node_idx" and message["success"] and not message["reset"]:
+            next_index = self._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            after = next_index.get(node)
+            if before is not None and after is not None and after < before:
+                next_index[node] = before
+            return
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
+        if getattr(self, "_qb_suppress_truncate", False):
+            return
+        SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)
+
+    def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:
+        if self._qb_owner._consume_truncate_fault():
+            return
+        SyncObj._SyncObj__deleteEntriesTo(self, toIDx)
+
+
+# --- the public node ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Pending:
+    on_done: OnDone
+    deadline: float
+
+
+class RaftNode:
+    """One replica of the replicated log, driving ``machine``.
+
+    Effective pysyncobj configuration (from :class:`RaftSettings` defaults): autoTick=True,
+    autoTickPeriod=0.05 s, appendEntriesUseBatch=False (an entry is sent when proposed),
+    appendEntriesPeriod=heartbeat_interval_s=0.1 s, raftMinTimeout/raftMaxTimeout=0.4/1.4 s,
+    leaderFallbackTimeout=2.0 s, connectionTimeout=3.5 s, connectionRetryTime=0.5 s,
+    commandsQueueSize=proposals_in_flight_max=2000, commandsWaitLeader=True,
+    appendEntriesBatchSizeBytes=command_bytes_max+2 (so pysyncobj's pickled large-entry
+    "transmission" path is never taken), logCompactionMinEntries=20000,
+    logCompactionMinTime=600 s, logCompactionBatchSize=256 KiB, useFork=False,
+    dynamicMembershipChange=False, password=None (our transport authenticates),
+    journalFile/fullDumpFile in data_dir with our journal and serializer hooks.
+    """
+
+    def __init__(
+        self,
+        settings: RaftSettings,
+        machine: StateMachine,
+        *,
+        on_role_change: Callable[[str], None] | None = None,
+    ) -> None:
+        if os.environ.get(FORBID_PICKLE_ENV) == "1":
+            forbid_pickle()
+        self.settings = settings
+        self._machine = machine
+        self._on_role_change = on_role_change
+        self._lock = threading.Lock()
+        self._pending: dict[int, _Pending] = {}
+        self._next_pending_id = 0
+        self._tick_calls: deque[Callable[[], None]] = deque()
+        self._closed = False
+        self._truncate_faults_left = 1 if os.environ.get(FAULT_SKIP_TRUNCATE_ENV) == "1" else 0
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._snapshot_path = data_dir / SNAPSHOT_FILE
+        self._snapshot_bytes_max = settings.frame_bytes_max * 64
+        # Verify the snapshot now so a corrupt one stops the replica here, not inside pysyncobj's
+        # tick (which would only log it).
+        self._startup_snapshot: Snapshot | None = None
+        if self._snapshot_path.exists():
+            self._startup_snapshot = read_snapshot(self._snapshot_path, self._snapshot_bytes_max)
+        journal_path = data_dir / JOURNAL_FILE
+        # A lone replica never sends a message, so it must sync on every append instead.
+        self._journal = Journal(
+            journal_path,
+            fsync=settings.fsync,
+            record_bytes_max=settings.frame_bytes_max,
+            sync_on_add=settings.fsync and not settings.peers,
+        )
+        wire = WireConfig(
+            identity=settings.self_address,
+            secret=settings.secret,
+            hello_bytes_max=settings.hello_bytes_max,
+            frame_bytes_max=settings.frame_bytes_max,
+            command_bytes_max=settings.command_bytes_max,
+            idle_timeout_s=settings.connection_idle_timeout_s,
+            handshake_timeout_s=settings.handshake_timeout_s,
+            send_buffer_bytes_max=settings.send_buffer_bytes_max,
+            recv_chunk_bytes=256 * 1024,
+            socket_buffer_bytes=2**20,
+            pending_connections_max=settings.pending_connections_max,
+            before_send=self._journal.sync,
+        )
+        conf = SyncObjConf(
+            autoTick=True,
+            autoTickPeriod=0.05,
+            appendEntriesUseBatch=False,
+            appendEntriesPeriod=settings.heartbeat_interval_s,
+            raftMinTimeout=settings.election_timeout_min_s,
+            raftMaxTimeout=settings.election_timeout_max_s,
+            leaderFallbackTimeout=settings.leader_fallback_timeout_s,
+            connectionTimeout=settings.connection_idle_timeout_s,
+            connectionRetryTime=settings.reconnect_interval_s,
+            commandsQueueSize=settings.proposals_in_flight_max,
+            commandsWaitLeader=settings.wait_for_leader,
+            appendEntriesBatchSizeBytes=settings.command_bytes_max + 2,
+            logCompactionMinEntries=settings.compaction_min_entries,
+            logCompactionMinTime=settings.compaction_min_time_s,
+            logCompactionBatchSize=settings.snapshot_chunk_bytes,
+            journalFile=str(journal_path),
+            fullDumpFile=str(self._snapshot_path),
+            serializer=self._serialize,
+            deserializer=self._deserialize,
+            useFork=False,
+            dynamicMembershipChange=False,
+            onStateChanged=self._state_changed,
+            bindAddress=settings.self_address,
+            maxBindRetries=settings.bind_attempts_max,
+            bindRetryTime=0.5,
+        )
+        _journal_handoff.journal = self._journal
+        try:
+            self._sync = _Replica(self, conf, wire)
+        finally:
+            _journal_handoff.journal = None
+        # pysyncobj stops ticking when the constructing thread exits; tie it to the process.
+        self._sync._SyncObj__mainThread = threading.main_thread()
+        self._sync.addOnTickCallback(self._on_tick)
+        try:
+            self._sync.waitBinded()
+        except Exception as exc:
+            self._sync.destroy()
+            self._join_tick_thread()
+            raise Unavailable(f"cannot bind raft address {settings.self_address}") from exc
+        log.info(
+            "raft_started",
+            address=settings.self_address,
+            peers=list(settings.peers),
+            fsync=settings.fsync,
+            authenticated=settings.secret is not None,
+        )
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return self.settings.self_address
+
+    def propose(self, payload: bytes, on_done: OnDone) -> None:
+        """Submit a regular entry; ``on_done(result, None)`` once committed and applied here.
+
+        Thread-safe. ``on_done`` runs on the tick thread, except QUEUE_FULL and CLOSED, which are
+        reported immediately on the calling thread (backpressure must not wait for a tick).
+        Raises :class:`InvalidCommand` if ``payload`` exceeds ``command_bytes_max``.
+        """
+        if len(payload) > self.settings.command_bytes_max:
+            raise InvalidCommand(
+                f"payload of {len(payload)} bytes exceeds {self.settings.command_bytes_max}"
+            )
+        self._submit(bytes(payload), _REGULAR, on_done)
+
+    def barrier(self, on_done: OnDone) -> None:
+        """Linearizable-read barrier: a no-op entry; ``on_done(None, None)`` once applied here.
+
+        It never reaches ``machine.apply``, so state and digest are unchanged.
+        """
+        self._submit(b"", _NO_OP, on_done)
+
+    def call_in_tick(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the tick thread soon. Raises :class:`Unavailable` if the queue is full."""
+        with self._lock:
+            if self._closed:
+                raise Unavailable("raft node is closed")
+            if len(self._tick_calls) >= self.settings.tick_calls_max:
+                raise Unavailable("tick call queue is full")
+            self._tick_calls.append(fn)
+        self._wake()
+
+    def compact_now(self) -> None:
+        """Ask for a snapshot + journal compaction at the next tick (tests, operators)."""
+        self._sync.forceLogCompaction()
+        self._wake()
+
+    def status(self) -> RaftStatus:
+        """Current state, read without locking (may be a few ticks stale)."""
+        sync = self._sync
+        last_error: Exception | None = None
+        for _ in range(_STATUS_READ_ATTEMPTS):
+            try:
+                leader = sync._getLeader()
+                journal = self._journal
+                return RaftStatus(
+                    address=self.settings.self_address,
+                    role=_ROLES.get(sync._SyncObj__raftState, "follower"),
+                    leader=leader.address if leader is not None else None,
+                    term=sync.raftCurrentTerm,
+                    commit_index=sync.raftCommitIndex,
+                    last_applied=sync.raftLastApplied,
+                    log_len=len(journal),
+                    last_log_index=journal[-1][1] if len(journal) else 0,
+                    has_quorum=bool(sync.hasQuorum),
+                    ready=bool(sync.isReady()),
+                )
+            except (RuntimeError, IndexError) as exc:  # mutated by the tick thread mid-read
+                last_error = exc
+        raise Unavailable(f"could not read raft status: {last_error}")
+
+    def is_leader(self) -> bool:
+        """Hint only: another leader may exist in a newer term."""
+        return bool(self._sync._isLeader())
+
+    def close(self) -> None:
+        """Stop the tick thread, close sockets and files; idempotent.
+
+        Proposals still pending get UNKNOWN_OUTCOME (they may commit on the other replicas).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._sync.destroy()
+        self._wake()
+        self._join_tick_thread()
+        with self._lock:
+            pending = list(self._pending.values())
+            self._pending.clear()
+            self._tick_calls.clear()
+        for item in pending:
+            self._call_on_done(item.on_done, None, ProposeFailure.UNKNOWN_OUTCOME)
+        log.info("raft_closed", address=self.settings.self_address)
+
+    def __enter__(self) -> RaftNode:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- proposals ----------------------------------------------------------------------------
+
+    def _submit(self, payload: bytes, command_type: int, on_done: OnDone) -> None:
+        with self._lock:
+            if self._closed:
+                failure: ProposeFailure | None = ProposeFailure.CLOSED
+            elif len(self._pending) >= self.settings.proposals_in_flight_max:
+                failure = ProposeFailure.QUEUE_FULL
+            else:
+                failure = None
+                pending_id = self._next_pending_id
+                self._next_pending_id += 1
+                self._pending[pending_id] = _Pending(
+                    on_done, time.monotonic() + self.settings.propose_timeout_s
+                )
+        if failure is not None:
+            self._call_on_done(on_done, None, failure)
+            return
+        callback = functools.partial(self._on_result, pending_id)
+        # BlockingIOError: the wake-up pipe is full, so the tick thread is awake anyway.
+        with contextlib.suppress(BlockingIOError):
+            self._sync._applyCommand(payload, callback, command_type)
+
+    def _on_result(self, pending_id: int, result: object, error: int) -> None:
+        with self._lock:
+            item = self._pending.pop(pending_id, None)
+        if item is None:  # timed out already, or closed
+            return
+        if error == FAIL_REASON.SUCCESS:
+            self._call_on_done(item.on_done, result, None)
+        else:
+            self._call_on_done(
+                item.on_done, None, _FAIL_MAP.get(error, ProposeFailure.UNKNOWN_OUTCOME)
+            )
+
+    @staticmethod
+    def _call_on_done(on_done: OnDone, result: object, failure: ProposeFailure | None) -> None:
+        # A raising callback inside pysyncobj's apply loop would re-apply the entry every tick.
+        try:
+            on_done(result, failure)
+        except Exception:
+            log.exception("raft_on_done_raised")
+
+    def _expire_pending(self, now: float) -> None:
+        expired: list[_Pending] = []
+        with self._lock:
+            # Deadlines grow with insertion order, so stop at the first live one.
+            for pending_id in list(self._pending)[: self.settings.proposals_in_flight_max]:
+                item = self._pending[pending_id]
+                if item.deadline > now:
+                    break
+                expired.append(self._pending.pop(pending_id))
+        for item in expired:
+            self._call_on_done(item.on_done, None, ProposeFailure.TIMEOUT)
+
+    # --- tick-thread hooks --------------------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        with self._lock:
+            calls = [self._tick_calls.popleft() for _ in range(len(self._tick_calls))]
+        for fn in calls:
+            try:
+                fn()
+            except Exception:
+                log.exception("raft_tick_call_raised")
+        if self._pending:
+            self._expire_pending(time.monotonic())
+
+    def _apply_entry(self, command: bytes) -> object:
+        kind = command[0] if command else -1
+        if kind == _REGULAR:
+            try:
+                return self._machine.apply(command[1:])
+            except Exception as exc:
+                log.critical(
+                    "state_machine_apply_raised",
+                    error=str(exc),
+                    kind=type(exc).__name__,
+                    exc_info=True,
+                )
+                return ApplyError(type(exc).__name__, str(exc))
+        if kind == _NO_OP:
+            return None
+        log.warning("raft_entry_type_ignored", entry_type=kind)
+        return None
+
+    def _state_changed(self, old: int, new: int) -> None:
+        role = _ROLES.get(new, "follower")
+        log.info("raft_role_changed", address=self.settings.self_address, role=role)
+        callback = self._on_role_change
+        if callback is not None:
+            try:
+                callback(role)
+            except Exception:
+                log.exception("raft_on_role_change_raised")
+
+    def _serialize(self, file_name: str, data: tuple[Any, Any, Any]) -> None:
+        """pysyncobj serializer hook: ``data`` is (last applied entry, the one before, cluster)."""
+        last, prev, cluster = data
+        try:
+            snapshot = Snapshot(
+                machine=bytes(self._machine.snapshot()),
+                last=_entry_tuple(last),
+                prev=_entry_tuple(prev),
+                cluster=tuple(sorted(str(getattr(n, "address", n)) for n in cluster)),
+            )
+            write_snapshot(pathlib.Path(file_name), snapshot)
+        except Exception:
+            log.exception("raft_snapshot_write_failed", file=file_name)
+            raise
+        log.info("raft_snapshot_written", last_index=snapshot.last[1], bytes=len(snapshot.machine))
+
+    def _deserialize(self, file_name: str) -> tuple[Entry, Entry, list[str]]:
+        """pysyncobj deserializer hook: restore the machine, return (last, prev, cluster).
+
+        At startup, also fixes pysyncobj's crash-window bug: if the journal still holds the
+        snapshot's ``prev`` entry, drop the prefix before it so pysyncobj's "journal[0] == prev
+        and journal[1] == last" check passes and no entry after the snapshot is cleared.
+        """
+        path = pathlib.Path(file_name)
+        startup = self._startup_snapshot
+        self._startup_snapshot = None
+        try:
+            snapshot = (
+                startup if startup is not None else read_snapshot(path, self._snapshot_bytes_max)
+            )
+        except CorruptData:
+            log.critical("raft_snapshot_corrupt", file=file_name, exc_info=True)
+            raise
+        if startup is None:
+            # Installed from the leader: make it durable before pysyncobj clears the journal.
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+            fsync_dir(path.parent)
+        else:
+            self._drop_prefix_before(snapshot.prev)
+        self._machine.restore(snapshot.machine)
+        log.info("raft_snapshot_loaded", last_index=snapshot.last[1], startup=startup is not None)
+        return snapshot.last, snapshot.prev, list(snapshot.cluster)
+
+    def _drop_prefix_before(self, prev: Entry) -> None:
+        journal = self._journal
+        if len(journal) < 2:
+            return
+        first_idx = journal[0][1]
+        position = prev[1] - first_idx
+        if 0 < position < len(journal) and journal[position][2] == prev[2]:
+            log.warning(
+                "raft_journal_prefix_dropped_after_crash",
+                dropped_entries=position,
+                snapshot_prev_index=prev[1],
+            )
+            journal.deleteEntriesTo(position)
+
+    def _consume_truncate_fault(self) -> bool:
+        """Test fault: leave the journal untruncated after the first snapshot and stop
+        compacting, as if the process had died between the two steps."""
+        if self._truncate_faults_left <= 0:
+            return False
+        self._truncate_faults_left -= 1
+        self._sync.conf.logCompactionMinEntries = 2**62
+        self._sync.conf.logCompactionMinTime = 1e12
+        log.warning("raft_fault_injected_skip_compaction_truncate")
+        return True
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        notifier = getattr(self._sync, "_SyncObj__pipeNotifier", None)
+        if notifier is not None:
+            with contextlib.suppress(OSError):
+                notifier.notify()
+
+    def _join_tick_thread(self) -> None:
+        thread = getattr(self._sync, "_SyncObj__thread", None)
+        if thread is None or thread is threading.current_thread():
+            return
+        thread.join(timeout=self.settings.close_timeout_s)
+        if thread.is_alive():
+            log.warning("raft_tick_thread_still_running", address=self.settings.self_address)

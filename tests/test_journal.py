@@ -1,0 +1,190 @@
+"""Journal: crc'd append-only records, pysyncobj's interface, safe recovery on open."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import structlog
+
+from consensus.errors import CorruptData
+from consensus.journal import JOURNAL_MAGIC, Journal
+
+RECORD_MAX = 1 << 20
+
+
+def open_journal(path: Path, fsync: bool = False) -> Journal:
+    return Journal(path, fsync=fsync, record_bytes_max=RECORD_MAX)
+
+
+def fill(j: Journal, count: int, start: int = 1, term: int = 1) -> None:
+    for idx in range(start, start + count):
+        j.add(f"cmd{idx}".encode(), idx, term)
+
+
+def test_round_trip_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    j = open_journal(path, fsync=True)
+    fill(j, 10)
+    j.sync()
+    j.setCurrentTerm(3, "127.0.0.1:1")
+    j.setRaftCommitIndex(7)
+    assert j[0] == (b"cmd1", 1, 1)  # pysyncobj compares entries as tuples
+    assert j[-1] == (b"cmd10", 10, 1)
+    assert j[2:4] == [(b"cmd3", 3, 1), (b"cmd4", 4, 1)]
+    j._destroy()
+    j._destroy()  # idempotent
+    k = open_journal(path)
+    assert len(k) == 10 and k.entries() == [(f"cmd{i}".encode(), i, 1) for i in range(1, 11)]
+    assert (k.getCurrentTerm(), k.getVotedForNodeId(), k.getRaftCommitIndex()) == (
+        3,
+        "127.0.0.1:1",
+        7,
+    )
+    k.close()
+
+
+def test_defaults_for_a_new_journal(tmp_path: Path) -> None:
+    j = open_journal(tmp_path / "j")
+    assert (len(j), j.getCurrentTerm(), j.getVotedForNodeId(), j.getRaftCommitIndex()) == (
+        0,
+        0,
+        None,
+        1,
+    )
+    j.close()
+
+
+def test_delete_entries_from_and_to(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    j = open_journal(path)
+    fill(j, 10)
+    j.deleteEntriesFrom(7)  # keep positions 0..6
+    assert j[-1][1] == 7
+    j.add(b"new8", 8, 2)
+    j.deleteEntriesTo(3)  # drop positions 0..2
+    assert [e[1] for e in j.entries()] == [4, 5, 6, 7, 8]
+    j.add(b"new9", 9, 2)
+    j.close()
+    k = open_journal(path)
+    assert [e[1] for e in k.entries()] == [4, 5, 6, 7, 8, 9]
+    assert k[-2] == (b"new8", 8, 2)
+    k.clear()
+    assert len(k) == 0
+    k.add(b"x", 20, 5)
+    k.close()
+    assert open_journal(path).entries() == [(b"x", 20, 5)]
+
+
+def test_torn_tail_truncated_with_warning(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    j = open_journal(path)
+    fill(j, 5)
+    j.close()
+    size = path.stat().st_size
+    with open(path, "ab") as f:  # a half-written sixth record
+        f.write(b"\x00\x00\x00\x20\x12\x34")
+    with structlog.testing.capture_logs() as logs:
+        k = open_journal(path)
+    assert len(k) == 5
+    assert any(entry["event"] == "journal_torn_tail_truncated" for entry in logs)
+    assert path.stat().st_size == size
+    k.add(b"after", 6, 1)
+    k.close()
+    assert open_journal(path)[-1] == (b"after", 6, 1)
+
+
+def test_invalid_last_record_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    j = open_journal(path)
+    fill(j, 3)
+    j.close()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # flip a bit in the last record's body
+    path.write_bytes(bytes(data))
+    assert len(open_journal(path)) == 2
+
+
+def test_zero_filled_tail_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    j = open_journal(path)
+    fill(j, 3)
+    j.close()
+    with open(path, "ab") as f:
+        f.write(b"\x00" * 4096)
+    assert len(open_journal(path)) == 3
+
+
+def test_mid_file_bit_flip_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    j = open_journal(path)
+    fill(j, 5)
+    j.close()
+    data = bytearray(path.read_bytes())
+    data[len(JOURNAL_MAGIC) + 12] ^= 0x01  # inside the first record's body
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptData, match=r"offset 8"):
+        open_journal(path)
+
+
+def test_bad_header_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    path.write_bytes(b"NOTAJOURNALFILE!")
+    with pytest.raises(CorruptData, match="header"):
+        open_journal(path)
+
+
+def test_meta_crc_mismatch_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    j = open_journal(path)
+    j.setCurrentTerm(4, None)
+    j.close()
+    meta = path.with_name("j.meta")
+    data = bytearray(meta.read_bytes())
+    data[-1] ^= 0x01
+    meta.write_bytes(bytes(data))
+    with pytest.raises(CorruptData, match="meta"):
+        open_journal(path)
+
+
+def test_set_current_term_is_durable_immediately(tmp_path: Path) -> None:
+    """Raft §5.1 / Figure 2: term and vote are on disk before setCurrentTerm returns."""
+    path = tmp_path / "j"
+    j = open_journal(path, fsync=True)
+    j.setCurrentTerm(9, "127.0.0.1:5")
+    # No close: a second reader sees it at once (what a restart after SIGKILL would see).
+    k = open_journal(path)
+    assert (k.getCurrentTerm(), k.getVotedForNodeId()) == (9, "127.0.0.1:5")
+    k.close()
+    j.close()
+
+
+def test_sync_is_group_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real_fsync = os.fsync
+    j = open_journal(tmp_path / "j", fsync=True)
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    fill(j, 50)
+    assert calls == []  # add() does not fsync
+    j.sync()
+    j.sync()  # nothing new: no second fsync
+    assert len(calls) == 1
+    monkeypatch.undo()
+    j.close()
+
+
+def test_index_gap_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    j = open_journal(path)
+    j.add(b"a", 1, 1)
+    j.add(b"b", 3, 1)  # pysyncobj never does this; a file that has it was damaged
+    j.add(b"c", 4, 1)
+    j.close()
+    with pytest.raises(CorruptData, match="gap"):
+        open_journal(path)

@@ -1,0 +1,462 @@
+"""RaftNode end to end: real replicas as OS processes on 127.0.0.1 (tests/raft_replica_main.py).
+
+Every replica runs with ``QUORUMBOARD_FORBID_PICKLE=1`` (stdlib unpickling raises inside it)
+except in the hostile-bytes test, which must show that a malicious pickle is never *attempted*.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import pickle
+import queue
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from consensus.auth import RAFT_LABEL, Channel, new_nonce
+from consensus.frames import FrameDecoder, encode_frame
+
+REPLICA_MAIN = pathlib.Path(__file__).with_name("raft_replica_main.py")
+REPO_ROOT = REPLICA_MAIN.parent.parent
+START_TIMEOUT_S = 15.0
+REQUEST_TIMEOUT_S = 40.0
+CONVERGE_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def poll(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll until ``predicate`` returns something truthy (bounded by ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last={last!r}")
+
+
+class Replica:
+    """One replica process, driven with JSON lines on stdin/stdout."""
+
+    def __init__(self, config: dict[str, Any], log_path: pathlib.Path, env: dict[str, str]) -> None:
+        self.config = config
+        self.address: str = config["self_address"]
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: queue.Queue[str | None] = queue.Queue()
+
+    def start(self) -> None:
+        self.lines = queue.Queue()
+        with open(self.log_path, "a") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPLICA_MAIN), json.dumps(self.config)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                text=True,
+                cwd=REPO_ROOT,
+                env=self.env,
+            )
+        threading.Thread(target=self._pump, args=(self.proc, self.lines), daemon=True).start()
+        first = self._next_line(START_TIMEOUT_S)
+        assert first.get("started") == self.address, first
+
+    @staticmethod
+    def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    def _next_line(self, timeout_s: float) -> dict[str, Any]:
+        try:
+            line = self.lines.get(timeout=timeout_s)
+        except queue.Empty:
+            raise AssertionError(
+                f"{self.address}: no reply in {timeout_s}s\n{self.log_tail()}"
+            ) from None
+        if line is None:
+            raise AssertionError(f"{self.address}: process exited\n{self.log_tail()}")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def request(
+        self, op: str, timeout_s: float = REQUEST_TIMEOUT_S, **fields: Any
+    ) -> dict[str, Any]:
+        proc = self.proc
+        assert proc is not None and proc.stdin is not None, "replica not running"
+        proc.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+        proc.stdin.flush()
+        reply = self._next_line(timeout_s)
+        assert "error" not in reply, f"{self.address}: {reply}"
+        return reply
+
+    def status(self) -> dict[str, Any]:
+        return self.request("status")
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        """Graceful close (falls back to SIGKILL)."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            self.proc = None
+            return
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"op": "close"}) + "\n")
+            proc.stdin.flush()
+            proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Cluster:
+    def __init__(
+        self,
+        tmp: pathlib.Path,
+        size: int,
+        *,
+        forbid_pickle: bool = True,
+        secrets: list[bytes | None] | None = None,
+        env_extra: dict[str, str] | None = None,
+        **settings: Any,
+    ) -> None:
+        addresses = [f"127.0.0.1:{free_port()}" for _ in range(size)]
+        env = dict(os.environ, QUORUMBOARD_FORBID_PICKLE="1" if forbid_pickle else "0")
+        env.update(env_extra or {})
+        self.replicas: list[Replica] = []
+        for i, address in enumerate(addresses):
+            secret = secrets[i] if secrets else None
+            config = {
+                "self_address": address,
+                "peers": [a for a in addresses if a != address],
+                "data_dir": str(tmp / f"r{i}"),
+                "secret_hex": secret.hex() if secret else None,
+                **settings,
+            }
+            self.replicas.append(Replica(config, tmp / f"r{i}.log", env))
+
+    def start(self) -> Cluster:
+        for replica in self.replicas:
+            replica.start()
+        return self
+
+    def close(self) -> None:
+        for replica in self.replicas:
+            replica.kill()
+
+    def live(self) -> list[Replica]:
+        return [r for r in self.replicas if r.alive()]
+
+    def leader(self, timeout_s: float = CONVERGE_TIMEOUT_S) -> Replica:
+        """Wait until the live replicas agree on one leader that is live and leads."""
+
+        def agreed() -> Replica | None:
+            statuses = [(r, r.status()) for r in self.live()]
+            leaders = {s["leader"] for _, s in statuses}
+            if len(leaders) != 1 or None in leaders:
+                return None
+            (address,) = leaders
+            for replica, status in statuses:
+                if replica.address == address and status["role"] == "leader":
+                    return replica
+            return None
+
+        leader: Replica = poll(agreed, timeout_s, "an agreed leader")
+        return leader
+
+    def follower(self) -> Replica:
+        leader = self.leader()
+        return next(r for r in self.live() if r is not leader)
+
+    def converged_state(self, replicas: list[Replica] | None = None) -> dict[str, Any]:
+        """Wait until every given replica applied the same state; return it."""
+        group = replicas or self.live()
+
+        def same() -> dict[str, Any] | None:
+            states = [r.request("state") for r in group]
+            counts = [s["counts"] for s in states]
+            return states[0] if all(c == counts[0] for c in counts) else None
+
+        state: dict[str, Any] = poll(same, CONVERGE_TIMEOUT_S, "replicas to converge")
+        return state
+
+    def dump_logs(self) -> str:
+        return "\n".join(f"--- {r.address}\n{r.log_tail()}" for r in self.replicas)
+
+
+@pytest.fixture
+def make_cluster(tmp_path: pathlib.Path) -> Iterator[Callable[..., Cluster]]:
+    clusters: list[Cluster] = []
+
+    def make(size: int = 3, **kwargs: Any) -> Cluster:
+        cluster = Cluster(tmp_path / f"c{len(clusters)}", size, **kwargs)
+        (tmp_path / f"c{len(clusters)}").mkdir()
+        clusters.append(cluster)
+        return cluster.start()
+
+    try:
+        yield make
+    finally:
+        for cluster in clusters:
+            cluster.close()
+
+
+def propose(replica: Replica, key: str, count: int = 1, delta: int = 1) -> dict[str, Any]:
+    reply = replica.request("propose", key=key, count=count, delta=delta)
+    assert reply["ok"] == count, f"{replica.address}: {reply}"
+    return reply
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+
+def test_elect_and_commit_from_leader_and_follower(make_cluster: Callable[..., Cluster]) -> None:
+    """Raft §5.2 (election) and §5.3 (replication): proposals from leader and follower commit
+    and every replica applies the same state; a raising apply does not wedge the log."""
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    follower = next(r for r in cluster.replicas if r is not leader)
+    assert propose(leader, "a", 20)["results"][-1] == 20
+    assert propose(follower, "a", 20)["results"][-1] == 40
+    boom = follower.request("propose", key="boom", count=1)
+    assert boom["ok"] == 1 and "ApplyError" in str(boom["results"])  # an error value, not a hang
+    propose(leader, "b", 5)
+    for replica in cluster.replicas:
+        assert replica.request("barrier")["failure"] is None
+    state = cluster.converged_state()
+    assert state["counts"] == {"a": 40, "b": 5}
+    assert all(r.request("pickle_forbidden")["forbidden"] for r in cluster.replicas)
+
+
+def test_leader_killed_then_restarted_catches_up(make_cluster: Callable[..., Cluster]) -> None:
+    """Raft §5.2: after the leader is SIGKILLed a new leader is elected and commits continue.
+    Raft §5.3/§5.4: the killed replica restarts from its data dir and catches up to the same
+    state (committed entries are never lost)."""
+    cluster = make_cluster(3)
+    old = cluster.leader()
+    propose(old, "k", 30)
+    old.kill()
+    new = cluster.leader()
+    assert new is not old
+    propose(new, "k", 30)
+    follower = next(r for r in cluster.live() if r is not new)
+    propose(follower, "k", 10)
+    old.start()
+    state = cluster.converged_state()
+    assert state["counts"] == {"k": 70}
+    assert old.request("barrier")["failure"] is None
+
+
+def test_whole_cluster_restart_loses_no_committed_entry(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Raft §5.4 (leader completeness) with durable state (§5.1/Figure 2), fsync mode:
+    every acknowledged entry survives SIGKILL of all replicas at once."""
+    cluster = make_cluster(3, fsync=True)
+    leader = cluster.leader()
+    propose(leader, "x", 40)
+    propose(cluster.follower(), "y", 15)
+    for replica in cluster.replicas:
+        replica.kill()
+    cluster.start()
+    leader = cluster.leader()
+    propose(leader, "z", 1)  # a new-term entry commits everything before it (§5.4.2)
+    state = cluster.converged_state()
+    assert state["counts"] == {"x": 40, "y": 15, "z": 1}
+
+
+def test_snapshot_install_and_restart_after_compaction(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Raft §7 (log compaction): a replica that missed compacted entries installs the leader's
+    snapshot; the whole cluster restarts from snapshots + journals with no loss."""
+    cluster = make_cluster(3, compaction_min_entries=40)
+    leader = cluster.leader()
+    lagging = next(r for r in cluster.replicas if r is not leader)
+    propose(leader, "s", 10)
+    lagging.kill()
+    propose(leader, "s", 150)
+    poll(lambda: leader.status()["log_len"] < 100, CONVERGE_TIMEOUT_S, "leader compaction")
+    lagging.start()
+    state = cluster.converged_state()
+    assert state["counts"] == {"s": 160}
+    assert pathlib.Path(lagging.config["data_dir"], "raft.snapshot").exists()
+    for replica in cluster.replicas:
+        replica.kill()
+    cluster.start()
+    propose(cluster.leader(), "s", 1)
+    assert cluster.converged_state()["counts"] == {"s": 161}
+
+
+def test_crash_between_snapshot_and_journal_truncation(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    """Raft §7: a crash after the snapshot is renamed into place but before the journal prefix
+    is dropped must not lose the entries after the snapshot (pysyncobj clears the journal)."""
+    cluster = make_cluster(
+        1,
+        compaction_min_entries=20,
+        env_extra={"QUORUMBOARD_FAULT_SKIP_COMPACTION_TRUNCATE": "1"},
+    )
+    (node,) = cluster.replicas
+    cluster.leader()
+    propose(node, "c", 30)
+    poll(lambda: node.status()["log_len"] >= 30, CONVERGE_TIMEOUT_S, "untruncated journal")
+    data_dir = pathlib.Path(node.config["data_dir"])
+    poll(lambda: (data_dir / "raft.snapshot").exists(), CONVERGE_TIMEOUT_S, "snapshot written")
+    propose(node, "c", 40)  # entries after the snapshot, only in the journal
+    node.kill()
+    node.env = {k: v for k, v in node.env.items() if "FAULT" not in k}
+    node.start()
+    cluster.leader()
+    propose(node, "c", 1)
+    assert node.request("state")["counts"] == {"c": 71}
+
+
+def _expect_dropped(sock: socket.socket, timeout_s: float = 6.0) -> None:
+    """The replica must close a hostile connection (EOF or reset) within the deadline."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return
+        if not data:
+            return
+    raise AssertionError("replica kept a hostile connection open")
+
+
+class _Marker:
+    """Unpickling this creates a file: proof that someone unpickled attacker bytes."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pathlib.Path.touch, (self.path,))
+
+
+def test_hostile_bytes_on_raft_port(
+    make_cluster: Callable[..., Cluster], tmp_path: pathlib.Path
+) -> None:
+    """Garbage, a 2 GiB prefix, malicious pickles (pysyncobj's wire format and ours, before and
+    after a handshake), utility messages and a read-only hello are dropped; the replica keeps
+    committing and nothing is unpickled. Replicas here do NOT forbid pickle, so an unpickle
+    would create the marker file."""
+    cluster = make_cluster(3, forbid_pickle=False)
+    leader = cluster.leader()
+    ordered = sorted(cluster.replicas, key=lambda r: r.address)
+    target, impostor_identity = ordered[0], ordered[-1].address  # the highest address dials
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Marker(marker))
+    pysyncobj_frame = struct.pack("i", len(z := zlib.compress(evil))) + z
+    utility = pickle.dumps(["status"])
+    host, port = target.address.rsplit(":", 1)
+
+    def connect() -> socket.socket:
+        return socket.create_connection((host, int(port)), timeout=5)
+
+    def hostile(payload: bytes) -> None:
+        with connect() as sock:
+            try:
+                sock.sendall(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                return
+            _expect_dropped(sock)
+
+    def after_handshake(payload: bytes) -> None:
+        """Claim a configured peer's identity (no secret in this cluster), then send."""
+        with connect() as sock:
+            channel = Channel(None, new_nonce(), initiator=True, label=RAFT_LABEL)
+            sock.sendall(encode_frame(channel.hello(impostor_identity)))
+            decoder = FrameDecoder(4096)
+            frames: list[bytes] = []
+            deadline = time.monotonic() + 5
+            while len(frames) < 2 and time.monotonic() < deadline:
+                frames += decoder.feed(sock.recv(4096))
+            channel.accept_hello(frames[0])
+            sock.sendall(encode_frame(channel.proof()))
+            channel.accept_proof(frames[1])
+            sock.sendall(encode_frame(channel.seal(payload)))
+            _expect_dropped(sock)
+
+    hostile(os.urandom(2048))
+    hostile(encode_frame(os.urandom(200)))
+    hostile(b"\x80\x00\x00\x00" + b"A" * 1000)  # announces 2 GiB
+    hostile(pysyncobj_frame)
+    hostile(encode_frame(evil))
+    hostile(struct.pack("i", len(u := zlib.compress(utility))) + u)
+    hostile(
+        encode_frame(Channel(None, new_nonce(), initiator=True, label=RAFT_LABEL).hello("readonly"))
+    )
+    after_handshake(evil)
+    after_handshake(json.dumps({"type": "status"}).encode())
+    after_handshake(bytes.fromhex("81a474797065a6737461747573"))  # msgpack {"type": "status"}
+    assert not marker.exists()
+    propose(target, "alive", 5)
+    propose(leader, "alive", 5)
+    assert cluster.converged_state()["counts"] == {"alive": 10}
+    assert not marker.exists()
+
+
+def test_wrong_secret_never_joins(make_cluster: Callable[..., Cluster]) -> None:
+    """Raft §5.2 safety under a misconfigured peer: a replica with the wrong secret is never
+    authenticated, so it neither learns entries nor disturbs the majority."""
+    good, bad = b"g" * 32, b"b" * 32
+    cluster = make_cluster(3, secrets=[good, good, bad])
+    outsider = cluster.replicas[2]
+    insiders = cluster.replicas[:2]
+
+    def insider_leader() -> Replica | None:
+        for replica in insiders:
+            if replica.status()["role"] == "leader":
+                return replica
+        return None
+
+    leader: Replica = poll(insider_leader, CONVERGE_TIMEOUT_S, "an insider leader")
+    propose(leader, "secret", 10)
+    assert cluster.converged_state(insiders)["counts"] == {"secret": 10}
+    status = outsider.status()
+    assert status["leader"] is None and status["role"] != "leader"
+    assert outsider.request("state")["counts"] == {}
+    assert "raft_peer_rejected" in outsider.log_tail(200) or "raft_peer_rejected" in insiders[
+        0
+    ].log_tail(200)
