@@ -239,14 +239,13 @@ def _cmd_get(args: argparse.Namespace) -> int:
 
 def _cmd_watch(args: argparse.Namespace) -> int:
     def go(board: Board) -> None:
-        count = 0
-        for ev in board.watch(args.prefix, args.start_revision, idle_timeout_s=args.idle_timeout):
+        events = board.watch(args.prefix, args.start_revision, idle_timeout_s=args.idle_timeout)
+        for count, ev in enumerate(events, start=1):
             if args.json:
                 print(_dump(ev), flush=True)
             else:
                 value = json.dumps(ev.entry.value) if ev.kind == "put" else ""
                 print(f"rev {ev.revision} {ev.kind} {ev.key} {value} ({ev.cause})", flush=True)
-            count += 1
             if args.count and count >= args.count:
                 return
 

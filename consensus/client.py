@@ -11,6 +11,7 @@ Thread-safe: several threads may share one ``Board`` (requests are pipelined on 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import itertools
 import queue
@@ -71,9 +72,10 @@ from consensus.model import (
 from consensus.protocol import (
     REPLY_FRAME_BYTES_MAX,
     ProposeReq,
+    ReadKind,
     ReadReq,
-    Reply,
     ReplicaStatus,
+    Reply,
     StatusReq,
     WatchBatch,
     WatchReq,
@@ -315,8 +317,13 @@ class Board:
 
     def _call(self, build: Callable[[int], Any], *, idempotent: bool,
               deadline_s: float | None = None) -> Reply:
+        return self._call_tracked(build, idempotent=idempotent, deadline_s=deadline_s)[0]
+
+    def _call_tracked(self, build: Callable[[int], Any], *, idempotent: bool,
+                      deadline_s: float | None = None) -> tuple[Reply, bool]:
         """Send a request to the leader until a definitive reply, within the deadline.
 
+        Returns the reply and whether an *earlier* attempt may already have been applied.
         Non-idempotent requests (proposals) are only ever re-sent with the same session and
         seq, which the state machine deduplicates, so re-sending is safe for both kinds."""
         deadline = time.monotonic() + (deadline_s or self.timeout_s)
@@ -339,7 +346,7 @@ class Board:
                 _backoff(attempt, deadline)
                 continue
             if reply.wire_error == "":
-                return reply
+                return reply, maybe_applied
             last = f"{reply.wire_error}: {reply.message}"
             if reply.wire_error == "not_leader":
                 self._drop(link, reply.leader_hint or None)
@@ -384,14 +391,14 @@ class Board:
                 seq = self._seq
                 self._outstanding.add(seq)
             try:
-                def build(rid: int) -> ProposeReq:
+                def build(rid: int, session: int = session, seq: int = seq) -> ProposeReq:
                     with self._lock:
                         floor = min(self._outstanding, default=seq)
                     return ProposeReq(id=rid, proposal=Proposal(
                         agent=self.agent, session=session, seq=seq, acked_below=floor,
                         command=command))
 
-                reply = self._call(build, idempotent=False)
+                reply, retried = self._call_tracked(build, idempotent=False)
             finally:
                 with self._lock:
                     self._outstanding.discard(seq)
@@ -402,10 +409,10 @@ class Board:
                 with self._lock:
                     if self._session == session:
                         self._session = 0
-                if seq > 1:
+                if retried:
                     raise OutcomeUnknown("the session expired; an earlier attempt may have "
                                          "applied") from error_from(result.error)
-                continue
+                continue  # nothing of this request applied: reopen a session and send it again
             if result.error is not None:
                 raise error_from(result.error)
             return result
@@ -499,9 +506,9 @@ class Board:
 
     # ------------------------------------------------------------------------------- reads
 
-    def _read(self, what: str, *, key: str = "", lease: int = 0, limit: int = 10_000,
+    def _read(self, what: ReadKind, *, key: str = "", lease: int = 0, limit: int = 10_000,
               stale: bool = False) -> Reply:
-        reply = self._call(lambda rid: ReadReq(id=rid, what=what, key=key, lease=lease,  # type: ignore[arg-type]
+        reply = self._call(lambda rid: ReadReq(id=rid, what=what, key=key, lease=lease,
                                                limit=limit, stale=stale), idempotent=True)
         if reply.error is not None and reply.error.code != "not_found":
             raise error_from(reply.error)
@@ -512,17 +519,18 @@ class Board:
         served from the connected replica's applied state, possibly behind)."""
         return self._read("get", key=check_key(key), stale=stale).entry
 
-    def list(self, prefix: str = "", *, stale: bool = False, limit: int = 10_000) -> list[Entry]:
+    def list(self, prefix: str = "", *, stale: bool = False,
+             limit: int = 10_000) -> builtins.list[Entry]:
         """Entries under ``prefix`` in key order (at most ``limit``)."""
         return self._read("list", key=check_prefix(prefix), limit=limit, stale=stale).entries \
             or []
 
-    def history(self, key: str, *, limit: int = 10_000) -> list[HistoryRecord]:
+    def history(self, key: str, *, limit: int = 10_000) -> builtins.list[HistoryRecord]:
         """Retained audit records of ``key``: every committed version and refused attempt, with
         author, policy and decision, oldest first."""
         return self._read("history", key=check_key(key), limit=limit).history or []
 
-    def pending(self, key: str) -> list[Pending]:
+    def pending(self, key: str) -> builtins.list[Pending]:
         """Proposals (open and decided) on a ``vote`` key."""
         return self._read("pending", key=check_key(key)).pending or []
 

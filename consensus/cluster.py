@@ -105,7 +105,7 @@ class LocalCluster:
             if len(layout["raft"]) != self.size:
                 raise InvalidCommand(f"{self.data_dir} holds a {len(layout['raft'])}-replica "
                                      f"cluster, not {self.size}")
-            raft = layout["raft"]
+            raft = [str(a) for a in layout["raft"]]
         else:
             ports = _free_ports(self.size, self.host)
             raft = [f"{self.host}:{p}" for p in ports]

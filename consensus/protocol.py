@@ -32,9 +32,10 @@ __all__ = [
     "CLIENT_FRAME_BYTES_MAX",
     "CancelReq",
     "ProposeReq",
+    "ReadKind",
     "ReadReq",
-    "Reply",
     "ReplicaStatus",
+    "Reply",
     "Request",
     "StatusReq",
     "WatchBatch",
@@ -61,12 +62,15 @@ class ProposeReq(_Msg):
     proposal: Proposal
 
 
+ReadKind = Literal["get", "list", "history", "pending", "lease"]
+
+
 class ReadReq(_Msg):
     """A read. Linearizable unless ``stale``: the replica commits a barrier first."""
 
     kind: Literal["read"] = "read"
     id: int
-    what: Literal["get", "list", "history", "pending", "lease"]
+    what: ReadKind
     key: str = Field(default="", max_length=KEY_BYTES_MAX)
     lease: int = 0
     limit: int = Field(default=10_000, ge=1, le=100_000)

@@ -24,14 +24,14 @@ import structlog
 from consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
 from consensus.errors import BoardError, ProtocolError, RevisionCompacted
 from consensus.frames import FrameDecoder, encode_frame
-from consensus.model import CLIENT_OPS, ErrorInfo
+from consensus.model import CLIENT_OPS, ErrorInfo, Result
 from consensus.protocol import (
     CLIENT_FRAME_BYTES_MAX,
     CancelReq,
     ProposeReq,
     ReadReq,
-    Reply,
     ReplicaStatus,
+    Reply,
     StatusReq,
     WatchBatch,
     WatchReq,
@@ -301,8 +301,11 @@ class ClientServer:
             conn.send(reply)
 
         def done(result: object | None, failure: str | None) -> None:  # on the tick thread
-            if failure is None:
-                reply = Reply(id=req.id, result=result)  # type: ignore[arg-type]
+            if failure is None and isinstance(result, Result):
+                reply = Reply(id=req.id, result=result)
+            elif failure is None:  # apply raised (a bug), identically on every replica
+                reply = Reply(id=req.id, result=Result(revision=0, error=ErrorInfo(
+                    code="internal", message=f"apply failed: {result!r}")))
             elif failure == "unavailable":
                 reply = Reply(id=req.id, wire_error="unavailable", message="not committed",
                               leader_hint=self.core.leader_client_address())

@@ -1,0 +1,39 @@
+"""Static checks are part of the suite: ruff on everything, mypy --strict on the packages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_ruff_clean() -> None:
+    r = _run("ruff", "check", "consensus", "agents", "tests", "bench")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy_strict_clean() -> None:
+    r = _run("mypy", "--strict", "consensus", "agents")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_pure_modules_import_no_io() -> None:
+    """The pure rooms (architecture rule): no sockets, threads, clocks, randomness, os or
+    pysyncobj in the modules apply() and the policies live in."""
+    forbidden = {"socket", "threading", "time", "random", "os", "pysyncobj", "asyncio",
+                 "subprocess", "secrets", "datetime"}
+    for name in ("model", "policies", "state", "leases", "errors", "invariant", "protocol",
+                 "frames"):
+        source = (ROOT / "consensus" / f"{name}.py").read_text()
+        for line in source.splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("import", "from"):
+                top = words[1].split(".")[0]
+                assert top not in forbidden, f"consensus/{name}.py imports {top}: {line!r}"
