@@ -68,6 +68,14 @@ Value: TypeAlias = Any
 _FORBIDDEN_KEY_CHARS = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
 
 
+def _utf8_size(text: str, what: str, error: type[InvalidKey] | type[InvalidValue]) -> int:
+    """UTF-8 length of ``text``; lone surrogates (valid ``str``, not encodable) are refused."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise error(f"{what} is not valid UTF-8 (character {exc.start}: lone surrogate)") from None
+
+
 def check_key(key: object) -> str:
     """Return ``key`` if it is a valid key, else raise :class:`InvalidKey` saying why.
 
@@ -78,7 +86,7 @@ def check_key(key: object) -> str:
         raise InvalidKey(f"key must be a string, got {type(key).__name__}")
     if not key:
         raise InvalidKey("key is empty")
-    size = len(key.encode("utf-8", "surrogatepass"))
+    size = _utf8_size(key, "key", InvalidKey)
     if size > KEY_BYTES_MAX:
         raise InvalidKey(f"key is {size} bytes, longer than {KEY_BYTES_MAX}")
     bad = _FORBIDDEN_KEY_CHARS.intersection(key)
@@ -96,7 +104,7 @@ def check_prefix(prefix: object) -> str:
     """Return ``prefix`` if usable for list/watch/set_policy: any string prefix of a valid key."""
     if not isinstance(prefix, str):
         raise InvalidKey(f"prefix must be a string, got {type(prefix).__name__}")
-    size = len(prefix.encode("utf-8", "surrogatepass"))
+    size = _utf8_size(prefix, "prefix", InvalidKey)
     if size > KEY_BYTES_MAX:
         raise InvalidKey(f"prefix is {size} bytes, longer than {KEY_BYTES_MAX}")
     bad = _FORBIDDEN_KEY_CHARS.intersection(prefix)
@@ -110,7 +118,10 @@ def check_prefix(prefix: object) -> str:
 def _check_value_shape(value: object, depth: int, path: str) -> None:
     if depth > VALUE_DEPTH_MAX:
         raise InvalidValue(f"value nests deeper than {VALUE_DEPTH_MAX} at {path}")
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _utf8_size(value, f"string at {path}", InvalidValue)
         return
     if isinstance(value, int):
         if not INT_MIN <= value <= INT_MAX:
@@ -128,6 +139,7 @@ def _check_value_shape(value: object, depth: int, path: str) -> None:
         for k, item in value.items():
             if not isinstance(k, str):
                 raise InvalidValue(f"object key at {path} is {type(k).__name__}, must be a string")
+            _utf8_size(k, f"object key at {path}", InvalidValue)
             _check_value_shape(item, depth + 1, f"{path}.{k}")
         return
     raise InvalidValue(

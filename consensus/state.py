@@ -118,6 +118,8 @@ class _Pending:
     base_version: int
     k: int
     params: dict[str, Any]
+    base_revision: int = 0  # mod_revision when opened: detects delete + re-create (ABA)
+    lease: int | None = None
     approvals: list[str] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
     status: PendingStatus = "pending"
@@ -280,6 +282,8 @@ class BoardState:
                     p.base_version,
                     p.k,
                     p.params,
+                    p.base_revision,
+                    p.lease,
                     p.approvals,
                     p.rejections,
                     p.status,
@@ -322,9 +326,11 @@ class BoardState:
             s.leases[lid] = _Lease(lid, ttl_ms, owner, set(keys), refreshes)
         for k, owner, fence, lease, ttl_ms in data["claims"]:
             s.claims[k] = _Claim(owner, fence, lease, ttl_ms)
-        for pid, key, value, author, base, k, params, appr, rej, status in data["pending"]:
+        for row in data["pending"]:
+            pid, key, value, author, base, k, params, base_rev, lease, appr, rej, status = row
             s.pending[pid] = _Pending(
-                pid, key, value, author, base, k, params, list(appr), list(rej), status
+                pid, key, value, author, base, k, params, base_rev, lease, list(appr), list(rej),
+                status,
             )
         for b in data["policies"]:
             binding = PolicyBinding.model_validate(b)
@@ -423,7 +429,27 @@ def _err(code: ErrorCode, message: str, **kw: Any) -> ErrorInfo:
     return ErrorInfo(code=code, message=message, **kw)
 
 
+def _halt_reason(state: BoardState, proposal: Proposal, policies: PolicyRegistry) -> str | None:
+    """Why this replica cannot apply ``proposal`` the way its peers will (checked before any
+    mutation, so a halted entry changes nothing)."""
+    cmd = proposal.command
+    key = getattr(cmd, "key", None)
+    if isinstance(cmd, (PutCmd, DeleteCmd, VoteCmd)) and key is not None:
+        binding = state.policy_for(key)
+        if policies.get(binding.name) is None:
+            return (f"policy {binding.name!r} bound to prefix {binding.prefix!r} is not "
+                    "registered on this replica; refusing to apply rather than diverge")
+    if (isinstance(cmd, SetPolicyCmd) and cmd.name not in BUILTIN
+            and policies.get(cmd.name) is None and not _replicas_lacking(state, cmd.name)):
+        return (f"policy {cmd.name!r} was announced by every replica but is not registered "
+                "here; refusing to apply rather than diverge")
+    return None
+
+
 def _apply(state: BoardState, proposal: Proposal, policies: PolicyRegistry) -> Applied:
+    halt = _halt_reason(state, proposal, policies)
+    if halt is not None:
+        raise _Halt(halt)
     state.applied += 1
     cmd = proposal.command
     if cmd.op == "open_session":
@@ -881,6 +907,8 @@ def _open_vote(
         base_version=current.version if current else 0,
         k=decision.k,
         params=dict(binding.params),
+        base_revision=current.mod_revision if current else 0,
+        lease=cmd.lease,
     )
     state.next_proposal += 1
     if binding.params.get("proposer_approves", True):
@@ -937,13 +965,22 @@ def _settle_vote(state: BoardState, pend: _Pending, binding: PolicyBinding) -> A
         pend.status = "rejected"
         return Applied(Result(revision=state.revision, pending=_pending_model(pend)))
     current = state.kv.get(pend.key)
-    if (current.version if current else 0) != pend.base_version:
+    if (current.mod_revision if current else 0) != pend.base_revision:
         pend.status = "superseded"
         return Applied(
             Result(
                 revision=state.revision,
                 pending=_pending_model(pend),
                 note="the key changed since the proposal was opened",
+            )
+        )
+    if pend.lease is not None and pend.lease not in state.leases:
+        pend.status = "superseded"
+        return Applied(
+            Result(
+                revision=state.revision,
+                pending=_pending_model(pend),
+                note="the proposal's lease ended before it was approved",
             )
         )
     claim = state.claims.get(pend.key)
@@ -957,13 +994,12 @@ def _settle_vote(state: BoardState, pend: _Pending, binding: PolicyBinding) -> A
             )
         )
     pend.status = "approved"
-    lease = current.lease if current else None
     entry = _write(
         state,
         pend.key,
         pend.value,
         pend.author,
-        lease,
+        pend.lease,
         binding.name,
         f"vote approved by {', '.join(pend.approvals)}",
         cause="vote-approved",

@@ -100,11 +100,13 @@ def _client_session(address: str) -> tuple[socket.socket, Channel, FrameDecoder]
     dec = FrameDecoder(1 << 20)
     s.sendall(encode_frame(ch.hello("agent:tester")))
 
+    pending: list[bytes] = []
+
     def frame() -> bytes:
         for _ in range(100):
-            got = dec.feed(s.recv(65536))
-            if got:
-                return got[0]
+            if pending:
+                return pending.pop(0)
+            pending.extend(dec.feed(s.recv(65536)))
         raise AssertionError("no frame")
 
     ch.accept_hello(frame())
