@@ -34,7 +34,7 @@ from consensus.leases import LeaseTimers
 from consensus.logs import configure_logging
 from consensus.model import AnnouncePolicies, ErrorInfo, ExpireLease, Proposal, Result
 from consensus.policies import registry
-from consensus.protocol import ReplicaStatus, encode
+from consensus.protocol import CLIENT_FRAME_BYTES_MAX, ReplicaStatus, encode
 from consensus.raft import ProposeFailure, RaftNode, RaftSettings, forbid_pickle
 from consensus.server import ClientServer, Done
 from consensus.state import BoardState, Limits, apply, decode_proposal
@@ -277,7 +277,8 @@ class Replica:
             self_address=config.raft_address, peers=tuple(config.peers),
             data_dir=config.data_dir, secret=secret, fsync=config.fsync,
             election_timeout_min_s=config.election_timeout_min_s,
-            election_timeout_max_s=config.election_timeout_max_s), self.machine)
+            election_timeout_max_s=config.election_timeout_max_s,
+            command_bytes_max=CLIENT_FRAME_BYTES_MAX), self.machine)
         self.machine.raft = self._raft
         host, port = _split(config.client_address)
         self._server = ClientServer(self.machine, host, port, secret)

@@ -291,12 +291,15 @@ class ClientServer:
         conn.inflight += 1
         loop = self._loop
         answered = False
+        timer: asyncio.TimerHandle | None = None
 
         def finish(reply: Reply) -> None:
             nonlocal answered
             if answered:
                 return
             answered = True
+            if timer is not None:
+                timer.cancel()  # keeps the loop's timer heap small at thousands of commits/s
             conn.inflight -= 1
             conn.send(reply)
 
@@ -315,9 +318,12 @@ class ClientServer:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(finish, reply)
 
-        loop.call_later(PROPOSE_TIMEOUT_S, finish, Reply(
+        timer = loop.call_later(PROPOSE_TIMEOUT_S, finish, Reply(
             id=req.id, wire_error="outcome_unknown", message="commit timed out"))
-        self.core.propose(encode(req.proposal), done)
+        try:
+            self.core.propose(encode(req.proposal), done)
+        except BoardError as exc:  # e.g. a payload over the raft command bound
+            finish(Reply(id=req.id, wire_error="invalid", message=str(exc)))
 
     # -------------------------------------------------------------------------------- reads
 

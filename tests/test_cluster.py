@@ -366,6 +366,9 @@ def test_invalid_input_is_typed(cluster: LocalCluster) -> None:
         board.put("v/nan", float("nan"))
     with pytest.raises(InvalidValue):
         board.put("v/big", "x" * (2 << 20))
+    near_max = "y" * ((1 << 20) - 16)  # just under the 1 MiB value bound, plus its envelope
+    assert board.put("v/near-max", near_max).version == 1
+    assert board.get("v/near-max").value == near_max  # type: ignore[union-attr]
 
 
 def test_history_records_versions_and_refusals(cluster: LocalCluster) -> None:
