@@ -29,6 +29,7 @@ import msgpack
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
+from consensus.batching import GroupCommit
 from consensus.errors import CorruptData, ProtocolError
 from consensus.leases import LeaseTimers
 from consensus.logs import configure_logging
@@ -56,7 +57,7 @@ EXIT_POLICY_MISSING = 78
 LEASE_TICK_S = 0.05
 EXPIRIES_INFLIGHT_MAX = 64
 ANNOUNCE_ATTEMPTS_MAX = 600
-PAYLOAD_BYTES_MAX = 4 * 2**20
+BATCH_ITEMS_MAX = 256
 
 
 class ReplicaConfig(BaseModel):
@@ -99,22 +100,43 @@ class ReplicaMachine:
         self._timers = LeaseTimers()
         self._expiries_inflight = 0
         self._leader = False
+        self._group: GroupCommit | None = None
 
     # ----------------------------------------------------------- StateMachine (tick thread)
 
     def apply(self, payload: bytes) -> object:
+        """Apply one committed entry: a proposal, or a group-commit batch of them (a list).
+
+        Returns the :class:`Result` (a list of them for a batch). Never raises."""
         try:
             data = msgpack.unpackb(payload, raw=False)
         except Exception as exc:
             log.error("undecodable log entry", error=type(exc).__name__)
             return Result(revision=self.state.revision,
                           error=ErrorInfo(code="invalid", message="log entry is not msgpack"))
+        events = False
+        with self.lock:
+            if isinstance(data, list):
+                results: list[Result] = []
+                for item in data[:BATCH_ITEMS_MAX]:
+                    result, changed = self._apply_one(item)
+                    results.append(result)
+                    events = events or changed
+                outcome: object = results
+            else:
+                outcome, events = self._apply_one(data)
+        if events:
+            for wake in self._wakers:
+                wake()
+        return outcome
+
+    def _apply_one(self, data: object) -> tuple[Result, bool]:
+        """Validate and apply one proposal (caller holds the state lock)."""
         proposal = decode_proposal(data)
         if not isinstance(proposal, Proposal):
             log.error("invalid log entry", error=proposal.message)
-            return Result(revision=self.state.revision, error=proposal)
-        with self.lock:
-            applied = apply(self.state, proposal, registry)
+            return Result(revision=self.state.revision, error=proposal), False
+        applied = apply(self.state, proposal, registry)
         if applied.halt is not None:
             log.critical("halting: cannot apply entry identically to peers", reason=applied.halt)
             sys.stderr.flush()
@@ -131,10 +153,7 @@ class ReplicaMachine:
         else:
             log.debug("commit", op=op, agent=proposal.agent, revision=result.revision,
                       key=getattr(proposal.command, "key", None))
-        if applied.events:
-            for wake in self._wakers:
-                wake()
-        return result
+        return result, bool(applied.events)
 
     def snapshot(self) -> bytes:
         with self.lock:
@@ -153,9 +172,17 @@ class ReplicaMachine:
 
     # -------------------------------------------------------------------- Core for the server
 
+    def attach(self, raft: RaftNode) -> None:
+        """Connect the started Raft node; proposals go through group commit from now on."""
+        self.raft = raft
+        self._group = GroupCommit(
+            lambda payload, done: raft.propose(payload, lambda res, fail: done(res, _failure(fail))),
+            batch_items_max=BATCH_ITEMS_MAX, batch_bytes_max=CLIENT_FRAME_BYTES_MAX - 64)
+
     def propose(self, payload: bytes, done: Done) -> None:
-        raft = self._raft()
-        raft.propose(payload, lambda res, fail: done(res, _failure(fail)))
+        if self._group is None:
+            raise ProtocolError("replica not started")
+        self._group.propose(payload, done)
 
     def barrier(self, done: Done) -> None:
         self._raft().barrier(lambda res, fail: done(res, _failure(fail)))
@@ -279,7 +306,7 @@ class Replica:
             election_timeout_min_s=config.election_timeout_min_s,
             election_timeout_max_s=config.election_timeout_max_s,
             command_bytes_max=CLIENT_FRAME_BYTES_MAX), self.machine)
-        self.machine.raft = self._raft
+        self.machine.attach(self._raft)
         host, port = _split(config.client_address)
         self._server = ClientServer(self.machine, host, port, secret)
         self._server.start()

@@ -318,8 +318,10 @@ class ClientServer:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(finish, reply)
 
-        timer = loop.call_later(PROPOSE_TIMEOUT_S, finish, Reply(
-            id=req.id, wire_error="outcome_unknown", message="commit timed out"))
+        def timed_out() -> None:  # the reply is built only in the rare case it is needed
+            finish(Reply(id=req.id, wire_error="outcome_unknown", message="commit timed out"))
+
+        timer = loop.call_later(PROPOSE_TIMEOUT_S, timed_out)
         try:
             self.core.propose(encode(req.proposal), done)
         except BoardError as exc:  # e.g. a payload over the raft command bound

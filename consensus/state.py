@@ -133,13 +133,62 @@ class _Session:
     last_active: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A committed change as kept in the replicated event log: the same fields as
+    :class:`~consensus.model.Event`, without pydantic's per-object cost on the apply path
+    (the model is built only when a watcher or snapshot needs it)."""
+
+    revision: int
+    kind: Literal["put", "delete"]
+    key: str
+    entry: Entry
+    cause: str
+
+    def model(self) -> Event:
+        return Event.model_construct(revision=self.revision, kind=self.kind, key=self.key,
+                                     entry=self.entry, cause=self.cause)
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        return self.model().model_dump(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit line, as kept in the replicated audit log (see :class:`HistoryRecord`)."""
+
+    revision: int
+    key: str
+    outcome: Literal["put", "delete", "rejected", "pending"]
+    version: int
+    author: str
+    value: Value
+    policy: str
+    decision: str
+
+    def model(self) -> HistoryRecord:
+        return HistoryRecord.model_construct(
+            revision=self.revision, key=self.key, outcome=self.outcome, version=self.version,
+            author=self.author, value=self.value, policy=self.policy, decision=self.decision)
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        return self.model().model_dump(**kwargs)
+
+
+_DEFAULT_BINDING = PolicyBinding(prefix="", name=DEFAULT_POLICY)
+
+
+def _event_record(event: Event) -> EventRecord:
+    return EventRecord(event.revision, event.kind, event.key, event.entry, event.cause)
+
+
 @dataclass(slots=True)
 class Applied:
     """What one committed proposal produced. ``halt`` is set only when this replica cannot apply
     the entry identically to its peers (a custom policy it lacks): it must stop, not diverge."""
 
     result: Result
-    events: list[Event] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
     halt: str | None = None
 
 
@@ -173,9 +222,9 @@ class BoardState:
         self.next_session = 1
         self.next_proposal = 1
         self.fence_counter = 0
-        self.events: deque[Event] = deque()
+        self.events: deque[EventRecord] = deque()
         self.events_compact_revision = 1
-        self.audit: deque[HistoryRecord] = deque()
+        self.audit: deque[AuditRecord] = deque()
         self.audit_compact_revision = 1
 
     # ------------------------------------------------------------------------------ queries
@@ -203,7 +252,7 @@ class BoardState:
 
     def history(self, key: str) -> list[HistoryRecord]:
         """Retained audit records of ``key``, oldest first."""
-        return [r for r in self.audit if r.key == key]
+        return [r.model() for r in self.audit if r.key == key]
 
     def events_since(self, prefix: str, start_revision: int, limit: int = 1_000) -> list[Event]:
         """Committed events with ``revision >= start_revision`` under ``prefix``, in order.
@@ -233,7 +282,7 @@ class BoardState:
                 break
             last_rev = ev.revision
             if ev.key.startswith(prefix):
-                out.append(ev)
+                out.append(ev.model())
         return out
 
     def pending_for(self, key: str) -> list[Pending]:
@@ -252,7 +301,7 @@ class BoardState:
         for prefix, binding in self.policies.items():
             if key.startswith(prefix) and (best is None or len(prefix) > len(best.prefix)):
                 best = binding
-        return best or PolicyBinding(prefix="", name=DEFAULT_POLICY)
+        return best or _DEFAULT_BINDING
 
     # ------------------------------------------------------------------- snapshot / digest
 
@@ -343,9 +392,10 @@ class BoardState:
             ann = AnnouncePolicies.model_validate(a)
             s.announced[ann.replica] = ann
         s.next_lease, s.next_session, s.next_proposal, s.fence_counter = data["counters"]
-        s.events = deque(Event.model_validate(e) for e in data["events"])
+        s.events = deque(_event_record(Event.model_validate(e)) for e in data["events"])
         s.events_compact_revision = int(data["events_compact_revision"])
-        s.audit = deque(HistoryRecord.model_validate(a) for a in data["audit"])
+        s.audit = deque(AuditRecord(**HistoryRecord.model_validate(a).model_dump())
+                        for a in data["audit"])
         s.audit_compact_revision = int(data["audit_compact_revision"])
         return s
 
@@ -355,13 +405,13 @@ class BoardState:
 
     # ---------------------------------------------------------------- internal mutation
 
-    def _record_audit(self, record: HistoryRecord) -> None:
+    def _record_audit(self, record: AuditRecord) -> None:
         self.audit.append(record)
         while len(self.audit) > self.limits.audit_retained_max:
             dropped = self.audit.popleft()
             self.audit_compact_revision = max(self.audit_compact_revision, dropped.revision + 1)
 
-    def _record_event(self, event: Event) -> None:
+    def _record_event(self, event: EventRecord) -> None:
         self.events.append(event)
         if len(self.events) <= self.limits.events_retained_max:
             return
@@ -655,7 +705,7 @@ def _refuse_decision(
 ) -> _Refused:
     current = state.entry(key)
     state._record_audit(
-        HistoryRecord.model_construct(
+        AuditRecord(
             revision=state.revision,
             key=key,
             outcome="rejected",
@@ -742,10 +792,10 @@ def _write(
         state.leases[lease].keys.add(key)
     entry = state._entry(key, rec)
     state._record_event(
-        Event.model_construct(revision=rev, kind="put", key=key, entry=entry, cause=cause)
+        EventRecord(revision=rev, kind="put", key=key, entry=entry, cause=cause)
     )
     state._record_audit(
-        HistoryRecord.model_construct(
+        AuditRecord(
             revision=rev,
             key=key,
             outcome="put",
@@ -761,7 +811,7 @@ def _write(
 
 def _remove(
     state: BoardState, key: str, author: str, policy: str, decision: str, cause: str
-) -> Event:
+) -> EventRecord:
     """Delete ``key`` at the current revision (the caller bumped it)."""
     rec = state.kv.pop(key)
     if rec.lease is not None and rec.lease in state.leases:
@@ -779,12 +829,12 @@ def _remove(
         mod_revision=rec.mod_revision,
         lease=rec.lease,
     )
-    event = Event.model_construct(
+    event = EventRecord(
         revision=state.revision, kind="delete", key=key, entry=last, cause=cause
     )
     state._record_event(event)
     state._record_audit(
-        HistoryRecord.model_construct(
+        AuditRecord(
             revision=state.revision,
             key=key,
             outcome="delete",
@@ -823,7 +873,7 @@ def _end_lease(state: BoardState, rec: _Lease, cause: str) -> Applied:
     for key in [k for k, c in state.claims.items() if c.lease == rec.id]:
         if key not in rec.keys:
             del state.claims[key]
-    events: list[Event] = []
+    events: list[EventRecord] = []
     if rec.keys:
         state.revision += 1
         for key in sorted(rec.keys):
@@ -915,7 +965,7 @@ def _open_vote(
         pend.approvals.append(agent)
     state.pending[pend.id] = pend
     state._record_audit(
-        HistoryRecord.model_construct(
+        AuditRecord(
             revision=state.revision,
             key=cmd.key,
             outcome="pending",
