@@ -6,7 +6,10 @@ clock, randomness or I/O, and never raises: pysyncobj retries a raising entry fo
 the node, so every refusal, and even an internal bug, becomes a :class:`~consensus.model.Result`
 with an ``error``. Time enters only as commands (``ExpireLease``, proposed by the leader).
 
-Each command is *decided* before anything is *mutated*, so a refusal leaves the state untouched.
+Each command is *decided* before anything is *mutated*, so a refusal changes no key, lease, claim
+or policy: it only adds its audit line (``history`` shows refusals) and, for a session, caches the
+result so a retry gets the same answer. A halted entry (a custom policy missing here) changes
+nothing at all.
 """
 
 from __future__ import annotations
