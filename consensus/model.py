@@ -236,7 +236,9 @@ class Event(_Model):
     """A committed change, as streamed by ``watch`` in revision order.
 
     ``cause`` says why: ``put``/``delete`` by an agent, ``lease-expired``, ``revoked``,
-    ``vote-approved``. For a delete, ``entry`` is the last version before deletion.
+    ``vote-approved``. For a delete, ``entry`` is the last version's metadata (key, version,
+    author, revisions, lease) with ``value`` omitted: the watcher saw the value in its put event,
+    and leaving it out bounds the size of a revision that deletes many keys at once.
     """
 
     revision: int

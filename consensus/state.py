@@ -79,6 +79,8 @@ class Limits(BaseModel):
     sessions_max: int = Field(default=4_096, ge=1)
     results_per_session_max: int = Field(default=1_024, ge=1)
     pending_max: int = Field(default=10_000, ge=1)
+    leases_max: int = Field(default=100_000, ge=1)
+    keys_per_lease_max: int = Field(default=10_000, ge=1)
     policies_max: int = Field(default=1_024, ge=1)
 
 
@@ -522,24 +524,21 @@ def _apply(state: BoardState, proposal: Proposal, policies: PolicyRegistry) -> A
                     ),
                 )
             )
+        if session.agent != proposal.agent:
+            return Applied(Result(revision=state.revision, error=_err(
+                "invalid", f"session {proposal.session} belongs to another agent")))
         session.last_active = state.applied
         cached = session.results.get(proposal.seq)
         if cached is not None:
             return Applied(cached)  # a retry of an applied request: the original result
-        if proposal.acked_below > session.floor:
+        if proposal.seq < max(session.floor, proposal.acked_below):
+            floor = max(session.floor, proposal.acked_below)
+            return Applied(Result(revision=state.revision, error=_err(
+                "invalid", f"seq {proposal.seq} was already acknowledged (floor {floor})")))
+        if proposal.acked_below > session.floor:  # acked_below <= seq here: a sane floor
             session.floor = proposal.acked_below
             for seq in [s for s in session.results if s < session.floor]:
                 del session.results[seq]
-        if proposal.seq < session.floor:
-            return Applied(
-                Result(
-                    revision=state.revision,
-                    error=_err(
-                        "invalid",
-                        f"seq {proposal.seq} was already acknowledged (floor {session.floor})",
-                    ),
-                )
-            )
         if len(session.results) >= state.limits.results_per_session_max:
             return Applied(
                 Result(
@@ -579,11 +578,11 @@ def _dispatch(state: BoardState, p: Proposal, policies: PolicyRegistry) -> Appli
         lease = _new_lease(state, agent, round(cmd.ttl * 1000))
         return Applied(Result(revision=state.revision, lease=_lease_model(lease)))
     if isinstance(cmd, KeepAliveCmd):
-        rec = _lease_or_refuse(state, cmd.lease)
+        rec = _owned_lease_or_refuse(state, cmd.lease, agent)
         rec.refreshes += 1
         return Applied(Result(revision=state.revision, lease=_lease_model(rec)))
     if isinstance(cmd, RevokeCmd):
-        rec = _lease_or_refuse(state, cmd.lease)
+        rec = _owned_lease_or_refuse(state, cmd.lease, agent)
         return _end_lease(state, rec, "revoked")
     if isinstance(cmd, ExpireLease):
         due = state.leases.get(cmd.lease)
@@ -640,7 +639,33 @@ def _pending_or_refuse(state: BoardState, key: str, pid: int) -> _Pending:
     return pend
 
 
+def _owned_lease_or_refuse(state: BoardState, lease_id: int, agent: str) -> _Lease:
+    """Only the agent that holds a lease may keep it alive or revoke it (another agent's
+    claim is released by expiry, never by a stranger)."""
+    rec = _lease_or_refuse(state, lease_id)
+    if rec.owner != agent:
+        raise _Refused(_err("policy_rejected", f"lease {lease_id} belongs to {rec.owner}",
+                            policy="lease", reason="not-owner"))
+    return rec
+
+
+def _check_new_key(state: BoardState, key: str, lease: int | None) -> None:
+    """Quota checks for a key about to be created or attached (every path that writes)."""
+    if key not in state.kv and len(state.kv) >= state.limits.keys_max:
+        raise _Refused(_err("policy_rejected", f"board holds {state.limits.keys_max} keys",
+                            reason="quota"))
+    if lease is not None:
+        rec = state.leases.get(lease)
+        if rec is not None and key not in rec.keys and \
+                len(rec.keys) >= state.limits.keys_per_lease_max:
+            raise _Refused(_err("policy_rejected", f"lease {lease} already has "
+                                f"{state.limits.keys_per_lease_max} keys", reason="quota"))
+
+
 def _new_lease(state: BoardState, owner: str, ttl_ms: int) -> _Lease:
+    if len(state.leases) >= state.limits.leases_max:
+        raise _Refused(_err("policy_rejected", f"board holds {state.limits.leases_max} leases",
+                            policy="lease", reason="quota"))
     lease = _Lease(id=state.next_lease, ttl_ms=ttl_ms, owner=owner)
     state.next_lease += 1
     state.leases[lease.id] = lease
@@ -741,10 +766,7 @@ def _put(state: BoardState, agent: str, cmd: PutCmd, policies: PolicyRegistry) -
     claim = state.claims.get(cmd.key)
     if claim is not None and lease is None:
         lease = claim.lease  # the claim's key lives exactly as long as the claim
-    if current is None and len(state.kv) >= state.limits.keys_max:
-        raise _Refused(
-            _err("policy_rejected", f"board holds {state.limits.keys_max} keys", reason="quota")
-        )
+    _check_new_key(state, cmd.key, lease)
     decision = _decide(pdef, binding, current, Write("put", cmd.value, agent, cmd.expect_version))
     if isinstance(decision, Reject):
         raise _refuse_decision(state, cmd.key, agent, decision, binding, cmd.value)
@@ -822,9 +844,9 @@ def _remove(
     claim = state.claims.get(key)
     if claim is not None:
         del state.claims[key]
-    last = Entry.model_construct(
+    last = Entry.model_construct(  # metadata of the last version; the value is not repeated
         key=key,
-        value=rec.value,
+        value=None,
         version=rec.version,
         revision=state.revision,
         author=rec.author,
@@ -865,9 +887,11 @@ def _delete(state: BoardState, agent: str, cmd: DeleteCmd, policies: PolicyRegis
         )
     if isinstance(decision, Reject):
         raise _refuse_decision(state, cmd.key, agent, decision, binding, None)
+    last_value = current.value
     state.revision += 1
     event = _remove(state, cmd.key, agent, binding.name, decision.decision, cause="delete")
-    return Applied(Result(revision=state.revision, entry=event.entry), [event])
+    last = event.entry.model_copy(update={"value": last_value})  # the caller gets the value
+    return Applied(Result(revision=state.revision, entry=last), [event])
 
 
 def _end_lease(state: BoardState, rec: _Lease, cause: str) -> Applied:
@@ -916,6 +940,7 @@ def _claim(state: BoardState, agent: str, cmd: ClaimCmd) -> Applied:
                 current=state.entry(cmd.key),
             )
         )
+    _check_new_key(state, cmd.key, None)
     ttl_ms = round(cmd.ttl * 1000)
     lease = _new_lease(state, agent, ttl_ms)
     state.fence_counter += 1
@@ -1046,6 +1071,12 @@ def _settle_vote(state: BoardState, pend: _Pending, binding: PolicyBinding) -> A
                 note="the key was claimed since the proposal was opened",
             )
         )
+    try:
+        _check_new_key(state, pend.key, pend.lease)
+    except _Refused as quota:
+        pend.status = "superseded"
+        return Applied(Result(revision=state.revision, pending=_pending_model(pend),
+                              note=f"approved but refused: {quota.info.message}"))
     pend.status = "approved"
     entry = _write(
         state,

@@ -71,7 +71,12 @@ class TestLeases:
         info = ok(do(s, "a", KeepAliveCmd(lease=lease.id))).lease
         assert info is not None and info.refreshes == 1 and info.keys == ["x", "y"]
         assert s.revision == rev  # keepalive is not a kv change
-        a = do(s, "b", RevokeCmd(lease=lease.id))
+        stranger = do(s, "b", RevokeCmd(lease=lease.id))  # only the holder may release it
+        assert stranger.result.error is not None
+        assert (stranger.result.error.code, stranger.result.error.reason) == (
+            "policy_rejected", "not-owner")
+        assert code(do(s, "b", KeepAliveCmd(lease=lease.id))) == "policy_rejected"
+        a = do(s, "a", RevokeCmd(lease=lease.id))
         assert a.result.error is None and a.result.revision == rev + 1 == s.revision
         assert [(e.kind, e.key, e.revision, e.cause) for e in a.events] == [
             ("delete", "x", rev + 1, "revoked"), ("delete", "y", rev + 1, "revoked")]

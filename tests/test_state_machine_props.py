@@ -81,6 +81,7 @@ class MKey:
 
 @dataclass
 class MLease:
+    owner: str
     refreshes: int = 0
     keys: set[str] = field(default_factory=set)
 
@@ -94,6 +95,7 @@ class MClaim:
 
 @dataclass
 class MSession:
+    agent: str
     next_seq: int = 1
     floor: int = 0
     sent: dict[int, tuple[Proposal, Result]] = field(default_factory=dict)
@@ -273,16 +275,18 @@ class BoardMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ driving
 
-    def session_fields(self, data: Any) -> tuple[int, int, int, MSession | None]:
-        """Maybe send through an open (or closed) session: (session, seq, acked_below, rec)."""
+    def session_fields(self, agent: str, data: Any) -> tuple[int, int, int, MSession | None]:
+        """Maybe send through one of the agent's open (or a closed) session:
+        (session, seq, acked_below, rec). A session belongs to the agent that opened it."""
+        mine = sorted(sid for sid, rec in self.sessions.items() if rec.agent == agent)
         choices = ["none", "none"]
-        if self.sessions:
+        if mine:
             choices += ["open", "open"]
         if self.closed:
             choices.append("closed")
         how = data.draw(st.sampled_from(choices))
         if how == "open":
-            sid = data.draw(st.sampled_from(sorted(self.sessions)))
+            sid = data.draw(st.sampled_from(mine))
             rec = self.sessions[sid]
             seq = rec.next_seq
             rec.next_seq += 1
@@ -296,7 +300,8 @@ class BoardMachine(RuleBasedStateMachine):
         """Apply ``cmd`` (maybe inside a session) to both states and check the common
         invariants of one step. Returns the Result if the model should be updated, or None
         if the session layer refused it (closed session)."""
-        sid, seq, acked, srec = self.session_fields(data) if allow_session else (0, 0, 0, None)
+        sid, seq, acked, srec = (self.session_fields(agent, data) if allow_session
+                                 else (0, 0, 0, None))
         p = Proposal(agent=agent, session=sid, seq=seq, acked_below=acked, command=cmd)
         before = self.state.snapshot()
         applied = self.apply_both(p)
@@ -439,7 +444,7 @@ class BoardMachine(RuleBasedStateMachine):
         # fence tokens strictly increase across new owners
         assert all(res.claim.fence > f for f in self.fences_issued)
         self.fences_issued.append(res.claim.fence)
-        self.leases[self.next_lease] = MLease()
+        self.leases[self.next_lease] = MLease(agent)
         self.claims[key] = MClaim(agent, res.claim.fence, self.next_lease)
         self.write_key(key, {"owner": agent, "fence": res.claim.fence}, agent, self.next_lease)
         self.next_lease += 1
@@ -452,7 +457,7 @@ class BoardMachine(RuleBasedStateMachine):
         self.expect(res, None)
         assert res.lease is not None and res.lease.id == self.next_lease
         assert res.lease.ttl == ttl and res.lease.keys == []
-        self.leases[self.next_lease] = MLease()
+        self.leases[self.next_lease] = MLease(agent)
         self.next_lease += 1
 
     @rule(agent=st.sampled_from(AGENTS), lea=st.sampled_from(["live", "any"]), data=st.data())
@@ -463,6 +468,9 @@ class BoardMachine(RuleBasedStateMachine):
             return
         if lid not in self.leases:
             self.expect(res, "not_found")
+            return
+        if self.leases[lid].owner != agent:  # only the holder renews its lease
+            self.expect(res, "policy_rejected")
             return
         self.expect(res, None)
         self.leases[lid].refreshes += 1
@@ -477,6 +485,9 @@ class BoardMachine(RuleBasedStateMachine):
             return
         if lid not in self.leases:
             self.expect(res, "not_found")
+            return
+        if self.leases[lid].owner != agent:  # a stranger cannot release someone's lease
+            self.expect(res, "policy_rejected")
             return
         self.expect(res, None)
         self.check_lease_end(lid, self.end_lease(lid), self.events[n:], "revoked")
@@ -521,7 +532,7 @@ class BoardMachine(RuleBasedStateMachine):
         applied = self.apply_both(p)
         assert applied.result.session == self.next_session
         self.check_step(before, applied)
-        self.sessions[self.next_session] = MSession()
+        self.sessions[self.next_session] = MSession(agent)
         self.next_session += 1
 
     @precondition(lambda self: bool(self.sessions))
@@ -529,7 +540,7 @@ class BoardMachine(RuleBasedStateMachine):
     def close_session(self, data: Any) -> None:
         sid = data.draw(st.sampled_from(sorted(self.sessions)))
         rec = self.sessions.pop(sid)
-        p = Proposal(agent="x", session=sid, seq=rec.next_seq, acked_below=rec.floor,
+        p = Proposal(agent=rec.agent, session=sid, seq=rec.next_seq, acked_below=rec.floor,
                      command=CloseSession())
         before = self.state.snapshot()
         applied = self.apply_both(p)
