@@ -90,6 +90,9 @@ ATTEMPTS_MAX = 64
 BACKOFF_MIN_S = 0.02
 BACKOFF_MAX_S = 0.5
 WATCH_RECONNECTS_MAX = 1_000
+"""Consecutive failed watch reconnects before giving up (reset by every delivered batch)."""
+UNKNOWN_RETAINED_MAX = 64
+"""Commands with an unknown outcome whose (session, seq) a retry can reuse."""
 HELLO_BYTES_MAX = 4096
 
 _ERRORS: dict[str, type[BoardError]] = {
@@ -272,6 +275,7 @@ class Board:
         self._session = 0
         self._seq = 0
         self._outstanding: set[int] = set()
+        self._unknown: dict[bytes, tuple[int, int]] = {}
         self._closed = False
         self._links: list[_Link] = []
 
@@ -312,8 +316,8 @@ class Board:
                 self._link = None
             if hint:
                 self._hint = hint
-        if link is not None and hint is not None:
-            link.close()
+        if link is not None:
+            link.close()  # a link that is no longer current must not linger (socket + thread)
 
     def _call(self, build: Callable[[int], Any], *, idempotent: bool,
               deadline_s: float | None = None) -> Reply:
@@ -383,13 +387,35 @@ class Board:
                 self._session = session
             return self._session
 
+    def _identity(self, command: Command) -> tuple[int, int]:
+        """(session, seq) for ``command``: the numbers of an identical command whose outcome
+        is unknown (so this call is its retry and applies at most once), or fresh ones."""
+        ident = encode(command)
+        with self._lock:
+            reuse = self._unknown.pop(ident, None)
+            if reuse is not None and reuse[0] == self._session:
+                return reuse
+            if reuse is not None:
+                self._outstanding.discard(reuse[1])
+        session = self._ensure_session()
+        with self._lock:
+            self._seq += 1
+            self._outstanding.add(self._seq)
+            return session, self._seq
+
+    def _remember_unknown(self, command: Command, session: int, seq: int) -> None:
+        """Keep an unknown outcome's seq unacknowledged (its result stays cached on the
+        cluster) and reusable by a retry of the same command; bounded, oldest dropped."""
+        with self._lock:
+            self._unknown[encode(command)] = (session, seq)
+            while len(self._unknown) > UNKNOWN_RETAINED_MAX:
+                _, old_seq = self._unknown.pop(next(iter(self._unknown)))
+                self._outstanding.discard(old_seq)
+
     def _propose(self, command: Command) -> Result:
         for _ in range(2):  # a second pass only after the session expired before anything applied
-            session = self._ensure_session()
-            with self._lock:
-                self._seq += 1
-                seq = self._seq
-                self._outstanding.add(seq)
+            session, seq = self._identity(command)
+            unknown = False
             try:
                 def build(rid: int, session: int = session, seq: int = seq) -> ProposeReq:
                     with self._lock:
@@ -399,9 +425,14 @@ class Board:
                         command=command))
 
                 reply, retried = self._call_tracked(build, idempotent=False)
+            except OutcomeUnknown:
+                unknown = True
+                self._remember_unknown(command, session, seq)
+                raise
             finally:
-                with self._lock:
-                    self._outstanding.discard(seq)
+                if not unknown:
+                    with self._lock:
+                        self._outstanding.discard(seq)
             result = reply.result
             if result is None:
                 raise ProtocolError("proposal reply carried no result")
@@ -507,9 +538,10 @@ class Board:
     # ------------------------------------------------------------------------------- reads
 
     def _read(self, what: ReadKind, *, key: str = "", lease: int = 0, limit: int = 10_000,
-              stale: bool = False) -> Reply:
+              stale: bool = False, start_after: str = "") -> Reply:
         reply = self._call(lambda rid: ReadReq(id=rid, what=what, key=key, lease=lease,
-                                               limit=limit, stale=stale), idempotent=True)
+                                               limit=limit, stale=stale,
+                                               start_after=start_after), idempotent=True)
         if reply.error is not None and reply.error.code != "not_found":
             raise error_from(reply.error)
         return reply
@@ -521,9 +553,23 @@ class Board:
 
     def list(self, prefix: str = "", *, stale: bool = False,
              limit: int = 10_000) -> builtins.list[Entry]:
-        """Entries under ``prefix`` in key order (at most ``limit``)."""
-        return self._read("list", key=check_prefix(prefix), limit=limit, stale=stale).entries \
-            or []
+        """Entries under ``prefix`` in key order (at most ``limit``).
+
+        A listing larger than one reply (8 MiB of values) is read in pages, each page a
+        linearizable read of its own: the whole list is then not one snapshot (compare the
+        entries' ``revision``)."""
+        check_prefix(prefix)
+        out: builtins.list[Entry] = []
+        after = ""
+        for _ in range(limit):  # bounded: every page holds at least one entry
+            reply = self._read("list", key=prefix, limit=limit - len(out), stale=stale,
+                               start_after=after)
+            page = reply.entries or []
+            out.extend(page)
+            if not reply.more or not page or len(out) >= limit:
+                break
+            after = page[-1].key
+        return out
 
     def history(self, key: str, *, limit: int = 10_000) -> builtins.list[HistoryRecord]:
         """Retained audit records of ``key``: every committed version and refused attempt, with
@@ -555,8 +601,12 @@ class Board:
         """
         check_prefix(prefix)
         cursor = start_revision
-        for attempt in range(WATCH_RECONNECTS_MAX):
+        attempt = 0
+        for _ in range(WATCH_RECONNECTS_MAX * 1_000):
+            if attempt >= WATCH_RECONNECTS_MAX:
+                break
             address = self._watch_address(attempt)
+            attempt += 1
             try:
                 link = self._connect_to(address)
             except (OSError, BoardError):
@@ -581,9 +631,12 @@ class Board:
                         if cursor is None:
                             cursor = msg.revision + 1
                         continue
+                    attempt = 0  # progress: the reconnect budget starts over
                     yield from msg.events
-                    if msg.events:
-                        cursor = msg.events[-1].revision + 1
+                    # ``through`` covers revisions without matching events too, so a quiet
+                    # watch resumes from where the replica had read, not from its last event.
+                    last = msg.events[-1].revision if msg.events else 0
+                    cursor = max(cursor or 0, last + 1, msg.through + 1)
             except _Lost:
                 pass
             finally:

@@ -147,10 +147,11 @@ class LocalCluster:
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start every replica and wait until a leader has been elected and is serving."""
-        for i in range(self.size):
-            if self._procs[i] is None or self._procs[i].poll() is not None:  # type: ignore[union-attr]
-                self._spawn(i)
         try:
+            for i in range(self.size):
+                proc = self._procs[i]
+                if proc is None or proc.poll() is not None:
+                    self._spawn(i)
             self.wait_for_leader(timeout_s)
         except BaseException:
             self.stop()

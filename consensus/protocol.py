@@ -74,6 +74,7 @@ class ReadReq(_Msg):
     key: str = Field(default="", max_length=KEY_BYTES_MAX)
     lease: int = 0
     limit: int = Field(default=10_000, ge=1, le=100_000)
+    start_after: str = Field(default="", max_length=KEY_BYTES_MAX)
     stale: bool = False
 
 
@@ -140,6 +141,7 @@ class Reply(_Msg):
     lease: LeaseInfo | None = None
     status: ReplicaStatus | None = None
     revision: int = 0
+    more: bool = False
 
 
 class WatchBatch(_Msg):

@@ -98,7 +98,8 @@ class ReplicaMachine:
         self.raft: RaftNode | None = None
         self._wakers: list[Callable[[], None]] = []
         self._timers = LeaseTimers()
-        self._expiries_inflight = 0
+        self._expiring: set[int] = set()  # leases whose expiry is proposed, not yet applied
+        self._expiring_lock = threading.Lock()  # added on the lease thread, removed on Raft's
         self._leader = False
         self._group: GroupCommit | None = None
 
@@ -169,6 +170,8 @@ class ReplicaMachine:
         with self.lock:
             self.state = state
         log.info("restored snapshot", revision=state.revision, keys=len(state.kv))
+        for wake in self._wakers:  # watchers re-read from the installed state
+            wake()
 
     # -------------------------------------------------------------------- Core for the server
 
@@ -237,14 +240,18 @@ class ReplicaMachine:
         with self.lock:
             leases = self.state.lease_refreshes()
         for lease_id, refreshes in self._timers.due(leases, self.clock()):
-            if self._expiries_inflight >= EXPIRIES_INFLIGHT_MAX:
-                break
-            self._expiries_inflight += 1
+            with self._expiring_lock:
+                if lease_id in self._expiring:
+                    continue  # already proposed: do not propose it again every tick
+                if len(self._expiring) >= EXPIRIES_INFLIGHT_MAX:
+                    break
+                self._expiring.add(lease_id)
             payload = encode(Proposal(agent=f"replica:{self.config.name}",
                                       command=ExpireLease(lease=lease_id, refreshes=refreshes)))
 
-            def done(_res: object | None, _fail: object | None) -> None:
-                self._expiries_inflight -= 1
+            def done(_res: object | None, _fail: object | None, lease_id: int = lease_id) -> None:
+                with self._expiring_lock:
+                    self._expiring.discard(lease_id)
 
             raft.propose(payload, done)
 

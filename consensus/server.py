@@ -17,14 +17,15 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+import msgpack
 import structlog
 
 from consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
 from consensus.errors import BoardError, ProtocolError, RevisionCompacted
 from consensus.frames import FrameDecoder, encode_frame
-from consensus.model import CLIENT_OPS, ErrorInfo, Result
+from consensus.model import CLIENT_OPS, ErrorInfo, Event, Result
 from consensus.protocol import (
     CLIENT_FRAME_BYTES_MAX,
     CancelReq,
@@ -45,12 +46,18 @@ __all__ = ["ClientServer", "Core"]
 
 log = structlog.get_logger("consensus.server")
 
+T = TypeVar("T")
+
 HELLO_BYTES_MAX = 4096
 CONNECTIONS_MAX = 1024
 WATCHES_PER_CONNECTION_MAX = 64
 INFLIGHT_PER_CONNECTION_MAX = 1024
 WRITE_BUFFER_BYTES_MAX = 64 * 2**20
 WATCH_BATCH_EVENTS_MAX = 1_000
+REPLY_PAGE_BYTES_MAX = 8 * 2**20
+"""A list page, a history reply or a watch batch stops growing past this many value bytes
+(always holding at least one item or revision), far below the client's 64 MiB frame bound."""
+WATCH_PROGRESS_S = 1.0
 PROPOSE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 5.0
@@ -259,7 +266,11 @@ class ClientServer:
                 with self.core.lock:
                     reply = self._read(req)
                 conn.send(reply)
+            elif conn.inflight >= INFLIGHT_PER_CONNECTION_MAX:
+                conn.send(Reply(id=req.id, wire_error="unavailable",
+                                message="too many requests in flight on this connection"))
             else:
+                conn.inflight += 1
                 self._reads_waiting.append((conn, req))
                 self._maybe_barrier()
         elif isinstance(req, WatchReq):
@@ -345,6 +356,7 @@ class ClientServer:
             answered = True
             self._barrier_inflight = False
             for conn, reply in replies:
+                conn.inflight -= 1
                 conn.send(reply)
             self._maybe_barrier()
 
@@ -376,9 +388,13 @@ class ClientServer:
                     code="not_found", message=f"{req.key} does not exist"))
             return Reply(id=req.id, revision=rev, entry=entry)
         if req.what == "list":
-            return Reply(id=req.id, revision=rev, entries=state.entries(req.key, req.limit))
+            page = state.entries(req.key, req.limit + 1, req.start_after)
+            kept = _fit(page[: req.limit], lambda e: _value_bytes(e.key, e.value))
+            return Reply(id=req.id, revision=rev, entries=kept, more=len(kept) < len(page))
         if req.what == "history":
-            return Reply(id=req.id, revision=rev, history=state.history(req.key)[-req.limit:],
+            records = state.history(req.key)[-req.limit:]
+            newest = _fit(records[::-1], lambda r: _value_bytes(r.key, r.value))[::-1]
+            return Reply(id=req.id, revision=rev, history=newest, more=len(newest) < len(records),
                          compact_revision=state.audit_compact_revision)
         if req.what == "pending":
             return Reply(id=req.id, revision=rev, pending=state.pending_for(req.key))
@@ -404,8 +420,14 @@ class ClientServer:
         """Send every event at or after ``start`` under the prefix, whole revisions per batch.
 
         The waiter is registered *before* reading, so an apply that lands between the read and
-        the wait still wakes us: no event can be missed, none is sent twice (cursor)."""
+        the wait still wakes us: no event can be missed, none is sent twice (cursor). When the
+        board moves on without matching events, a progress batch (no events, ``through`` =
+        head) is sent at least every :data:`WATCH_PROGRESS_S` and before a quarter of the
+        retained event log has gone by, so a quiet watch can resume after a failover without
+        falling behind compaction."""
         cursor = start
+        reported = start - 1  # the highest ``through`` the client has been told
+        last_report = self._loop.time()
         try:
             for _ in range(2**62):  # bounded only by the connection's life
                 if conn.closed:
@@ -413,23 +435,63 @@ class ClientServer:
                 wake: asyncio.Future[None] = self._loop.create_future()
                 self._waiters.add(wake)
                 with self.core.lock:
+                    state = self.core.state
                     try:
-                        events = self.core.state.events_since(req.prefix, cursor,
-                                                              WATCH_BATCH_EVENTS_MAX)
+                        events = state.events_since(req.prefix, cursor, WATCH_BATCH_EVENTS_MAX)
                     except RevisionCompacted as exc:
                         conn.send(Reply(id=req.id, wire_error="compacted", message=str(exc),
                                         compact_revision=exc.compact_revision))
                         return
-                    head = self.core.state.revision
-                full = len(events) >= WATCH_BATCH_EVENTS_MAX
+                    head = state.revision
+                    progress_every = max(1, state.limits.events_retained_max // 4)
+                events, full = _whole_revisions(events, full=len(events) >= WATCH_BATCH_EVENTS_MAX)
                 through = events[-1].revision if full else head
-                if events:
+                now = self._loop.time()
+                if events or (through > reported and (
+                        through - reported >= progress_every
+                        or now - last_report >= WATCH_PROGRESS_S)):
                     conn.send(WatchBatch(id=req.id, events=events, through=through))
+                    reported, last_report = through, now
                     await conn.writer.drain()
                 cursor = max(cursor, through + 1)
-                if not full:
+                if full:
+                    continue
+                if through > reported:  # unreported progress: wake up in time to report it
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(wake), WATCH_PROGRESS_S)
+                else:
                     await wake
         except asyncio.CancelledError:
             pass
         except (ConnectionError, RuntimeError):
             conn.close()
+
+
+def _whole_revisions(events: list[Event], *, full: bool) -> tuple[list[Event], bool]:
+    """Cut ``events`` to :data:`REPLY_PAGE_BYTES_MAX` at a revision boundary (never inside a
+    revision; at least one revision). Returns the events kept and whether more remain."""
+    total = 0
+    for i, ev in enumerate(events):
+        total += _value_bytes(ev.key, ev.entry.value)
+        if total > REPLY_PAGE_BYTES_MAX and i > 0:
+            cut = i
+            while cut > 0 and events[cut - 1].revision == ev.revision:
+                cut -= 1
+            if cut > 0:
+                return events[:cut], True
+    return events, full
+
+
+def _value_bytes(key: str, value: object) -> int:
+    """Approximate encoded size of one item (key, value and a fixed allowance for metadata)."""
+    return len(key) + len(msgpack.packb(value, use_bin_type=True)) + 128
+
+
+def _fit(items: list[T], size: Callable[[T], int]) -> list[T]:
+    """The longest prefix of ``items`` within :data:`REPLY_PAGE_BYTES_MAX` (at least one)."""
+    total = 0
+    for i, item in enumerate(items):
+        total += size(item)
+        if total > REPLY_PAGE_BYTES_MAX and i > 0:
+            return items[:i]
+    return items

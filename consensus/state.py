@@ -250,9 +250,10 @@ class BoardState:
             lease=rec.lease,
         )
 
-    def entries(self, prefix: str, limit: int = 10_000) -> list[Entry]:
-        """Entries whose key starts with ``prefix``, in key order, at most ``limit``."""
-        keys = sorted(k for k in self.kv if k.startswith(prefix))[:limit]
+    def entries(self, prefix: str, limit: int = 10_000, start_after: str = "") -> list[Entry]:
+        """Entries whose key starts with ``prefix`` (and sorts after ``start_after``), in key
+        order, at most ``limit``."""
+        keys = sorted(k for k in self.kv if k.startswith(prefix) and k > start_after)[:limit]
         return [self._entry(k, self.kv[k]) for k in keys]
 
     def history(self, key: str) -> list[HistoryRecord]:
