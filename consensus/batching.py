@@ -37,7 +37,7 @@ class GroupCommit:
     ``batch_bytes_max`` bytes, and at most ``inflight_max`` batches await commit.
     """
 
-    def __init__(self, submit: Submit, *, inflight_max: int = 2, batch_items_max: int = 256,
+    def __init__(self, submit: Submit, *, inflight_max: int = 1, batch_items_max: int = 256,
                  batch_bytes_max: int = 1 << 20, queue_max: int = 20_000) -> None:
         self._submit = submit
         self._inflight_max = inflight_max

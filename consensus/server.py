@@ -136,6 +136,11 @@ class ClientServer:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_Conn] = set()
         self._waiters: set[asyncio.Future[None]] = set()
+        # Replies produced on the Raft tick thread, handed to the loop in one wake-up per burst
+        # (a group-committed batch completes many proposals at once).
+        self._handoff: list[tuple[Callable[[Reply], None], Reply]] = []
+        self._handoff_lock = threading.Lock()
+        self._handoff_scheduled = False
         self._error: BaseException | None = None
         self._reads_waiting: list[tuple[_Conn, ReadReq]] = []
         self._barrier_inflight = False
@@ -179,6 +184,23 @@ class ClientServer:
         self._thread.join(5)
 
     # -------------------------------------------------------------- notification from apply
+
+    def _hand_over(self, finish: Callable[[Reply], None], reply: Reply) -> None:
+        """From the tick thread: queue ``finish(reply)`` for the loop; wake it once per burst."""
+        with self._handoff_lock:
+            self._handoff.append((finish, reply))
+            if self._handoff_scheduled:
+                return
+            self._handoff_scheduled = True
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._drain_handoff)
+
+    def _drain_handoff(self) -> None:
+        with self._handoff_lock:
+            items, self._handoff = self._handoff, []
+            self._handoff_scheduled = False
+        for finish, reply in items:
+            finish(reply)
 
     def _wake_threadsafe(self) -> None:
         """Called by the apply path after events were recorded; cheap when nobody watches."""
@@ -326,8 +348,7 @@ class ClientServer:
             else:
                 reply = Reply(id=req.id, wire_error="outcome_unknown",
                               message="the proposal may or may not have committed")
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(finish, reply)
+            self._hand_over(finish, reply)
 
         def timed_out() -> None:  # the reply is built only in the rare case it is needed
             finish(Reply(id=req.id, wire_error="outcome_unknown", message="commit timed out"))
