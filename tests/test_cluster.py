@@ -53,7 +53,7 @@ def test_public_contract_example(cluster: LocalCluster) -> None:
     claim = board.claim("tasks/t1", ttl=10.0)
     out = board.put("out/t1", {"ok": True}, fence=claim)
     assert out.version == 1
-    events = list(board.watch("plan/", start_revision=0, idle_timeout_s=0.5))
+    events = list(board.watch("plan/", start_revision=0, idle_timeout_s=3.0))
     assert [(ev.kind, ev.entry.version) for ev in events] == [("put", 1), ("put", 2)]
 
 
@@ -232,7 +232,7 @@ def test_claim_fencing_after_expiry(cluster: LocalCluster) -> None:
     """A stalled owner's claim expires (decided through the log); the new owner gets a higher
     fence; the stalled owner's late write is refused, the new owner's accepted."""
     a, b = cluster.board(agent="slow"), cluster.board(agent="fast")
-    claim = a.claim("tasks/stall", ttl=0.6)
+    claim = a.claim("tasks/stall", ttl=2.0)
     with pytest.raises(ClaimHeld) as held:
         b.claim("tasks/stall", ttl=5)
     assert held.value.current is not None
@@ -249,11 +249,11 @@ def test_claim_fencing_after_expiry(cluster: LocalCluster) -> None:
 def test_lease_expiry_deletes_keys_with_events(cluster: LocalCluster) -> None:
     board = cluster.board(agent="leaser")
     start = board.status().revision + 1
-    lease = board.grant(0.5)
+    lease = board.grant(2.0)
     board.put("leased/a", 1, lease=lease)
     board.put("leased/b", 2, lease=lease)
     wait_until(lambda: not board.list("leased/"), what="lease expiry")
-    events = list(board.watch("leased/", start_revision=start, idle_timeout_s=0.5))
+    events = list(board.watch("leased/", start_revision=start, idle_timeout_s=3.0))
     deletes = [ev for ev in events if ev.kind == "delete"]
     assert {ev.key for ev in deletes} == {"leased/a", "leased/b"}
     assert {ev.cause for ev in deletes} == {"lease-expired"}
@@ -264,11 +264,12 @@ def test_lease_expiry_deletes_keys_with_events(cluster: LocalCluster) -> None:
 
 def test_keepalive_holds_a_lease(cluster: LocalCluster) -> None:
     board = cluster.board(agent="keeper")
-    lease = board.grant(0.6)
+    lease = board.grant(1.5)
     board.put("kept/x", 1, lease=lease)
-    for _ in range(8):
+    # Kept alive for twice its TTL: without the keepalives the key would be gone.
+    for _ in range(12):
         board.keepalive(lease)
-        threading.Event().wait(0.2)  # the agent's work between keepalives (not a sync wait)
+        threading.Event().wait(0.25)  # the agent's work between keepalives (not a sync wait)
         assert board.get("kept/x") is not None
     board.revoke(lease)
     assert board.get("kept/x") is None
@@ -311,7 +312,7 @@ def test_watch_reports_compaction_explicitly(tmp_path: Path) -> None:
             next(iter(board.watch("x/", start_revision=1, idle_timeout_s=2)))
         assert info.value.compact_revision > 1
         resumed = list(board.watch("x/", start_revision=info.value.compact_revision,
-                                   idle_timeout_s=0.5))
+                                   idle_timeout_s=3.0))
         assert resumed and resumed[-1].revision == 12
 
 
