@@ -94,6 +94,10 @@ WATCH_RECONNECTS_MAX = 1_000
 UNKNOWN_RETAINED_MAX = 64
 """Commands with an unknown outcome whose (session, seq) a retry can reuse."""
 HELLO_BYTES_MAX = 4096
+READ_SLICE_S = 0.05
+"""How long a reading caller blocks in one recv before re-checking its deadline and box."""
+HANDOFF_SLICE_S = 0.002
+"""How often a caller waiting behind another reader checks whether it should read itself."""
 
 _ERRORS: dict[str, type[BoardError]] = {
     "stale_version": StaleVersion,
@@ -126,7 +130,13 @@ class _Lost(Exception):
 
 
 class _Link:
-    """One authenticated connection to one replica, with a reader thread routing replies."""
+    """One authenticated connection to one replica.
+
+    There is no reader thread: a caller waiting for its reply reads the socket itself while it
+    holds the read lock, routing any other reply or watch batch to its owner's box (the
+    leader/follower pattern). With one request in flight per link, the usual case for an agent,
+    a reply costs no thread switch at all.
+    """
 
     def __init__(self, address: str, secret: bytes | None, identity: str,
                  timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -137,6 +147,7 @@ class _Link:
         self._channel = Channel(secret, new_nonce(), initiator=True, label=CLIENT_LABEL)
         self._decoder = FrameDecoder(HELLO_BYTES_MAX)
         self._send_lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._waiters: dict[int, queue.SimpleQueue[Reply | WatchBatch | None]] = {}
         self._waiters_lock = threading.Lock()
@@ -147,11 +158,7 @@ class _Link:
         except Exception:
             self._sock.close()
             raise
-        self._sock.settimeout(None)
         self._decoder.set_limit(REPLY_FRAME_BYTES_MAX + SEAL_OVERHEAD_BYTES)
-        self._reader = threading.Thread(target=self._read_loop, daemon=True,
-                                        name=f"board-link-{address}")
-        self._reader.start()
 
     def _handshake(self, identity: str) -> None:
         self._sock.sendall(encode_frame(self._channel.hello(identity)))
@@ -171,18 +178,24 @@ class _Link:
         self._sock.sendall(encode_frame(self._channel.proof()))
         self._channel.accept_proof(next_frame())
 
-    def _read_loop(self) -> None:
+    def _read_once(self, timeout_s: float) -> None:
+        """Read what the socket has within ``timeout_s`` and route it (read lock held)."""
         try:
-            while True:
-                data = self._sock.recv(2**16)
-                if not data:
-                    break
-                for frame in self._decoder.feed(data):
-                    self._route(self._channel.open(frame))
-        except (OSError, BoardError):
-            pass
-        finally:
+            self._sock.settimeout(timeout_s)
+            data = self._sock.recv(2**16)
+        except (TimeoutError, BlockingIOError, InterruptedError):
+            return
+        except OSError:
             self.close()
+            return
+        if not data:
+            self.close()
+            return
+        try:
+            for frame in self._decoder.feed(data):
+                self._route(self._channel.open(frame))
+        except (BoardError, ValueError, TypeError) as exc:  # bad bytes: this link is done
+            self.close(reason=str(exc))
 
     def _route(self, payload: bytes) -> None:
         obj = msgpack.unpackb(payload, raw=False)
@@ -196,6 +209,36 @@ class _Link:
         if box is not None:
             box.put(msg)
 
+    def wait(self, box: queue.SimpleQueue[Any], timeout_s: float | None) -> Any:
+        """The next message for ``box`` (``None`` once the link closed); raises
+        :class:`queue.Empty` after ``timeout_s`` (``None``: no limit)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        for _ in range(2**62):  # bounded by the deadline or the link's life
+            try:
+                return box.get_nowait()
+            except queue.Empty:
+                pass
+            if self.closed:
+                return None
+            remaining = READ_SLICE_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise queue.Empty
+            if self._read_lock.acquire(blocking=False):
+                try:
+                    try:  # a reader that just left may have routed our message
+                        return box.get_nowait()
+                    except queue.Empty:
+                        pass
+                    self._read_once(min(remaining, READ_SLICE_S))
+                finally:
+                    self._read_lock.release()
+            else:  # another caller is reading: it will route our message to the box
+                try:
+                    return box.get(timeout=min(remaining, HANDOFF_SLICE_S))
+                except queue.Empty:
+                    continue
+        raise queue.Empty
+
     def open_box(self, stream: bool = False) -> tuple[int, queue.SimpleQueue[Any]]:
         rid = next(self._ids)
         box: queue.SimpleQueue[Reply | WatchBatch | None] = queue.SimpleQueue()
@@ -206,6 +249,16 @@ class _Link:
             if stream:
                 self._streams.add(rid)
         return rid, box
+
+    def _notice_close(self) -> None:
+        """Before sending: if the replica already closed this link, find out now (sent=False)."""
+        if self._read_lock.acquire(blocking=False):
+            try:
+                self._read_once(0.0)
+            finally:
+                self._read_lock.release()
+        if self.closed:
+            raise _Lost(f"connection to {self.address} is closed", sent=False)
 
     def send(self, message: Any) -> None:
         payload = encode(message)
@@ -219,9 +272,10 @@ class _Link:
     def request(self, build: Callable[[int], Any], timeout_s: float) -> Reply:
         rid, box = self.open_box()
         try:
+            self._notice_close()
             self.send(build(rid))
             try:
-                msg = box.get(timeout=timeout_s)
+                msg = self.wait(box, timeout_s)
             except queue.Empty:
                 raise _Lost(f"no reply from {self.address} in {timeout_s:.1f}s", sent=True) \
                     from None
@@ -239,7 +293,7 @@ class _Link:
             self._waiters.pop(rid, None)
             self._streams.discard(rid)
 
-    def close(self) -> None:
+    def close(self, reason: str = "") -> None:
         with self._waiters_lock:
             if self.closed:
                 return
@@ -617,7 +671,7 @@ class Board:
                 link.send(WatchReq(id=rid, prefix=prefix, start_revision=cursor))
                 for _ in range(2**62):
                     try:
-                        msg = box.get(timeout=idle_timeout_s)
+                        msg = link.wait(box, idle_timeout_s)
                     except queue.Empty:
                         return
                     if msg is None:

@@ -118,6 +118,8 @@ class ReplicaStatus(_Msg):
     keys: int
     digest: str = ""
     has_quorum: bool
+    batches: int = 0
+    batched_proposals: int = 0
 
 
 class Reply(_Msg):

@@ -210,7 +210,9 @@ class ReplicaMachine:
             address=self.config.raft_address, client_address=self.config.client_address,
             role=raft.role, leader=raft.leader, leader_client=self.leader_client_address(),
             term=raft.term, commit_index=raft.commit_index, last_applied=raft.last_applied,
-            revision=revision, keys=keys, digest=dig, has_quorum=raft.has_quorum)
+            revision=revision, keys=keys, digest=dig, has_quorum=raft.has_quorum,
+            batches=self._group.batches if self._group else 0,
+            batched_proposals=self._group.proposals if self._group else 0)
 
     def subscribe(self, wake: Callable[[], None]) -> None:
         self._wakers.append(wake)
