@@ -11,7 +11,7 @@ import math
 from typing import Annotated, Any, Literal, TypeAlias
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from consensus.errors import InvalidKey, InvalidValue
 
@@ -162,7 +162,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
 
-Key = Annotated[str, Field(min_length=1, max_length=KEY_BYTES_MAX)]
+Key = Annotated[str, Field(min_length=1, max_length=KEY_BYTES_MAX), AfterValidator(check_key)]
+"""A key in a command: every rule of :func:`check_key` (raises :class:`InvalidKey`)."""
+Prefix = Annotated[str, AfterValidator(check_prefix)]
+JsonValue = Annotated[Value, AfterValidator(check_value)]
+"""A value in a command: every rule of :func:`check_value` (raises :class:`InvalidValue`)."""
 Agent = Annotated[str, Field(min_length=1, max_length=128)]
 Seconds = Annotated[float, Field(gt=0, le=86_400 * 30)]
 
@@ -276,20 +280,10 @@ class PolicyBinding(_Model):
 class PutCmd(_Model):
     op: Literal["put"] = "put"
     key: Key
-    value: Value = None
+    value: JsonValue = None
     expect_version: int | None = Field(default=None, ge=0)
     lease: int | None = None
     fence: FenceRef | None = None
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, v: str) -> str:
-        return check_key(v)
-
-    @field_validator("value")
-    @classmethod
-    def _value(cls, v: Value) -> Value:
-        return check_value(v)
 
 
 class DeleteCmd(_Model):
@@ -297,11 +291,6 @@ class DeleteCmd(_Model):
     key: Key
     expect_version: int | None = Field(default=None, ge=0)
     fence: FenceRef | None = None
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, v: str) -> str:
-        return check_key(v)
 
 
 class VoteCmd(_Model):
@@ -336,35 +325,14 @@ class ClaimCmd(_Model):
     op: Literal["claim"] = "claim"
     key: Key
     ttl: Seconds
-    value: Value = None
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, v: str) -> str:
-        return check_key(v)
-
-    @field_validator("value")
-    @classmethod
-    def _value(cls, v: Value) -> Value:
-        return check_value(v)
+    value: JsonValue = None
 
 
 class SetPolicyCmd(_Model):
     op: Literal["set_policy"] = "set_policy"
-    prefix: str
+    prefix: Prefix
     name: Annotated[str, Field(min_length=1, max_length=64)]
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        return check_prefix(v)
-
-    @field_validator("params")
-    @classmethod
-    def _params(cls, v: dict[str, Any]) -> dict[str, Any]:
-        check_value(v)
-        return v
+    params: Annotated[dict[str, Any], AfterValidator(check_value)] = Field(default_factory=dict)
 
 
 class OpenSession(_Model):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,20 +15,10 @@ from conftest import wait_until
 
 from consensus import connect
 from consensus.client import _Link
+from consensus.cluster import _free_ports as free_ports
 from consensus.protocol import ReplicaStatus, StatusReq
 
 SECRET = "serve-test-shared-secret-0123456789"
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> list[int | None]:
@@ -51,7 +40,7 @@ class _Serve:
     """Three ``quorumboard serve`` processes wired to each other."""
 
     def __init__(self, root: Path) -> None:
-        ports = _free_ports(6)
+        ports = free_ports(6, "127.0.0.1")
         self.raft = [f"127.0.0.1:{p}" for p in ports[:3]]
         self.client = [f"127.0.0.1:{p}" for p in ports[3:]]
         self.root = root
