@@ -22,12 +22,18 @@ import time
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from consensus.client import Board, _Link, _Lost
 from consensus.errors import BoardError, InvalidCommand, Unavailable
+from consensus.logs import configure_logging
 from consensus.protocol import ReplicaStatus, StatusReq
 from consensus.state import Limits
+
+if TYPE_CHECKING:
+    from consensus.replica import Replica
 
 __all__ = ["LocalCluster"]
 
@@ -71,10 +77,12 @@ class LocalCluster:
                  limits: Limits | None = None, policy_modules: list[str] | None = None,
                  log_level: str = "info", host: str = "127.0.0.1",
                  election_timeout_min_s: float = 0.4, election_timeout_max_s: float = 1.4,
-                 start: bool = True) -> None:
+                 embedded: bool = False, start: bool = True) -> None:
         if not 1 <= replicas <= 15:
             raise InvalidCommand("replicas must be between 1 and 15")
         self.size = replicas
+        self.embedded = embedded
+        self._inproc: list[Replica | None] = [None] * replicas
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="quorumboard-")
@@ -88,6 +96,7 @@ class LocalCluster:
                                      policy_modules=policy_modules or [], log_level=log_level,
                                      emin=election_timeout_min_s, emax=election_timeout_max_s)
         self._boards: list[Board] = []
+        self._log_level = log_level
         self._stopped = False
         _LIVE.add(self)
         if start:
@@ -133,6 +142,18 @@ class LocalCluster:
     # ---------------------------------------------------------------------------- processes
 
     def _spawn(self, i: int) -> None:
+        if self.embedded:
+            # Imported here: consensus.raft patches pysyncobj at import, which a process that
+            # only talks to replicas (or drives pysyncobj itself) should not pay for.
+            from consensus.replica import Replica, ReplicaConfig
+
+            if not structlog.is_configured():
+                configure_logging(self._log_level)
+            config = ReplicaConfig.model_validate_json(self._configs[i].read_text())
+            replica = Replica(config, secret=self.secret)
+            replica.start()
+            self._inproc[i] = replica
+            return
         env = dict(os.environ)
         if self.secret is not None:
             env["QUORUMBOARD_SECRET"] = self.secret.decode()
@@ -149,8 +170,7 @@ class LocalCluster:
         """Start every replica and wait until a leader has been elected and is serving."""
         try:
             for i in range(self.size):
-                proc = self._procs[i]
-                if proc is None or proc.poll() is not None:
+                if self.pid(i) is None:
                     self._spawn(i)
             self.wait_for_leader(timeout_s)
         except BaseException:
@@ -158,14 +178,22 @@ class LocalCluster:
             raise
 
     def pid(self, i: int) -> int | None:
+        """OS pid of replica ``i`` (this process's pid in embedded mode), ``None`` if down."""
+        if self.embedded:
+            return os.getpid() if self._inproc[i] is not None else None
         proc = self._procs[i]
         return proc.pid if proc is not None and proc.poll() is None else None
 
     def alive(self) -> list[int]:
         return [i for i in range(self.size) if self.pid(i) is not None]
 
+    def _processes_only(self, what: str) -> None:
+        if self.embedded:
+            raise InvalidCommand(f"{what} needs replica processes: use LocalCluster(embedded=False)")
+
     def kill(self, i: int) -> None:
         """SIGKILL replica ``i`` (no chance to flush anything) and reap it."""
+        self._processes_only("kill")
         proc = self._procs[i]
         if proc is None or proc.poll() is not None:
             return
@@ -176,24 +204,33 @@ class LocalCluster:
 
     def pause(self, i: int) -> None:
         """SIGSTOP replica ``i``: it keeps its sockets but does nothing (a GC pause, a VM stall)."""
+        self._processes_only("pause")
         proc = self._procs[i]
         if proc is not None and proc.poll() is None:
             os.kill(proc.pid, signal.SIGSTOP)
 
     def resume(self, i: int) -> None:
+        self._processes_only("resume")
         proc = self._procs[i]
         if proc is not None and proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)
 
     def restart(self, i: int, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Start replica ``i`` again from its data dir and wait until it serves status."""
-        self.kill(i)
+        """Start replica ``i`` again from its data dir and wait until it serves status
+        (embedded mode: a clean close and start, since a thread cannot be SIGKILLed)."""
+        if self.embedded:
+            replica, self._inproc[i] = self._inproc[i], None
+            if replica is not None:
+                replica.close()
+        else:
+            self.kill(i)
         self._spawn(i)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._status_of(i) is not None:
                 return
-            if self._procs[i] is not None and self._procs[i].poll() is not None:  # type: ignore[union-attr]
+            if not self.embedded and self._procs[i] is not None and \
+                    self._procs[i].poll() is not None:  # type: ignore[union-attr]
                 raise Unavailable(f"replica r{i} exited with {self._procs[i].returncode}; "  # type: ignore[union-attr]
                                   f"see {self.data_dir / f'r{i}' / 'replica.log'}")
             time.sleep(POLL_S)
@@ -208,6 +245,11 @@ class LocalCluster:
         for board in self._boards:
             with contextlib.suppress(Exception):
                 board.close()
+        for i, replica in enumerate(self._inproc):
+            if replica is not None:
+                self._inproc[i] = None
+                with contextlib.suppress(Exception):
+                    replica.close()
         for proc in self._procs:
             if proc is not None and proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):

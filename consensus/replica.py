@@ -294,8 +294,9 @@ class Replica:
     :meth:`start` if the data dir fails its checksums.
     """
 
-    def __init__(self, config: ReplicaConfig) -> None:
+    def __init__(self, config: ReplicaConfig, *, secret: bytes | None = None) -> None:
         self.config = config
+        self._secret = secret
         self.machine = ReplicaMachine(config)
         self._stop = threading.Event()
         self._raft: RaftNode | None = None
@@ -306,8 +307,10 @@ class Replica:
         config = self.config
         for module in config.policy_modules:
             importlib.import_module(module)
-        secret_text = os.environ.get(config.secret_env)
-        secret = secret_text.encode() if secret_text else None
+        secret = self._secret
+        if secret is None:
+            secret_text = os.environ.get(config.secret_env)
+            secret = secret_text.encode() if secret_text else None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._raft = RaftNode(RaftSettings(
             self_address=config.raft_address, peers=tuple(config.peers),
