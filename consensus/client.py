@@ -444,9 +444,11 @@ class Board:
     def _identity(self, command: Command) -> tuple[int, int]:
         """(session, seq) for ``command``: the numbers of an identical command whose outcome
         is unknown (so this call is its retry and applies at most once), or fresh ones."""
-        ident = encode(command)
         with self._lock:
-            reuse = self._unknown.pop(ident, None)
+            pending_unknown = bool(self._unknown)
+        ident = encode(command) if pending_unknown else b""  # the usual case: nothing to match
+        with self._lock:
+            reuse = self._unknown.pop(ident, None) if ident else None
             if reuse is not None and reuse[0] == self._session:
                 return reuse
             if reuse is not None:
