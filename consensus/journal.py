@@ -46,9 +46,33 @@ Entry = tuple[bytes, int, int]  # (command, idx, term): pysyncobj's in-memory en
 JOURNAL_MAGIC = b"QBJRNL01"
 META_MAGIC = b"QBMETA01"
 _RECORD_HEAD = struct.Struct(">II")
-_META_HEAD = struct.Struct(">I")
 _META_BYTES_MAX = 64 * 1024
 _DEFAULT_COMMIT_INDEX = 1  # pysyncobj's default: index 1 is the initial no-op
+
+
+_SEAL_HEAD = struct.Struct(">I")
+
+
+def seal_file(magic: bytes, obj: object) -> bytes:
+    """File bytes for ``obj``: ``magic`` + crc32 of the body + msgpack body (meta, snapshots)."""
+    body: bytes = msgpack.packb(obj, use_bin_type=True)
+    return magic + _SEAL_HEAD.pack(zlib.crc32(body)) + body
+
+
+def unseal_file(data: bytes, magic: bytes, where: str, what: str) -> Any:
+    """Verify and decode :func:`seal_file` bytes; :class:`CorruptData` names ``where`` (the
+    file), ``what`` it holds and the offset of the problem."""
+    head = len(magic) + _SEAL_HEAD.size
+    if len(data) < head or data[: len(magic)] != magic:
+        raise CorruptData(f"{where}: bad {what} header at offset 0")
+    (crc,) = _SEAL_HEAD.unpack_from(data, len(magic))
+    body = data[head:]
+    if zlib.crc32(body) != crc:
+        raise CorruptData(f"{where}: {what} checksum mismatch")
+    try:
+        return msgpack.unpackb(body, raw=False, strict_map_key=True, max_ext_len=0)
+    except Exception as exc:
+        raise CorruptData(f"{where}: undecodable {what}") from exc
 
 
 def fsync_dir(path: Path) -> None:
@@ -357,32 +381,22 @@ class Journal:
             data = self._meta_path.read_bytes()
         except FileNotFoundError:
             return defaults
-        head = len(META_MAGIC) + _META_HEAD.size
-        if len(data) < head or data[: len(META_MAGIC)] != META_MAGIC or len(data) > _META_BYTES_MAX:
-            raise CorruptData(f"{self._meta_path}: bad meta header at offset 0")
-        (crc,) = _META_HEAD.unpack_from(data, len(META_MAGIC))
-        body = data[head:]
-        if zlib.crc32(body) != crc:
-            raise CorruptData(f"{self._meta_path}: meta checksum mismatch at offset {head}")
-        try:
-            meta = msgpack.unpackb(body, raw=False, strict_map_key=True, max_ext_len=0)
-        except Exception as exc:
-            raise CorruptData(f"{self._meta_path}: undecodable meta at offset {head}") from exc
+        if len(data) > _META_BYTES_MAX:
+            raise CorruptData(f"{self._meta_path}: meta larger than {_META_BYTES_MAX} bytes")
+        meta = unseal_file(data, META_MAGIC, str(self._meta_path), "meta")
         if not isinstance(meta, dict):
-            raise CorruptData(f"{self._meta_path}: meta is not a map at offset {head}")
+            raise CorruptData(f"{self._meta_path}: meta is not a map")
         commit, term, voted = meta.get("commit"), meta.get("term"), meta.get("voted")
         if type(commit) is not int or type(term) is not int:
-            raise CorruptData(f"{self._meta_path}: meta fields invalid at offset {head}")
+            raise CorruptData(f"{self._meta_path}: meta fields invalid")
         if voted is not None and not isinstance(voted, str):
-            raise CorruptData(f"{self._meta_path}: meta vote invalid at offset {head}")
+            raise CorruptData(f"{self._meta_path}: meta vote invalid")
         return {"commit": commit, "term": term, "voted": voted}
 
     def _store_meta(self) -> None:
-        body = msgpack.packb(
-            {"commit": self._commit_index, "term": self._term, "voted": self._voted_for},
-            use_bin_type=True,
+        data = seal_file(
+            META_MAGIC, {"commit": self._commit_index, "term": self._term, "voted": self._voted_for}
         )
-        data = META_MAGIC + _META_HEAD.pack(zlib.crc32(body)) + body
         tmp = self._meta_path.with_name(self._meta_path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:

@@ -33,10 +33,8 @@ import logging
 import os
 import pathlib
 import pickle
-import struct
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any, BinaryIO, Final, Protocol
@@ -52,7 +50,7 @@ from pysyncobj.config import FAIL_REASON, SyncObjConf
 from pysyncobj.syncobj import SyncObj
 
 from consensus.errors import CorruptData, InvalidCommand, InvariantViolation, Unavailable
-from consensus.journal import Entry, Journal, fsync_dir
+from consensus.journal import Entry, Journal, fsync_dir, seal_file, unseal_file
 from consensus.transport import QbTransport, WireConfig
 
 __all__ = [
@@ -77,7 +75,6 @@ FAULT_SKIP_TRUNCATE_ENV: Final = "QUORUMBOARD_FAULT_SKIP_COMPACTION_TRUNCATE"
 JOURNAL_FILE: Final = "raft.journal"
 SNAPSHOT_FILE: Final = "raft.snapshot"
 SNAPSHOT_MAGIC: Final = b"QBSNAP01"
-_SNAPSHOT_HEAD = struct.Struct(">I")
 
 _REGULAR: Final = 0
 _NO_OP: Final = 1
@@ -400,16 +397,15 @@ def _entry_from_wire(value: object, path: pathlib.Path) -> Entry:
 
 def write_snapshot(path: pathlib.Path, snapshot: Snapshot) -> None:
     """Write ``path`` with crc and fsync it (the caller renames it into place)."""
-    body = msgpack.packb(
+    data = seal_file(
+        SNAPSHOT_MAGIC,
         {
             "machine": snapshot.machine,
             "last": _entry_to_wire(snapshot.last),
             "prev": _entry_to_wire(snapshot.prev),
             "cluster": list(snapshot.cluster),
         },
-        use_bin_type=True,
     )
-    data = SNAPSHOT_MAGIC + _SNAPSHOT_HEAD.pack(zlib.crc32(body)) + body
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
@@ -422,22 +418,12 @@ def read_snapshot(path: pathlib.Path, snapshot_bytes_max: int) -> Snapshot:
         data = f.read(snapshot_bytes_max + 1)
     if len(data) > snapshot_bytes_max:
         raise CorruptData(f"{path}: snapshot larger than {snapshot_bytes_max} bytes")
-    head = len(SNAPSHOT_MAGIC) + _SNAPSHOT_HEAD.size
-    if len(data) < head or data[: len(SNAPSHOT_MAGIC)] != SNAPSHOT_MAGIC:
-        raise CorruptData(f"{path}: bad snapshot header at offset 0")
-    (crc,) = _SNAPSHOT_HEAD.unpack_from(data, len(SNAPSHOT_MAGIC))
-    body = data[head:]
-    if zlib.crc32(body) != crc:
-        raise CorruptData(f"{path}: snapshot checksum mismatch at offset {head}")
-    try:
-        fields = msgpack.unpackb(body, raw=False, strict_map_key=True, max_ext_len=0)
-    except Exception as exc:
-        raise CorruptData(f"{path}: undecodable snapshot at offset {head}") from exc
+    fields = unseal_file(data, SNAPSHOT_MAGIC, str(path), "snapshot")
     if not isinstance(fields, dict) or not isinstance(fields.get("machine"), bytes):
-        raise CorruptData(f"{path}: malformed snapshot at offset {head}")
+        raise CorruptData(f"{path}: malformed snapshot")
     cluster = fields.get("cluster")
     if not isinstance(cluster, list) or not all(isinstance(a, str) for a in cluster):
-        raise CorruptData(f"{path}: malformed snapshot cluster at offset {head}")
+        raise CorruptData(f"{path}: malformed snapshot cluster")
     return Snapshot(
         machine=fields["machine"],
         last=_entry_from_wire(fields.get("last"), path),
