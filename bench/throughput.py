@@ -30,11 +30,13 @@ import platform
 import queue
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -73,6 +75,7 @@ class Config:
     skip_raw: bool
     raw_batched: bool
     out: Path
+    repeats: int = 1
 
 
 @dataclasses.dataclass
@@ -80,6 +83,7 @@ class Row:
     system: str
     agents: int
     processes: int
+    repeat: int = 0
     committed: int = 0
     window_s: float = 0.0
     puts_per_s: float = 0.0
@@ -394,41 +398,82 @@ def _lifetime(cfg: Config) -> float:
 # -------------------------------------------------------------------------------- reporting
 
 
-def _ratio(rows: list[Row], agents: int, base: str) -> float | None:
-    qb = next((r for r in rows if r.system == QB and r.agents == agents and not r.failed), None)
-    raw = next((r for r in rows if r.system == base and r.agents == agents and not r.failed),
-               None)
-    if qb is None or raw is None or raw.puts_per_s <= 0:
-        return None
-    return qb.puts_per_s / raw.puts_per_s
+def _ok(rows: list[Row], system: str, agents: int) -> list[Row]:
+    return [r for r in rows if r.system == system and r.agents == agents and not r.failed]
+
+
+def _paired_ratios(rows: list[Row], agents: int, base: str) -> list[float]:
+    """quorumboard/``base`` puts/s within each repeat: the two runs of a pair are adjacent in
+    time, so slow drift in the machine's speed cancels out of the ratio."""
+    out: list[float] = []
+    for qb in _ok(rows, QB, agents):
+        raw = next((r for r in _ok(rows, base, agents) if r.repeat == qb.repeat), None)
+        if raw is not None and raw.puts_per_s > 0:
+            out.append(qb.puts_per_s / raw.puts_per_s)
+    return out
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    """``median`` or ``median (min-max)`` when there are several values."""
+    mid = format(statistics.median(values), fmt)
+    if len(values) < 2:
+        return mid
+    return f"{mid} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def summary(cfg: Config, rows: list[Row]) -> list[dict[str, Any]]:
+    """Per (system, agents): medians over the repeats that did not fail."""
+    out: list[dict[str, Any]] = []
+    for agents in cfg.agents:
+        for system in (QB, RAW_UNBATCHED, RAW_BATCHED):
+            ok = _ok(rows, system, agents)
+            if not ok:
+                continue
+            out.append({
+                "system": system, "agents": agents, "runs": len(ok),
+                "puts_per_s": [r.puts_per_s for r in ok],
+                "puts_per_s_median": statistics.median(r.puts_per_s for r in ok),
+                "p50_ms_median": statistics.median(r.p50_ms for r in ok),
+                "p99_ms_median": statistics.median(r.p99_ms for r in ok),
+            })
+    return out
 
 
 def report(cfg: Config, rows: list[Row]) -> dict[str, Any]:
-    """Print the table, ratio and target lines; return the same as a JSON-able dict."""
-    header = (f"{'system':<14} | {'agents':>6} | {'procs':>5} | {'puts/s':>9} | {'p50 ms':>7} | "
-              f"{'p99 ms':>7} | {'max ms':>7} | {'ldr cpu%':>8} | {'all cpu%':>8} | {'ext cpu%':>8} | "
-              f"{'errors':>6}")
+    """Print the tables, ratio and target lines; return the same as a JSON-able dict."""
+    header = (f"{'system':<14} | {'agents':>6} | {'rep':>3} | {'procs':>5} | {'puts/s':>9} | "
+              f"{'p50 ms':>7} | {'p99 ms':>7} | {'max ms':>7} | {'ldr cpu%':>8} | "
+              f"{'all cpu%':>8} | {'ext cpu%':>8} | {'errors':>6}")
     print(header)
     print("-" * len(header))
     for r in rows:
         if r.failed:
-            print(f"{r.system:<14} | {r.agents:>6} | FAILED: {r.failed.splitlines()[0]}")
+            print(f"{r.system:<14} | {r.agents:>6} | {r.repeat:>3} | FAILED: "
+                  f"{r.failed.splitlines()[0]}")
             continue
-        print(f"{r.system:<14} | {r.agents:>6} | {r.processes:>5} | {r.puts_per_s:>9.1f} | "
-              f"{r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | {r.max_ms:>7.1f} | "
+        print(f"{r.system:<14} | {r.agents:>6} | {r.repeat:>3} | {r.processes:>5} | "
+              f"{r.puts_per_s:>9.1f} | {r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | {r.max_ms:>7.1f} | "
               f"{r.leader_cpu_pct:>8.0f} | {r.total_cpu_pct:>8.0f} | {r.other_cpu_pct:>8.0f} | "
               f"{r.errors:>6}{'' if r.leader_start == r.leader_end else '  leader changed'}")
     print("(cpu% = % of one core over the window; ldr = leader process, all = this run's "
           "processes, ext = everything else on the machine)")
+    medians = summary(cfg, rows)
+    print(f"\nmedian (min-max) over {cfg.repeats} repeat{'s' if cfg.repeats != 1 else ''}:")
+    for m in medians:
+        print(f"  {m['system']:<14} {m['agents']:>4} agents: "
+              f"{_spread(m['puts_per_s'], ',.0f')} puts/s, p50 {m['p50_ms_median']:.2f} ms, "
+              f"p99 {m['p99_ms_median']:.2f} ms")
     print()
     ratios: list[dict[str, Any]] = []
     for base in (RAW_UNBATCHED, RAW_BATCHED):
         for a in cfg.agents:
-            value = _ratio(rows, a, base)
-            if value is None:
+            values = _paired_ratios(rows, a, base)
+            if not values:
                 continue
-            ratios.append({"baseline": base, "agents": a, "puts_per_s_ratio": round(value, 4)})
-            print(f"quorumboard/{base} puts/s at {a} agent{'s' if a != 1 else ''}: {value:.2f}x")
+            ratios.append({"baseline": base, "agents": a, "paired": [round(v, 4) for v in values],
+                           "puts_per_s_ratio": round(statistics.median(values), 4)})
+            print(f"quorumboard/{base} puts/s at {a} agent{'s' if a != 1 else ''}: "
+                  f"{_spread(values, '.2f')}x")
     targets = _targets(cfg, rows)
     if ratios:
         print()
@@ -441,32 +486,31 @@ def report(cfg: Config, rows: list[Row]) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "rows": [dataclasses.asdict(r) for r in rows],
+        "summary": medians,
         "ratios": ratios,
         "targets": targets,
     }
 
 
 def _targets(cfg: Config, rows: list[Row]) -> list[dict[str, Any]]:
-    ok = {(r.system, r.agents): r for r in rows if not r.failed}
+    """Each target judged on the median over the repeats."""
     out: list[dict[str, Any]] = []
 
-    def add(target: str, passed: bool | None, measured: str) -> None:
-        out.append({"target": target, "status": "n/a" if passed is None else
-                    ("PASS" if passed else "MISS"), "measured": measured})
+    def add(target: str, values: list[float], passed: Callable[[float], bool], fmt: str) -> None:
+        if not values:
+            out.append({"target": target, "status": "n/a", "measured": "not measured"})
+            return
+        mid = statistics.median(values)
+        out.append({"target": target, "status": "PASS" if passed(mid) else "MISS",
+                    "measured": _spread(values, fmt), "median": round(mid, 4)})
 
-    lone = ok.get((QB, 1))
     add(f"lone agent commit p50 <= {TARGET_LONE_P50_MS:g} ms",
-        None if lone is None else lone.p50_ms <= TARGET_LONE_P50_MS,
-        "not measured" if lone is None else f"{lone.p50_ms:.2f} ms")
-    many = ok.get((QB, 64))
+        [r.p50_ms for r in _ok(rows, QB, 1)], lambda v: v <= TARGET_LONE_P50_MS, ".2f")
     add(f">= {TARGET_PUTS_64:,.0f} committed puts/s with 64 agents",
-        None if many is None else many.puts_per_s >= TARGET_PUTS_64,
-        "not measured" if many is None else f"{many.puts_per_s:,.0f} puts/s")
+        [r.puts_per_s for r in _ok(rows, QB, 64)], lambda v: v >= TARGET_PUTS_64, ",.0f")
     for a in cfg.agents:
-        value = _ratio(rows, a, RAW_UNBATCHED)
         add(f">= {TARGET_RAW_RATIO:g}x raw pysyncobj unbatched puts/s at {a} agents",
-            None if value is None else value >= TARGET_RAW_RATIO,
-            "not measured" if value is None else f"{value:.2f}x")
+            _paired_ratios(rows, a, RAW_UNBATCHED), lambda v: v >= TARGET_RAW_RATIO, ".2f")
     return out
 
 
@@ -491,6 +535,8 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--skip-raw", action="store_true", help="no raw pysyncobj baselines")
     parser.add_argument("--no-raw-batched", action="store_true",
                         help="skip the batched (default-config) pysyncobj baseline")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved repeats of every run; figures are medians (default 3)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/throughput.json"))
     args = parser.parse_args(argv)
     try:
@@ -505,10 +551,12 @@ def parse_args(argv: list[str] | None) -> Config:
         parser.error("--duration-s in (0, 600], --warmup-s in [0, 60]")
     if not 1 <= args.replicas <= 15 or not 1 <= args.value_bytes <= 2**20 or args.puts_max < 1:
         parser.error("--replicas 1..15, --value-bytes 1..1MiB, --puts-max >= 1")
+    if not 1 <= args.repeats <= 20:
+        parser.error("--repeats 1..20")
     return Config(agents=agents, duration_s=args.duration_s, warmup_s=args.warmup_s,
                   processes=args.processes, replicas=args.replicas, value_bytes=args.value_bytes,
                   puts_max=args.puts_max, skip_raw=args.skip_raw,
-                  raw_batched=not args.no_raw_batched, out=args.out)
+                  raw_batched=not args.no_raw_batched, out=args.out, repeats=args.repeats)
 
 
 def _on_sigterm(_sig: int, _frame: FrameType | None) -> None:
@@ -528,22 +576,24 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="qb-bench-") as tmp:
-            for agents in cfg.agents:
-                for system in systems:
-                    workdir = Path(tmp) / f"{system}-{agents}"
-                    workdir.mkdir()
-                    print(f"[{time.monotonic() - began:6.1f}s] {system}: {agents} agent(s) ...",
-                          file=log, flush=True)
-                    try:
-                        if system == QB:
-                            row = run_quorumboard(cfg, agents, workdir)
-                        else:
-                            row = run_raw(cfg, agents, system == RAW_BATCHED, workdir)
-                    except (HarnessError, OSError, Exception) as exc:
-                        row = Row(system=system, agents=agents, processes=0,
-                                  failed=f"{type(exc).__name__}: {exc}")
-                        print(f"  run failed: {row.failed}", file=log, flush=True)
-                    rows.append(row)
+            runs = [(repeat, agents, system) for repeat in range(1, cfg.repeats + 1)
+                    for agents in cfg.agents for system in systems]
+            for repeat, agents, system in runs:
+                workdir = Path(tmp) / f"{system}-{agents}-{repeat}"
+                workdir.mkdir()
+                print(f"[{time.monotonic() - began:6.1f}s] repeat {repeat}/{cfg.repeats} "
+                      f"{system}: {agents} agent(s) ...", file=log, flush=True)
+                try:
+                    if system == QB:
+                        row = run_quorumboard(cfg, agents, workdir)
+                    else:
+                        row = run_raw(cfg, agents, system == RAW_BATCHED, workdir)
+                except (HarnessError, OSError, Exception) as exc:
+                    row = Row(system=system, agents=agents, processes=0,
+                              failed=f"{type(exc).__name__}: {exc}")
+                    print(f"  run failed: {row.failed}", file=log, flush=True)
+                row.repeat = repeat
+                rows.append(row)
     except KeyboardInterrupt:
         print("interrupted; every process was stopped", file=log)
         return 130

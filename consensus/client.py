@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import queue
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -97,6 +98,8 @@ HELLO_BYTES_MAX = 4096
 READ_SLICE_S = 0.05
 """How long a reading caller blocks in one recv before re-checking its deadline and box."""
 HANDOFF_SLICE_S = 0.002
+SEND_TIMEOUT_S = ATTEMPT_TIMEOUT_S
+"""A send blocked this long (the replica stopped reading) fails the attempt."""
 """How often a caller waiting behind another reader checks whether it should read itself."""
 
 _ERRORS: dict[str, type[BoardError]] = {
@@ -129,6 +132,13 @@ class _Lost(Exception):
         self.sent = sent
 
 
+def _set_kernel_timeout(sock: socket.socket, option: int, timeout_s: float) -> None:
+    """Set SO_RCVTIMEO or SO_SNDTIMEO (a ``struct timeval``; at least 1 ms, never 0 = forever)."""
+    usec = max(1_000, round(timeout_s * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, option, struct.pack("ll", usec // 1_000_000,
+                                                           usec % 1_000_000))
+
+
 class _Link:
     """One authenticated connection to one replica.
 
@@ -158,6 +168,14 @@ class _Link:
         except Exception:
             self._sock.close()
             raise
+        # From here on the socket is blocking with kernel timeouts (SO_RCVTIMEO/SO_SNDTIMEO):
+        # a wait for a reply is one recv syscall, where Python's own timeout mode costs a poll,
+        # and changing it two ioctls. Every syscall releases and retakes the GIL, which with
+        # many agent threads in one process is where a client's CPU went.
+        self._sock.settimeout(None)
+        _set_kernel_timeout(self._sock, socket.SO_SNDTIMEO, SEND_TIMEOUT_S)
+        self._recv_timeout_s = READ_SLICE_S
+        _set_kernel_timeout(self._sock, socket.SO_RCVTIMEO, READ_SLICE_S)
         self._decoder.set_limit(REPLY_FRAME_BYTES_MAX + SEAL_OVERHEAD_BYTES)
 
     def _handshake(self, identity: str) -> None:
@@ -181,8 +199,13 @@ class _Link:
     def _read_once(self, timeout_s: float) -> None:
         """Read what the socket has within ``timeout_s`` and route it (read lock held)."""
         try:
-            self._sock.settimeout(timeout_s)
-            data = self._sock.recv(2**16)
+            if timeout_s <= 0:
+                data = self._sock.recv(2**16, socket.MSG_DONTWAIT)
+            else:
+                if timeout_s != self._recv_timeout_s:  # the last slice before a deadline
+                    _set_kernel_timeout(self._sock, socket.SO_RCVTIMEO, timeout_s)
+                    self._recv_timeout_s = timeout_s
+                data = self._sock.recv(2**16)
         except (TimeoutError, BlockingIOError, InterruptedError):
             return
         except OSError:
