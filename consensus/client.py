@@ -100,6 +100,11 @@ READ_SLICE_S = 0.05
 HANDOFF_SLICE_S = 0.002
 SEND_TIMEOUT_S = ATTEMPT_TIMEOUT_S
 """A send blocked this long (the replica stopped reading) fails the attempt."""
+CLOSE_CHECK_IDLE_S = 0.05
+"""Before a send, a link idle at least this long is checked for a close by the replica (a
+non-blocking recv), so the request is known unsent. A link that just delivered a reply skips
+the check: it costs a syscall per request, it is a race either way (a close can follow it),
+and what it buys is ``Unavailable`` rather than ``OutcomeUnknown`` when every retry fails."""
 """How often a caller waiting behind another reader checks whether it should read itself."""
 
 _ERRORS: dict[str, type[BoardError]] = {
@@ -163,6 +168,7 @@ class _Link:
         self._waiters_lock = threading.Lock()
         self._streams: set[int] = set()
         self.closed = False
+        self._received_at = 0.0
         try:
             self._handshake(identity)
         except Exception:
@@ -214,6 +220,7 @@ class _Link:
         if not data:
             self.close()
             return
+        self._received_at = time.monotonic()
         try:
             for frame in self._decoder.feed(data):
                 self._route(self._channel.open(frame))
@@ -275,7 +282,9 @@ class _Link:
 
     def _notice_close(self) -> None:
         """Before sending: if the replica already closed this link, find out now (sent=False)."""
-        if self._read_lock.acquire(blocking=False):
+        if time.monotonic() - self._received_at < CLOSE_CHECK_IDLE_S:
+            pass
+        elif self._read_lock.acquire(blocking=False):
             try:
                 self._read_once(0.0)
             finally:

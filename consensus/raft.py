@@ -18,13 +18,18 @@ because we override private hooks. What we change and why (see docs/notes on pys
   ~100 ms), a bounded number of proposals in flight (QUEUE_FULL is backpressure), a proposal
   timeout, and a short leader fallback so a partitioned leader stops believing it leads.
 
-Threads: pysyncobj's tick thread does all networking, applies entries and runs every callback.
+Threads: one thread does all networking, applies entries and runs every callback (the *tick
+thread*). By default that is pysyncobj's own; given an asyncio ``loop``, the node runs on that
+loop's thread instead (:class:`LoopPoller`), so a replica's client endpoint and its Raft node
+share one thread and a commit reaches the client without a hand-off between threads.
 :meth:`RaftNode.propose`, :meth:`RaftNode.barrier`, :meth:`RaftNode.call_in_tick`,
 :meth:`RaftNode.status` and :meth:`RaftNode.close` may be called from any thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import enum
@@ -43,6 +48,7 @@ import msgpack
 import pydantic
 import pysyncobj.journal
 import pysyncobj.pickle
+import pysyncobj.poller
 import pysyncobj.serializer
 import pysyncobj.syncobj
 import structlog
@@ -55,6 +61,7 @@ from consensus.transport import QbTransport, WireConfig
 
 __all__ = [
     "ApplyError",
+    "LoopPoller",
     "ProposeFailure",
     "RaftNode",
     "RaftSettings",
@@ -85,6 +92,17 @@ _STATUS_READ_ATTEMPTS: Final = 5
 
 
 # --- settings, results, protocol ---------------------------------------------------------------
+
+
+TICK_PERIOD_S: Final = 0.05
+"""Longest wait between pysyncobj ticks when nothing happens (timers: elections, heartbeats)."""
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class RaftSettings(pydantic.BaseModel, frozen=True):
@@ -288,6 +306,57 @@ def _create_journal(journalFile: str | None = None) -> Journal:
     return journal
 
 
+_poller_handoff = threading.local()
+_create_pysyncobj_poller = pysyncobj.poller.createPoller
+
+
+def _create_poller(poller_type: str) -> Any:
+    """Stands in for pysyncobj's createPoller: the :class:`LoopPoller` RaftNode made, if any."""
+    poller = getattr(_poller_handoff, "poller", None)
+    _poller_handoff.poller = None
+    return poller if poller is not None else _create_pysyncobj_poller(poller_type)
+
+
+_POLL_READ: Final = pysyncobj.poller.POLL_EVENT_TYPE.READ
+_POLL_WRITE: Final = pysyncobj.poller.POLL_EVENT_TYPE.WRITE
+
+
+class LoopPoller:
+    """pysyncobj's poller interface on an asyncio event loop.
+
+    pysyncobj's sockets become the loop's readers and writers, so one thread serves them and
+    everything else on the loop. ``poll`` does not wait (the loop does); after every event
+    ``after_event`` runs, which schedules a pysyncobj tick to act on what arrived. An error
+    condition reaches the callbacks as readable/writable, where a failing recv or send drops
+    the connection. Only the loop's thread may subscribe once the loop runs.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, after_event: Callable[[], None]) -> None:
+        self._loop = loop
+        self._after_event = after_event
+
+    def subscribe(self, descr: int, callback: Callable[[int, int], None], eventMask: int) -> None:
+        self.unsubscribe(descr)
+        if eventMask & _POLL_READ:
+            self._loop.add_reader(descr, self._fire, callback, descr, _POLL_READ)
+        if eventMask & _POLL_WRITE:
+            self._loop.add_writer(descr, self._fire, callback, descr, _POLL_WRITE)
+
+    def unsubscribe(self, descr: int) -> None:
+        self._loop.remove_reader(descr)
+        self._loop.remove_writer(descr)
+
+    def poll(self, timeout: float) -> None:
+        """The loop waits for events; a tick never blocks here."""
+
+    def _fire(self, callback: Callable[[int, int], None], descr: int, event: int) -> None:
+        try:
+            callback(descr, event)
+        except Exception:  # pysyncobj's own tick loop logs and carries on, so do we
+            log.exception("raft_poll_callback_raised")
+        self._after_event()
+
+
 _bridge_state = threading.local()
 
 
@@ -323,6 +392,7 @@ def _install_pysyncobj_patches() -> None:
     pysyncobj.pickle.dump = _codec_dump
     pysyncobj.syncobj.createJournal = _create_journal
     pysyncobj.journal.createJournal = _create_journal
+    pysyncobj.syncobj.createPoller = _create_poller
     root = logging.getLogger("pysyncobj")
     root.setLevel(logging.WARNING)
     root.propagate = False
@@ -540,8 +610,9 @@ class _Pending:
 class RaftNode:
     """One replica of the replicated log, driving ``machine``.
 
-    Effective pysyncobj configuration (from :class:`RaftSettings` defaults): autoTick=True,
-    autoTickPeriod=0.05 s, appendEntriesUseBatch=False (an entry is sent when proposed),
+    Effective pysyncobj configuration (from :class:`RaftSettings` defaults): autoTick=True
+    (False when driven by an asyncio ``loop``: :class:`LoopPoller`), a tick at least every
+    TICK_PERIOD_S=0.05 s, appendEntriesUseBatch=False (an entry is sent when proposed),
     appendEntriesPeriod=heartbeat_interval_s=0.1 s, raftMinTimeout/raftMaxTimeout=0.4/1.4 s,
     leaderFallbackTimeout=2.0 s, connectionTimeout=3.5 s, connectionRetryTime=0.5 s,
     commandsQueueSize=proposals_in_flight_max=2000, commandsWaitLeader=True,
@@ -558,7 +629,11 @@ class RaftNode:
         machine: StateMachine,
         *,
         on_role_change: Callable[[str], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """Start the node. With ``loop``, the node runs on that event loop (which must not be
+        running yet: the caller runs it afterwards, on the thread that becomes the tick thread);
+        otherwise on a thread of its own."""
         if os.environ.get(FORBID_PICKLE_ENV) == "1":
             forbid_pickle()
         self.settings = settings
@@ -569,6 +644,8 @@ class RaftNode:
         self._next_pending_id = 0
         self._tick_calls: deque[Callable[[], None]] = deque()
         self._closed = False
+        self._loop = loop
+        self._tick_scheduled = False
         self._truncate_faults_left = 1 if os.environ.get(FAULT_SKIP_TRUNCATE_ENV) == "1" else 0
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -602,8 +679,8 @@ class RaftNode:
             before_send=self._journal.sync,
         )
         conf = SyncObjConf(
-            autoTick=True,
-            autoTickPeriod=0.05,
+            autoTick=loop is None,
+            autoTickPeriod=TICK_PERIOD_S,
             appendEntriesUseBatch=False,
             appendEntriesPeriod=settings.heartbeat_interval_s,
             raftMinTimeout=settings.election_timeout_min_s,
@@ -629,10 +706,14 @@ class RaftNode:
             bindRetryTime=0.5,
         )
         _journal_handoff.journal = self._journal
+        _poller_handoff.poller = None if loop is None else LoopPoller(loop, self._tick_soon)
         try:
             self._sync = _Replica(self, conf, wire)
+        except pysyncobj.syncobj.SyncObjException as exc:  # without a tick thread: bind failed
+            raise Unavailable(f"cannot bind raft address {settings.self_address}") from exc
         finally:
             _journal_handoff.journal = None
+            _poller_handoff.poller = None
         # pysyncobj stops ticking when the constructing thread exits; tie it to the process.
         self._sync._SyncObj__mainThread = threading.main_thread()
         self._sync.addOnTickCallback(self._on_tick)
@@ -642,6 +723,8 @@ class RaftNode:
             self._sync.destroy()
             self._join_tick_thread()
             raise Unavailable(f"cannot bind raft address {settings.self_address}") from exc
+        if loop is not None:
+            loop.call_soon_threadsafe(self._tick_periodically)
         log.info(
             "raft_started",
             address=settings.self_address,
@@ -728,9 +811,12 @@ class RaftNode:
             if self._closed:
                 return
             self._closed = True
-        self._sync.destroy()
-        self._wake()
-        self._join_tick_thread()
+        if self._loop is None:
+            self._sync.destroy()
+            self._wake()
+            self._join_tick_thread()
+        else:
+            self._on_loop_thread(self._sync.destroy)  # without a tick thread it destroys now
         with self._lock:
             pending = list(self._pending.values())
             self._pending.clear()
@@ -917,6 +1003,52 @@ class RaftNode:
         if notifier is not None:
             with contextlib.suppress(OSError):
                 notifier.notify()
+
+    def _tick_soon(self) -> None:
+        """Loop mode, on the loop: tick once the current events are handled (one per burst)."""
+        if not self._tick_scheduled and self._loop is not None:
+            self._tick_scheduled = True
+            self._loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._tick_scheduled = False
+        if self._closed:
+            return
+        try:
+            self._sync._onTick(0.0)
+        except Exception:  # as pysyncobj's tick thread does: log and tick again later
+            log.exception("raft_tick_raised")
+
+    def _tick_periodically(self) -> None:
+        """Loop mode: timers (elections, heartbeats, timeouts) need a tick even when idle."""
+        if self._closed or self._loop is None:
+            return
+        self._tick()
+        self._loop.call_later(TICK_PERIOD_S, self._tick_periodically)
+
+    def _on_loop_thread(self, fn: Callable[[], None]) -> None:
+        """Loop mode: run ``fn`` on the loop's thread and wait (directly if the loop is not
+        running or this is its thread)."""
+        loop = self._loop
+        if loop is None or not loop.is_running() or _running_loop() is loop:
+            fn()
+            return
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                fn()
+                done.set_result(None)
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(run)
+            done.result(self.settings.close_timeout_s)
+        except RuntimeError:  # the loop closed meanwhile: nothing is running it any more
+            fn()
+        except concurrent.futures.TimeoutError:
+            log.warning("raft_loop_call_timed_out", address=self.settings.self_address)
 
     def _join_tick_thread(self) -> None:
         thread = getattr(self._sync, "_SyncObj__thread", None)

@@ -16,6 +16,7 @@ custom policy this process does not have (it stops instead of diverging).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import importlib
 import os
@@ -316,16 +317,24 @@ class Replica:
             secret_text = os.environ.get(config.secret_env)
             secret = secret_text.encode() if secret_text else None
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        # One event loop thread runs both the Raft node and the client endpoint: a commit is
+        # applied and answered without waking another thread (see consensus/raft.py).
+        loop = asyncio.new_event_loop()
         self._raft = RaftNode(RaftSettings(
             self_address=config.raft_address, peers=tuple(config.peers),
             data_dir=config.data_dir, secret=secret, fsync=config.fsync,
             election_timeout_min_s=config.election_timeout_min_s,
             election_timeout_max_s=config.election_timeout_max_s,
-            command_bytes_max=CLIENT_FRAME_BYTES_MAX), self.machine)
+            command_bytes_max=CLIENT_FRAME_BYTES_MAX), self.machine, loop=loop)
         self.machine.attach(self._raft)
         host, port = _split(config.client_address)
-        self._server = ClientServer(self.machine, host, port, secret)
-        self._server.start()
+        self._server = ClientServer(self.machine, host, port, secret, loop=loop)
+        try:
+            self._server.start()
+        except BaseException:
+            self._raft.close()
+            loop.close()
+            raise
         log.info("replica started", replica=config.name, raft=config.raft_address,
                  client=config.client_address, peers=sorted(config.peers), fsync=config.fsync)
         self._threads = [
@@ -346,10 +355,10 @@ class Replica:
     def close(self) -> None:
         self._stop.set()
         log.info("replica stopping", replica=self.config.name)
+        if self._raft is not None:  # first: it runs on the server's loop
+            self._raft.close()
         if self._server is not None:
             self._server.close()
-        if self._raft is not None:
-            self._raft.close()
         for t in self._threads:
             t.join(2.0)
 

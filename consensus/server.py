@@ -150,14 +150,19 @@ class _Conn:
 
 
 class ClientServer:
-    """Serves clients on ``host:port`` from a thread running its own asyncio loop."""
+    """Serves clients on ``host:port`` from a thread running an asyncio loop.
 
-    def __init__(self, core: Core, host: str, port: int, secret: bytes | None) -> None:
+    The loop is ``loop`` if given (the replica's Raft node runs on it too, so replies to
+    committed proposals are written on the thread that applied them), else a new one."""
+
+    def __init__(self, core: Core, host: str, port: int, secret: bytes | None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.core = core
         self.host = host
         self.port = port
         self.secret = secret
-        self._loop = asyncio.new_event_loop()
+        self._loop = loop or asyncio.new_event_loop()
+        self._loop_thread_id: int | None = None
         self._thread = threading.Thread(target=self._run, name="client-server", daemon=True)
         self._ready = threading.Event()
         self._server: asyncio.base_events.Server | None = None
@@ -185,6 +190,7 @@ class ClientServer:
         self.core.subscribe(self._wake_threadsafe)
 
     def _run(self) -> None:
+        self._loop_thread_id = threading.get_ident()
         asyncio.set_event_loop(self._loop)
         try:
             self._server = self._loop.run_until_complete(
@@ -222,14 +228,19 @@ class ClientServer:
     # -------------------------------------------------------------- notification from apply
 
     def _hand_over(self, finish: Callable[[Reply], None], reply: Reply) -> None:
-        """From the tick thread: queue ``finish(reply)`` for the loop; wake it once per burst."""
+        """From the tick thread: queue ``finish(reply)`` for the loop; wake it once per burst.
+
+        When the tick thread is the loop's own thread, no wake-up is needed at all."""
         with self._handoff_lock:
             self._handoff.append((finish, reply))
             if self._handoff_scheduled:
                 return
             self._handoff_scheduled = True
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._drain_handoff)
+            if threading.get_ident() == self._loop_thread_id:
+                self._loop.call_soon(self._drain_handoff)
+            else:
+                self._loop.call_soon_threadsafe(self._drain_handoff)
 
     def _drain_handoff(self) -> None:
         with self._handoff_lock:

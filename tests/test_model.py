@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import typing
 
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from consensus.errors import InvalidCommand, InvalidKey, InvalidValue
 from consensus.model import (
@@ -16,7 +17,9 @@ from consensus.model import (
     VALUE_BYTES_MAX,
     VALUE_DEPTH_MAX,
     ClaimCmd,
+    Entry,
     PutCmd,
+    Result,
     SetPolicyCmd,
     check_key,
     check_prefix,
@@ -288,3 +291,45 @@ def test_decode_proposal_reports_invalid_input_without_raising(data: object) -> 
     info = decode_proposal(data)
     assert getattr(info, "code", None) == "invalid", info
     assert info.message  # type: ignore[union-attr]
+
+
+def _models() -> list[type[BaseModel]]:
+    import consensus.model
+    import consensus.protocol
+
+    found: list[type[BaseModel]] = []
+    for module in (consensus.model, consensus.protocol):
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel \
+                    and obj not in found:
+                found.append(obj)
+    return found
+
+
+def _allows_none(annotation: object) -> bool:
+    return annotation is type(None) or type(None) in typing.get_args(annotation)
+
+
+def test_every_nullable_field_defaults_to_none() -> None:
+    """``protocol.encode`` leaves ``None`` fields out; that is lossless only if every field that
+    may be ``None`` also defaults to ``None``. A new field that breaks this fails here."""
+    offenders = [f"{cls.__name__}.{name}" for cls in _models()
+                 for name, field in cls.model_fields.items()
+                 if _allows_none(field.annotation)
+                 and (field.is_required() or field.default is not None)]
+    assert len(_models()) > 20
+    assert offenders == []
+
+
+def test_encode_keeps_json_nulls_inside_values_and_round_trips() -> None:
+    from consensus.protocol import Reply, decode, encode
+
+    entry = Entry(key="a/b", value={"x": None, "y": [None, 1]}, version=1, revision=2,
+                  author="ag", create_revision=2, mod_revision=2)
+    reply = Reply(id=9, result=Result(revision=2, entry=entry))
+    assert decode(encode(reply), Reply) == reply
+    null_value = Reply(id=9, result=Result(revision=2, entry=entry.model_copy(
+        update={"value": None})))
+    assert decode(encode(null_value), Reply) == null_value
+    cmd = PutCmd(key="a/b", value=None)
+    assert msgpack.unpackb(encode(cmd))["op"] == "put"  # discriminators are never dropped
