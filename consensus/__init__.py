@@ -11,6 +11,18 @@ ownership safe across stalls and crashes. Start here::
         board.put("plan/step-1", {"text": "draft intro"})
 """
 
+from consensus.checker import (
+    UNKNOWN,
+    CasRegister,
+    CheckResult,
+    Counter,
+    KeyResult,
+    LwwRegister,
+    Model,
+    Operation,
+    SetModel,
+    check_operations,
+)
 from consensus.client import Board, connect
 from consensus.cluster import LocalCluster
 from consensus.errors import (
@@ -43,14 +55,18 @@ from consensus.state import Limits
 __version__ = "0.1.0"
 
 __all__ = [
+    "UNKNOWN",
     "Accept",
     "AuthError",
     "Board",
     "BoardError",
+    "CasRegister",
+    "CheckResult",
     "Claim",
     "ClaimHeld",
     "Conflict",
     "CorruptData",
+    "Counter",
     "Current",
     "Entry",
     "Event",
@@ -62,10 +78,14 @@ __all__ = [
     "InvalidKey",
     "InvalidValue",
     "InvariantViolation",
+    "KeyResult",
     "LeaseInfo",
     "Limits",
     "LocalCluster",
+    "LwwRegister",
+    "Model",
     "NotFound",
+    "Operation",
     "OutcomeUnknown",
     "Pending",
     "PolicyRejected",
@@ -74,10 +94,12 @@ __all__ = [
     "ReplicaStatus",
     "RevisionCompacted",
     "SessionExpired",
+    "SetModel",
     "StaleVersion",
     "Unavailable",
     "UnknownPolicy",
     "Write",
+    "check_operations",
     "connect",
     "register_policy",
 ]
