@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import itertools
+import math
 import queue
 import socket
 import struct
@@ -179,6 +180,7 @@ class _Link:
         # and changing it two ioctls. Every syscall releases and retakes the GIL, which with
         # many agent threads in one process is where a client's CPU went.
         self._sock.settimeout(None)
+        self._send_timeout_s = SEND_TIMEOUT_S
         _set_kernel_timeout(self._sock, socket.SO_SNDTIMEO, SEND_TIMEOUT_S)
         self._recv_timeout_s = READ_SLICE_S
         _set_kernel_timeout(self._sock, socket.SO_RCVTIMEO, READ_SLICE_S)
@@ -292,10 +294,16 @@ class _Link:
         if self.closed:
             raise _Lost(f"connection to {self.address} is closed", sent=False)
 
-    def send(self, message: Any) -> None:
+    def send(self, message: Any, timeout_s: float = SEND_TIMEOUT_S) -> None:
+        """Send ``message``; a replica that stops reading fails it after about ``timeout_s``
+        (at most SEND_TIMEOUT_S, rounded up to 0.1 s so the socket option rarely changes)."""
         payload = encode(message)
+        limit_s = min(SEND_TIMEOUT_S, max(0.1, math.ceil(timeout_s * 10) / 10))
         try:
             with self._send_lock:  # seal and send together: counters must hit the wire in order
+                if limit_s != self._send_timeout_s:
+                    _set_kernel_timeout(self._sock, socket.SO_SNDTIMEO, limit_s)
+                    self._send_timeout_s = limit_s
                 self._sock.sendall(encode_frame(self._channel.seal(payload)))
         except OSError as exc:
             self.close()
@@ -305,7 +313,7 @@ class _Link:
         rid, box = self.open_box()
         try:
             self._notice_close()
-            self.send(build(rid))
+            self.send(build(rid), timeout_s)
             try:
                 msg = self.wait(box, timeout_s)
             except queue.Empty:

@@ -57,7 +57,7 @@ from pysyncobj.syncobj import SyncObj
 
 from consensus.errors import CorruptData, InvalidCommand, InvariantViolation, Unavailable
 from consensus.journal import Entry, Journal, fsync_dir, seal_file, unseal_file
-from consensus.transport import QbTransport, WireConfig
+from consensus.transport import QbTransport, WireConfig, listen_socket
 
 __all__ = [
     "ApplyError",
@@ -94,6 +94,7 @@ _STATUS_READ_ATTEMPTS: Final = 5
 # --- settings, results, protocol ---------------------------------------------------------------
 
 
+BIND_RETRY_S: Final = 0.5
 TICK_PERIOD_S: Final = 0.05
 """Longest wait between pysyncobj ticks when nothing happens (timers: elections, heartbeats)."""
 
@@ -334,17 +335,25 @@ class LoopPoller:
     def __init__(self, loop: asyncio.AbstractEventLoop, after_event: Callable[[], None]) -> None:
         self._loop = loop
         self._after_event = after_event
+        self._fds: set[int] = set()
 
     def subscribe(self, descr: int, callback: Callable[[int, int], None], eventMask: int) -> None:
         self.unsubscribe(descr)
+        self._fds.add(descr)
         if eventMask & _POLL_READ:
             self._loop.add_reader(descr, self._fire, callback, descr, _POLL_READ)
         if eventMask & _POLL_WRITE:
             self._loop.add_writer(descr, self._fire, callback, descr, _POLL_WRITE)
 
     def unsubscribe(self, descr: int) -> None:
+        self._fds.discard(descr)
         self._loop.remove_reader(descr)
         self._loop.remove_writer(descr)
+
+    def close(self) -> None:
+        """Forget every descriptor (after a failed start, when nothing else will)."""
+        for descr in list(self._fds):
+            self.unsubscribe(descr)
 
     def poll(self, timeout: float) -> None:
         """The loop waits for events; a tick never blocks here."""
@@ -702,14 +711,23 @@ class RaftNode:
             dynamicMembershipChange=False,
             onStateChanged=self._state_changed,
             bindAddress=settings.self_address,
-            maxBindRetries=settings.bind_attempts_max,
-            bindRetryTime=0.5,
+            # Without a tick thread pysyncobj retries a failed bind in a busy loop: we wait for
+            # the port ourselves (_wait_bindable) and let pysyncobj try once.
+            maxBindRetries=settings.bind_attempts_max if loop is None else 1,
+            bindRetryTime=BIND_RETRY_S,
         )
+        poller = None if loop is None else LoopPoller(loop, self._tick_soon)
+        if poller is not None and not self._wait_bindable():
+            self._journal.close()
+            raise Unavailable(f"cannot bind raft address {settings.self_address}")
         _journal_handoff.journal = self._journal
-        _poller_handoff.poller = None if loop is None else LoopPoller(loop, self._tick_soon)
+        _poller_handoff.poller = poller
         try:
             self._sync = _Replica(self, conf, wire)
         except pysyncobj.syncobj.SyncObjException as exc:  # without a tick thread: bind failed
+            if poller is not None:
+                poller.close()
+            self._journal.close()
             raise Unavailable(f"cannot bind raft address {settings.self_address}") from exc
         finally:
             _journal_handoff.journal = None
@@ -799,8 +817,12 @@ class RaftNode:
         raise Unavailable(f"could not read raft status: {last_error}")
 
     def is_leader(self) -> bool:
-        """Hint only: another leader may exist in a newer term."""
-        return bool(self._sync._isLeader())
+        """Hint only: another leader may exist in a newer term. False once closed."""
+        return not self._closed and bool(self._sync._isLeader())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         """Stop the tick thread, close sockets and files; idempotent.
@@ -1003,6 +1025,21 @@ class RaftNode:
         if notifier is not None:
             with contextlib.suppress(OSError):
                 notifier.notify()
+
+    def _wait_bindable(self) -> bool:
+        """Loop mode: wait until the raft address can be bound (bounded attempts, a pause
+        between them), so pysyncobj's own single attempt finds it free."""
+        host, _, port = self.settings.self_address.rpartition(":")
+        for attempt in range(max(1, self.settings.bind_attempts_max)):
+            if attempt:
+                time.sleep(BIND_RETRY_S)
+            try:
+                listen_socket(host, int(port)).close()
+                return True
+            except OSError as exc:
+                log.warning("raft_bind_retry", address=self.settings.self_address,
+                            attempt=attempt + 1, error=str(exc))
+        return False
 
     def _tick_soon(self) -> None:
         """Loop mode, on the loop: tick once the current events are handled (one per burst)."""

@@ -199,7 +199,8 @@ class ReplicaMachine:
         return self._raft().is_leader()
 
     def leader_client_address(self) -> str | None:
-        leader = self._raft().status().leader
+        raft = self._raft()
+        leader = None if raft.closed else raft.status().leader
         if leader is None:
             return None
         if leader == self.config.raft_address:
@@ -320,12 +321,11 @@ class Replica:
         # One event loop thread runs both the Raft node and the client endpoint: a commit is
         # applied and answered without waking another thread (see consensus/raft.py).
         loop = asyncio.new_event_loop()
-        self._raft = RaftNode(RaftSettings(
-            self_address=config.raft_address, peers=tuple(config.peers),
-            data_dir=config.data_dir, secret=secret, fsync=config.fsync,
-            election_timeout_min_s=config.election_timeout_min_s,
-            election_timeout_max_s=config.election_timeout_max_s,
-            command_bytes_max=CLIENT_FRAME_BYTES_MAX), self.machine, loop=loop)
+        try:
+            self._raft = self._start_raft(secret, loop)
+        except BaseException:
+            loop.close()
+            raise
         self.machine.attach(self._raft)
         host, port = _split(config.client_address)
         self._server = ClientServer(self.machine, host, port, secret, loop=loop)
@@ -335,6 +335,18 @@ class Replica:
             self._raft.close()
             loop.close()
             raise
+        self._start_background(config)
+
+    def _start_raft(self, secret: bytes | None, loop: asyncio.AbstractEventLoop) -> RaftNode:
+        config = self.config
+        return RaftNode(RaftSettings(
+            self_address=config.raft_address, peers=tuple(config.peers),
+            data_dir=config.data_dir, secret=secret, fsync=config.fsync,
+            election_timeout_min_s=config.election_timeout_min_s,
+            election_timeout_max_s=config.election_timeout_max_s,
+            command_bytes_max=CLIENT_FRAME_BYTES_MAX), self.machine, loop=loop)
+
+    def _start_background(self, config: ReplicaConfig) -> None:
         log.info("replica started", replica=config.name, raft=config.raft_address,
                  client=config.client_address, peers=sorted(config.peers), fsync=config.fsync)
         self._threads = [

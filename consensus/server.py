@@ -88,6 +88,30 @@ class Core(Protocol):
     def subscribe(self, wake: Callable[[], None]) -> None: ...
 
 
+class _Answer:
+    """One proposal's reply slot: the first reply wins, and answering drops the connection
+    reference, so the deadline queue (which holds :meth:`expire` for a whole timeout) keeps
+    only this small object alive, never the request and its value."""
+
+    __slots__ = ("conn", "rid")
+
+    def __init__(self, conn: _Conn, rid: int) -> None:
+        self.conn: _Conn | None = conn
+        self.rid = rid
+
+    def finish(self, reply: Reply) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        conn.inflight -= 1
+        conn.send(reply)
+
+    def expire(self) -> None:
+        if self.conn is not None:  # swept for every proposal: build a reply only if needed
+            self.finish(Reply(id=self.rid, wire_error="outcome_unknown",
+                              message="commit timed out"))
+
+
 class _Deadlines:
     """Timeouts of in-flight requests, swept periodically by the loop.
 
@@ -102,11 +126,16 @@ class _Deadlines:
         self._queue.append((time.monotonic() + timeout_s, expire))
 
     def sweep(self, now: float) -> None:
+        """Expire what is due; a raising callback is logged and does not stop the others."""
         queue = self._queue
         for _ in range(len(queue)):  # bounded by the queue's length
             if queue[0][0] > now:
                 return
-            queue.popleft()[1]()
+            expire = queue.popleft()[1]
+            try:
+                expire()
+            except Exception:
+                log.exception("request timeout handler raised")
 
 
 class _Conn:
@@ -205,10 +234,12 @@ class ClientServer:
         self._loop.run_forever()
 
     def _sweep(self) -> None:
-        now = time.monotonic()
-        self._proposal_deadlines.sweep(now)
-        self._read_deadlines.sweep(now)
-        self._loop.call_later(DEADLINE_SWEEP_S, self._sweep)
+        try:
+            now = time.monotonic()
+            self._proposal_deadlines.sweep(now)
+            self._read_deadlines.sweep(now)
+        finally:  # the sweep must outlive anything a handler does
+            self._loop.call_later(DEADLINE_SWEEP_S, self._sweep)
 
     def close(self) -> None:
         if not self._thread.is_alive():
@@ -369,39 +400,28 @@ class ClientServer:
                             message="too many requests in flight on this connection"))
             return
         conn.inflight += 1
-        answered = False
-
-        def finish(reply: Reply) -> None:
-            nonlocal answered
-            if answered:
-                return
-            answered = True
-            conn.inflight -= 1
-            conn.send(reply)
+        rid = req.id
+        answer = _Answer(conn, rid)
 
         def done(result: object | None, failure: str | None) -> None:  # on the tick thread
             if failure is None and isinstance(result, Result):
-                reply = Reply(id=req.id, result=result)
+                reply = Reply(id=rid, result=result)
             elif failure is None:  # apply raised (a bug), identically on every replica
-                reply = Reply(id=req.id, result=Result(revision=0, error=ErrorInfo(
+                reply = Reply(id=rid, result=Result(revision=0, error=ErrorInfo(
                     code="internal", message=f"apply failed: {result!r}")))
             elif failure == "unavailable":
-                reply = Reply(id=req.id, wire_error="unavailable", message="not committed",
+                reply = Reply(id=rid, wire_error="unavailable", message="not committed",
                               leader_hint=self.core.leader_client_address())
             else:
-                reply = Reply(id=req.id, wire_error="outcome_unknown",
+                reply = Reply(id=rid, wire_error="outcome_unknown",
                               message="the proposal may or may not have committed")
-            self._hand_over(finish, reply)
+            self._hand_over(answer.finish, reply)
 
-        def timed_out() -> None:  # swept for every proposal: build a reply only if needed
-            if not answered:
-                finish(Reply(id=req.id, wire_error="outcome_unknown", message="commit timed out"))
-
-        self._proposal_deadlines.add(PROPOSE_TIMEOUT_S, timed_out)
+        self._proposal_deadlines.add(PROPOSE_TIMEOUT_S, answer.expire)
         try:
             self.core.propose(encode(req.proposal), done)
         except BoardError as exc:  # e.g. a payload over the raft command bound
-            finish(Reply(id=req.id, wire_error="invalid", message=str(exc)))
+            answer.finish(Reply(id=rid, wire_error="invalid", message=str(exc)))
 
     # -------------------------------------------------------------------------------- reads
 

@@ -767,6 +767,12 @@ def _put(state: BoardState, agent: str, cmd: PutCmd, policies: PolicyRegistry) -
     claim = state.claims.get(cmd.key)
     if claim is not None and lease is None:
         lease = claim.lease  # the claim's key lives exactly as long as the claim
+    elif claim is not None and lease != claim.lease:
+        # Another lease would let the key (and with it the claim) end while the claim's own
+        # lease lives: a claimed key keeps its claim's lease.
+        raise _Refused(_err("invalid", f"{cmd.key} is claimed and lives exactly as long as its "
+                            f"claim (lease {claim.lease}): write it without a lease or with "
+                            "that one"))
     _check_new_key(state, cmd.key, lease)
     decision = _decide(pdef, binding, current, Write("put", cmd.value, agent, cmd.expect_version))
     if isinstance(decision, Reject):

@@ -600,6 +600,20 @@ class QbConnection:
 # --- server and transport ----------------------------------------------------------------------
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking listening socket on ``host:port`` (raises :class:`OSError`)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setblocking(False)
+        sock.bind((host, port))
+        sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class _Server:
     """Listening socket; wraps each accepted socket in a QbConnection."""
 
@@ -617,17 +631,7 @@ class _Server:
         self._socket: socket.socket | None = None
 
     def bind(self) -> None:
-        sock = socket.socket(
-            socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM
-        )
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setblocking(False)
-            sock.bind((self._host, self._port))
-            sock.listen(64)
-        except OSError:
-            sock.close()
-            raise
+        sock = listen_socket(self._host, self._port)
         self._socket = sock
         self._poller.subscribe(
             sock.fileno(), self._on_event, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR

@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
 import pytest
 
 from consensus.auth import RAFT_LABEL, Channel, new_nonce
@@ -475,3 +476,58 @@ def test_wrong_secret_never_joins(make_cluster: Callable[..., Cluster]) -> None:
     # attempts are periodic, so poll every replica's log rather than reading it once.
     poll(lambda: any("raft_peer_rejected" in r.log_tail(400) for r in cluster.replicas),
          CONVERGE_TIMEOUT_S, "a logged rejection of the wrong-secret peer")
+
+
+def test_loop_mode_bind_conflict_fails_cleanly(tmp_path: pathlib.Path) -> None:
+    """A node driven by an asyncio loop whose raft port is taken raises Unavailable after its
+    bounded attempts, and leaves no journal file or loop registration behind."""
+    import asyncio
+
+    from consensus.errors import Unavailable
+    from consensus.raft import RaftNode, RaftSettings
+    from tests.raft_replica_main import CounterMachine
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    address = f"127.0.0.1:{taken.getsockname()[1]}"
+    loop = asyncio.new_event_loop()
+    try:
+        settings = RaftSettings(self_address=address, peers=(), data_dir=tmp_path,
+                                bind_attempts_max=2)
+        registered = set(loop._selector.get_map())  # type: ignore[attr-defined]  # self-pipe
+        with pytest.raises(Unavailable, match="cannot bind"):
+            RaftNode(settings, CounterMachine(), loop=loop)
+        open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                      if os.path.exists(f"/proc/self/fd/{fd}")}
+        assert not [f for f in open_files if f.startswith(str(tmp_path))], open_files
+        assert set(loop._selector.get_map()) == registered  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+        taken.close()
+
+
+def test_loop_mode_node_commits_and_closes(tmp_path: pathlib.Path) -> None:
+    """Raft §5.3 on one node driven by an asyncio loop: proposals from another thread commit,
+    and after close the node no longer claims to lead."""
+    import asyncio
+
+    from consensus.raft import RaftNode, RaftSettings
+    from tests.raft_replica_main import CounterMachine, Waiter
+
+    loop = asyncio.new_event_loop()
+    node = RaftNode(RaftSettings(self_address=f"127.0.0.1:{free_port()}", peers=(),
+                                 data_dir=tmp_path), CounterMachine(), loop=loop)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        poll(node.is_leader, 10.0, "the lone node to lead")
+        waiter = Waiter()
+        node.propose(msgpack.packb(["k", 3]), waiter)
+        assert waiter.event.wait(10.0) and waiter.failure is None and waiter.result == 3
+    finally:
+        node.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5.0)
+        loop.close()
+    assert node.closed and not node.is_leader()

@@ -216,3 +216,54 @@ def test_counter_merge_is_order_independent() -> None:
     # ... and says float deltas are order-dependent up to rounding: both hold here.
     f, b = run([0.1, 0.2, 0.3]), run([0.3, 0.2, 0.1])
     assert isinstance(f, float) and isinstance(b, float) and abs(f - b) < 1e-12
+
+
+# ------------------------------------------------------------------ server (server.py)
+
+
+def test_answered_proposal_leaves_nothing_but_its_id_in_the_deadline_queue() -> None:
+    """The timeout sweep holds each proposal's expiry for PROPOSE_TIMEOUT_S; once answered,
+    that must not keep the connection (or through it the request and its value) alive."""
+    import gc
+
+    from consensus.protocol import Reply
+    from consensus.server import _Answer
+
+    sent: list[Reply] = []
+
+    class Conn:  # the two members _Answer uses
+        inflight = 1
+
+        def send(self, reply: Reply) -> None:
+            sent.append(reply)
+
+    conn = Conn()
+    answer = _Answer(conn, 7)  # type: ignore[arg-type]
+    answer.finish(Reply(id=7))
+    answer.expire()  # the sweep, later: no second reply
+    answer.finish(Reply(id=7, wire_error="unavailable"))
+    assert [r.id for r in sent] == [7] and sent[0].wire_error == "" and conn.inflight == 0
+    assert conn not in gc.get_referents(answer) and answer.conn is None
+
+    late = _Answer(Conn(), 8)  # type: ignore[arg-type]
+    late.expire()
+    assert sent[-1].id == 8 and sent[-1].wire_error == "outcome_unknown"
+
+
+def test_deadline_sweep_survives_a_raising_handler() -> None:
+    from consensus.server import _Deadlines
+
+    fired: list[str] = []
+    deadlines = _Deadlines()
+
+    def boom() -> None:
+        fired.append("boom")
+        raise RuntimeError("handler bug")
+
+    deadlines.add(0.0, boom)
+    deadlines.add(0.0, lambda: fired.append("next"))
+    deadlines.add(3600.0, lambda: fired.append("not due"))
+    import time
+
+    deadlines.sweep(time.monotonic() + 1.0)
+    assert fired == ["boom", "next"]

@@ -388,6 +388,9 @@ class BoardMachine(RuleBasedStateMachine):
         if lease is not None and lease not in self.leases:
             self.expect(res, "not_found")
             return
+        if lease is not None and key in self.claims and lease != self.claims[key].lease:
+            self.expect(res, "invalid")  # a claimed key keeps its claim's lease
+            return
         code, new = self.decide(self.policy(key), agent, key, "put", value, ev)
         self.expect(res, code, key)
         if code is None:
@@ -624,6 +627,7 @@ class BoardMachine(RuleBasedStateMachine):
         for key, c in s.claims.items():
             assert key in s.kv, "a claimed key exists"
             assert c.lease in s.leases, "a claim's lease is alive"
+            assert s.kv[key].lease == c.lease, "a claimed key lives with its claim's lease"
         assert len(set(c.fence for c in s.claims.values())) == len(s.claims)
         for lid, rec in s.leases.items():
             for key in rec.keys:
