@@ -1,0 +1,106 @@
+"""The cas-register workload against a real 3-replica cluster while a follower is repeatedly
+paused (SIGSTOP): its recorded history (JSON Lines) checks as linearizable. The checker's own
+negative control (a planted stale read) is in test_checker.py; system-level planted bugs need the
+network fault layer and come with it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from consensus import LocalCluster, connect
+from consensus.errors import CorruptData
+from consensus.history import HistoryWriter, read_history, to_operations
+from consensus.workload import CasRegisterWorkload, check_cas_register
+
+WORKLOAD = CasRegisterWorkload(clients=6, keys=2, ops_per_client=120, duration_s=20.0,
+                               rate_per_s=300.0, read_share=0.5, seed=5)
+
+
+PAUSE_S = 0.4
+PAUSE_EVERY_S = 1.0
+PAUSES_MAX = 8
+
+
+@contextmanager
+def _pausing_a_follower(cluster: LocalCluster) -> Iterator[list[int]]:
+    """A small nemesis: SIGSTOP one follower for PAUSE_S every PAUSE_EVERY_S (bounded), while
+    the leader keeps committing with the other. Readers pinned to it wait; when it resumes,
+    their reads and the leader's backlog arrive together. Always resumed on exit."""
+    leader = cluster.wait_for_leader()
+    victim = next(i for i in range(len(cluster.endpoints)) if i != leader)
+    stop = threading.Event()
+    pauses: list[int] = []
+
+    def run() -> None:
+        for _ in range(PAUSES_MAX):
+            if stop.wait(PAUSE_EVERY_S - PAUSE_S):
+                return
+            cluster.pause(victim)
+            pauses.append(victim)
+            try:
+                stop.wait(PAUSE_S)
+            finally:
+                cluster.resume(victim)
+
+    thread = threading.Thread(target=run, name="nemesis-pause", daemon=True)
+    thread.start()
+    try:
+        yield pauses
+    finally:
+        stop.set()
+        thread.join(PAUSE_EVERY_S + 5.0)
+        cluster.resume(victim)
+
+
+def _run(cluster: LocalCluster, path: Path) -> None:
+    with _pausing_a_follower(cluster) as pauses, HistoryWriter(path) as history:
+        stats = WORKLOAD.run(
+            writer_for=lambda name: cluster.board(agent=f"{name}-w"),
+            reader_for=lambda name, n: connect([cluster.endpoints[n % len(cluster.endpoints)]],
+                                               agent=f"{name}-r"),
+            history=history)
+    assert pauses, "the nemesis never paused a follower"
+    assert stats.ok > WORKLOAD.clients * WORKLOAD.ops_per_client // 2, stats
+    assert "client still running after the deadline" not in stats.errors
+
+
+def test_healthy_cluster_history_is_linearizable(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    with LocalCluster(replicas=3, data_dir=tmp_path / "bb") as cluster:
+        _run(cluster, path)
+    records, note = read_history(path)
+    assert note == ""
+    kinds = {(r.f, r.type) for r in records}
+    assert {("read", "ok"), ("cas", "ok")} <= kinds
+    refused = [r for r in records if r.f == "cas" and r.type == "ok" and r.value[0] == "conflict"]
+    assert refused, "concurrent writers on two keys must collide at least once"
+    result, _ = check_cas_register(path)
+    assert result.verdict == "ok", result.explain()
+
+
+def test_torn_last_line_is_dropped_and_other_damage_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    with HistoryWriter(path) as h:
+        h.write("c0", "invoke", "read", "k", None, 1)
+        h.write("c0", "ok", "read", "k", [0, None], 2)
+        h.write("c1", "invoke", "cas", "k", [0, 5], 3)
+    with path.open("a") as f:
+        f.write('{"index": 3, "process": "c1", "type": "o')  # the recorder died mid-line
+    records, note = read_history(path)
+    assert [r.index for r in records] == [0, 1, 2] and "torn" in note
+    # c1's cas never completed: it is checked as indeterminate.
+    ops = to_operations(records, lambda inv, done: ((inv.f,), None if done is None
+                                                    else tuple(done.value)))
+    assert [op.indeterminate for op in ops] == [False, True]
+
+    lines = path.read_text().splitlines()
+    lines[1] = json.dumps({"index": 1, "process": "c0", "type": "bogus"})
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CorruptData, match="line 2"):
+        read_history(path)
