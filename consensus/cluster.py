@@ -29,6 +29,7 @@ import structlog
 from consensus.client import Board, _Link, _Lost
 from consensus.errors import BoardError, InvalidCommand, Unavailable
 from consensus.logs import configure_logging
+from consensus.netfaults import NetworkFaults
 from consensus.protocol import ReplicaStatus, StatusReq
 from consensus.state import Limits
 
@@ -64,6 +65,11 @@ def _free_ports(count: int, host: str) -> list[int]:
             s.close()
 
 
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
 class LocalCluster:
     """A local cluster of ``replicas`` processes (default 3) sharing ``data_dir``.
 
@@ -77,7 +83,8 @@ class LocalCluster:
                  limits: Limits | None = None, policy_modules: list[str] | None = None,
                  log_level: str = "info", host: str = "127.0.0.1",
                  election_timeout_min_s: float = 0.4, election_timeout_max_s: float = 1.4,
-                 embedded: bool = False, start: bool = True) -> None:
+                 embedded: bool = False, network_faults: bool = False,
+                 start: bool = True) -> None:
         if not 1 <= replicas <= 15:
             raise InvalidCommand("replicas must be between 1 and 15")
         self.size = replicas
@@ -92,6 +99,9 @@ class LocalCluster:
         self.host = host
         self._lock = threading.Lock()
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * replicas
+        self._network_faults = network_faults
+        self.net: NetworkFaults | None = None
+        """With ``network_faults=True``: partition / isolate / delay / heal the raft links."""
         self._configs = self._layout(fsync=fsync, limits=limits or Limits(),
                                      policy_modules=policy_modules or [], log_level=log_level,
                                      emin=election_timeout_min_s, emax=election_timeout_max_s)
@@ -119,6 +129,8 @@ class LocalCluster:
             ports = _free_ports(self.size, self.host)
             raft = [f"{self.host}:{p}" for p in ports]
         client = [f"{self.host}:{p}" for p in _free_ports(self.size, self.host)]
+        if self._network_faults:
+            self.net = NetworkFaults([_split_address(a) for a in raft])
         self.data_dir.mkdir(parents=True, exist_ok=True)
         layout_file.write_text(json.dumps({"raft": raft}))
         paths = []
@@ -131,6 +143,8 @@ class LocalCluster:
                 "data_dir": str(rdir), "fsync": fsync, "limits": limits.model_dump(),
                 "policy_modules": policy_modules, "log_level": log_level,
                 "election_timeout_min_s": emin, "election_timeout_max_s": emax,
+                "raft_dial": {} if self.net is None else {
+                    raft[j]: self.net.dial_address(i, j) for j in range(self.size) if j != i},
             }
             path = rdir / "config.json"
             path.write_text(json.dumps(config, indent=2))
@@ -264,6 +278,8 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(STOP_TIMEOUT_S)
+        if self.net is not None:
+            self.net.close()
         _LIVE.discard(self)
         if self._tmp is not None:
             with contextlib.suppress(OSError):

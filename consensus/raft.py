@@ -115,6 +115,8 @@ class RaftSettings(pydantic.BaseModel, frozen=True):
 
     self_address: str
     peers: tuple[str, ...] = ()
+    dial: tuple[tuple[str, str], ...] = ()
+    """(peer, address) pairs: dial ``address`` to reach ``peer`` (fault-injection proxies)."""
     data_dir: pathlib.Path
     secret: bytes | None = None
     fsync: bool = False
@@ -686,6 +688,7 @@ class RaftNode:
             socket_buffer_bytes=2**20,
             pending_connections_max=settings.pending_connections_max,
             before_send=self._journal.sync,
+            dial=dict(settings.dial),
         )
         conf = SyncObjConf(
             autoTick=loop is None,

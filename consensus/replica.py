@@ -84,6 +84,8 @@ class ReplicaConfig(BaseModel):
     log_level: str = "info"
     election_timeout_min_s: float = 0.4
     election_timeout_max_s: float = 1.4
+    raft_dial: dict[str, str] = Field(default_factory=dict)
+    """Peer raft address -> address to dial instead (LocalCluster's network fault proxies)."""
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -341,6 +343,7 @@ class Replica:
         config = self.config
         return RaftNode(RaftSettings(
             self_address=config.raft_address, peers=tuple(config.peers),
+            dial=tuple(sorted(config.raft_dial.items())),
             data_dir=config.data_dir, secret=secret, fsync=config.fsync,
             election_timeout_min_s=config.election_timeout_min_s,
             election_timeout_max_s=config.election_timeout_max_s,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections import deque
@@ -63,6 +64,11 @@ WATCH_PROGRESS_S = 1.0
 PROPOSE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 5.0
+PLANTED_BUG_ENV = "QUORUMBOARD_PLANTED_BUG"
+"""Negative controls only: ``stale-reads`` makes every replica, followers included, answer
+linearizable reads from its local state at once, without a read barrier — the bug the
+linearizability checker must catch (tests/test_workload.py). Never set outside tests; a replica
+with a planted bug says so at CRITICAL level when it starts."""
 DEADLINE_SWEEP_S = 0.1
 """How often expired proposals and reads are answered: a request's timeout fires up to this
 much late, in exchange for no timer per request (a heap push and cancel per commit cost ~10 %
@@ -207,6 +213,10 @@ class ClientServer:
         self._barrier_inflight = False
         self._proposal_deadlines = _Deadlines()
         self._read_deadlines = _Deadlines()
+        self._planted_bug = os.environ.get(PLANTED_BUG_ENV, "")
+        if self._planted_bug:
+            log.critical("PLANTED BUG ACTIVE: this replica is deliberately wrong",
+                         bug=self._planted_bug)
 
     # ------------------------------------------------------------------------ lifecycle
 
@@ -362,7 +372,7 @@ class ClientServer:
         if isinstance(req, ProposeReq):
             self._propose(conn, req)
         elif isinstance(req, ReadReq):
-            if req.stale:
+            if req.stale or self._planted_bug == "stale-reads":
                 with self.core.lock:
                     reply = self._read(req)
                 conn.send(reply)

@@ -60,6 +60,8 @@ class WireConfig:
     socket_buffer_bytes: int
     pending_connections_max: int
     before_send: Callable[[], None]
+    dial: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Peer identity -> the address to dial for it (a fault-injection proxy), if not itself."""
 
 
 # --- message schema ----------------------------------------------------------------------------
@@ -252,11 +254,13 @@ class QbConnection:
         *,
         sock: socket.socket | None = None,
         expected_peer: str | None = None,
+        dial: str | None = None,
         peer_allowed: Callable[[str], bool] | None = None,
     ) -> None:
         self._poller = poller
         self._wire = wire
         self._expected_peer = expected_peer
+        self._dial = dial
         self._peer_allowed = peer_allowed
         self._on_connected: Callable[[], None] | None = None
         self._on_message: Callable[[dict[str, Any]], None] | None = None
@@ -301,7 +305,11 @@ class QbConnection:
         return self._fileno
 
     def connect(self, host: str | None, port: int) -> bool:
-        """Start a non-blocking connect; the handshake begins once TCP is up."""
+        """Start a non-blocking connect; the handshake begins once TCP is up. A ``dial``
+        override (a proxy) replaces the address; the peer must still prove its identity."""
+        if self._dial is not None:
+            host, _, dial_port = self._dial.rpartition(":")
+            port = int(dial_port)
         if host is None:
             return False
         self._close_socket()
@@ -693,7 +701,8 @@ class QbTransport(TCPTransport):  # type: ignore[misc]
         self._nodes.add(node)
         self._nodeAddrToNode[node.address] = node
         if self._shouldConnect(node):
-            conn = QbConnection(self._syncObj._poller, self._wire, expected_peer=node.address)
+            conn = QbConnection(self._syncObj._poller, self._wire, expected_peer=node.address,
+                                dial=self._wire.dial.get(node.address))
             conn.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, conn))
             conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
             conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))

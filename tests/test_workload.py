@@ -1,7 +1,8 @@
-"""The cas-register workload against a real 3-replica cluster while a follower is repeatedly
-paused (SIGSTOP): its recorded history (JSON Lines) checks as linearizable. The checker's own
-negative control (a planted stale read) is in test_checker.py; system-level planted bugs need the
-network fault layer and come with it."""
+"""The cas-register workload against a real 3-replica cluster under faults — a follower
+repeatedly paused (SIGSTOP), or cut off from its peers by the network fault proxies while
+clients still reach it — records a JSON Lines history that checks as linearizable; with a
+planted bug (replicas answer linearizable reads from local state, no barrier) the partition
+run is caught as a violation (the negative control)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from consensus import LocalCluster, connect
 from consensus.errors import CorruptData
 from consensus.history import HistoryWriter, read_history, to_operations
+from consensus.server import PLANTED_BUG_ENV
 from consensus.workload import CasRegisterWorkload, check_cas_register
 
 WORKLOAD = CasRegisterWorkload(clients=6, keys=2, ops_per_client=120, duration_s=20.0,
@@ -58,8 +61,22 @@ def _pausing_a_follower(cluster: LocalCluster) -> Iterator[list[int]]:
         cluster.resume(victim)
 
 
-def _run(cluster: LocalCluster, path: Path) -> None:
-    with _pausing_a_follower(cluster) as pauses, HistoryWriter(path) as history:
+@contextmanager
+def _isolating_a_follower(cluster: LocalCluster) -> Iterator[list[int]]:
+    """Cut one follower off from both peers (raft links only) for most of the run; heal at the
+    end, also on failure. The majority keeps committing; the follower falls behind."""
+    assert cluster.net is not None
+    leader = cluster.wait_for_leader()
+    victim = next(i for i in range(len(cluster.endpoints)) if i != leader)
+    cluster.net.isolate(victim)
+    try:
+        yield [victim]
+    finally:
+        cluster.net.heal()
+
+
+def _run(cluster: LocalCluster, path: Path, nemesis: Any = None) -> None:
+    with (nemesis or _pausing_a_follower)(cluster) as pauses, HistoryWriter(path) as history:
         stats = WORKLOAD.run(
             writer_for=lambda name: cluster.board(agent=f"{name}-w"),
             reader_for=lambda name, n: connect([cluster.endpoints[n % len(cluster.endpoints)]],
@@ -82,6 +99,41 @@ def test_healthy_cluster_history_is_linearizable(tmp_path: Path) -> None:
     assert refused, "concurrent writers on two keys must collide at least once"
     result, _ = check_cas_register(path)
     assert result.verdict == "ok", result.explain()
+
+
+PARTITION_WORKLOAD = CasRegisterWorkload(clients=6, keys=2, ops_per_client=60, duration_s=20.0,
+                                         rate_per_s=120.0, read_share=0.5, seed=9)
+
+
+def _partition_run(tmp_path: Path) -> tuple[str, str]:
+    path = tmp_path / "history.jsonl"
+    with LocalCluster(replicas=3, data_dir=tmp_path / "bb", network_faults=True) as cluster:
+        with _isolating_a_follower(cluster), HistoryWriter(path) as history:
+            stats = PARTITION_WORKLOAD.run(
+                writer_for=lambda name: cluster.board(agent=f"{name}-w"),
+                reader_for=lambda name, n: connect([cluster.endpoints[n % 3]], agent=f"{name}-r",
+                                                   timeout_s=2.0),
+                history=history)
+        assert stats.ok > 0 and "client still running after the deadline" not in stats.errors
+        cluster.wait_converged()
+        assert len(set(cluster.digests())) == 1, "replicas converge after heal"
+    result, _ = check_cas_register(path)
+    return result.verdict, result.explain()
+
+
+def test_partitioned_follower_never_serves_a_stale_read(tmp_path: Path) -> None:
+    """Raft §8 (reads): a follower cut off from the leader cannot pass a read barrier, so its
+    linearizable reads fail instead of answering from its stale state."""
+    verdict, explanation = _partition_run(tmp_path)
+    assert verdict == "ok", explanation
+
+
+def test_negative_control_planted_stale_reads_are_caught(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PLANTED_BUG_ENV, "stale-reads")  # inherited by the replica processes
+    verdict, explanation = _partition_run(tmp_path)
+    assert verdict == "violation", explanation
+    assert "read()" in explanation
 
 
 def test_torn_last_line_is_dropped_and_other_damage_refused(tmp_path: Path) -> None:
