@@ -106,7 +106,33 @@ class Model(Protocol[S]):
 # --------------------------------------------------------------------------------- models
 
 
-class CasRegister:
+class _ReadWriteModel:
+    """A model whose ``("read",)`` returns the whole state and whose other operations have an
+    :meth:`effect`: the output they must report and the state after them."""
+
+    name = "model"
+
+    def init(self) -> Any:
+        raise NotImplementedError
+
+    def effect(self, state: Any, inp: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        """``(expected output, state after)`` of ``inp`` in ``state``; ``None`` if unknown."""
+        raise NotImplementedError
+
+    def step(self, state: Any, op: Operation) -> tuple[bool, Any]:
+        if op.input[0] == "read":
+            return (op.indeterminate or op.output == state), state
+        effect = self.effect(state, op.input)
+        if effect is None:
+            return False, state
+        output, after = effect
+        return (op.indeterminate or op.output == output), after
+
+    def describe(self, op: Operation) -> str:
+        return _describe(op)
+
+
+class CasRegister(_ReadWriteModel):
     """A key under ``reject-stale``: compare-and-set on the version.
 
     State ``(version, value)``, version 0 = absent. Inputs: ``("read",)`` → output
@@ -118,23 +144,16 @@ class CasRegister:
     def init(self) -> tuple[int, Any]:
         return (0, None)
 
-    def step(self, state: tuple[int, Any], op: Operation) -> tuple[bool, tuple[int, Any]]:
-        kind = op.input[0]
-        if kind == "read":
-            return (op.indeterminate or op.output == state), state
-        if kind == "cas":
-            _, expect, value = op.input
-            if state[0] == expect:
-                after = (expect + 1, value)
-                return (op.indeterminate or op.output == ("ok", expect + 1)), after
-            return (op.indeterminate or op.output == ("conflict", state[0])), state
-        return False, state
-
-    def describe(self, op: Operation) -> str:
-        return _describe(op)
+    def effect(self, state: tuple[int, Any], inp: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        if inp[0] != "cas":
+            return None
+        _, expect, value = inp
+        if state[0] != expect:
+            return ("conflict", state[0]), state
+        return ("ok", expect + 1), (expect + 1, value)
 
 
-class LwwRegister:
+class LwwRegister(_ReadWriteModel):
     """A key under ``last-writer-wins``: every write applies, in log order.
 
     State ``(version, value)``. Inputs: ``("read",)`` → ``(version, value)``;
@@ -145,21 +164,13 @@ class LwwRegister:
     def init(self) -> tuple[int, Any]:
         return (0, None)
 
-    def step(self, state: tuple[int, Any], op: Operation) -> tuple[bool, tuple[int, Any]]:
-        kind = op.input[0]
-        if kind == "read":
-            return (op.indeterminate or op.output == state), state
-        if kind == "write":
-            after = (state[0] + 1, op.input[1])
-            return (op.indeterminate or op.output == ("ok", after[0])), after
-        return False, state
+    def effect(self, state: tuple[int, Any], inp: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        if inp[0] != "write":
+            return None
+        return ("ok", state[0] + 1), (state[0] + 1, inp[1])
 
 
-    def describe(self, op: Operation) -> str:
-        return _describe(op)
-
-
-class Counter:
+class Counter(_ReadWriteModel):
     """A key under ``merge`` with ``kind=counter``: adds commute, reads see the sum.
 
     State: the total. Inputs: ``("read",)`` → total (0 when absent); ``("add", n)`` →
@@ -170,20 +181,11 @@ class Counter:
     def init(self) -> int:
         return 0
 
-    def step(self, state: int, op: Operation) -> tuple[bool, int]:
-        kind = op.input[0]
-        if kind == "read":
-            return (op.indeterminate or op.output == state), state
-        if kind == "add":
-            after = state + op.input[1]
-            return (op.indeterminate or op.output == ("ok", after)), after
-        return False, state
-
-    def describe(self, op: Operation) -> str:
-        return _describe(op)
+    def effect(self, state: int, inp: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        return None if inp[0] != "add" else (("ok", state + inp[1]), state + inp[1])
 
 
-class SetModel:
+class SetModel(_ReadWriteModel):
     """A key under ``merge`` with ``kind=set``: union. State: a frozenset.
 
     Inputs: ``("read",)`` → frozenset; ``("add", x)`` → ``("ok", frozenset_after)``."""
@@ -193,17 +195,11 @@ class SetModel:
     def init(self) -> frozenset[Any]:
         return frozenset()
 
-    def step(self, state: frozenset[Any], op: Operation) -> tuple[bool, frozenset[Any]]:
-        kind = op.input[0]
-        if kind == "read":
-            return (op.indeterminate or op.output == state), state
-        if kind == "add":
-            after = state | {op.input[1]}
-            return (op.indeterminate or op.output == ("ok", after)), after
-        return False, state
-
-    def describe(self, op: Operation) -> str:
-        return _describe(op)
+    def effect(self, state: frozenset[Any], inp: tuple[Any, ...]) -> tuple[Any, Any] | None:
+        if inp[0] != "add":
+            return None
+        after = state | {inp[1]}
+        return ("ok", after), after
 
 
 def _describe(op: Operation) -> str:
