@@ -99,6 +99,7 @@ HELLO_BYTES_MAX = 4096
 READ_SLICE_S = 0.05
 """How long a reading caller blocks in one recv before re-checking its deadline and box."""
 HANDOFF_SLICE_S = 0.002
+"""How often a caller waiting behind another reader checks whether it should read itself."""
 SEND_TIMEOUT_S = ATTEMPT_TIMEOUT_S
 """A send blocked this long (the replica stopped reading) fails the attempt."""
 CLOSE_CHECK_IDLE_S = 0.05
@@ -106,7 +107,6 @@ CLOSE_CHECK_IDLE_S = 0.05
 non-blocking recv), so the request is known unsent. A link that just delivered a reply skips
 the check: it costs a syscall per request, it is a race either way (a close can follow it),
 and what it buys is ``Unavailable`` rather than ``OutcomeUnknown`` when every retry fails."""
-"""How often a caller waiting behind another reader checks whether it should read itself."""
 
 _ERRORS: dict[str, type[BoardError]] = {
     "stale_version": StaleVersion,

@@ -402,8 +402,8 @@ def tune_gc() -> None:
     A replica's heap grows with the board (every put keeps an entry, an event and an audit
     record), and the default thresholds run a full collection each time the heap grows by a
     quarter: a stop-the-world pass over the whole board that the GIL makes every thread
-    wait for. That cost grows with the board and showed as ~25 % lower throughput and 2x p99
-    at 64 agents (bench/README.md). The replicated state holds no reference cycles, so
+    wait for. That cost grows with the board: at 64 agents it put p99 commit latency at
+    ~65-70 ms against ~35-40 ms with these thresholds (bench/README.md). The replicated state holds no reference cycles, so
     refcounting frees it; the collector only needs to find rare cyclic garbage (tracebacks,
     asyncio internals), which larger thresholds still do. Start-up objects (modules, pydantic
     schemas) are frozen out of every collection. Only the replica's own process is tuned:
