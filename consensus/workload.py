@@ -50,6 +50,7 @@ class CasRegisterWorkload:
     read_share: float = 0.5
     seed: int = 0
     prefix: str = "wl/reg/"
+    final_reads: bool = True
 
     def __post_init__(self) -> None:
         if not (1 <= self.clients <= CLIENTS_MAX and self.keys >= 1
@@ -114,7 +115,18 @@ class CasRegisterWorkload:
             if t.is_alive():
                 with lock:
                     stats.errors["client still running after the deadline"] = 1
+        if self.final_reads:
+            self.read_all(writer_for("final"), record)
         return stats
+
+    def read_all(self, board: Board, record: Record) -> None:
+        """One read of every key (through the leader), after the run: with them in the history,
+        the linearizability check also proves no acknowledged write was lost."""
+        try:
+            for k in range(self.keys):
+                _read(board, "final", f"{self.prefix}{k}", {}, record)
+        finally:
+            board.close()
 
 
 Record = Callable[..., HistoryRecord]

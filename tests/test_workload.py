@@ -97,6 +97,8 @@ def test_healthy_cluster_history_is_linearizable(tmp_path: Path) -> None:
     assert {("read", "ok"), ("cas", "ok")} <= kinds
     refused = [r for r in records if r.f == "cas" and r.type == "ok" and r.value[0] == "conflict"]
     assert refused, "concurrent writers on two keys must collide at least once"
+    finals = [r for r in records if r.process == "final" and r.type == "ok"]
+    assert len(finals) == WORKLOAD.keys, "the final read of every key is in the history"
     result, _ = check_cas_register(path)
     assert result.verdict == "ok", result.explain()
 
