@@ -95,4 +95,7 @@ class GroupCommit:
             if nxt:
                 self._send(nxt)
 
-        self._submit(pack_batch([payload for payload, _ in batch]), on_done)
+        try:
+            self._submit(pack_batch([payload for payload, _ in batch]), on_done)
+        except Exception:  # e.g. over the raft entry bound: nothing was proposed
+            on_done(None, "unavailable")

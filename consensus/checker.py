@@ -403,8 +403,20 @@ def _check_key(key: str, ops: list[Operation], model: Model[Any], steps_max: int
     cut_time = times[hi] if times else math.inf
     kept = {o.id for o in _cut(ops, cut_time)}
     window = tuple(o for o in ops if o.id in kept)
-    # Up to just before cut_time the history is explainable; this completion is what breaks it.
-    culprit = next((o for o in window if o.ret == cut_time), found.culprit)
+    # Up to just before cut_time the history is explainable; a completion at cut_time breaks it.
+    # If several complete then, name the first whose outcome, made unknown, explains the rest.
+    at_cut = [o for o in window if o.ret == cut_time]
+    culprit = at_cut[0] if at_cut else found.culprit
+    if len(at_cut) > 1:
+        seen = _cut(ops, cut_time)
+        for cand in at_cut:
+            relaxed = [dataclasses.replace(o, output=UNKNOWN, ret=math.inf) if o.id == cand.id
+                       else o for o in seen]
+            probe = _search(relaxed, model, steps_max, should_stop)
+            steps += probe.steps
+            if probe.ok:
+                culprit = cand
+                break
     return KeyResult(key, model.name, "violation", len(ops), steps, window=window,
                      culprit=culprit, linearized=found.linearized, cut_time=cut_time)
 

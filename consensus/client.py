@@ -459,6 +459,9 @@ class Board:
                 continue
             if reply.wire_error == "compacted":
                 raise RevisionCompacted(reply.message, compact_revision=reply.compact_revision)
+            if maybe_applied and not idempotent:  # this refusal says nothing of the earlier try
+                raise OutcomeUnknown(f"an earlier attempt may have applied; then: "
+                                     f"{reply.message}") from InvalidCommand(reply.message)
             raise InvalidCommand(reply.message)
         if maybe_applied and not idempotent:
             raise OutcomeUnknown(f"outcome unknown after retries until the deadline ({last}); "

@@ -54,7 +54,9 @@ class HistoryWriter:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._file: IO[str] = path.open("a", encoding="utf-8")
+        # "x": a history is one run's evidence; appending a second run would repeat indexes
+        # and mix two clocks. Raises FileExistsError if the path is taken.
+        self._file: IO[str] = path.open("x", encoding="utf-8")
         self._index = 0
 
     def write(self, process: str, type: Kind, f: str, key: str, value: Any, time_ns: int,

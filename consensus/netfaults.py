@@ -38,6 +38,7 @@ CHUNK_BYTES = 65_536
 CONNECTIONS_PER_LINK_MAX = 16
 START_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 5.0
+STOP_ROUNDS_MAX = 8
 
 
 @dataclasses.dataclass
@@ -61,6 +62,8 @@ class NetworkFaults:
         self._rnd = random.Random(seed)
         self._loop = asyncio.new_event_loop()
         self._links: dict[tuple[int, int], _Link] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._thread = threading.Thread(target=self._loop.run_forever, name="netfaults",
                                         daemon=True)
         self._thread.start()
@@ -150,33 +153,59 @@ class NetworkFaults:
             self._links[key].jitter_s = jitter_s
 
     async def _stop(self) -> None:
+        """Close listeners, abort every connection and cancel every task, and wait for them:
+        no connection is (re)opened or left half-closed once this returns."""
+        self._closing = True
         for link in self._links.values():
             if link.server is not None:
                 link.server.close()
             for w in list(link.conns):
-                w.close()
-            link.open.set()  # release pumps waiting on a cut link so they see the close
+                w.transport.abort()
+            link.open.set()  # wake held connections: they see _closing and give up
+        # Connections accepted just before the listeners closed have a handler task that has
+        # not run yet; every task on this private loop is ours, so wait for all of them (each
+        # sees _closing first thing and aborts its connection).
+        me = asyncio.current_task()
+        for _ in range(STOP_ROUNDS_MAX):  # an accept spawns a task that spawns the handler
+            await asyncio.sleep(0)
+            tasks = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+            if not tasks:
+                break
+            _, pending = await asyncio.wait(tasks, timeout=CALL_TIMEOUT_S / 4)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for link in self._links.values():
+            if link.server is not None:
+                await link.server.wait_closed()
 
     async def _serve(self, link: _Link, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
-        if len(link.conns) >= CONNECTIONS_PER_LINK_MAX:
-            writer.close()
+        task = asyncio.current_task()
+        if self._closing or task is None or len(link.conns) >= CONNECTIONS_PER_LINK_MAX:
+            writer.transport.abort()
             return
+        self._tasks.add(task)
         link.conns.add(writer)
         upstream: asyncio.StreamWriter | None = None
         try:
             await link.open.wait()  # a cut link holds new connections unanswered
+            if self._closing:
+                return
             up_reader, upstream = await asyncio.open_connection(*link.target)
             link.conns.add(upstream)
             await asyncio.gather(self._pump(link, reader, upstream),
                                  self._pump(link, up_reader, writer))
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:  # only _stop cancels, and only stragglers
+            pass
         finally:
             for w in (writer, upstream):
                 if w is not None:
                     link.conns.discard(w)
-                    w.close()
+                    w.transport.abort()
+            self._tasks.discard(task)
 
     async def _pump(self, link: _Link, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
@@ -194,4 +223,4 @@ class NetworkFaults:
         except (ConnectionError, OSError):
             pass
         finally:
-            writer.close()
+            writer.transport.abort()

@@ -158,10 +158,11 @@ def _cas(board: Board, process: str, key: str, seen: dict[str, int], value: int,
     except OutcomeUnknown as exc:
         record(process, "info", "cas", key, None, f"{type(exc).__name__}: {exc}")
         return
-    except (Unavailable, BoardError) as exc:
-        # Unavailable after retries may still hide an applied attempt only when the client
-        # says so (OutcomeUnknown above); any other refusal happened before anything applied.
+    except Unavailable as exc:  # the client says no attempt can have applied
         record(process, "fail", "cas", key, None, f"{type(exc).__name__}: {exc}")
+        return
+    except BoardError as exc:  # anything else: do not assume it did not apply
+        record(process, "info", "cas", key, None, f"{type(exc).__name__}: {exc}")
         return
     seen[key] = entry.version
     record(process, "ok", "cas", key, ["ok", entry.version])

@@ -160,3 +160,12 @@ def test_twenty_thousand_operations_decide() -> None:
     history, _ = simulate(20_000, 16, 10, 11, 0.01)
     assert check_operations(history, CasRegister()).verdict == "ok"
     assert check_operations(plant_stale_read(history), CasRegister()).verdict == "violation"
+
+
+def test_culprit_is_the_completion_the_search_stopped_at() -> None:
+    """Two reads complete at the cut time; the stale one is named, not the first by call."""
+    write = op(0, ("cas", 0, "a"), ("ok", 1), 0.0, 1.0)
+    fresh = op(1, ("read",), (1, "a"), 2.0, 3.0)
+    stale = op(2, ("read",), (0, None), 2.0, 3.0)
+    (bad,) = check_operations([write, fresh, stale], CasRegister()).violations
+    assert bad.culprit == stale

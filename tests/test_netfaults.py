@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -33,3 +34,37 @@ def test_isolated_leader_is_replaced_and_the_cluster_heals(tmp_path: Path) -> No
         entry = cluster.board(agent="b").get("x/2")
         assert entry is not None and entry.value == 2
     assert not [t for t in threading.enumerate() if t.name == "netfaults"], "proxy thread stopped"
+
+
+def test_close_forwards_nothing_held_and_stops_everything() -> None:
+    """Connections held on a cut link are never connected through, not even while closing;
+    the proxy thread and loop end."""
+    import socket
+
+    from consensus.netfaults import NetworkFaults
+
+    accepted: list[socket.socket] = []
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen(16)
+    target.settimeout(0.2)
+    net = NetworkFaults([target.getsockname(), target.getsockname()])
+    clients = []
+    try:
+        net.isolate(0)
+        port = int(net.dial_address(0, 1).rpartition(":")[2])
+        for _ in range(3):
+            c = socket.create_connection(("127.0.0.1", port), timeout=2.0)
+            c.sendall(b"held")
+            clients.append(c)
+        net.close()
+        for _ in range(5):  # nothing may reach the target, during or after close
+            with contextlib.suppress(TimeoutError):
+                accepted.append(target.accept()[0])
+        assert accepted == []
+    finally:
+        net.close()
+        for c in clients + accepted:
+            c.close()
+        target.close()
+    assert not [t for t in threading.enumerate() if t.name == "netfaults"]

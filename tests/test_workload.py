@@ -148,6 +148,8 @@ def test_torn_last_line_is_dropped_and_other_damage_refused(tmp_path: Path) -> N
         f.write('{"index": 3, "process": "c1", "type": "o')  # the recorder died mid-line
     records, note = read_history(path)
     assert [r.index for r in records] == [0, 1, 2] and "torn" in note
+    with pytest.raises(FileExistsError):  # one history per run: never appended to
+        HistoryWriter(path)
     # c1's cas never completed: it is checked as indeterminate.
     ops = to_operations(records, lambda inv, done: ((inv.f,), None if done is None
                                                     else tuple(done.value)))
