@@ -24,6 +24,7 @@ linearisable iff every operation can be placed.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -106,18 +107,19 @@ class Model(Protocol[S]):
 # --------------------------------------------------------------------------------- models
 
 
-class _ReadWriteModel:
+class _ReadWriteModel(abc.ABC):
     """A model whose ``("read",)`` returns the whole state and whose other operations have an
     :meth:`effect`: the output they must report and the state after them."""
 
     name = "model"
 
+    @abc.abstractmethod
     def init(self) -> Any:
-        raise NotImplementedError
+        """The state of a key nobody has written."""
 
+    @abc.abstractmethod
     def effect(self, state: Any, inp: tuple[Any, ...]) -> tuple[Any, Any] | None:
         """``(expected output, state after)`` of ``inp`` in ``state``; ``None`` if unknown."""
-        raise NotImplementedError
 
     def step(self, state: Any, op: Operation) -> tuple[bool, Any]:
         if op.input[0] == "read":
