@@ -46,6 +46,7 @@ def simulate(ops_total: int, clients: int, keys: int, seed: int,
     for _point, i, c, key, call, ret in planned:
         version, value = state.get(key, (0, None))
         inp: tuple[Any, ...]
+        out: Any
         if rnd.random() < 0.5:
             inp, out = ("read",), (version, value)
         else:

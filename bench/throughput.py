@@ -29,7 +29,6 @@ import os
 import platform
 import queue
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -341,23 +340,12 @@ def _qb_leader_term(cluster: Any) -> tuple[str, int]:
             max((st.term for st in statuses), default=0))
 
 
-def _free_ports(count: int) -> list[int]:
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def run_raw(cfg: Config, agents: int, batched: bool, workdir: Path) -> Row:
     row = Row(system=RAW_BATCHED if batched else RAW_UNBATCHED, agents=agents,
               processes=cfg.replicas)
-    addresses = [f"{HOST}:{p}" for p in _free_ports(cfg.replicas)]
+    from consensus.cluster import _free_ports  # the orchestrator may import consensus
+
+    addresses = [f"{HOST}:{p}" for p in _free_ports(cfg.replicas, HOST)]
     procs: list[LoadProc] = []
     graceful = False
     try:

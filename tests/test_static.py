@@ -20,7 +20,7 @@ def test_ruff_clean() -> None:
 
 
 def test_mypy_strict_clean() -> None:
-    r = _run("mypy", "--strict", "consensus", "agents")
+    r = _run("mypy", "--strict", "consensus", "agents", "bench")
     assert r.returncode == 0, r.stdout + r.stderr
 
 
