@@ -11,6 +11,7 @@ ownership safe across stalls and crashes. Start here::
         board.put("plan/step-1", {"text": "draft intro"})
 """
 
+from consensus.chaos import ChaosReport, Scenario, run_chaos
 from consensus.checker import (
     UNKNOWN,
     CasRegister,
@@ -47,10 +48,14 @@ from consensus.errors import (
     Unavailable,
     UnknownPolicy,
 )
+from consensus.history import FaultEvent, HistoryWriter, OpRecord, read_faults, read_history
 from consensus.model import Claim, Entry, Event, FenceRef, HistoryRecord, LeaseInfo, Pending
+from consensus.nemesis import Nemesis, NemesisConfig
+from consensus.netfaults import NetworkFaults
 from consensus.policies import Accept, Current, Reject, Write, register_policy
 from consensus.protocol import ReplicaStatus
 from consensus.state import Limits
+from consensus.workload import CasRegisterWorkload
 
 __version__ = "0.1.0"
 
@@ -61,6 +66,8 @@ __all__ = [
     "Board",
     "BoardError",
     "CasRegister",
+    "CasRegisterWorkload",
+    "ChaosReport",
     "CheckResult",
     "Claim",
     "ClaimHeld",
@@ -70,10 +77,12 @@ __all__ = [
     "Current",
     "Entry",
     "Event",
+    "FaultEvent",
     "FenceRef",
     "FencedOut",
     "FrameTooLarge",
     "HistoryRecord",
+    "HistoryWriter",
     "InvalidCommand",
     "InvalidKey",
     "InvalidValue",
@@ -84,7 +93,11 @@ __all__ = [
     "LocalCluster",
     "LwwRegister",
     "Model",
+    "Nemesis",
+    "NemesisConfig",
+    "NetworkFaults",
     "NotFound",
+    "OpRecord",
     "Operation",
     "OutcomeUnknown",
     "Pending",
@@ -93,6 +106,7 @@ __all__ = [
     "Reject",
     "ReplicaStatus",
     "RevisionCompacted",
+    "Scenario",
     "SessionExpired",
     "SetModel",
     "StaleVersion",
@@ -101,5 +115,8 @@ __all__ = [
     "Write",
     "check_operations",
     "connect",
+    "read_faults",
+    "read_history",
     "register_policy",
+    "run_chaos",
 ]

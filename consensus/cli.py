@@ -2,7 +2,8 @@
 
 Exit codes mean something to scripts: 0 ok, 1 other error, 2 usage, 3 conflict (refused by a
 policy, a stale version or a fence), 4 not found, 5 unavailable / outcome unknown, 6 invalid
-input. ``--json`` prints machine-readable output.
+input; ``chaos``: 0 checked and valid, 7 violation found, 8 could not decide within the limit.
+``--json`` prints machine-readable output.
 """
 
 from __future__ import annotations
@@ -267,6 +268,30 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_chaos(args: argparse.Namespace) -> int:
+    from consensus.chaos import load_scenario, print_summary, run_chaos, scenario_from
+
+    overrides = {
+        "replicas": args.replicas, "workload": args.workload, "clients": args.clients,
+        "rate": args.rate, "duration_s": args.duration, "keys": args.keys, "seed": args.seed,
+        "interval_s": args.interval, "fault_s": args.fault_duration,
+        "check_time_limit_s": args.check_time_limit,
+        "nemesis": None if args.nemesis is None else
+        [k.strip() for k in args.nemesis.split(",") if k.strip()],
+    }
+    scenario = (load_scenario(Path(args.scenario), **overrides) if args.scenario
+                else scenario_from({k: v for k, v in overrides.items() if v is not None},
+                                   "arguments"))
+    out = Path(args.out) if args.out else Path(
+        "runs", f"chaos-{scenario.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    configure_logging(args.log_level)
+    report = run_chaos(scenario, out, progress=lambda m: None if args.json else print(
+        f"chaos: {m}", flush=True))
+    print(report.model_dump_json(indent=2) if args.json
+          else print_summary(report, out / "summary.json"), flush=True)
+    return report.exit_code
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from consensus.replica import ReplicaConfig, run
 
@@ -315,6 +340,27 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--secret-env", default="QUORUMBOARD_SECRET",
                    help="environment variable holding the shared secret (>= 16 bytes)")
     s.add_argument("--log-level", default="info")
+
+    ch = sub.add_parser("chaos", help="fault-injection run: workload + nemesis + checks",
+                        description="Run a local cluster under a workload while a nemesis "
+                        "injects faults; record and check the history. Flags override "
+                        "--scenario file values.")
+    ch.add_argument("--scenario", default=None, help="TOML file with the Scenario fields")
+    ch.add_argument("--replicas", type=int, default=None)
+    ch.add_argument("--workload", default=None, help="cas-register")
+    ch.add_argument("--clients", type=int, default=None)
+    ch.add_argument("--rate", type=float, default=None, help="operations/s in total")
+    ch.add_argument("--duration", type=float, default=None, help="seconds of workload")
+    ch.add_argument("--keys", type=int, default=None)
+    ch.add_argument("--nemesis", default=None,
+                    help="comma list of kill,pause,partition,delay,loss,clock")
+    ch.add_argument("--interval", type=float, default=None, help="quiet seconds before a fault")
+    ch.add_argument("--fault-duration", type=float, default=None, help="seconds a fault lasts")
+    ch.add_argument("--seed", type=int, default=None)
+    ch.add_argument("--check-time-limit", type=float, default=None)
+    ch.add_argument("--out", default=None, help="output dir (default runs/chaos-SEED-TIME)")
+    ch.add_argument("--json", action="store_true", help="print verdict.json")
+    ch.add_argument("--log-level", default="warning")
 
     def client(name: str, help_: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_)
@@ -367,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_up(args)
         if args.command == "serve":
             return _cmd_serve(args)
+        if args.command == "chaos":
+            return _cmd_chaos(args)
         code: int = args.run(args)
         return code
     except KeyboardInterrupt:

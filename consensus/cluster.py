@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from consensus.client import Board, _Link, _Lost
+from consensus.clocks import ClockFault, write_clock_fault
 from consensus.errors import BoardError, InvalidCommand, Unavailable
 from consensus.logs import configure_logging
 from consensus.netfaults import NetworkFaults
@@ -41,6 +42,7 @@ __all__ = ["LocalCluster"]
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.05
+CLOCK_FAULT_FILE = "clock-fault.msgpack"
 
 _LIVE: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
 
@@ -84,7 +86,7 @@ class LocalCluster:
                  log_level: str = "info", host: str = "127.0.0.1",
                  election_timeout_min_s: float = 0.4, election_timeout_max_s: float = 1.4,
                  embedded: bool = False, network_faults: bool = False,
-                 start: bool = True) -> None:
+                 clock_faults: bool = False, start: bool = True) -> None:
         if not 1 <= replicas <= 15:
             raise InvalidCommand("replicas must be between 1 and 15")
         self.size = replicas
@@ -102,6 +104,8 @@ class LocalCluster:
         self._network_faults = network_faults
         self.net: NetworkFaults | None = None
         """With ``network_faults=True``: partition / isolate / delay / heal the raft links."""
+        self._clock_faults = clock_faults
+        self._clock_serial = 0
         self._configs = self._layout(fsync=fsync, limits=limits or Limits(),
                                      policy_modules=policy_modules or [], log_level=log_level,
                                      emin=election_timeout_min_s, emax=election_timeout_max_s)
@@ -145,6 +149,7 @@ class LocalCluster:
                 "election_timeout_min_s": emin, "election_timeout_max_s": emax,
                 "raft_dial": {} if self.net is None else {
                     raft[j]: self.net.dial_address(i, j) for j in range(self.size) if j != i},
+                "clock_fault_file": str(rdir / CLOCK_FAULT_FILE) if self._clock_faults else None,
             }
             path = rdir / "config.json"
             path.write_text(json.dumps(config, indent=2))
@@ -228,6 +233,23 @@ class LocalCluster:
         proc = self._procs[i]
         if proc is not None and proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)
+
+    @property
+    def clock_faults(self) -> bool:
+        """Whether replicas read their lease clock through a fault clock (:meth:`skew_clock`)."""
+        return self._clock_faults
+
+    def skew_clock(self, i: int, *, jump_s: float = 0.0, rate: float = 1.0) -> None:
+        """Clock fault (``clock_faults=True`` only): replica ``i``'s lease clock jumps by
+        ``jump_s`` now and runs ``rate`` times real time from now on. ``rate=1.0`` with no jump
+        keeps whatever offset earlier jumps left; see :mod:`consensus.clocks`."""
+        if not self._clock_faults:
+            raise InvalidCommand("clock faults need LocalCluster(clock_faults=True)")
+        with self._lock:
+            self._clock_serial += 1
+            serial = self._clock_serial
+        write_clock_fault(self.data_dir / f"r{i}" / CLOCK_FAULT_FILE,
+                          ClockFault(serial=serial, jump_s=jump_s, rate=rate))
 
     def restart(self, i: int, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start replica ``i`` again from its data dir and wait until it serves status

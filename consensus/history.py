@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -24,15 +24,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from consensus.checker import UNKNOWN, Operation
 from consensus.errors import CorruptData
 
-__all__ = ["HistoryRecord", "HistoryWriter", "read_history", "to_operations"]
+__all__ = [
+    "FAULT_KINDS",
+    "FaultEvent",
+    "FaultKind",
+    "HistoryWriter",
+    "OpRecord",
+    "pair_records",
+    "read_faults",
+    "read_history",
+    "to_operations",
+]
 
 Kind = Literal["invoke", "ok", "fail", "info"]
 
 RECORD_BYTES_MAX = 1 << 20
 """A history line longer than this is refused when read (a record holds one operation)."""
 
+FaultKind = Literal["kill", "pause", "partition", "delay", "loss", "clock"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("kill", "pause", "partition", "delay", "loss", "clock")
+EVENT_LINE_BYTES_MAX = 1 << 16
+"""A history line longer than this is refused when read (a record holds one operation)."""
 
-class HistoryRecord(BaseModel):
+
+class OpRecord(BaseModel):
     """One line of a history."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -60,8 +75,8 @@ class HistoryWriter:
         self._index = 0
 
     def write(self, process: str, type: Kind, f: str, key: str, value: Any, time_ns: int,
-              error: str = "") -> HistoryRecord:
-        record = HistoryRecord(index=self._index, process=process, type=type, f=f, key=key,
+              error: str = "") -> OpRecord:
+        record = OpRecord(index=self._index, process=process, type=type, f=f, key=key,
                                value=value, time_ns=time_ns, error=error[:4096])
         self._file.write(record.model_dump_json() + "\n")
         self._file.flush()
@@ -78,12 +93,12 @@ class HistoryWriter:
         self.close()
 
 
-def read_history(path: Path) -> tuple[list[HistoryRecord], str]:
+def read_history(path: Path) -> tuple[list[OpRecord], str]:
     """The records of a history file, and a note if its last line was torn (dropped).
 
     Raises :class:`~consensus.errors.CorruptData` naming the line if any other line does not
     decode: a history is evidence, and a damaged one must not be checked silently."""
-    records: list[HistoryRecord] = []
+    records: list[OpRecord] = []
     note = ""
     with path.open("rb") as f:
         lines = f.read().split(b"\n")
@@ -94,7 +109,7 @@ def read_history(path: Path) -> tuple[list[HistoryRecord], str]:
         try:
             if len(raw) > RECORD_BYTES_MAX:
                 raise ValueError(f"line longer than {RECORD_BYTES_MAX} bytes")
-            records.append(HistoryRecord.model_validate(json.loads(raw)))
+            records.append(OpRecord.model_validate(json.loads(raw)))
         except (ValueError, ValidationError) as exc:
             if number - 1 == last:  # no newline after it: the writer died mid-line
                 note = f"dropped a torn last line ({len(raw)} bytes)"
@@ -104,8 +119,8 @@ def read_history(path: Path) -> tuple[list[HistoryRecord], str]:
 
 
 def to_operations(
-    records: Iterable[HistoryRecord],
-    convert: Callable[[HistoryRecord, HistoryRecord | None], tuple[tuple[Any, ...], Any] | None],
+    records: Iterable[OpRecord],
+    convert: Callable[[OpRecord, OpRecord | None], tuple[tuple[Any, ...], Any] | None],
 ) -> list[Operation]:
     """Pair each process's invoke with its completion, in order, into checker operations.
 
@@ -114,18 +129,27 @@ def to_operations(
     ``completion`` is ``None`` for an indeterminate operation (``info``, or no completion in the
     history), whose output the checker treats as unknown. A completion without an invoke, or
     a second invoke before a completion, is refused with ``CorruptData``."""
-    open_calls: dict[str, HistoryRecord] = {}
     ops: list[Operation] = []
-
-    def add(invoke: HistoryRecord, done: HistoryRecord | None) -> None:
-        pair = convert(invoke, done)
+    for invoke, done in pair_records(records):
+        if done is not None and done.type == "fail":
+            continue  # it certainly did not happen and observed nothing: not part of the check
+        known = done if done is not None and done.type == "ok" else None
+        pair = convert(invoke, known)
         if pair is None:
-            return
+            continue
         inp, out = pair
-        ret = math.inf if done is None else done.time_ns / 1e9
+        ret = math.inf if known is None else known.time_ns / 1e9
         ops.append(Operation(invoke.index, invoke.process, invoke.key, inp,
-                             UNKNOWN if done is None else out, invoke.time_ns / 1e9, ret))
+                             UNKNOWN if known is None else out, invoke.time_ns / 1e9, ret))
+    return ops
 
+
+def pair_records(records: Iterable[OpRecord]
+                 ) -> Iterator[tuple[OpRecord, OpRecord | None]]:
+    """Each invocation with its process's completion, in completion order; invocations still
+    running when the history ends come last, with ``None``. A completion without an invoke,
+    or a second invoke before a completion, raises ``CorruptData``."""
+    open_calls: dict[str, OpRecord] = {}
     for rec in records:
         if rec.type == "invoke":
             if rec.process in open_calls:
@@ -135,11 +159,42 @@ def to_operations(
         invoke = open_calls.pop(rec.process, None)
         if invoke is None:
             raise CorruptData(f"record {rec.index}: completion without an invoke")
-        if rec.type == "ok":
-            add(invoke, rec)
-        elif rec.type == "info":
-            add(invoke, None)
-        # "fail": it certainly did not happen and observed nothing: not part of the check
-    for invoke in open_calls.values():  # the run ended (or crashed) while these were running
-        add(invoke, None)
-    return ops
+        yield invoke, rec
+    yield from ((invoke, None) for invoke in open_calls.values())
+
+
+# ------------------------------------------------------------------ fault timelines
+
+
+class FaultEvent(BaseModel):
+    """One line of the fault timeline: a fault started or ended (healed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int = Field(ge=0)
+    phase: Literal["start", "end"]
+    kind: FaultKind
+    mode: str = Field(max_length=64)
+    targets: list[int] = Field(default_factory=list, max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict)
+    time_ns: int = Field(ge=0)
+    error: str = Field(default="", max_length=4096)
+
+
+def read_faults(path: Path) -> list[FaultEvent]:
+    """The events of a fault timeline; a torn last line (a crashed run) is dropped. Raises
+    :class:`CorruptData` naming the line of anything else that is not a valid event."""
+    events: list[FaultEvent] = []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for n, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            if len(line) > EVENT_LINE_BYTES_MAX:
+                raise ValueError("line too long")
+            events.append(FaultEvent.model_validate_json(line))
+        except (ValidationError, ValueError) as exc:
+            if n == len(lines):  # no newline after it: torn by a crash
+                break
+            raise CorruptData(f"{path}:{n}: not a fault event ({type(exc).__name__})") from None
+    return events

@@ -2,17 +2,23 @@
 
 ``LocalCluster(network_faults=True)`` makes each replica dial its peers through one proxy per
 ordered pair (a replica still proves its identity through the proxy, so nothing about
-authentication changes). A link is *open*, *cut* or *delayed*:
+authentication changes). Each *direction* between two replicas (bytes from ``a`` to ``b``,
+on whichever connection carries them) is *open*, *cut*, *delayed* or *lossy*:
 
-* **cut** — the proxy stops moving bytes in both directions and holds new connections without
-  connecting them: what a dropped-packet partition looks like to TCP. Bytes already in flight
-  wait in socket buffers (the sender's buffer fills and it stops), and Raft's own timeouts
-  decide when to give up on the peer — exactly as with a real partition. On heal, held bytes
-  flow again or the replicas reconnect.
+* **cut** — the proxy stops moving those bytes and holds new connections between the two
+  without connecting them: what a dropped-packet partition looks like to TCP. Bytes already in
+  flight wait in socket buffers (the sender's buffer fills and it stops), and Raft's own
+  timeouts decide when to give up on the peer — exactly as with a real partition. On heal, held
+  bytes flow again or the replicas reconnect. Cutting only ``a -> b`` is one-way loss: ``b``
+  still hears ``a``'s silence as a dead peer while ``a`` hears ``b``.
 * **delayed** — each chunk is forwarded ``delay_s`` (plus up to ``jitter_s``) after it arrived,
   in order.
+* **lossy** — each chunk is lost with probability ``loss`` and, since TCP retransmits what it
+  lost, arrives one retransmission timeout late (``RETRANSMIT_S``..``2 * RETRANSMIT_S``), in
+  order. A userspace proxy cannot drop a TCP segment; this is the delay a dropped segment costs.
 
-Partitions are expressed over replica indices (:meth:`NetworkFaults.partition`); client
+Partitions are expressed over replica indices (:meth:`NetworkFaults.partition`,
+:meth:`NetworkFaults.cut`); client
 traffic never passes through the proxies, so clients keep reaching every replica — the case
 where a partitioned replica must not serve stale reads. Only 127.0.0.1 is used. Everything runs
 on one daemon thread's event loop; :meth:`NetworkFaults.close` stops it and every connection.
@@ -35,21 +41,34 @@ __all__ = ["NetworkFaults"]
 log = structlog.get_logger("consensus.netfaults")
 
 CHUNK_BYTES = 65_536
+RETRANSMIT_S = 0.2
+"""Linux's minimum TCP retransmission timeout: what one lost segment delays a stream by."""
 CONNECTIONS_PER_LINK_MAX = 16
+IN_FLIGHT_CHUNKS_MAX = 256
 START_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 5.0
 STOP_ROUNDS_MAX = 8
 
 
 @dataclasses.dataclass
+class _Way:
+    """One direction of traffic between two replicas."""
+
+    open: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    delay_s: float = 0.0
+    jitter_s: float = 0.0
+    loss: float = 0.0
+
+
+@dataclasses.dataclass
 class _Link:
+    """The proxy for connections ``src`` dials to ``dst``; bytes ``src -> dst`` flow through
+    ``ways[(src, dst)]`` and replies through ``ways[(dst, src)]``."""
+
     src: int
     dst: int
     target: tuple[str, int]
     port: int = 0
-    open: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
-    delay_s: float = 0.0
-    jitter_s: float = 0.0
     conns: set[asyncio.StreamWriter] = dataclasses.field(default_factory=set)
     server: asyncio.base_events.Server | None = None
 
@@ -62,6 +81,7 @@ class NetworkFaults:
         self._rnd = random.Random(seed)
         self._loop = asyncio.new_event_loop()
         self._links: dict[tuple[int, int], _Link] = {}
+        self._ways: dict[tuple[int, int], _Way] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._thread = threading.Thread(target=self._loop.run_forever, name="netfaults",
@@ -82,9 +102,23 @@ class NetworkFaults:
         for g, members in enumerate(groups):
             for i in members:
                 side[i] = g
-        cut = {k for k in self._links if side.get(k[0], -1 - k[0]) != side.get(k[1], -1 - k[1])}
+        cut = {k for k in self._ways if side.get(k[0], -1 - k[0]) != side.get(k[1], -1 - k[1])}
         self._call(self._set_cut(cut))
         log.info("network partition", groups=[sorted(g) for g in self._groups(side)])
+
+    def cut(self, pairs: Iterable[tuple[int, int]], *, one_way: bool = False) -> None:
+        """Cut exactly ``pairs`` and open every other direction: ``(a, b)`` stops bytes from
+        ``a`` to ``b``, and from ``b`` to ``a`` too unless ``one_way``. Expresses partitions
+        that are not groups (a ring, a bridge) and one-way loss."""
+        cut: set[tuple[int, int]] = set()
+        for a, b in pairs:
+            if (a, b) not in self._ways:
+                raise ValueError(f"no link between replicas {a} and {b}")
+            cut.add((a, b))
+            if not one_way:
+                cut.add((b, a))
+        self._call(self._set_cut(cut))
+        log.info("network cut", pairs=sorted(cut), one_way=one_way)
 
     def isolate(self, i: int) -> None:
         """Cut replica ``i`` from every other replica (clients still reach it)."""
@@ -92,16 +126,25 @@ class NetworkFaults:
 
     def delay(self, delay_s: float, jitter_s: float = 0.0,
               links: Iterable[tuple[int, int]] | None = None) -> None:
-        """Forward every chunk on ``links`` (default: all) ``delay_s`` + U(0, jitter_s) late."""
+        """Forward every chunk from ``a`` to ``b`` for ``(a, b)`` in ``links`` (default: every
+        direction) ``delay_s`` + U(0, jitter_s) late."""
         if delay_s < 0 or jitter_s < 0:
             raise ValueError("delay and jitter must be >= 0")
-        chosen = list(self._links) if links is None else list(links)
-        self._call(self._set_delay(chosen, delay_s, jitter_s))
+        self._call(self._set_ways(self._chosen(links), delay_s=delay_s, jitter_s=jitter_s))
+        log.info("network delay", delay_s=delay_s, jitter_s=jitter_s)
+
+    def lose(self, loss: float, links: Iterable[tuple[int, int]] | None = None) -> None:
+        """Lose each chunk on ``links`` (default: every direction) with probability ``loss``:
+        it arrives one retransmission timeout late (see the module docstring)."""
+        if not 0 <= loss <= 1:
+            raise ValueError("loss must be a probability")
+        self._call(self._set_ways(self._chosen(links), loss=loss))
+        log.info("network loss", loss=loss)
 
     def heal(self) -> None:
-        """Open every link and remove every delay."""
+        """Open every direction and remove every delay and loss."""
         self._call(self._set_cut(set()))
-        self._call(self._set_delay(list(self._links), 0.0, 0.0))
+        self._call(self._set_ways(list(self._ways), delay_s=0.0, jitter_s=0.0, loss=0.0))
         log.info("network healed")
 
     def close(self) -> None:
@@ -127,30 +170,42 @@ class NetworkFaults:
             out.setdefault(g, set()).add(i)
         return list(out.values())
 
+    def _chosen(self, links: Iterable[tuple[int, int]] | None) -> list[tuple[int, int]]:
+        chosen = list(self._ways) if links is None else list(links)
+        unknown = [k for k in chosen if k not in self._ways]
+        if unknown:
+            raise ValueError(f"no link between replicas {unknown[0]}")
+        return chosen
+
     async def _start(self, targets: list[tuple[str, int]]) -> None:
         for src in range(self.size):
             for dst in range(self.size):
                 if src == dst:
                     continue
+                way = _Way()
+                way.open.set()
+                self._ways[(src, dst)] = way
+        for src in range(self.size):
+            for dst in range(self.size):
+                if src == dst:
+                    continue
                 link = _Link(src, dst, targets[dst])
-                link.open.set()
                 link.server = await asyncio.start_server(
                     functools.partial(self._serve, link), "127.0.0.1", 0)
                 link.port = link.server.sockets[0].getsockname()[1]
                 self._links[(src, dst)] = link
 
     async def _set_cut(self, cut: set[tuple[int, int]]) -> None:
-        for key, link in self._links.items():
+        for key, way in self._ways.items():
             if key in cut:
-                link.open.clear()
+                way.open.clear()
             else:
-                link.open.set()
+                way.open.set()
 
-    async def _set_delay(self, links: list[tuple[int, int]], delay_s: float,
-                         jitter_s: float) -> None:
-        for key in links:
-            self._links[key].delay_s = delay_s
-            self._links[key].jitter_s = jitter_s
+    async def _set_ways(self, ways: list[tuple[int, int]], **fields: float) -> None:
+        for key in ways:
+            for name, value in fields.items():
+                setattr(self._ways[key], name, value)
 
     async def _stop(self) -> None:
         """Close listeners, abort every connection and cancel every task, and wait for them:
@@ -161,7 +216,8 @@ class NetworkFaults:
                 link.server.close()
             for w in list(link.conns):
                 w.transport.abort()
-            link.open.set()  # wake held connections: they see _closing and give up
+        for way in self._ways.values():
+            way.open.set()  # wake held connections: they see _closing and give up
         # Connections accepted just before the listeners closed have a handler task that has
         # not run yet; every task on this private loop is ours, so wait for all of them (each
         # sees _closing first thing and aborts its connection).
@@ -188,14 +244,19 @@ class NetworkFaults:
         self._tasks.add(task)
         link.conns.add(writer)
         upstream: asyncio.StreamWriter | None = None
+        out, back = self._ways[(link.src, link.dst)], self._ways[(link.dst, link.src)]
         try:
-            await link.open.wait()  # a cut link holds new connections unanswered
+            for _ in range(STOP_ROUNDS_MAX):  # a TCP handshake needs both directions open
+                await out.open.wait()
+                await back.open.wait()
+                if out.open.is_set() or self._closing:
+                    break
             if self._closing:
                 return
             up_reader, upstream = await asyncio.open_connection(*link.target)
             link.conns.add(upstream)
-            await asyncio.gather(self._pump(link, reader, upstream),
-                                 self._pump(link, up_reader, writer))
+            await asyncio.gather(self._pump(out, reader, upstream),
+                                 self._pump(back, up_reader, writer))
         except (ConnectionError, OSError):
             pass
         except asyncio.CancelledError:  # only _stop cancels, and only stragglers
@@ -207,20 +268,47 @@ class NetworkFaults:
                     w.transport.abort()
             self._tasks.discard(task)
 
-    async def _pump(self, link: _Link, reader: asyncio.StreamReader,
+    async def _pump(self, way: _Way, reader: asyncio.StreamReader,
                     writer: asyncio.StreamWriter) -> None:
+        """Move bytes one way. Chunks are read as they come and delivered in order, each at
+        its arrival time plus this direction's delay (and jitter, and loss): a delay slows every
+        message by that much without limiting how many are in flight."""
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(IN_FLIGHT_CHUNKS_MAX)
+        deliver = asyncio.ensure_future(self._deliver(way, queue, writer))
+        loop = asyncio.get_running_loop()
+        due = 0.0
         try:
             while not writer.is_closing():  # bounded by the connection's life
                 data = await reader.read(CHUNK_BYTES)
                 if not data:
                     break
-                await link.open.wait()  # cut: hold the bytes; the sender's buffers fill up
-                if link.delay_s or link.jitter_s:
-                    await asyncio.sleep(link.delay_s + self._rnd.uniform(0, link.jitter_s))
-                    await link.open.wait()
-                writer.write(data)
-                await writer.drain()
+                late_s = way.delay_s + (self._rnd.uniform(0, way.jitter_s) if way.jitter_s
+                                        else 0.0)
+                if way.loss and self._rnd.random() < way.loss:
+                    late_s += RETRANSMIT_S * (1 + self._rnd.random())
+                due = max(due, loop.time() + late_s)  # in order, like TCP
+                await queue.put((due, data))  # full: stop reading, the sender's buffer fills
+            await queue.put(None)
+            await deliver
         except (ConnectionError, OSError):
             pass
         finally:
+            deliver.cancel()
             writer.transport.abort()
+
+    @staticmethod
+    async def _deliver(way: _Way, queue: asyncio.Queue[tuple[float, bytes] | None],
+                       writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ConnectionError, OSError):
+            while True:  # bounded by the connection's life: the pump ends it with None
+                item = await queue.get()
+                if item is None:
+                    return
+                due, data = item
+                wait_s = due - loop.time()
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                await way.open.wait()  # cut: hold the bytes
+                writer.write(data)
+                await writer.drain()

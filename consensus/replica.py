@@ -32,6 +32,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from consensus.batching import GroupCommit
+from consensus.clocks import FaultClock
 from consensus.errors import CorruptData, ProtocolError
 from consensus.leases import LeaseTimers
 from consensus.logs import configure_logging
@@ -86,6 +87,9 @@ class ReplicaConfig(BaseModel):
     election_timeout_max_s: float = 1.4
     raft_dial: dict[str, str] = Field(default_factory=dict)
     """Peer raft address -> address to dial instead (LocalCluster's network fault proxies)."""
+    clock_fault_file: Path | None = None
+    """Fault injection only: read the lease clock through :class:`~consensus.clocks.FaultClock`
+    controlled by this file (LocalCluster(clock_faults=True) sets it)."""
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -305,7 +309,9 @@ class Replica:
     def __init__(self, config: ReplicaConfig, *, secret: bytes | None = None) -> None:
         self.config = config
         self._secret = secret
-        self.machine = ReplicaMachine(config)
+        clock = time.monotonic if config.clock_fault_file is None \
+            else FaultClock(config.clock_fault_file)
+        self.machine = ReplicaMachine(config, clock)
         self._stop = threading.Event()
         self._raft: RaftNode | None = None
         self._server: ClientServer | None = None

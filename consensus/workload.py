@@ -21,7 +21,7 @@ from typing import Any
 from consensus.checker import CasRegister, CheckResult, check_operations
 from consensus.client import Board
 from consensus.errors import BoardError, Conflict, OutcomeUnknown, Unavailable
-from consensus.history import HistoryRecord, HistoryWriter, read_history, to_operations
+from consensus.history import HistoryWriter, OpRecord, read_history, to_operations
 
 __all__ = ["CasRegisterWorkload", "WorkloadStats", "check_cas_register"]
 
@@ -68,7 +68,7 @@ class CasRegisterWorkload:
         interval_s = self.clients / self.rate_per_s
 
         def record(process: str, kind: Any, f: str, key: str, value: Any,
-                   error: str = "") -> HistoryRecord:
+                   error: str = "") -> OpRecord:
             with lock:
                 if kind == "ok":
                     stats.ok += 1
@@ -129,7 +129,7 @@ class CasRegisterWorkload:
             board.close()
 
 
-Record = Callable[..., HistoryRecord]
+Record = Callable[..., OpRecord]
 
 
 def _read(board: Board, process: str, key: str, seen: dict[str, int], record: Record) -> None:
@@ -168,7 +168,7 @@ def _cas(board: Board, process: str, key: str, seen: dict[str, int], value: int,
     record(process, "ok", "cas", key, ["ok", entry.version])
 
 
-def _cas_register_pair(invoke: HistoryRecord, done: HistoryRecord | None
+def _cas_register_pair(invoke: OpRecord, done: OpRecord | None
                        ) -> tuple[tuple[Any, ...], Any] | None:
     if invoke.f == "read":
         read = None if done is None else (int(done.value[0]), done.value[1])

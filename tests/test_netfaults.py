@@ -6,6 +6,8 @@ import contextlib
 import threading
 from pathlib import Path
 
+import pytest
+
 from consensus import LocalCluster
 from tests.conftest import wait_until
 
@@ -68,3 +70,53 @@ def test_close_forwards_nothing_held_and_stops_everything() -> None:
             c.close()
         target.close()
     assert not [t for t in threading.enumerate() if t.name == "netfaults"]
+
+
+def test_one_way_cut_holds_one_direction_and_delay_is_a_latency_not_a_cap() -> None:
+    """``cut(one_way=True)`` stops bytes a -> b on an open connection while b -> a still flows;
+    heal releases the held bytes in order. A delay holds each chunk at least ``delay_s``."""
+    import socket
+    import time
+
+    from consensus.netfaults import NetworkFaults
+
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen(4)
+    target.settimeout(5.0)
+    net = NetworkFaults([target.getsockname(), target.getsockname()], seed=1)
+    conns: list[socket.socket] = []
+    try:
+        port = int(net.dial_address(0, 1).rpartition(":")[2])
+        client = socket.create_connection(("127.0.0.1", port), timeout=5.0)
+        conns.append(client)
+        server = target.accept()[0]
+        conns.append(server)
+        server.settimeout(0.3)
+        net.cut([(0, 1)], one_way=True)  # replica 0 (the dialer) is no longer heard by 1
+        client.sendall(b"held")
+        server.sendall(b"heard")
+        assert client.recv(16) == b"heard", "1 -> 0 still flows"
+        with pytest.raises(TimeoutError):  # 0 -> 1 is held
+            server.recv(16)
+        net.heal()
+        server.settimeout(5.0)
+        assert server.recv(16) == b"held", "held bytes arrive after heal"
+
+        net.delay(0.2, links=[(1, 0)])
+        sent = time.monotonic()
+        server.sendall(b"late")
+        assert client.recv(16) == b"late"
+        assert time.monotonic() - sent >= 0.2
+        net.lose(1.0, links=[(0, 1)])  # every chunk lost once: arrives after a retransmit
+        sent = time.monotonic()
+        client.sendall(b"lost")
+        assert server.recv(16) == b"lost"
+        assert time.monotonic() - sent >= 0.2
+        with pytest.raises(ValueError, match="no link"):
+            net.cut([(0, 5)])
+    finally:
+        net.close()
+        for c in conns:
+            c.close()
+        target.close()

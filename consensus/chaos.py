@@ -1,0 +1,308 @@
+"""Chaos runs: a real cluster, a recorded workload, a nemesis on a schedule, then the checks.
+
+:func:`run_chaos` (and ``quorumboard chaos``) starts a :class:`LocalCluster` on 127.0.0.1 with
+the fault layers the scenario needs, drives it with a workload whose every operation is
+streamed to ``history.jsonl`` while the :class:`~consensus.nemesis.Nemesis` injects faults
+(``faults.jsonl``), heals everything, reads every key once more, waits for the replicas to
+converge, and checks:
+
+* **linearizability** of the history (the WGL checker, one key at a time, within
+  ``check_time_limit_s``; the final reads make it a no-lost-write check too);
+* **convergence**: every replica reports the same state digest after the heal.
+
+It writes, under ``out``: ``scenario.json``, ``history.jsonl``, ``faults.jsonl``,
+``verdict.json`` (and the checker's explanation in ``verdict.txt``), ``summary.json`` (figures
+per fault: availability, latency, time to recover), ``timeline.png`` and ``timeline.html``
+(operations per client and faults over time; a violation's window is outlined), and the
+cluster's data dirs and replica logs under ``cluster/``.
+
+The verdict is ``valid`` (exit 0), ``invalid`` (a violation: :data:`EXIT_VIOLATION`) or
+``unknown`` (not decided within the limit: :data:`EXIT_UNKNOWN`).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from consensus.checker import CheckResult
+from consensus.client import connect
+from consensus.cluster import LocalCluster
+from consensus.errors import BoardError, InvalidCommand
+from consensus.history import FaultKind, HistoryWriter, read_faults, read_history
+from consensus.nemesis import Nemesis, NemesisConfig
+from consensus.picture import Band, Bar, Timeline, to_png, to_svg
+from consensus.summary import RunSummary, fault_spans, pair_ops, summarize
+from consensus.workload import CasRegisterWorkload, check_cas_register
+
+__all__ = ["EXIT_UNKNOWN", "EXIT_VIOLATION", "ChaosReport", "Scenario", "load_scenario",
+           "run_chaos"]
+
+log = structlog.get_logger("consensus.chaos")
+
+EXIT_VIOLATION = 7
+"""``quorumboard chaos`` exit code: the history was checked and a violation found."""
+EXIT_UNKNOWN = 8
+"""``quorumboard chaos`` exit code: the checks could not decide within their limits."""
+
+Verdict = Literal["valid", "invalid", "unknown"]
+WorkloadName = Literal["cas-register"]
+CONVERGE_TIMEOUT_S = 60.0
+SCENARIO_BYTES_MAX = 1 << 16
+DEFAULT_NEMESIS: tuple[FaultKind, ...] = ("kill", "pause", "partition")
+
+
+class Scenario(BaseModel):
+    """Everything that defines a chaos run; the same fields as ``quorumboard chaos`` flags and
+    a ``--scenario`` TOML file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    replicas: int = Field(default=5, ge=1, le=15)
+    workload: WorkloadName = "cas-register"
+    clients: int = Field(default=16, ge=1, le=256)
+    rate: float = Field(default=500.0, gt=0, le=100_000, description="operations/s, in total")
+    duration_s: float = Field(default=60.0, gt=0, le=86_400)
+    keys: int = Field(default=10, ge=1, le=10_000)
+    read_share: float = Field(default=0.5, ge=0, le=1)
+    ops_per_client_max: int = Field(default=100_000, ge=1, le=1_000_000)
+    nemesis: list[FaultKind] = Field(default_factory=lambda: list(DEFAULT_NEMESIS))
+    interval_s: float = Field(default=2.0, gt=0, le=3600, description="quiet gap before a fault")
+    fault_s: float = Field(default=3.0, gt=0, le=3600, description="how long a fault is held")
+    seed: int = 0
+    check_time_limit_s: float = Field(default=60.0, gt=0, le=86_400)
+    client_timeout_s: float = Field(default=5.0, gt=0, le=600)
+
+
+class ChaosReport(BaseModel):
+    """What ``verdict.json`` holds."""
+
+    verdict: Verdict
+    linearizable: Literal["ok", "violation", "unknown"]
+    converged: bool
+    digests: list[str | None]
+    operations: int
+    faults_injected: int
+    problems: list[str]
+    explanation: str
+    out: str
+
+    @property
+    def exit_code(self) -> int:
+        return {"valid": 0, "invalid": EXIT_VIOLATION, "unknown": EXIT_UNKNOWN}[self.verdict]
+
+
+def load_scenario(path: Path, **overrides: Any) -> Scenario:
+    """A scenario from a TOML file, with ``overrides`` (non-``None`` values) on top. Raises
+    :class:`InvalidCommand` naming what is wrong."""
+    try:
+        data = path.read_bytes()
+        if len(data) > SCENARIO_BYTES_MAX:
+            raise InvalidCommand(f"{path}: larger than {SCENARIO_BYTES_MAX} bytes")
+        fields = tomllib.loads(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidCommand(f"{path}: {exc}") from None
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return scenario_from(fields, str(path))
+
+
+def scenario_from(fields: dict[str, Any], where: str = "scenario") -> Scenario:
+    try:
+        return Scenario.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        at = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidCommand(f"{where}: {at or 'scenario'}: {first['msg']}") from None
+
+
+def run_chaos(scenario: Scenario, out: Path,
+              progress: Callable[[str], None] = lambda _m: None) -> ChaosReport:
+    """Run ``scenario``, write everything under ``out`` (which must not exist yet or be
+    empty), and return the verdict. Every process and fault is cleaned up, also on failure."""
+    if out.exists() and any(out.iterdir()):
+        raise InvalidCommand(f"{out} exists and is not empty: choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scenario.json").write_text(scenario.model_dump_json(indent=2) + "\n")
+    needs_net = bool({"partition", "delay", "loss"} & set(scenario.nemesis))
+    workload = CasRegisterWorkload(
+        clients=scenario.clients, keys=scenario.keys,
+        ops_per_client=scenario.ops_per_client_max, duration_s=scenario.duration_s,
+        rate_per_s=scenario.rate, read_share=scenario.read_share, seed=scenario.seed,
+        final_reads=False)
+    history_path, faults_path = out / "history.jsonl", out / "faults.jsonl"
+    progress(f"starting {scenario.replicas} replicas under {out / 'cluster'}")
+    with LocalCluster(replicas=scenario.replicas, data_dir=out / "cluster",
+                      network_faults=needs_net, clock_faults="clock" in scenario.nemesis,
+                      log_level="info") as cluster:
+        nemesis = Nemesis(cluster, NemesisConfig(
+            faults=scenario.nemesis, interval_s=scenario.interval_s, fault_s=scenario.fault_s,
+            seed=scenario.seed), faults_path)
+        n = cluster.size
+        timeout_s = scenario.client_timeout_s
+        with HistoryWriter(history_path) as history:
+            try:
+                progress(f"running {scenario.workload} for {scenario.duration_s:g}s with "
+                         f"nemesis {','.join(scenario.nemesis)}")
+                nemesis.start(scenario.duration_s)
+                workload.run(
+                    writer_for=lambda name: cluster.board(agent=f"{name}-w",
+                                                          timeout_s=timeout_s),
+                    reader_for=lambda name, i: connect([cluster.endpoints[i % n]],
+                                                       agent=f"{name}-r", timeout_s=timeout_s),
+                    history=history)
+            finally:
+                progress("healing every fault")
+                nemesis.stop()
+            workload.read_all(cluster.board(agent="final", timeout_s=CONVERGE_TIMEOUT_S),
+                              _recorder(history))
+        progress("waiting for the replicas to converge")
+        converged, digests = _converge(cluster)
+    progress("checking the history")
+    deadline = time.monotonic() + scenario.check_time_limit_s
+    result, note = check_cas_register(history_path,
+                                      should_stop=lambda: time.monotonic() > deadline)
+    report = _report(result, note, converged, digests, nemesis.injected, out)
+    _write_outputs(out, scenario, result, report)
+    return report
+
+
+def _recorder(history: HistoryWriter) -> Callable[..., Any]:
+    def record(process: str, kind: Any, f: str, key: str, value: Any, error: str = "") -> Any:
+        return history.write(process, kind, f, key, value, time.monotonic_ns(), error)
+
+    return record
+
+
+def _converge(cluster: LocalCluster) -> tuple[bool, list[str | None]]:
+    try:
+        cluster.wait_converged(CONVERGE_TIMEOUT_S)
+    except BoardError as exc:
+        log.error("replicas did not converge", error=str(exc))
+    digests = cluster.digests()
+    return len(set(digests)) == 1 and None not in digests, digests
+
+
+def _report(result: CheckResult, note: str, converged: bool, digests: list[str | None],
+            injected: int, out: Path) -> ChaosReport:
+    problems = []
+    if result.verdict == "violation":
+        problems.append("history is not linearizable")
+    elif result.verdict == "unknown":
+        problems.append("linearizability not decided within the limit")
+    if not converged:
+        problems.append("replicas did not converge to one digest after heal")
+    if note:
+        problems.append(note)
+    verdict: Verdict = ("invalid" if result.verdict == "violation" or not converged
+                        else "unknown" if result.verdict == "unknown" else "valid")
+    return ChaosReport(verdict=verdict, linearizable=result.verdict, converged=converged,
+                       digests=digests, operations=sum(k.operations for k in result.keys),
+                       faults_injected=injected, problems=problems,
+                       explanation=result.explain(), out=str(out))
+
+
+def _write_outputs(out: Path, scenario: Scenario, result: CheckResult,
+                   report: ChaosReport) -> None:
+    records, _ = read_history(out / "history.jsonl")
+    events = read_faults(out / "faults.jsonl")
+    summary = summarize(records, events)
+    (out / "verdict.json").write_text(report.model_dump_json(indent=2) + "\n")
+    (out / "verdict.txt").write_text(report.explanation + "\n")
+    (out / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
+    timeline = _timeline(scenario, records, events, result, report, summary)
+    (out / "timeline.png").write_bytes(to_png(timeline))
+    (out / "timeline.html").write_text(_page(timeline, report, summary))
+
+
+def _timeline(scenario: Scenario, records: list[Any], events: list[Any], result: CheckResult,
+              report: ChaosReport, summary: RunSummary) -> Timeline:
+    times = [r.time_ns for r in records] + [e.time_ns for e in events]
+    t0 = min(times, default=0)
+    end_s = summary.duration_s
+    spans = pair_ops(records, t0)
+    lanes = sorted({s.process for s in spans}, key=_lane_order) or ["-"]
+    lane_of = {p: i for i, p in enumerate(lanes)}
+    bars = [Bar(lane_of[s.process], s.start_s, end_s if s.end_s is None else s.end_s, s.kind)
+            for s in spans]
+    faults = [Band(f.start_s, f.end_s, f"{f.event.kind} {f.event.mode}")
+              for f in fault_spans(events, t0, end_s)]
+    mark = None
+    for key in result.violations:
+        calls = [op.call for op in key.window]
+        if calls:
+            stop = key.cut_time if key.cut_time != float("inf") else max(
+                (op.ret for op in key.window if op.ret != float("inf")), default=max(calls))
+            mark = Band(min(calls) - t0 / 1e9, stop - t0 / 1e9, f"violation on {key.key}")
+            break
+    title = (f"{scenario.workload} x{scenario.clients} on {scenario.replicas} replicas, "
+             f"nemesis {','.join(scenario.nemesis)}, seed {scenario.seed}: {report.verdict}")
+    return Timeline(title, lanes, end_s, bars, faults, mark)
+
+
+def _lane_order(process: str) -> tuple[int, int, str]:
+    digits = "".join(ch for ch in process if ch.isdigit())
+    return (1 if process == "final" else 0, int(digits) if digits else 0, process)
+
+
+def _page(timeline: Timeline, report: ChaosReport, summary: RunSummary) -> str:
+    rows = "\n".join(
+        f"<tr><td>{html.escape(w.label)}</td><td>{w.start_s:.2f}-{w.end_s:.2f}</td>"
+        f"<td>{w.invoked}</td><td>{w.ok}</td><td>{w.fail}</td><td>{w.info}</td>"
+        f"<td>{_fmt(w.ok_per_s)}</td><td>{_fmt(w.gap_max_s)}</td><td>{_fmt(w.availability)}</td><td>{_fmt(w.latency_p50_ms)}</td>"
+        f"<td>{_fmt(w.latency_p99_ms)}</td><td>{_fmt(w.recover_s)}</td>"
+        f"<td>{html.escape(w.error)}</td></tr>"
+        for w in [summary.total, summary.quiet, *summary.faults])
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>quorumboard chaos: {report.verdict}</title>
+<style>body{{font-family:sans-serif;margin:1em}} td,th{{padding:2px 8px;text-align:right}}
+td:first-child{{text-align:left}} pre{{background:#f4f4f4;padding:8px}}</style></head><body>
+<h1>Verdict: {report.verdict}</h1>
+<p>linearizable: {report.linearizable}; converged: {report.converged};
+operations checked: {report.operations}; faults injected: {report.faults_injected}</p>
+<p>availability: share of operations invoked in the window that completed ok; ok/s: ok
+completions inside it per second; longest gap: the longest time inside it with no ok completion.
+Green: ok; red: fail (certainly not applied); orange: indeterminate (may have applied).
+Shaded: faults. Outlined: the smallest failing window of a violation.</p>
+{to_svg(timeline)}
+<h2>Figures</h2>
+<table><tr><th>window</th><th>span s</th><th>invoked</th><th>ok</th><th>fail</th>
+<th>info</th><th>ok/s</th><th>longest gap s</th><th>availability</th><th>p50 ms</th><th>p99 ms</th><th>recover s</th>
+<th>error</th></tr>
+{rows}
+</table>
+<h2>Checker</h2><pre>{html.escape(report.explanation)}</pre>
+</body></html>
+"""
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def print_summary(report: ChaosReport, summary_path: Path) -> str:
+    """The human-readable result the CLI prints."""
+    summary = RunSummary.model_validate(json.loads(summary_path.read_text()))
+    lines = [f"verdict: {report.verdict} (linearizable: {report.linearizable}, "
+             f"converged: {report.converged})",
+             f"operations: {summary.total.invoked} invoked, {summary.total.ok} ok, "
+             f"{summary.total.fail} fail, {summary.total.info} indeterminate; "
+             f"faults injected: {report.faults_injected}",
+             f"{'window':30} {'invoked':>7} {'ok/s':>7} {'gap s':>6} {'avail':>6} "
+             f"{'p50 ms':>8} {'p99 ms':>8} {'recover s':>9}"]
+    for w in [summary.quiet, *summary.faults]:
+        lines.append(f"{w.label[:30]:30} {w.invoked:7} {_fmt(w.ok_per_s):>7} "
+                     f"{_fmt(w.gap_max_s):>6} {_fmt(w.availability):>6} "
+                     f"{_fmt(w.latency_p50_ms):>8} {_fmt(w.latency_p99_ms):>8} "
+                     f"{_fmt(w.recover_s):>9}" + (f"  ({w.error})" if w.error else ""))
+    lines += [f"problem: {p}" for p in report.problems]
+    lines.append(f"wrote {report.out}/ (timeline.html, timeline.png, verdict.json, "
+                 "summary.json, history.jsonl, faults.jsonl)")
+    return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""``quorumboard chaos`` end to end: a short campaign with every nemesis kind checks as valid and
+writes every artefact; the same campaign against replicas with a planted bug (linearizable reads
+answered from local state) exits with the violation code and outlines the failing window; a
+scenario file is read, and a bad one refused by name. Every replica process a run starts is gone
+when it returns."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from consensus.chaos import EXIT_UNKNOWN, EXIT_VIOLATION, Scenario, load_scenario
+from consensus.errors import InvalidCommand
+from consensus.history import FAULT_KINDS, read_faults
+from consensus.server import PLANTED_BUG_ENV
+
+RUN_TIMEOUT_S = 240.0
+
+
+def _chaos(out: Path, *args: str, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "consensus.cli", "chaos", "--out", str(out), *args],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env or dict(os.environ))
+
+
+def _replicas_running_under(path: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "consensus.replica" in cmdline and str(path) in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG, after checking its signature, chunk CRCs and pixel data."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, size = 8, b"", (0, 0)
+    for _ in range(1000):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert zlib.crc32(tag + body) == crc, tag
+        if tag == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        elif tag == b"IDAT":
+            idat += body
+        elif tag == b"IEND":
+            break
+        pos += 12 + length
+    width, height = size
+    assert len(zlib.decompress(idat)) == height * (1 + 3 * width)
+    return width, height
+
+
+CAMPAIGN = ["--replicas", "3", "--clients", "6", "--rate", "150", "--keys", "3",
+            "--nemesis", ",".join(FAULT_KINDS), "--interval", "0.7", "--fault-duration", "1.5",
+            "--check-time-limit", "60"]
+
+
+def test_short_campaign_with_every_nemesis_kind_is_valid(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _chaos(out, *CAMPAIGN, "--duration", str(len(FAULT_KINDS) * 2.3 + 1), "--seed", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "verdict: valid" in proc.stdout
+    assert not _replicas_running_under(out), "every replica process was stopped"
+
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["verdict"] == "valid" and verdict["converged"]
+    assert len(set(verdict["digests"])) == 1 and verdict["operations"] > 100
+
+    events = read_faults(out / "faults.jsonl")
+    started = {e.kind for e in events if e.phase == "start" and not e.error}
+    assert started == set(FAULT_KINDS), "every nemesis kind was injected"
+    assert all(not e.error for e in events), [e for e in events if e.error]
+    assert {e.index for e in events if e.phase == "start"} == \
+        {e.index for e in events if e.phase == "end"}, "every fault was healed"
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["faults"]) == verdict["faults_injected"] >= len(FAULT_KINDS)
+    assert summary["total"]["invoked"] == summary["total"]["ok"] + summary["total"]["fail"] \
+        + summary["total"]["info"]
+    width, height = _png_size((out / "timeline.png").read_bytes())
+    assert width > 500 and height > 6 * 12
+    page = (out / "timeline.html").read_text()
+    assert "<svg" in page and "Verdict: valid" in page and "kill leader" in page
+    assert (out / "cluster" / "r0" / "replica.log").exists()
+
+
+def test_negative_control_planted_stale_reads_exit_with_the_violation_code(
+        tmp_path: Path) -> None:
+    """Isolating the leader while clients still reach it: with the planted bug it answers
+    reads from its stale state, and the run must be judged invalid."""
+    out = tmp_path / "run"
+    env = dict(os.environ, **{PLANTED_BUG_ENV: "stale-reads"})
+    proc = _chaos(out, "--replicas", "3", "--clients", "6", "--rate", "200", "--keys", "2",
+                  "--nemesis", "partition", "--interval", "0.5", "--fault-duration", "3",
+                  "--duration", "12", "--seed", "1", env=env)
+    assert proc.returncode == EXIT_VIOLATION, proc.stdout + proc.stderr
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["verdict"] == "invalid" and verdict["linearizable"] == "violation"
+    assert "not linearizable" in (out / "verdict.txt").read_text()
+    assert 'stroke="#b40000"' in (out / "timeline.html").read_text(), "window outlined"
+    assert not _replicas_running_under(out)
+
+
+def test_scenario_file_and_its_errors(tmp_path: Path) -> None:
+    path = tmp_path / "chaos.toml"
+    path.write_text('replicas = 3\nnemesis = ["kill", "clock"]\nduration_s = 5\nseed = 9\n')
+    scenario = load_scenario(path, seed=11)
+    assert scenario == Scenario(replicas=3, nemesis=["kill", "clock"], duration_s=5, seed=11)
+    path.write_text('replicas = 3\nnemesis = ["kill", "meteor"]\n')
+    with pytest.raises(InvalidCommand, match="nemesis"):
+        load_scenario(path)
+    path.write_text("replicas = \n")
+    with pytest.raises(InvalidCommand, match=r"chaos\.toml"):
+        load_scenario(path)
+    proc = _chaos(tmp_path / "x", "--scenario", str(path))
+    assert proc.returncode not in (0, EXIT_VIOLATION, EXIT_UNKNOWN)
+    assert "chaos.toml" in proc.stderr
