@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from consensus.chaos import EXIT_UNKNOWN, EXIT_VIOLATION, Scenario, run_chaos
 from consensus.history import FAULT_KINDS, FaultKind
@@ -47,23 +48,28 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.runs <= RUNS_MAX:
         p.error(f"--runs must be 1..{RUNS_MAX}")
     configure_logging("warning")
-    rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
     for i in range(args.runs):
         kinds = NEMESIS_SETS[i % len(NEMESIS_SETS)]
         scenario = Scenario(replicas=args.replicas, clients=args.clients, rate=args.rate,
                             keys=args.keys, duration_s=args.duration_s, nemesis=list(kinds),
                             seed=args.seed + i)
         started = time.monotonic()
-        report = run_chaos(scenario, args.out / f"run-{i:03d}-seed-{scenario.seed}")
-        row = {"run": i, "seed": scenario.seed, "nemesis": list(kinds),
-               "verdict": report.verdict, "operations": report.operations,
-               "faults": report.faults_injected, "problems": report.problems,
-               "wall_s": round(time.monotonic() - started, 1)}
+        row: dict[str, Any] = {"run": i, "seed": scenario.seed, "nemesis": list(kinds)}
+        try:
+            report = run_chaos(scenario, args.out / f"run-{i:03d}-seed-{scenario.seed}")
+            row.update(verdict=report.verdict, operations=report.operations,
+                       faults=report.faults_injected, problems=report.problems)
+        except Exception as exc:  # one broken run is a finding; the campaign goes on
+            row.update(verdict="unknown", operations=0, faults=0,
+                       problems=[f"the run failed: {type(exc).__name__}: {exc}"])
+        row["wall_s"] = round(time.monotonic() - started, 1)
         rows.append(row)
-        print(f"run {i:3d} seed {scenario.seed:4d} {','.join(kinds):40} {report.verdict:8} "
-              f"ops {report.operations:6d} faults {report.faults_injected:3d} "
-              f"{'; '.join(report.problems)}", flush=True)
-    (args.out / "campaign.json").write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"run {i:3d} seed {scenario.seed:4d} {','.join(kinds):40} {row['verdict']:8} "
+              f"ops {row['operations']:6d} faults {row['faults']:3d} "
+              f"{'; '.join(row['problems'])}", flush=True)
+        (args.out / "campaign.json").write_text(json.dumps(rows, indent=2) + "\n")
     verdicts = [r["verdict"] for r in rows]
     print(f"{verdicts.count('valid')} valid, {verdicts.count('invalid')} invalid, "
           f"{verdicts.count('unknown')} unknown; wrote {args.out}/campaign.json")

@@ -7,7 +7,9 @@ streamed to ``history.jsonl`` while the :class:`~consensus.nemesis.Nemesis` inje
 converge, and checks:
 
 * **linearizability** of the history (the WGL checker, one key at a time, within
-  ``check_time_limit_s``; the final reads make it a no-lost-write check too);
+  ``check_time_limit_s``; the final reads make it a no-lost-write check too), and the
+  workload's own checks (exactly-once for ``counter``, set completeness for ``set``, stream
+  equality for ``watch``: see :mod:`consensus.workload`);
 * **convergence**: every replica reports the same state digest after the heal.
 
 It writes, under ``out``: ``scenario.json``, ``history.jsonl``, ``faults.jsonl``,
@@ -34,14 +36,15 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from consensus.checker import CheckResult
+from consensus.checks import Finding
 from consensus.client import connect
 from consensus.cluster import LocalCluster
-from consensus.errors import BoardError, InvalidCommand
-from consensus.history import FaultKind, HistoryWriter, read_faults, read_history
-from consensus.nemesis import Nemesis, NemesisConfig
+from consensus.errors import InvalidCommand
+from consensus.history import FaultKind, HistoryWriter, pair_records, read_faults, read_history
+from consensus.nemesis import NEEDS_NETWORK, Nemesis, NemesisConfig
 from consensus.picture import Band, Bar, Timeline, to_png, to_svg
 from consensus.summary import RunSummary, fault_spans, pair_ops, summarize
-from consensus.workload import CasRegisterWorkload, check_cas_register
+from consensus.workload import STUCK_CLIENT, WORKLOADS, WorkloadStats
 
 __all__ = ["EXIT_UNKNOWN", "EXIT_VIOLATION", "ChaosReport", "Scenario", "load_scenario",
            "run_chaos"]
@@ -54,9 +57,13 @@ EXIT_UNKNOWN = 8
 """``quorumboard chaos`` exit code: the checks could not decide within their limits."""
 
 Verdict = Literal["valid", "invalid", "unknown"]
-WorkloadName = Literal["cas-register"]
+WorkloadName = Literal["cas-register", "counter", "set", "lww-register", "watch"]
 CONVERGE_TIMEOUT_S = 60.0
+CONVERGE_POLL_S = 0.2
+DIVERGED_POLLS = 10
 SCENARIO_BYTES_MAX = 1 << 16
+BARS_DRAWN_MAX = 100_000
+"""More operations than this are thinned in the picture (every fail and info kept)."""
 DEFAULT_NEMESIS: tuple[FaultKind, ...] = ("kill", "pause", "partition")
 
 
@@ -74,7 +81,8 @@ class Scenario(BaseModel):
     keys: int = Field(default=10, ge=1, le=10_000)
     read_share: float = Field(default=0.5, ge=0, le=1)
     ops_per_client_max: int = Field(default=100_000, ge=1, le=1_000_000)
-    nemesis: list[FaultKind] = Field(default_factory=lambda: list(DEFAULT_NEMESIS))
+    nemesis: list[FaultKind] = Field(default_factory=lambda: list(DEFAULT_NEMESIS),
+                                     min_length=1)
     interval_s: float = Field(default=2.0, gt=0, le=3600, description="quiet gap before a fault")
     fault_s: float = Field(default=3.0, gt=0, le=3600, description="how long a fault is held")
     seed: int = 0
@@ -87,6 +95,7 @@ class ChaosReport(BaseModel):
 
     verdict: Verdict
     linearizable: Literal["ok", "violation", "unknown"]
+    findings: list[Finding]
     converged: bool
     digests: list[str | None]
     operations: int
@@ -131,8 +140,9 @@ def run_chaos(scenario: Scenario, out: Path,
         raise InvalidCommand(f"{out} exists and is not empty: choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "scenario.json").write_text(scenario.model_dump_json(indent=2) + "\n")
-    needs_net = bool({"partition", "delay", "loss"} & set(scenario.nemesis))
-    workload = CasRegisterWorkload(
+    nemesis_config = NemesisConfig(faults=scenario.nemesis, interval_s=scenario.interval_s,
+                                   fault_s=scenario.fault_s, seed=scenario.seed)
+    workload = WORKLOADS[scenario.workload](
         clients=scenario.clients, keys=scenario.keys,
         ops_per_client=scenario.ops_per_client_max, duration_s=scenario.duration_s,
         rate_per_s=scenario.rate, read_share=scenario.read_share, seed=scenario.seed,
@@ -140,73 +150,100 @@ def run_chaos(scenario: Scenario, out: Path,
     history_path, faults_path = out / "history.jsonl", out / "faults.jsonl"
     progress(f"starting {scenario.replicas} replicas under {out / 'cluster'}")
     with LocalCluster(replicas=scenario.replicas, data_dir=out / "cluster",
-                      network_faults=needs_net, clock_faults="clock" in scenario.nemesis,
-                      log_level="info") as cluster:
-        nemesis = Nemesis(cluster, NemesisConfig(
-            faults=scenario.nemesis, interval_s=scenario.interval_s, fault_s=scenario.fault_s,
-            seed=scenario.seed), faults_path)
+                      network_faults=bool(NEEDS_NETWORK & set(scenario.nemesis)),
+                      clock_faults="clock" in scenario.nemesis, log_level="info") as cluster, \
+            HistoryWriter(history_path) as history, \
+            Nemesis(cluster, nemesis_config, faults_path) as nemesis:
         n = cluster.size
         timeout_s = scenario.client_timeout_s
-        with HistoryWriter(history_path) as history:
-            try:
-                progress(f"running {scenario.workload} for {scenario.duration_s:g}s with "
-                         f"nemesis {','.join(scenario.nemesis)}")
-                nemesis.start(scenario.duration_s)
-                workload.run(
-                    writer_for=lambda name: cluster.board(agent=f"{name}-w",
-                                                          timeout_s=timeout_s),
-                    reader_for=lambda name, i: connect([cluster.endpoints[i % n]],
-                                                       agent=f"{name}-r", timeout_s=timeout_s),
-                    history=history)
-            finally:
-                progress("healing every fault")
-                nemesis.stop()
-            workload.read_all(cluster.board(agent="final", timeout_s=CONVERGE_TIMEOUT_S),
-                              _recorder(history))
+        try:
+            progress(f"running {scenario.workload} for {scenario.duration_s:g}s with "
+                     f"nemesis {','.join(scenario.nemesis)}")
+            nemesis.start(scenario.duration_s)
+            stats = workload.run(
+                writer_for=lambda name: cluster.board(agent=f"{name}-w", timeout_s=timeout_s),
+                reader_for=lambda name, i: connect([cluster.endpoints[i % n]],
+                                                   agent=f"{name}-r", timeout_s=timeout_s),
+                history=history)
+        finally:
+            progress("healing every fault")
+            nemesis.stop()
+        workload.read_all(cluster.board(agent="final", timeout_s=CONVERGE_TIMEOUT_S), history)
         progress("waiting for the replicas to converge")
         converged, digests = _converge(cluster)
     progress("checking the history")
     deadline = time.monotonic() + scenario.check_time_limit_s
-    result, note = check_cas_register(history_path,
+    findings, result = workload.check(history_path,
                                       should_stop=lambda: time.monotonic() > deadline)
-    report = _report(result, note, converged, digests, nemesis.injected, out)
+    findings += _run_findings(stats, nemesis, history_path)
+    report = _report(result, findings, converged, digests, nemesis.injected, out)
     _write_outputs(out, scenario, result, report)
     return report
 
 
-def _recorder(history: HistoryWriter) -> Callable[..., Any]:
-    def record(process: str, kind: Any, f: str, key: str, value: Any, error: str = "") -> Any:
-        return history.write(process, kind, f, key, value, time.monotonic_ns(), error)
-
-    return record
+def _run_findings(stats: WorkloadStats, nemesis: Nemesis, history_path: Path) -> list[Finding]:
+    """What the run itself says: replicas that crashed on their own (a violation: nothing
+    the nemesis did explains them), clients that never returned, final reads that failed
+    (both weaken the checks: unknown)."""
+    out = []
+    if nemesis.crashed:
+        out.append(Finding(check="no-crash", verdict="violation",
+                           detail="; ".join(nemesis.crashed[:5])))
+    stuck = stats.errors.get(STUCK_CLIENT, 0)
+    if stuck:
+        out.append(Finding(check="clients", verdict="unknown",
+                           detail=f"{stuck} client(s) still blocked after the run: their last "
+                                  "operations are not in the history"))
+    records, _ = read_history(history_path)
+    failed = sorted({inv.key for inv, done in pair_records(records)
+                     if inv.process == "final" and (done is None or done.type != "ok")})
+    if failed:
+        out.append(Finding(check="final-reads", verdict="unknown",
+                           detail=f"the final read of {', '.join(failed[:5])} failed: "
+                                  "lost writes on those keys cannot be ruled out"))
+    return out
 
 
 def _converge(cluster: LocalCluster) -> tuple[bool, list[str | None]]:
-    try:
-        cluster.wait_converged(CONVERGE_TIMEOUT_S)
-    except BoardError as exc:
-        log.error("replicas did not converge", error=str(exc))
-    digests = cluster.digests()
-    return len(set(digests)) == 1 and None not in digests, digests
+    """Poll until every replica has applied the same log prefix. Equal digests then: converged.
+    Different digests at the same applied index, seen on DIVERGED_POLLS polls in a row (the
+    run is over, the log is quiet): diverged — no need to wait out the timeout."""
+    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
+    digests: list[str | None] = []
+    diverged = 0
+    while time.monotonic() < deadline:
+        statuses = cluster.status(digest=True)
+        digests = [st.digest if st else None for st in statuses]
+        applied = {st.last_applied if st else None for st in statuses}
+        if len(applied) == 1 and None not in applied:
+            if len(set(digests)) == 1:
+                return True, digests
+            diverged += 1
+            if diverged >= DIVERGED_POLLS:
+                break
+        else:
+            diverged = 0
+        time.sleep(CONVERGE_POLL_S)
+    log.error("replicas did not converge", digests=digests)
+    return False, digests
 
 
-def _report(result: CheckResult, note: str, converged: bool, digests: list[str | None],
-            injected: int, out: Path) -> ChaosReport:
-    problems = []
-    if result.verdict == "violation":
-        problems.append("history is not linearizable")
-    elif result.verdict == "unknown":
-        problems.append("linearizability not decided within the limit")
+def _report(result: CheckResult, findings: list[Finding], converged: bool,
+            digests: list[str | None], injected: int, out: Path) -> ChaosReport:
+    problems = [f"{f.check}: {f.verdict}" + ("" if f.check == "linearizable" else
+                                             f" ({f.detail})")
+                for f in findings if f.verdict != "ok"]
     if not converged:
         problems.append("replicas did not converge to one digest after heal")
-    if note:
-        problems.append(note)
-    verdict: Verdict = ("invalid" if result.verdict == "violation" or not converged
-                        else "unknown" if result.verdict == "unknown" else "valid")
-    return ChaosReport(verdict=verdict, linearizable=result.verdict, converged=converged,
-                       digests=digests, operations=sum(k.operations for k in result.keys),
+    verdicts = {f.verdict for f in findings}
+    verdict: Verdict = ("invalid" if "violation" in verdicts or not converged
+                        else "unknown" if "unknown" in verdicts else "valid")
+    notes = [f"{f.check}: {f.verdict}: {f.detail}" for f in findings if f.check != "linearizable"]
+    return ChaosReport(verdict=verdict, linearizable=result.verdict, findings=findings,
+                       converged=converged, digests=digests,
+                       operations=sum(k.operations for k in result.keys),
                        faults_injected=injected, problems=problems,
-                       explanation=result.explain(), out=str(out))
+                       explanation="\n".join([result.explain(), *notes]), out=str(out))
 
 
 def _write_outputs(out: Path, scenario: Scenario, result: CheckResult,
@@ -228,6 +265,9 @@ def _timeline(scenario: Scenario, records: list[Any], events: list[Any], result:
     t0 = min(times, default=0)
     end_s = summary.duration_s
     spans = pair_ops(records, t0)
+    stride = max(1, -(-len(spans) // BARS_DRAWN_MAX))
+    if stride > 1:  # a long run: every fail and info bar, one ok bar in ``stride``
+        spans = [s for k, s in enumerate(spans) if s.kind != "ok" or k % stride == 0]
     lanes = sorted({s.process for s in spans}, key=_lane_order) or ["-"]
     lane_of = {p: i for i, p in enumerate(lanes)}
     bars = [Bar(lane_of[s.process], s.start_s, end_s if s.end_s is None else s.end_s, s.kind)
@@ -243,7 +283,8 @@ def _timeline(scenario: Scenario, records: list[Any], events: list[Any], result:
             mark = Band(min(calls) - t0 / 1e9, stop - t0 / 1e9, f"violation on {key.key}")
             break
     title = (f"{scenario.workload} x{scenario.clients} on {scenario.replicas} replicas, "
-             f"nemesis {','.join(scenario.nemesis)}, seed {scenario.seed}: {report.verdict}")
+             f"nemesis {','.join(scenario.nemesis)}, seed {scenario.seed}: {report.verdict}"
+             + (f" (1 in {stride} ok operations drawn)" if stride > 1 else ""))
     return Timeline(title, lanes, end_s, bars, faults, mark)
 
 

@@ -161,6 +161,14 @@ class LocalCluster:
     # ---------------------------------------------------------------------------- processes
 
     def _spawn(self, i: int) -> None:
+        # Under the lock stop() sets ``_stopped`` with: a late restart (a nemesis heal racing
+        # the end of a run) either happens before stop() stops everything, or not at all.
+        with self._lock:
+            if self._stopped:
+                raise Unavailable(f"cluster stopped: not starting r{i}")
+            self._spawn_locked(i)
+
+    def _spawn_locked(self, i: int) -> None:
         if self.embedded:
             # Imported here: consensus.raft patches pysyncobj at import, which a process that
             # only talks to replicas (or drives pysyncobj itself) should not pay for.
@@ -342,9 +350,10 @@ class LocalCluster:
         finally:
             link.close()
 
-    def status(self) -> list[ReplicaStatus | None]:
-        """Each replica's status (``None`` for one that is down or not answering)."""
-        return [self._status_of(i) for i in range(self.size)]
+    def status(self, digest: bool = False) -> list[ReplicaStatus | None]:
+        """Each replica's status (``None`` for one that is down or not answering); with
+        ``digest=True`` each includes its state digest (a hash of the whole state: slower)."""
+        return [self._status_of(i, digest=digest) for i in range(self.size)]
 
     def leader(self) -> int | None:
         """Index of the replica that a majority of live replicas name as leader, if any."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -44,7 +45,7 @@ RECORD_BYTES_MAX = 1 << 20
 FaultKind = Literal["kill", "pause", "partition", "delay", "loss", "clock"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("kill", "pause", "partition", "delay", "loss", "clock")
 EVENT_LINE_BYTES_MAX = 1 << 16
-"""A history line longer than this is refused when read (a record holds one operation)."""
+"""A fault timeline line longer than this is refused when read (a line holds one event)."""
 
 
 class OpRecord(BaseModel):
@@ -63,8 +64,8 @@ class OpRecord(BaseModel):
 
 
 class HistoryWriter:
-    """Appends records to a JSON Lines file, flushing each one. Not thread-safe: callers that
-    record from several threads hold their own lock (the recorder in ``workload.py`` does)."""
+    """Appends records to a JSON Lines file, flushing each one. Thread-safe: a record's index
+    and its line are written under one lock, so concurrent clients never interleave."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,18 +74,22 @@ class HistoryWriter:
         # and mix two clocks. Raises FileExistsError if the path is taken.
         self._file: IO[str] = path.open("x", encoding="utf-8")
         self._index = 0
+        self._lock = threading.Lock()
 
     def write(self, process: str, type: Kind, f: str, key: str, value: Any, time_ns: int,
               error: str = "") -> OpRecord:
-        record = OpRecord(index=self._index, process=process, type=type, f=f, key=key,
-                               value=value, time_ns=time_ns, error=error[:4096])
-        self._file.write(record.model_dump_json() + "\n")
-        self._file.flush()
-        self._index += 1
+        """Append one record; ``ValueError`` once the writer is closed."""
+        with self._lock:
+            record = OpRecord(index=self._index, process=process, type=type, f=f, key=key,
+                              value=value, time_ns=time_ns, error=error[:4096])
+            self._file.write(record.model_dump_json() + "\n")
+            self._file.flush()
+            self._index += 1
         return record
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            self._file.close()
 
     def __enter__(self) -> HistoryWriter:
         return self

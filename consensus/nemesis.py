@@ -17,8 +17,8 @@ kind           modes (what is done; heal)
 ``delay``      every link, or the leader's links, slowed by a delay plus jitter; restore
 ``loss``       one-way loss (the leader, or one replica, cannot be heard but still hears);
                random drops on every link (each costs a retransmission timeout); restore
-``clock``      the leader's (or one replica's) lease clock jumps ahead, runs fast, or runs
-               slow; back to real rate (see :mod:`consensus.clocks`)
+``clock``      the leader's lease clock (the only clock anything is decided by) jumps ahead,
+               runs fast, or runs slow; back to real rate (see :mod:`consensus.clocks`)
 =============  ===========================================================================
 
 Network kinds need ``LocalCluster(network_faults=True)``, ``clock`` needs ``clock_faults=True``
@@ -30,6 +30,7 @@ monotonic clock as the operation history.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import threading
 import time
@@ -44,7 +45,7 @@ from consensus.cluster import LocalCluster
 from consensus.errors import BoardError, InvalidCommand
 from consensus.history import FaultEvent, FaultKind
 
-__all__ = ["MODES", "Nemesis", "NemesisConfig"]
+__all__ = ["MODES", "NEEDS_NETWORK", "Nemesis", "NemesisConfig"]
 
 log = structlog.get_logger("consensus.nemesis")
 
@@ -54,12 +55,13 @@ MODES: dict[FaultKind, tuple[str, ...]] = {
     "partition": ("isolate-leader", "halves", "ring", "isolate-one", "bridge"),
     "delay": ("all", "leader"),
     "loss": ("one-way-leader", "drops", "one-way-one"),
-    "clock": ("jump-leader", "fast-leader", "slow-one"),
+    "clock": ("jump-leader", "fast-leader", "slow-leader"),
 }
-_NEEDS_NET = {"partition", "delay", "loss"}
+NEEDS_NETWORK: frozenset[FaultKind] = frozenset({"partition", "delay", "loss"})
+"""Kinds that need ``LocalCluster(network_faults=True)``."""
 FAULTS_MAX = 10_000
-HEAL_WAIT_S = 120.0
-"""Longest a heal may take (restarting a killed majority, one replica after another)."""
+HEAL_WAIT_PER_REPLICA_S = 40.0
+"""Longest a heal may take, per replica (a restart waits up to 30 s for the replica to serve)."""
 
 DELAY_S, JITTER_S = 0.05, 0.05
 DROP_PROBABILITY = 0.2
@@ -80,6 +82,16 @@ class NemesisConfig(BaseModel):
     faults_max: int = Field(default=FAULTS_MAX, ge=1, le=FAULTS_MAX)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """One fault, decided: who it hits, what the timeline says, how to do and undo it."""
+
+    targets: list[int]
+    detail: dict[str, Any]
+    act: Callable[[], None]
+    heal: Callable[[], None]
+
+
 class Nemesis:
     """Injects faults into ``cluster`` per ``config``, recording them to ``timeline``."""
 
@@ -87,7 +99,7 @@ class Nemesis:
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         if cluster.embedded:
             raise InvalidCommand("the nemesis needs replica processes (embedded=False)")
-        if _NEEDS_NET & set(config.faults) and cluster.net is None:
+        if NEEDS_NETWORK & set(config.faults) and cluster.net is None:
             raise InvalidCommand("network faults need LocalCluster(network_faults=True)")
         if "clock" in config.faults and not cluster.clock_faults:
             raise InvalidCommand("clock faults need LocalCluster(clock_faults=True)")
@@ -102,7 +114,11 @@ class Nemesis:
         self._turns: dict[FaultKind, int] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._heal_lock = threading.Lock()
+        self._heal_wait_s = HEAL_WAIT_PER_REPLICA_S * cluster.size
         self.injected = 0
+        self.crashed: list[str] = []
+        """Replicas found down that no fault took down (each restarted when noticed)."""
 
     # --------------------------------------------------------------------------- schedule
 
@@ -118,7 +134,7 @@ class Nemesis:
         Idempotent; safe to call from a ``finally``."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(self.config.fault_s + HEAL_WAIT_S)
+            self._thread.join(self.config.fault_s + self._heal_wait_s)
         try:
             self.heal_all()
         finally:
@@ -144,7 +160,8 @@ class Nemesis:
                 log.exception("nemesis fault failed", kind=kind)
 
     def inject_and_heal(self, kind: FaultKind, hold_s: float) -> None:
-        """Inject one fault of ``kind`` (the next mode in turn), hold it, heal it."""
+        """Inject one fault of ``kind`` (the next mode in turn), hold it, heal it. The heal is
+        decided before anything is done, so a fault injected only in part is healed too."""
         turn = self._turns.get(kind, 0)
         self._turns[kind] = turn + 1
         modes = MODES[kind]
@@ -153,81 +170,80 @@ class Nemesis:
             mode = "bridge"
         index = self._index
         self._index += 1
-        heal: Callable[[], dict[str, Any]] | None = None
-        targets: list[int] = []
+        self._note_crashes(set())
+        plan = self._plan(kind, mode)
         try:
-            targets, detail, heal = self._inject(kind, mode)
+            plan.act()
             self.injected += 1
-            self._record(index, "start", kind, mode, targets, detail)
+            self._record(index, "start", kind, mode, plan.targets, plan.detail)
             self._stop.wait(hold_s)
         except Exception as exc:
-            self._record(index, "start", kind, mode, targets, {},
+            self._record(index, "start", kind, mode, plan.targets, plan.detail,
                          f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            error, outcome = "", {}
+            error = ""
             try:
-                if heal is not None:
-                    outcome = heal()
+                with self._heal_lock:
+                    plan.heal()
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            self._record(index, "end", kind, mode, targets, outcome, error)
+            self._record(index, "end", kind, mode, plan.targets, {}, error)
+            self._note_crashes(set(plan.targets) if kind == "kill" else set())
 
     # --------------------------------------------------------------------------- faults
 
-    def _inject(self, kind: FaultKind, mode: str
-                ) -> tuple[list[int], dict[str, Any], Callable[[], dict[str, Any]]]:
+    def _plan(self, kind: FaultKind, mode: str) -> _Plan:
+        """Choose the victims and say how to inject and how to heal (nothing is done yet)."""
         c = self.cluster
         n = c.size
         if kind in ("kill", "pause"):
-            victims = self._victims(mode)
-            act = c.kill if kind == "kill" else c.pause
-            for i in victims:
-                act(i)
-            return victims, {}, lambda: self._revive(victims)
+            victims, known = self._victims(mode)
+            hit = c.kill if kind == "kill" else c.pause
+
+            def act() -> None:
+                for i in victims:
+                    hit(i)
+
+            return _Plan(victims, {"leader_known": known} if mode == "leader" else {}, act,
+                         lambda: self._revive(victims))
         if kind == "clock":
-            victim = self._leader_or_any() if mode.endswith("leader") else self._any()
+            victim, known = self._leader_or_any()
             jump_s, rate = {"jump": (CLOCK_JUMP_S, 1.0), "fast": (0.0, CLOCK_FAST),
                             "slow": (0.0, CLOCK_SLOW)}[mode.split("-")[0]]
-            c.skew_clock(victim, jump_s=jump_s, rate=rate)
-            return [victim], {"jump_s": jump_s, "rate": rate}, lambda: self._clock_ok([victim])
+            return _Plan([victim], {"jump_s": jump_s, "rate": rate, "leader_known": known},
+                         lambda: c.skew_clock(victim, jump_s=jump_s, rate=rate),
+                         lambda: c.skew_clock(victim, rate=1.0))
         net = c.net
         if net is None:  # checked in __init__
             raise InvalidCommand("network faults need LocalCluster(network_faults=True)")
-        detail: dict[str, Any] = {}
+        heal = net.heal
         if kind == "partition":
             if mode in ("ring", "bridge"):
                 pairs = self._unreachable(mode)
-                net.cut(pairs)
-                targets, detail = [], {"cut": [list(p) for p in pairs]}
-            else:
-                groups = self._partition(mode)
-                net.partition(groups)
-                targets, detail = sorted(groups[-1]), {"groups": [sorted(g) for g in groups]}
-        elif kind == "delay":
-            targets = [self._leader_or_any()] if mode == "leader" else []
-            links = None if not targets else [
-                p for j in range(n) if j != targets[0] for p in ((targets[0], j), (j, targets[0]))]
-            net.delay(DELAY_S, JITTER_S, links)
-            detail = {"delay_s": DELAY_S, "jitter_s": JITTER_S}
-        else:  # loss
-            if mode == "drops":
-                targets = []
-                net.lose(DROP_PROBABILITY)
-                detail = {"loss": DROP_PROBABILITY}
-            else:
-                victim = self._leader_or_any() if mode.endswith("leader") else self._any()
-                targets = [victim]
-                net.cut([(victim, j) for j in range(n) if j != victim], one_way=True)
-                detail = {"unheard": victim}
-        return targets, detail, self._net_heal
+                return _Plan([], {"cut": [list(p) for p in pairs]}, lambda: net.cut(pairs), heal)
+            groups, known = self._partition(mode)
+            detail: dict[str, Any] = {"groups": [sorted(g) for g in groups]}
+            if mode == "isolate-leader":
+                detail["leader_known"] = known
+            return _Plan(sorted(groups[-1]), detail, lambda: net.partition(groups), heal)
+        if kind == "delay":
+            if mode == "all":
+                return _Plan([], {"delay_s": DELAY_S, "jitter_s": JITTER_S},
+                             lambda: net.delay(DELAY_S, JITTER_S), heal)
+            leader, known = self._leader_or_any()
+            links = [p for j in range(n) if j != leader for p in ((leader, j), (j, leader))]
+            return _Plan([leader], {"delay_s": DELAY_S, "jitter_s": JITTER_S,
+                                    "leader_known": known},
+                         lambda: net.delay(DELAY_S, JITTER_S, links), heal)
+        if mode == "drops":
+            return _Plan([], {"loss": DROP_PROBABILITY}, lambda: net.lose(DROP_PROBABILITY), heal)
+        victim, known = self._leader_or_any() if mode.endswith("leader") else (self._any(), False)
+        unheard = [(victim, j) for j in range(n) if j != victim]
+        return _Plan([victim], {"unheard": victim, "leader_known": known},
+                     lambda: net.cut(unheard, one_way=True), heal)
 
-    def _net_heal(self) -> dict[str, Any]:
-        if self.cluster.net is not None:
-            self.cluster.net.heal()
-        return {}
-
-    def _revive(self, victims: list[int]) -> dict[str, Any]:
+    def _revive(self, victims: list[int]) -> None:
         """Resume paused and restart killed victims; a replica that refuses to start (say, on
         corrupt data) is reported, the others are still revived."""
         errors: dict[str, str] = {}
@@ -241,16 +257,26 @@ class Nemesis:
                 errors[f"r{i}"] = str(exc)
         if errors:
             raise BoardError("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        return {}
 
-    def _clock_ok(self, victims: list[int]) -> dict[str, Any]:
-        for i in victims:
-            self.cluster.skew_clock(i, rate=1.0)
-        return {}
+    def _note_crashes(self, expected_dead: set[int]) -> None:
+        """A replica down that no fault took down crashed by itself: a finding, not noise.
+        It is recorded in :attr:`crashed` (and restarted, so the run goes on)."""
+        for i in range(self.cluster.size):
+            if i in expected_dead or self.cluster.pid(i) is not None:
+                continue
+            self.crashed.append(f"r{i} exited on its own (noticed after fault {self._index})")
+            log.error("replica crashed", replica=i)
+            with contextlib.suppress(BoardError), self._heal_lock:
+                self.cluster.restart(i)
 
     def heal_all(self) -> None:
-        """Undo every fault that may be in force: network, clocks, paused and dead replicas."""
+        """Undo every fault that may be in force: network, clocks, paused and dead replicas.
+        Waits (bounded) for a heal the schedule thread may still be running."""
         c = self.cluster
+        if not self._heal_lock.acquire(timeout=self._heal_wait_s):
+            log.error("a heal is still running; healing alongside it")
+        else:
+            self._heal_lock.release()
         with contextlib.suppress(Exception):
             if c.net is not None:
                 c.net.heal()
@@ -274,28 +300,33 @@ class Nemesis:
     def _any(self) -> int:
         return self._rnd.randrange(self.cluster.size)
 
-    def _leader_or_any(self) -> int:
+    def _leader_or_any(self) -> tuple[int, bool]:
+        """The leader and ``True``; a random replica and ``False`` when none is known (say,
+        mid-election): the timeline records which."""
         leader = self.cluster.leader()
-        return leader if leader is not None else self._any()
+        return (leader, True) if leader is not None else (self._any(), False)
 
-    def _victims(self, mode: str) -> list[int]:
+    def _victims(self, mode: str) -> tuple[list[int], bool]:
         n = self.cluster.size
         if mode == "leader":
-            return [self._leader_or_any()]
+            leader, known = self._leader_or_any()
+            return [leader], known
         if mode == "one":
-            return [self._any()]
+            return [self._any()], False
         count = (n - 1) // 2 if mode == "minority" else n // 2 + 1
-        return sorted(self._rnd.sample(range(n), max(1, count)))
+        return sorted(self._rnd.sample(range(n), max(1, count))), False
 
-    def _partition(self, mode: str) -> list[set[int]]:
+    def _partition(self, mode: str) -> tuple[list[set[int]], bool]:
+        """Two sides, the smaller (the isolated replica) last."""
         n = self.cluster.size
         if mode in ("isolate-leader", "isolate-one"):
-            victim = self._leader_or_any() if mode == "isolate-leader" else self._any()
-            return [set(range(n)) - {victim}, {victim}]
+            victim, known = self._leader_or_any() if mode == "isolate-leader" \
+                else (self._any(), False)
+            return [set(range(n)) - {victim}, {victim}], known
         order = list(range(n))
         self._rnd.shuffle(order)
         half = n // 2 + 1
-        return [set(order[:half]), set(order[half:])]
+        return [set(order[:half]), set(order[half:])], False
 
     def _unreachable(self, mode: str) -> list[tuple[int, int]]:
         """Pairs that cannot talk: a ring over a random order (each replica reaches its two

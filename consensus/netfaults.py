@@ -44,6 +44,7 @@ CHUNK_BYTES = 65_536
 RETRANSMIT_S = 0.2
 """Linux's minimum TCP retransmission timeout: what one lost segment delays a stream by."""
 CONNECTIONS_PER_LINK_MAX = 16
+HANDSHAKE_ROUNDS_MAX = 8
 IN_FLIGHT_CHUNKS_MAX = 256
 START_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 5.0
@@ -140,6 +141,15 @@ class NetworkFaults:
             raise ValueError("loss must be a probability")
         self._call(self._set_ways(self._chosen(links), loss=loss))
         log.info("network loss", loss=loss)
+
+    def connections(self) -> int:
+        """Connections the proxies hold open (each proxied connection counts twice: both
+        ends); a healed, idle fault layer holds only what the replicas use."""
+        async def count() -> int:
+            return sum(len(link.conns) for link in self._links.values())
+
+        result: int = asyncio.run_coroutine_threadsafe(count(), self._loop).result(CALL_TIMEOUT_S)
+        return result
 
     def heal(self) -> None:
         """Open every direction and remove every delay and loss."""
@@ -246,11 +256,13 @@ class NetworkFaults:
         upstream: asyncio.StreamWriter | None = None
         out, back = self._ways[(link.src, link.dst)], self._ways[(link.dst, link.src)]
         try:
-            for _ in range(STOP_ROUNDS_MAX):  # a TCP handshake needs both directions open
+            for _ in range(HANDSHAKE_ROUNDS_MAX):  # a TCP handshake needs both directions open
                 await out.open.wait()
                 await back.open.wait()
                 if out.open.is_set() or self._closing:
                     break
+            else:  # the links keep flapping: drop this connection (the dialer retries)
+                return
             if self._closing:
                 return
             up_reader, upstream = await asyncio.open_connection(*link.target)
@@ -279,6 +291,7 @@ class NetworkFaults:
         due = 0.0
         try:
             while not writer.is_closing():  # bounded by the connection's life
+                await way.open.wait()  # cut: stop reading, so the sender's buffer fills
                 data = await reader.read(CHUNK_BYTES)
                 if not data:
                     break
@@ -300,15 +313,23 @@ class NetworkFaults:
     async def _deliver(way: _Way, queue: asyncio.Queue[tuple[float, bytes] | None],
                        writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(ConnectionError, OSError):
-            while True:  # bounded by the connection's life: the pump ends it with None
-                item = await queue.get()
-                if item is None:
-                    return
-                due, data = item
-                wait_s = due - loop.time()
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)
-                await way.open.wait()  # cut: hold the bytes
+        broken = False
+        for _ in range(2**62):  # bounded by the connection's life: the pump ends it with None
+            item = await queue.get()
+            if item is None:
+                return
+            if broken:  # keep taking chunks so the pump never blocks on a full queue
+                continue
+            due, data = item
+            wait_s = due - loop.time()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            await way.open.wait()  # cut: hold the bytes
+            try:
                 writer.write(data)
                 await writer.drain()
+            except (ConnectionError, OSError):
+                # Drop the destination: the opposite pump reads EOF from it and aborts the
+                # source, so this direction's pump ends too (the queue is drained meanwhile).
+                broken = True
+                writer.transport.abort()

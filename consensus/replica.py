@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import importlib
 import os
@@ -40,7 +41,7 @@ from consensus.model import AnnouncePolicies, ErrorInfo, ExpireLease, Proposal, 
 from consensus.policies import registry
 from consensus.protocol import CLIENT_FRAME_BYTES_MAX, ReplicaStatus, encode
 from consensus.raft import ProposeFailure, RaftNode, RaftSettings, forbid_pickle
-from consensus.server import ClientServer, Done
+from consensus.server import PLANTED_BUG_ENV, ClientServer, Done
 from consensus.state import BoardState, Limits, apply, decode_proposal
 
 __all__ = [
@@ -58,6 +59,7 @@ EXIT_CONFIG = 2
 EXIT_CORRUPT = 3
 EXIT_POLICY_MISSING = 78
 LEASE_TICK_S = 0.05
+DIVERGE_EVERY = 25
 EXPIRIES_INFLIGHT_MAX = 64
 ANNOUNCE_ATTEMPTS_MAX = 600
 BATCH_ITEMS_MAX = 256
@@ -113,6 +115,8 @@ class ReplicaMachine:
         self._expiring_lock = threading.Lock()  # added on the lease thread, removed on Raft's
         self._leader = False
         self._group: GroupCommit | None = None
+        self._diverge = (os.environ.get(PLANTED_BUG_ENV) == "divergent-apply"
+                         and config.name == "r1")
 
     # ----------------------------------------------------------- StateMachine (tick thread)
 
@@ -154,6 +158,10 @@ class ReplicaMachine:
             sys.stderr.flush()
             os._exit(EXIT_POLICY_MISSING)
         result = applied.result
+        if self._diverge and result.entry is not None and result.revision % DIVERGE_EVERY == 0:
+            # Planted bug (see server.py): a key only this replica has, never overwritten.
+            stray = dataclasses.replace(self.state.kv[result.entry.key], value="diverged")
+            self.state.kv[f"diverged/{result.revision}"] = stray
         op = proposal.command.op
         if result.error is not None:
             log.info("rejected", op=op, agent=proposal.agent, code=result.error.code,

@@ -26,7 +26,7 @@ import msgpack
 import structlog
 
 from consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
-from consensus.errors import BoardError, ProtocolError, RevisionCompacted
+from consensus.errors import BoardError, InvalidCommand, ProtocolError, RevisionCompacted
 from consensus.frames import FrameDecoder, encode_frame
 from consensus.model import CLIENT_OPS, ErrorInfo, Event, Result
 from consensus.protocol import (
@@ -65,10 +65,20 @@ PROPOSE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 5.0
 PLANTED_BUG_ENV = "QUORUMBOARD_PLANTED_BUG"
-"""Negative controls only: ``stale-reads`` makes every replica, followers included, answer
-linearizable reads from its local state at once, without a read barrier — the bug the
-linearizability checker must catch (tests/test_workload.py). Never set outside tests; a replica
-with a planted bug says so at CRITICAL level when it starts."""
+"""Negative controls only — each a bug one of the checkers must catch (tests/test_workload.py,
+tests/test_negative_controls.py):
+
+* ``stale-reads``: every replica, followers included, answers linearizable reads from its local
+  state at once, without a read barrier (linearizability);
+* ``retry-bypass``: the leader re-proposes every fifth client proposal as a retry *without* its
+  session, so the session table cannot deduplicate it (exactly-once);
+* ``watch-gap``: watch streams silently skip events whose revision is a multiple of 50 (watch);
+* ``divergent-apply``: replica ``r1`` keeps a stray key every 25 revisions (convergence).
+
+Never set outside tests; a replica with a planted bug says so at CRITICAL level when it starts."""
+PLANTED_BUGS = frozenset({"stale-reads", "retry-bypass", "watch-gap", "divergent-apply"})
+RETRY_BYPASS_EVERY = 5
+WATCH_GAP_EVERY = 50
 DEADLINE_SWEEP_S = 0.1
 """How often expired proposals and reads are answered: a request's timeout fires up to this
 much late, in exchange for no timer per request (a heap push and cancel per commit cost ~10 %
@@ -214,6 +224,9 @@ class ClientServer:
         self._proposal_deadlines = _Deadlines()
         self._read_deadlines = _Deadlines()
         self._planted_bug = os.environ.get(PLANTED_BUG_ENV, "")
+        if self._planted_bug and self._planted_bug not in PLANTED_BUGS:
+            raise InvalidCommand(f"{PLANTED_BUG_ENV}={self._planted_bug!r} is not one of "
+                                 f"{sorted(PLANTED_BUGS)}")
         if self._planted_bug:
             log.critical("PLANTED BUG ACTIVE: this replica is deliberately wrong",
                          bug=self._planted_bug)
@@ -430,6 +443,9 @@ class ClientServer:
         self._proposal_deadlines.add(PROPOSE_TIMEOUT_S, answer.expire)
         try:
             self.core.propose(encode(req.proposal), done)
+            if self._planted_bug == "retry-bypass" and req.proposal.seq % RETRY_BYPASS_EVERY == 0:
+                retry = req.proposal.model_copy(update={"session": 0, "seq": 0, "acked_below": 0})
+                self.core.propose(encode(retry), lambda _r, _f: None)
         except BoardError as exc:  # e.g. a payload over the raft command bound
             answer.finish(Reply(id=rid, wire_error="invalid", message=str(exc)))
 
@@ -544,6 +560,8 @@ class ClientServer:
                     progress_every = max(1, state.limits.events_retained_max // 4)
                 events, full = _whole_revisions(events, full=len(events) >= WATCH_BATCH_EVENTS_MAX)
                 through = events[-1].revision if full else head
+                if self._planted_bug == "watch-gap":
+                    events = [e for e in events if e.revision % WATCH_GAP_EVERY]
                 now = self._loop.time()
                 if events or (through > reported and (
                         through - reported >= progress_every

@@ -1,6 +1,6 @@
 """Clock faults for the lease-expiry decision (consensus/clocks.py): the fault clock itself, and
 on a real cluster, a leader whose clock runs fast expires a lease early — through the log, so
-every replica agrees — while a follower's skewed clock changes nothing."""
+every replica agrees."""
 
 from __future__ import annotations
 
@@ -52,10 +52,6 @@ def test_fast_leader_clock_expires_a_lease_through_the_log(tmp_path: Path) -> No
         lease = board.grant(ttl=30.0)
         board.put("held/k", 1, lease=lease)
         leader = cluster.wait_for_leader()
-        for i in range(cluster.size):
-            if i != leader:
-                cluster.skew_clock(i, jump_s=3600.0, rate=100.0)  # followers never decide
-        board.put("other/k", 2)  # a commit after the skew: the followers' ticks ran
         assert board.lease(lease) is not None and board.get("held/k") is not None
         # 100x fast on the deciding clock: the 30 s TTL passes in 0.3 s, whenever the leader's
         # timer first saw the lease (a jump could land before that, and then not shorten it).

@@ -120,3 +120,41 @@ def test_one_way_cut_holds_one_direction_and_delay_is_a_latency_not_a_cap() -> N
         for c in conns:
             c.close()
         target.close()
+
+
+def test_a_destination_lost_during_a_cut_frees_the_connection_after_heal() -> None:
+    """A sender that keeps writing into a cut link, then a destination that gives up on the
+    silent connection: after the heal the proxy ends that connection on both sides instead of
+    holding it (and its slot on the link) for ever."""
+    import socket
+
+    from consensus.netfaults import NetworkFaults
+
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen(4)
+    target.settimeout(5.0)
+    net = NetworkFaults([target.getsockname(), target.getsockname()])
+    client: socket.socket | None = None
+    try:
+        port = int(net.dial_address(0, 1).rpartition(":")[2])
+        client = socket.create_connection(("127.0.0.1", port), timeout=5.0)
+        server = target.accept()[0]
+        net.cut([(0, 1)])
+        client.setblocking(False)
+        for k in range(2_000):  # fill whatever the cut link and the buffers take
+            try:
+                client.send(b"m%05d" % k)
+            except BlockingIOError:
+                break
+        server.close()  # the destination gives up on the silent connection
+        net.heal()
+        wait_until(lambda: net.connections() == 0, 10.0, what="the proxy to drop both ends")
+        client.setblocking(True)
+        client.settimeout(5.0)
+        assert client.recv(16) == b"", "the source side is closed too"
+    finally:
+        net.close()
+        if client is not None:
+            client.close()
+        target.close()

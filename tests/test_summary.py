@@ -68,3 +68,13 @@ def test_pictures_are_bounded_and_escaped() -> None:
     assert png.startswith(b"\x89PNG") and png.endswith(b"IEND\xaeB`\x82")
     with pytest.raises(ValueError, match="lanes"):
         Timeline("empty", [], 1.0)
+
+
+def test_a_failed_injection_and_the_fault_free_throughput() -> None:
+    records = _records([("c0", 0.0, 0.5, "ok"), ("c0", 1.0, 1.5, "ok"), ("c0", 2.0, 2.5, "ok")])
+    events = [_fault(0, "start", 1.0, error="ProcessLookupError: gone"), _fault(0, "end", 2.0)]
+    s = summarize(records, events)
+    (fault,) = s.faults
+    assert fault.error == "ProcessLookupError: gone" and fault.invoked == 1
+    # fault-free time: [0, 1) and [2, 2.5] = 1.5 s with 2 ok completions (0.5 and 2.5)
+    assert s.quiet.ok_per_s == pytest.approx(2 / 1.5, abs=0.05) and s.quiet.gap_max_s is None

@@ -1,0 +1,171 @@
+"""Checks of a recorded run beyond linearizability (pure: records in, findings out).
+
+* :func:`check_exactly_once` — a counter incremented by operations that the client may have
+  retried ends within ``[sum of ok increments, sum of ok + indeterminate increments]``: below
+  means an acknowledged increment was lost, above means some increment applied twice.
+* :func:`check_set_complete` — the final set holds every element whose add was acknowledged and
+  nothing that was never attempted.
+* :func:`check_watch` — each watcher's stream is ordered, gap-free and equal to the committed
+  history over the revisions it covered; every acknowledged write is in the committed history,
+  and every committed event was an attempted write.
+
+Each returns a :class:`Finding`; ``ok`` findings say what they verified, violations say which
+record broke the rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from consensus.history import OpRecord, pair_records
+
+__all__ = ["Finding", "check_exactly_once", "check_set_complete", "check_watch"]
+
+FindingVerdict = Literal["ok", "violation", "unknown"]
+EXAMPLES_MAX = 5
+
+
+class Finding(BaseModel):
+    """The outcome of one check: its name, verdict and a sentence or two of evidence."""
+
+    model_config = ConfigDict(frozen=True)
+
+    check: str
+    verdict: FindingVerdict
+    detail: str
+
+
+def _final_reads(records: Iterable[OpRecord]) -> dict[str, Any]:
+    """key -> value of the last ``ok`` read by the ``final`` process (after the heal)."""
+    out: dict[str, Any] = {}
+    for inv, done in pair_records(records):
+        if inv.process == "final" and inv.f == "read" and done is not None and done.type == "ok":
+            out[inv.key] = done.value[1]
+    return out
+
+
+def check_exactly_once(records: Sequence[OpRecord], keys: Iterable[str]) -> Finding:
+    """Per counter key: final total within [ok adds, ok + indeterminate adds]."""
+    ok: dict[str, int] = {}
+    maybe: dict[str, int] = {}
+    for inv, done in pair_records(records):
+        if inv.f != "add":
+            continue
+        delta = int(inv.value)
+        if done is not None and done.type == "ok":
+            ok[inv.key] = ok.get(inv.key, 0) + delta
+        elif done is None or done.type == "info":
+            maybe[inv.key] = maybe.get(inv.key, 0) + delta
+    finals = _final_reads(records)
+    bad, unread = [], []
+    for key in sorted(keys):
+        if key not in finals:
+            unread.append(key)
+            continue
+        total = int(finals[key] or 0)
+        low, high = ok.get(key, 0), ok.get(key, 0) + maybe.get(key, 0)
+        if not low <= total <= high:
+            what = "lost acknowledged increments" if total < low else "applied an increment twice"
+            bad.append(f"{key}: final {total} outside [{low}, {high}] ({what})")
+    if bad:
+        return Finding(check="exactly-once", verdict="violation",
+                       detail="; ".join(bad[:EXAMPLES_MAX]))
+    if unread:
+        return Finding(check="exactly-once", verdict="unknown",
+                       detail=f"no final read of {', '.join(unread[:EXAMPLES_MAX])}")
+    return Finding(check="exactly-once", verdict="ok",
+                   detail=f"every counter within [ok, ok + indeterminate] increments "
+                          f"({sum(ok.values())} acknowledged, {sum(maybe.values())} unknown)")
+
+
+def check_set_complete(records: Sequence[OpRecord], keys: Iterable[str]) -> Finding:
+    """Per set key: acknowledged adds present in the final set, nothing unattempted in it."""
+    acked: dict[str, set[Any]] = {}
+    attempted: dict[str, set[Any]] = {}
+    for inv, done in pair_records(records):
+        if inv.f != "add":
+            continue
+        attempted.setdefault(inv.key, set()).add(inv.value)
+        if done is not None and done.type == "ok":
+            acked.setdefault(inv.key, set()).add(inv.value)
+    finals = _final_reads(records)
+    bad, unread = [], []
+    for key in sorted(keys):
+        if key not in finals:
+            unread.append(key)
+            continue
+        final = set(finals[key] or [])
+        lost = sorted(acked.get(key, set()) - final)
+        phantom = sorted(final - attempted.get(key, set()))
+        if lost:
+            bad.append(f"{key}: acknowledged adds missing from the final set: {lost[:5]}")
+        if phantom:
+            bad.append(f"{key}: elements nobody added: {phantom[:5]}")
+    if bad:
+        return Finding(check="set-complete", verdict="violation",
+                       detail="; ".join(bad[:EXAMPLES_MAX]))
+    if unread:
+        return Finding(check="set-complete", verdict="unknown",
+                       detail=f"no final read of {', '.join(unread[:EXAMPLES_MAX])}")
+    return Finding(check="set-complete", verdict="ok",
+                   detail=f"every acknowledged add is in the final sets "
+                          f"({sum(len(v) for v in acked.values())} acknowledged)")
+
+
+Event = tuple[int, str, str, Any]
+"""(revision, kind, key, value) of one committed event."""
+
+
+def check_watch(records: Sequence[OpRecord], streams: Mapping[str, Sequence[Event]],
+                committed: Sequence[Event]) -> Finding:
+    """``streams``: what each watcher received (from revision 1); ``committed``: the full event
+    history of the prefix read after the heal (a fresh watch from revision 1)."""
+    problems: list[str] = []
+    revs = [e[0] for e in committed]
+    if revs != sorted(set(revs)):
+        problems.append("the committed history itself is out of order or repeats a revision")
+    by_rev = {e[0]: e for e in committed}
+    for name, stream in sorted(streams.items()):
+        if not stream:
+            continue
+        got = [e[0] for e in stream]
+        bad_order = next((i for i in range(1, len(got)) if got[i] <= got[i - 1]), None)
+        if bad_order is not None:
+            problems.append(f"watcher {name}: revision {got[bad_order]} after "
+                            f"{got[bad_order - 1]} (out of order or repeated)")
+            continue
+        expected = [e for e in committed if e[0] <= got[-1]]
+        if list(stream) != expected:
+            missing = sorted(set(e[0] for e in expected) - set(got))
+            extra = sorted(set(got) - set(by_rev))
+            changed = [r for r in got if r in by_rev and by_rev[r] not in stream]
+            problems.append(f"watcher {name}: differs from the committed history up to "
+                            f"revision {got[-1]} (missing {missing[:5]}, not committed "
+                            f"{extra[:5]}, different {changed[:5]})")
+    writes_ok: list[tuple[str, Any, int]] = []
+    attempted: set[tuple[str, str]] = set()
+    for inv, done in pair_records(records):
+        if inv.f != "write":
+            continue
+        attempted.add((inv.key, repr(inv.value)))
+        if done is not None and done.type == "ok":
+            writes_ok.append((inv.key, inv.value, int(done.value[2])))
+    for key, value, rev in writes_ok:
+        event = by_rev.get(rev)
+        if event is None or event[2] != key or event[3] != value:
+            problems.append(f"acknowledged write of {key} at revision {rev} is not in the "
+                            "committed history")
+            break
+    phantom = [e for e in committed if e[1] == "put" and (e[2], repr(e[3])) not in attempted]
+    if phantom:
+        problems.append(f"committed events nobody wrote: {phantom[:3]}")
+    if problems:
+        return Finding(check="watch", verdict="violation",
+                       detail="; ".join(problems[:EXAMPLES_MAX]))
+    return Finding(check="watch", verdict="ok",
+                   detail=f"{len(streams)} watchers, {sum(len(s) for s in streams.values())} "
+                          f"events, all ordered, gap-free and equal to the {len(committed)} "
+                          "committed events")

@@ -1,0 +1,79 @@
+"""The nemesis's choices (pure parts of consensus/nemesis.py): victims, halves, rings and
+bridges over replica indices, for 3, 4, 5 and 7 replicas."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any
+
+import pytest
+
+from consensus.nemesis import MODES, Nemesis
+
+
+class _Cluster:
+    def __init__(self, size: int, leader: int | None) -> None:
+        self.size = size
+        self._leader = leader
+
+    def leader(self) -> int | None:
+        return self._leader
+
+
+def _nemesis(size: int, leader: int | None = 0, seed: int = 1) -> Any:
+    n: Any = object.__new__(Nemesis)  # only the choice helpers: no cluster, no timeline
+    n.cluster = _Cluster(size, leader)
+    n._rnd = random.Random(seed)
+    return n
+
+
+def _reachable(size: int, cut: list[tuple[int, int]]) -> dict[int, set[int]]:
+    return {a: {b for b in range(size) if b != a and (min(a, b), max(a, b)) not in cut}
+            for a in range(size)}
+
+
+@pytest.mark.parametrize("size", [3, 4, 5, 7])
+def test_victims_and_halves_have_the_sizes_their_names_promise(size: int) -> None:
+    for seed in range(20):
+        n = _nemesis(size, leader=1, seed=seed)
+        assert n._victims("leader") == ([1], True)
+        assert len(n._victims("minority")[0]) == max(1, (size - 1) // 2)
+        assert len(n._victims("majority")[0]) == size // 2 + 1
+        groups, _ = n._partition("halves")
+        assert sorted(groups[0] | groups[1]) == list(range(size))
+        assert len(groups[0]) == size // 2 + 1 and not groups[0] & groups[1]
+        groups, known = n._partition("isolate-leader")
+        assert groups[-1] == {1} and known
+    unknown = _nemesis(size, leader=None)
+    victim, known = unknown._leader_or_any()
+    assert 0 <= victim < size and not known
+
+
+@pytest.mark.parametrize("size", [5, 7])
+def test_a_ring_leaves_each_replica_exactly_its_two_neighbours(size: int) -> None:
+    for seed in range(10):
+        cut = _nemesis(size, seed=seed)._unreachable("ring")
+        reach = _reachable(size, cut)
+        assert all(len(r) == 2 for r in reach.values())
+        # connected as one cycle: walking neighbours visits everyone
+        seen, here, prev = [0], 0, -1
+        for _ in range(size):
+            here, prev = next(b for b in reach[here] if b != prev), here
+            seen.append(here)
+        assert set(seen) == set(range(size))
+
+
+@pytest.mark.parametrize("size", [3, 4, 5, 7])
+def test_a_bridge_joins_two_halves_through_one_replica(size: int) -> None:
+    for seed in range(10):
+        cut = _nemesis(size, seed=seed)._unreachable("bridge")
+        reach = _reachable(size, cut)
+        bridges = [a for a in range(size) if len(reach[a]) == size - 1]
+        assert len(bridges) == 1, reach
+        others = [a for a in range(size) if a not in bridges]
+        assert any((min(a, b), max(a, b)) in cut for a, b in itertools.combinations(others, 2))
+
+
+def test_every_kind_has_modes() -> None:
+    assert all(MODES[k] for k in MODES) and "slow-leader" in MODES["clock"]
