@@ -182,10 +182,13 @@ def run_chaos(scenario: Scenario, out: Path,
 
 
 def _run_findings(stats: WorkloadStats, nemesis: Nemesis, history_path: Path) -> list[Finding]:
-    """What the run itself says: replicas that crashed on their own (a violation: nothing
-    the nemesis did explains them), clients that never returned, final reads that failed
-    (both weaken the checks: unknown)."""
+    """What the run itself says: a replica that started on corrupt data or crashed on its own
+    (violations: nothing the nemesis did excuses them), clients that never returned, final
+    reads that failed (both weaken the checks: unknown)."""
     out = []
+    if nemesis.violations:
+        out.append(Finding(check="data-faults", verdict="violation",
+                           detail="; ".join(nemesis.violations[:5])))
     if nemesis.crashed:
         out.append(Finding(check="no-crash", verdict="violation",
                            detail="; ".join(nemesis.crashed[:5])))

@@ -354,7 +354,7 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--duration", type=float, default=None, help="seconds of workload")
     ch.add_argument("--keys", type=int, default=None)
     ch.add_argument("--nemesis", default=None,
-                    help="comma list of kill,pause,partition,delay,loss,clock")
+                    help="comma list of kill,pause,partition,delay,loss,clock,corrupt")
     ch.add_argument("--interval", type=float, default=None, help="quiet seconds before a fault")
     ch.add_argument("--fault-duration", type=float, default=None, help="seconds a fault lasts")
     ch.add_argument("--seed", type=int, default=None)

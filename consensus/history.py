@@ -42,8 +42,9 @@ Kind = Literal["invoke", "ok", "fail", "info"]
 RECORD_BYTES_MAX = 1 << 20
 """A history line longer than this is refused when read (a record holds one operation)."""
 
-FaultKind = Literal["kill", "pause", "partition", "delay", "loss", "clock"]
-FAULT_KINDS: tuple[FaultKind, ...] = ("kill", "pause", "partition", "delay", "loss", "clock")
+FaultKind = Literal["kill", "pause", "partition", "delay", "loss", "clock", "corrupt"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("kill", "pause", "partition", "delay", "loss", "clock",
+                                      "corrupt")
 EVENT_LINE_BYTES_MAX = 1 << 16
 """A fault timeline line longer than this is refused when read (a line holds one event)."""
 

@@ -37,12 +37,16 @@ import structlog
 from consensus.errors import CorruptData
 from consensus.invariant import check
 
-__all__ = ["JOURNAL_MAGIC", "META_MAGIC", "Entry", "Journal"]
+__all__ = ["JOURNAL_FILE", "JOURNAL_MAGIC", "META_MAGIC", "SNAPSHOT_FILE", "Entry", "Journal"]
 
 log = structlog.get_logger(__name__)
 
 Entry = tuple[bytes, int, int]  # (command, idx, term): pysyncobj's in-memory entry shape
 
+JOURNAL_FILE = "raft.journal"
+"""A replica's Raft log in its data dir (its meta file is this name + ``.meta``)."""
+SNAPSHOT_FILE = "raft.snapshot"
+"""A replica's last snapshot (full dump) in its data dir."""
 JOURNAL_MAGIC = b"QBJRNL01"
 META_MAGIC = b"QBMETA01"
 _RECORD_HEAD = struct.Struct(">II")

@@ -19,7 +19,14 @@ kind           modes (what is done; heal)
                random drops on every link (each costs a retransmission timeout); restore
 ``clock``      the leader's lease clock (the only clock anything is decided by) jumps ahead,
                runs fast, or runs slow; back to real rate (see :mod:`consensus.clocks`)
+``corrupt``    a data-file fault at rest: SIGKILL a follower, then flip a bit in the first
+               half of its Raft journal or in its meta file (it must refuse to start), or
+               truncate its journal at a random point past the middle (it must recover the
+               intact prefix and catch up from its peers); restore the files and restart
 =============  ===========================================================================
+
+A replica that *starts* on a flipped bit, or a replica down that no fault took down, is
+recorded in :attr:`Nemesis.violations` / :attr:`Nemesis.crashed` — findings, not noise.
 
 Network kinds need ``LocalCluster(network_faults=True)``, ``clock`` needs ``clock_faults=True``
 (:class:`InvalidCommand` says so up front). Every start and end of a fault is appended to a
@@ -32,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from consensus.cluster import LocalCluster
 from consensus.errors import BoardError, InvalidCommand
 from consensus.history import FaultEvent, FaultKind
+from consensus.journal import JOURNAL_FILE
 
 __all__ = ["MODES", "NEEDS_NETWORK", "Nemesis", "NemesisConfig"]
 
@@ -56,10 +65,13 @@ MODES: dict[FaultKind, tuple[str, ...]] = {
     "delay": ("all", "leader"),
     "loss": ("one-way-leader", "drops", "one-way-one"),
     "clock": ("jump-leader", "fast-leader", "slow-leader"),
+    "corrupt": ("flip-journal", "truncate-journal", "flip-meta"),
 }
 NEEDS_NETWORK: frozenset[FaultKind] = frozenset({"partition", "delay", "loss"})
 """Kinds that need ``LocalCluster(network_faults=True)``."""
 FAULTS_MAX = 10_000
+CORRUPT_BACKUP_DIR = "corrupt-backup"
+CORRUPT_START_TIMEOUT_S = 15.0
 HEAL_WAIT_PER_REPLICA_S = 40.0
 """Longest a heal may take, per replica (a restart waits up to 30 s for the replica to serve)."""
 
@@ -80,6 +92,16 @@ class NemesisConfig(BaseModel):
     fault_s: float = Field(default=3.0, gt=0, le=3600)
     seed: int = 0
     faults_max: int = Field(default=FAULTS_MAX, ge=1, le=FAULTS_MAX)
+
+
+def _last_log_line(rdir: Path, exc: BaseException) -> str:
+    """What the replica said when it refused (its log's last line naming the error)."""
+    try:
+        lines = (rdir / "replica.log").read_text(errors="replace").splitlines()[-20:]
+    except OSError:
+        return str(exc)
+    said = [ln for ln in lines if "orrupt" in ln or "checksum" in ln]
+    return (said[-1] if said else str(exc))[:500]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +141,8 @@ class Nemesis:
         self.injected = 0
         self.crashed: list[str] = []
         """Replicas found down that no fault took down (each restarted when noticed)."""
+        self.violations: list[str] = []
+        """Data-file faults a replica did not refuse (it started on a flipped bit)."""
 
     # --------------------------------------------------------------------------- schedule
 
@@ -207,6 +231,8 @@ class Nemesis:
 
             return _Plan(victims, {"leader_known": known} if mode == "leader" else {}, act,
                          lambda: self._revive(victims))
+        if kind == "corrupt":
+            return self._plan_corrupt(mode)
         if kind == "clock":
             victim, known = self._leader_or_any()
             jump_s, rate = {"jump": (CLOCK_JUMP_S, 1.0), "fast": (0.0, CLOCK_FAST),
@@ -242,6 +268,49 @@ class Nemesis:
         unheard = [(victim, j) for j in range(n) if j != victim]
         return _Plan([victim], {"unheard": victim, "leader_known": known},
                      lambda: net.cut(unheard, one_way=True), heal)
+
+    def _plan_corrupt(self, mode: str) -> _Plan:
+        c = self.cluster
+        leader = c.leader()
+        victim = self._rnd.choice([i for i in range(c.size) if i != leader] or [0])
+        rdir = c.data_dir / f"r{victim}"
+        name = JOURNAL_FILE + (".meta" if mode == "flip-meta" else "")
+        target, backup = rdir / name, rdir / CORRUPT_BACKUP_DIR
+        detail: dict[str, Any] = {"file": name}
+
+        def act() -> None:
+            c.kill(victim)
+            backup.mkdir(exist_ok=True)
+            for f in (JOURNAL_FILE, JOURNAL_FILE + ".meta"):
+                if (rdir / f).exists():
+                    shutil.copy2(rdir / f, backup / f)
+            data = bytearray(target.read_bytes())
+            if mode == "truncate-journal":
+                cut = self._rnd.randrange(len(data) // 2, max(len(data) // 2 + 1, len(data)))
+                detail.update(truncated_at=cut, size=len(data))
+                data = data[:cut]
+            else:  # past the magic header and its checksum, in the first half
+                pos = self._rnd.randrange(12, max(13, len(data) // 2))
+                data[pos] ^= 1 << self._rnd.randrange(8)
+                detail.update(flipped_at=pos, size=len(data))
+            target.write_bytes(bytes(data))
+            try:
+                c.restart(victim, timeout_s=CORRUPT_START_TIMEOUT_S)
+                detail["outcome"] = "started"
+            except BoardError as exc:
+                detail["outcome"] = f"refused to start: {_last_log_line(rdir, exc)}"
+            if mode != "truncate-journal" and detail["outcome"] == "started":
+                self.violations.append(f"r{victim} started on a corrupted {name} ({detail})")
+
+        def heal() -> None:
+            if c.pid(victim) is not None:  # recovered by itself (truncation): nothing to undo
+                return
+            for f in (JOURNAL_FILE, JOURNAL_FILE + ".meta"):
+                if (backup / f).exists():
+                    shutil.copy2(backup / f, rdir / f)
+            c.restart(victim)
+
+        return _Plan([victim], detail, act, heal)
 
     def _revive(self, victims: list[int]) -> None:
         """Resume paused and restart killed victims; a replica that refuses to start (say, on

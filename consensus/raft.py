@@ -56,7 +56,15 @@ from pysyncobj.config import FAIL_REASON, SyncObjConf
 from pysyncobj.syncobj import SyncObj
 
 from consensus.errors import CorruptData, InvalidCommand, InvariantViolation, Unavailable
-from consensus.journal import Entry, Journal, fsync_dir, seal_file, unseal_file
+from consensus.journal import (
+    JOURNAL_FILE,
+    SNAPSHOT_FILE,
+    Entry,
+    Journal,
+    fsync_dir,
+    seal_file,
+    unseal_file,
+)
 from consensus.transport import QbTransport, WireConfig, listen_socket
 
 __all__ = [
@@ -79,8 +87,6 @@ FORBID_PICKLE_ENV: Final = "QUORUMBOARD_FORBID_PICKLE"
 # what a crash between "snapshot renamed" and "journal prefix dropped" leaves on disk.
 FAULT_SKIP_TRUNCATE_ENV: Final = "QUORUMBOARD_FAULT_SKIP_COMPACTION_TRUNCATE"
 
-JOURNAL_FILE: Final = "raft.journal"
-SNAPSHOT_FILE: Final = "raft.snapshot"
 SNAPSHOT_MAGIC: Final = b"QBSNAP01"
 
 _REGULAR: Final = 0

@@ -73,8 +73,8 @@ CAMPAIGN = ["--replicas", "3", "--clients", "6", "--rate", "150", "--keys", "3",
 
 def test_short_campaign_with_every_nemesis_kind_is_valid(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    # Six kinds of ~1.3 s each plus heals (a restart takes a few seconds): 20 s leaves room.
-    proc = _chaos(out, *CAMPAIGN, "--duration", "20", "--seed", "3")
+    # Seven kinds of ~1.3 s each plus heals (a restart takes a few seconds): 26 s leaves room.
+    proc = _chaos(out, *CAMPAIGN, "--duration", "26", "--seed", "3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "verdict: valid" in proc.stdout
     assert not _replicas_running_under(out), "every replica process was stopped"
@@ -90,6 +90,9 @@ def test_short_campaign_with_every_nemesis_kind_is_valid(tmp_path: Path) -> None
     assert {e.index for e in events if e.phase == "start"} == \
         {e.index for e in events if e.phase == "end"}, "every fault was healed"
 
+    corrupt = next(e for e in events if e.kind == "corrupt" and e.phase == "start")
+    assert corrupt.detail["outcome"].startswith("refused to start"), corrupt.detail
+    assert "checksum" in corrupt.detail["outcome"] or "orrupt" in corrupt.detail["outcome"]
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["faults"]) == verdict["faults_injected"] >= len(FAULT_KINDS)
     assert summary["total"]["invoked"] == summary["total"]["ok"] + summary["total"]["fail"] \
