@@ -57,7 +57,7 @@ EXIT_UNKNOWN = 8
 """``quorumboard chaos`` exit code: the checks could not decide within their limits."""
 
 Verdict = Literal["valid", "invalid", "unknown"]
-WorkloadName = Literal["cas-register", "counter", "set", "lww-register", "watch"]
+WorkloadName = Literal["cas-register", "counter", "set", "lww-register", "watch", "claims"]
 CONVERGE_TIMEOUT_S = 60.0
 CONVERGE_POLL_S = 0.2
 DIVERGED_POLLS = 10

@@ -8,6 +8,8 @@
 * :func:`check_watch` — each watcher's stream is ordered, gap-free and equal to the committed
   history over the revisions it covered; every acknowledged write is in the committed history,
   and every committed event was an attempted write.
+* :func:`check_claims` — never two holders of a task at once, fences increasing, and every
+  fenced write committed inside its claim's tenure.
 
 Each returns a :class:`Finding`; ``ok`` findings say what they verified, violations say which
 record broke the rule.
@@ -22,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from consensus.history import OpRecord, pair_records
 
-__all__ = ["Finding", "check_exactly_once", "check_set_complete", "check_watch"]
+__all__ = ["Finding", "check_claims", "check_exactly_once", "check_set_complete", "check_watch"]
 
 FindingVerdict = Literal["ok", "violation", "unknown"]
 EXAMPLES_MAX = 5
@@ -169,3 +171,58 @@ def check_watch(records: Sequence[OpRecord], streams: Mapping[str, Sequence[Even
                    detail=f"{len(streams)} watchers, {sum(len(s) for s in streams.values())} "
                           f"events, all ordered, gap-free and equal to the {len(committed)} "
                           "committed events")
+
+
+def check_claims(committed: Sequence[Event], task_prefix: str, out_prefix: str) -> Finding:
+    """Claims safety, from the committed event history of the workload's prefix.
+
+    Per task key: grants (put events whose value names ``owner`` and ``fence``) and ends
+    (deletes: expiry or revoke) alternate — never two holders at once — and fences strictly
+    increase. Every committed write under ``out_prefix`` carries ``[writer, fence]`` and must
+    have committed inside that fence's tenure (after its grant, before its end): a fenced
+    write that landed after its claim ended or was taken over is exactly what fencing forbids."""
+    tenures: dict[int, tuple[str, int, float]] = {}  # fence -> (task, granted at, ended at)
+    held: dict[str, tuple[int, int]] = {}  # task -> (fence, granted at)
+    last_fence = 0
+    problems: list[str] = []
+    writes = 0
+    for rev, kind, key, value in committed:
+        if key.startswith(out_prefix):
+            continue
+        if not key.startswith(task_prefix):
+            continue
+        if kind == "put":
+            fence = value.get("fence") if isinstance(value, dict) else None
+            if not isinstance(fence, int):
+                problems.append(f"{key} at revision {rev}: a grant without a fence ({value!r})")
+                continue
+            if key in held:
+                problems.append(f"{key} granted again at revision {rev} (fence {fence}) while "
+                                f"fence {held[key][0]} still held it: two holders")
+            if fence <= last_fence:
+                problems.append(f"fence {fence} at revision {rev} does not exceed {last_fence}")
+            last_fence = max(last_fence, fence)
+            held[key] = (fence, rev)
+            tenures[fence] = (key, rev, float("inf"))
+        elif key in held:
+            fence, start = held.pop(key)
+            tenures[fence] = (key, start, rev)
+    for rev, kind, key, value in committed:
+        if kind != "put" or not key.startswith(out_prefix):
+            continue
+        writes += 1
+        fence = value[1] if isinstance(value, list) and len(value) == 2 else None
+        tenure = tenures.get(fence) if isinstance(fence, int) else None
+        if tenure is None:
+            problems.append(f"write to {key} at revision {rev} names no granted fence "
+                            f"({value!r})")
+        elif not tenure[1] < rev < tenure[2]:
+            problems.append(f"write to {key} at revision {rev} with fence {fence} is outside "
+                            f"its claim's tenure on {tenure[0]} (revisions {tenure[1]} to "
+                            f"{tenure[2]}): a stale holder wrote")
+    if problems:
+        return Finding(check="claims", verdict="violation",
+                       detail="; ".join(problems[:EXAMPLES_MAX]))
+    return Finding(check="claims", verdict="ok",
+                   detail=f"{len(tenures)} claims, never two holders of a task, fences "
+                          f"increasing, all {writes} fenced writes inside their claim's tenure")

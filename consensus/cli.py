@@ -348,7 +348,7 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--scenario", default=None, help="TOML file with the Scenario fields")
     ch.add_argument("--replicas", type=int, default=None)
     ch.add_argument("--workload", default=None,
-                    help="cas-register (default), counter, set, lww-register, watch")
+                    help="cas-register (default), counter, set, lww-register, watch, claims")
     ch.add_argument("--clients", type=int, default=None)
     ch.add_argument("--rate", type=float, default=None, help="operations/s in total")
     ch.add_argument("--duration", type=float, default=None, help="seconds of workload")

@@ -28,7 +28,7 @@ import structlog
 from consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
 from consensus.errors import BoardError, InvalidCommand, ProtocolError, RevisionCompacted
 from consensus.frames import FrameDecoder, encode_frame
-from consensus.model import CLIENT_OPS, ErrorInfo, Event, Result
+from consensus.model import CLIENT_OPS, ErrorInfo, Event, PutCmd, Result
 from consensus.protocol import (
     CLIENT_FRAME_BYTES_MAX,
     CancelReq,
@@ -73,10 +73,13 @@ tests/test_negative_controls.py):
 * ``retry-bypass``: the leader re-proposes every fifth client proposal as a retry *without* its
   session, so the session table cannot deduplicate it (exactly-once);
 * ``watch-gap``: watch streams silently skip events whose revision is a multiple of 50 (watch);
-* ``divergent-apply``: replica ``r1`` keeps a stray key every 25 revisions (convergence).
+* ``divergent-apply``: replica ``r1`` keeps a stray key every 25 revisions (convergence);
+* ``fence-bypass``: the leader drops the fence from writes to keys other than the claimed one,
+  so a stalled holder's late write applies (claims safety).
 
 Never set outside tests; a replica with a planted bug says so at CRITICAL level when it starts."""
-PLANTED_BUGS = frozenset({"stale-reads", "retry-bypass", "watch-gap", "divergent-apply"})
+PLANTED_BUGS = frozenset({"stale-reads", "retry-bypass", "watch-gap", "divergent-apply",
+                          "fence-bypass"})
 RETRY_BYPASS_EVERY = 5
 WATCH_GAP_EVERY = 50
 DEADLINE_SWEEP_S = 0.1
@@ -441,8 +444,14 @@ class ClientServer:
             self._hand_over(answer.finish, reply)
 
         self._proposal_deadlines.add(PROPOSE_TIMEOUT_S, answer.expire)
+        proposal = req.proposal
+        cmd = proposal.command
+        if (self._planted_bug == "fence-bypass" and isinstance(cmd, PutCmd)
+                and cmd.fence is not None and cmd.fence.key != cmd.key):
+            proposal = proposal.model_copy(update={"command": cmd.model_copy(
+                update={"fence": None})})
         try:
-            self.core.propose(encode(req.proposal), done)
+            self.core.propose(encode(proposal), done)
             if self._planted_bug == "retry-bypass" and req.proposal.seq % RETRY_BYPASS_EVERY == 0:
                 retry = req.proposal.model_copy(update={"session": 0, "seq": 0, "acked_below": 0})
                 self.core.propose(encode(retry), lambda _r, _f: None)

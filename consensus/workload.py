@@ -50,15 +50,23 @@ from consensus.checker import (
     SetModel,
     check_operations,
 )
-from consensus.checks import Event, Finding, check_exactly_once, check_set_complete, check_watch
+from consensus.checks import (
+    Event,
+    Finding,
+    check_claims,
+    check_exactly_once,
+    check_set_complete,
+    check_watch,
+)
 from consensus.client import Board
-from consensus.errors import BoardError, Conflict, OutcomeUnknown, Unavailable
+from consensus.errors import BoardError, ClaimHeld, Conflict, OutcomeUnknown, Unavailable
 from consensus.history import HistoryWriter, OpRecord, read_history, to_operations
 
 __all__ = [
     "STUCK_CLIENT",
     "WORKLOADS",
     "CasRegisterWorkload",
+    "ClaimsWorkload",
     "CounterWorkload",
     "LwwRegisterWorkload",
     "SetWorkload",
@@ -75,6 +83,8 @@ JOIN_GRACE_S = 60.0
 STUCK_CLIENT = "client still running after the deadline"
 WATCH_IDLE_S = 2.0
 WATCH_RESUMES_MAX = 100_000
+STALL_TTLS = 1.5
+"""A stalled claims agent sleeps this many TTLs before its fenced write."""
 
 
 @dataclasses.dataclass
@@ -121,6 +131,8 @@ class Workload(abc.ABC):
     name: ClassVar[str] = "workload"
     policy: ClassVar[tuple[str, dict[str, Any]] | None] = None
     """``(policy name, params)`` bound to ``prefix`` before the run; ``None``: the default."""
+    records_committed: ClassVar[bool] = False
+    """Whether :meth:`read_all` also records the prefix's committed event history."""
 
     def __post_init__(self) -> None:
         if not (1 <= self.clients <= CLIENTS_MAX and self.keys >= 1
@@ -169,6 +181,7 @@ class Workload(abc.ABC):
         def client(n: int) -> None:
             c = _Client(f"c{n}", n, writer_for(f"c{n}"), reader_for(f"c{n}", n),
                         random.Random(self.seed * 1_000_003 + n), record)
+            names = self.key_names
             try:
                 next_ns = clock_ns()
                 for i in range(self.ops_per_client):
@@ -178,7 +191,7 @@ class Workload(abc.ABC):
                     if next_ns > now:
                         time.sleep(min(next_ns - now, deadline_ns - now) / 1e9)
                     next_ns += interval_ns
-                    key = f"{self.prefix}{c.rnd.randrange(self.keys)}"
+                    key = names[c.rnd.randrange(len(names))]
                     if c.rnd.random() < self.read_share:
                         _read(c.reader, c.process, key, c.seen, record)
                     else:
@@ -217,10 +230,25 @@ class Workload(abc.ABC):
             return history.write(process, kind, f, key, value, clock_ns(), error)
 
         try:
+            if self.records_committed:
+                self._record_committed(board, history, clock_ns)
             for key in self.key_names:
                 _read(board, "final", key, {}, record)
         finally:
             board.close()
+
+    def _record_committed(self, board: Board, history: HistoryWriter,
+                          clock_ns: Callable[[], int]) -> None:
+        """The committed event history of the prefix (a fresh watch from revision 1, ended by
+        an idle spell) into ``<history>-committed.jsonl``."""
+        with HistoryWriter(_sibling(history.path, "committed")) as out:
+            try:
+                for ev in board.watch(self.prefix, start_revision=1, idle_timeout_s=WATCH_IDLE_S):
+                    out.write("committed", "ok", ev.kind, ev.key,
+                              [ev.revision, ev.entry.value if ev.entry else None], clock_ns())
+            except BoardError as exc:
+                out.write("committed", "fail", "watch", self.prefix, None, clock_ns(),
+                          f"{type(exc).__name__}: {exc}")
 
     @abc.abstractmethod
     def write(self, c: _Client, key: str, unique: int) -> None:
@@ -296,6 +324,10 @@ def _attempt(c: _Client, f: str, key: str, value: Any, put: Callable[[], Any],
     except BoardError as exc:  # anything else: do not assume it did not apply
         c.record(c.process, "info", f, key, None, f"{type(exc).__name__}: {exc}")
     return None
+
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _read_pair(done: OpRecord | None) -> Any:
@@ -421,6 +453,7 @@ class WatchWorkload(LwwRegisterWorkload):
     ``<history>-committed.jsonl``. The check compares every stream with the committed one."""
 
     name: ClassVar[str] = "watch"
+    records_committed: ClassVar[bool] = True
 
     def alongside(self, writer_for: Callable[[str], Board], history: HistoryWriter,
                   clock_ns: Callable[[], int], deadline_ns: int) -> AbstractContextManager[Any]:
@@ -464,21 +497,6 @@ class WatchWorkload(LwwRegisterWorkload):
                 for t in threads:
                     t.join(WATCH_IDLE_S + JOIN_GRACE_S)
 
-    def read_all(self, board: Board, history: HistoryWriter,
-                 clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
-        """The committed history of the prefix (a fresh watch from revision 1, idle-ended), then
-        the final reads."""
-        with HistoryWriter(_sibling(history.path, "committed")) as out:
-            try:
-                for ev in board.watch(self.prefix, start_revision=1,
-                                          idle_timeout_s=WATCH_IDLE_S):
-                    out.write("committed", "ok", ev.kind, ev.key,
-                              [ev.revision, ev.entry.value if ev.entry else None], clock_ns())
-            except BoardError as exc:
-                out.write("committed", "fail", "watch", self.prefix, None, clock_ns(),
-                          f"{type(exc).__name__}: {exc}")
-        super().read_all(board, history, clock_ns)
-
     def extra_checks(self, records: list[OpRecord], path: Path) -> list[Finding]:
         streams: dict[str, list[Event]] = {}
         failures: list[str] = []
@@ -487,11 +505,11 @@ class WatchWorkload(LwwRegisterWorkload):
                 streams.setdefault(rec.process, []).append(_event(rec))
             else:
                 failures.append(f"{rec.process}: {rec.error}")
-        committed_records = _read_stream(_sibling(path, "committed"))
-        if any(r.type != "ok" for r in committed_records):
+        committed = _committed(path)
+        if committed is None:
             return [Finding(check="watch", verdict="unknown",
                             detail="the committed history could not be read after the run")]
-        finding = check_watch(records, streams, [_event(r) for r in committed_records])
+        finding = check_watch(records, streams, committed)
         if failures and finding.verdict == "ok":
             finding = finding.model_copy(update={
                 "detail": finding.detail + f"; {len(failures)} watch stream(s) ended early: "
@@ -513,9 +531,88 @@ def _event(rec: OpRecord) -> Event:
     return (int(rec.value[0]), rec.f, rec.key, rec.value[1])
 
 
+def _committed(path: Path) -> list[Event] | None:
+    """The committed history recorded after the run; ``None`` if it could not be read."""
+    records = _read_stream(_sibling(path, "committed"))
+    if any(r.type != "ok" for r in records):
+        return None
+    return [_event(r) for r in records]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimsWorkload(Workload):
+    """Agents race for task claims (``<prefix>t<k>``, a short TTL), and each winner writes its
+    result to ``<prefix>out/<k>`` with the claim's fence, then releases the claim. A share of
+    winners *stall* past the TTL without a keepalive before writing (a hung agent): by then the
+    claim may have expired and been taken over, and the fence must refuse the late write.
+    Reads are of the result keys. Checks: linearizability of the result keys (LWW), and the
+    claims safety check over the committed history (:func:`~consensus.checks.check_claims`)."""
+
+    ttl_s: float = 1.0
+    stall_share: float = 0.2
+
+    name: ClassVar[str] = "claims"
+    records_committed: ClassVar[bool] = True
+
+    @property
+    def key_names(self) -> list[str]:
+        return [f"{self.prefix}out/{k}" for k in range(self.keys)]
+
+    def prepare(self, board: Board) -> None:
+        board.set_policy(f"{self.prefix}out/", "last-writer-wins")
+
+    def write(self, c: _Client, key: str, unique: int) -> None:
+        k = key.rsplit("/", 1)[1]
+        task, out = f"{self.prefix}t{k}", f"{self.prefix}out/{k}"
+        c.record(c.process, "invoke", "claim", task, None)
+        try:
+            claim = c.writer.claim(task, ttl=self.ttl_s)
+        except ClaimHeld:
+            c.record(c.process, "ok", "claim", task, ["held"])
+            return
+        except Unavailable as exc:
+            c.record(c.process, "fail", "claim", task, None, f"{type(exc).__name__}: {exc}")
+            return
+        except BoardError as exc:
+            c.record(c.process, "info", "claim", task, None, f"{type(exc).__name__}: {exc}")
+            return
+        c.record(c.process, "ok", "claim", task, ["ok", claim.fence])
+        if c.rnd.random() < self.stall_share:
+            time.sleep(self.ttl_s * STALL_TTLS)  # a hung agent: no keepalive
+        value = [c.process, claim.fence]
+        entry = _attempt(c, "write", out, value, lambda: c.writer.put(out, value, fence=claim),
+                         lambda exc: ["refused", exc.current.version if exc.current else 0])
+        if entry is not None:
+            c.record(c.process, "ok", "write", out, ["ok", entry.version, entry.mod_revision])
+        with contextlib.suppress(BoardError):
+            c.writer.revoke(claim)  # done: release the task (its expiry would, later)
+
+    def model(self) -> Model[Any]:
+        return LwwRegister()
+
+    def convert(self, invoke: OpRecord, done: OpRecord | None
+                ) -> tuple[tuple[Any, ...], Any] | None:
+        if invoke.f == "claim":
+            return None  # checked by the claims check, over the committed history
+        if invoke.f == "read":  # values are [writer, fence] lists: tuples for the checker
+            read = _read_pair(done)
+            return ("read",), None if read is None else (read[0], _tuple(read[1]))
+        if done is not None and done.value[0] == "refused":
+            return None  # fenced out: it changed nothing (and the claims check covers it)
+        return ("write", _tuple(invoke.value)), \
+            None if done is None else ("ok", int(done.value[1]))
+
+    def extra_checks(self, records: list[OpRecord], path: Path) -> list[Finding]:
+        committed = _committed(path)
+        if committed is None:
+            return [Finding(check="claims", verdict="unknown",
+                            detail="the committed history could not be read after the run")]
+        return [check_claims(committed, f"{self.prefix}t", f"{self.prefix}out/")]
+
+
 WORKLOADS: dict[str, type[Workload]] = {
     w.name: w for w in (CasRegisterWorkload, CounterWorkload, SetWorkload, LwwRegisterWorkload,
-                        WatchWorkload)
+                        WatchWorkload, ClaimsWorkload)
 }
 """The workloads by name, as ``quorumboard chaos --workload`` knows them."""
 

@@ -3,7 +3,8 @@ through ``QUORUMBOARD_PLANTED_BUG`` in the replicas' environment; see consensus/
 
 * ``retry-bypass`` (a retry that skips the session table) -> the counter's exactly-once check;
 * ``watch-gap`` (watch streams that drop events) -> the watch check;
-* ``divergent-apply`` (one replica applies differently) -> the convergence check.
+* ``divergent-apply`` (one replica applies differently) -> the convergence check;
+* ``fence-bypass`` (the leader drops fences) -> the claims safety check.
 
 ``stale-reads`` -> linearizability is in tests/test_workload.py and tests/test_chaos.py."""
 
@@ -28,7 +29,8 @@ def _finding(report: ChaosReport, check: str) -> str:
     return next(f.verdict for f in report.findings if f.check == check)
 
 
-@pytest.mark.parametrize("workload,check", [("counter", "exactly-once"), ("watch", "watch")])
+@pytest.mark.parametrize("workload,check", [("counter", "exactly-once"), ("watch", "watch"),
+                                            ("claims", "claims")])
 def test_healthy_runs_pass_the_checks_the_controls_break(tmp_path: Path, workload: str,
                                                           check: str) -> None:
     report = _run(tmp_path, workload)
@@ -64,3 +66,14 @@ def test_a_replica_that_applies_differently_is_caught_by_convergence(
     assert report.verdict == "invalid" and not report.converged
     assert len(set(report.digests)) > 1
     assert "did not converge" in " ".join(report.problems)
+
+
+def test_a_stale_holders_write_is_caught_by_the_claims_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stalled claim holders write after their claim expired and was taken over; with the
+    fences dropped those writes apply, outside their claim's tenure."""
+    monkeypatch.setenv(PLANTED_BUG_ENV, "fence-bypass")
+    report = _run(tmp_path, "claims")
+    assert report.verdict == "invalid"
+    assert _finding(report, "claims") == "violation", report.explanation
+    assert "outside its claim's tenure" in report.explanation
