@@ -88,6 +88,9 @@ class Scenario(BaseModel):
     seed: int = 0
     check_time_limit_s: float = Field(default=60.0, gt=0, le=86_400)
     client_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    compaction_entries: int = Field(default=20_000, ge=2, le=10_000_000,
+                                    description="snapshot + compact the log past this many "
+                                    "entries: small values stress snapshot install")
 
 
 class ChaosReport(BaseModel):
@@ -151,7 +154,8 @@ def run_chaos(scenario: Scenario, out: Path,
     progress(f"starting {scenario.replicas} replicas under {out / 'cluster'}")
     with LocalCluster(replicas=scenario.replicas, data_dir=out / "cluster",
                       network_faults=bool(NEEDS_NETWORK & set(scenario.nemesis)),
-                      clock_faults="clock" in scenario.nemesis, log_level="info") as cluster, \
+                      clock_faults="clock" in scenario.nemesis, log_level="info",
+                      compaction_min_entries=scenario.compaction_entries) as cluster, \
             HistoryWriter(history_path) as history, \
             Nemesis(cluster, nemesis_config, faults_path) as nemesis:
         n = cluster.size

@@ -276,6 +276,7 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
         "rate": args.rate, "duration_s": args.duration, "keys": args.keys, "seed": args.seed,
         "interval_s": args.interval, "fault_s": args.fault_duration,
         "check_time_limit_s": args.check_time_limit,
+        "compaction_entries": args.compaction_entries,
         "nemesis": None if args.nemesis is None else
         [k.strip() for k in args.nemesis.split(",") if k.strip()],
     }
@@ -359,6 +360,8 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--fault-duration", type=float, default=None, help="seconds a fault lasts")
     ch.add_argument("--seed", type=int, default=None)
     ch.add_argument("--check-time-limit", type=float, default=None)
+    ch.add_argument("--compaction-entries", type=int, default=None,
+                    help="compact the Raft log past this many entries (default 20000)")
     ch.add_argument("--out", default=None, help="output dir (default runs/chaos-SEED-TIME)")
     ch.add_argument("--json", action="store_true", help="print verdict.json")
     ch.add_argument("--log-level", default="warning")

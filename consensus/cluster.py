@@ -86,7 +86,8 @@ class LocalCluster:
                  log_level: str = "info", host: str = "127.0.0.1",
                  election_timeout_min_s: float = 0.4, election_timeout_max_s: float = 1.4,
                  embedded: bool = False, network_faults: bool = False,
-                 clock_faults: bool = False, start: bool = True) -> None:
+                 clock_faults: bool = False, compaction_min_entries: int = 20_000,
+                 start: bool = True) -> None:
         if not 1 <= replicas <= 15:
             raise InvalidCommand("replicas must be between 1 and 15")
         self.size = replicas
@@ -105,6 +106,7 @@ class LocalCluster:
         self.net: NetworkFaults | None = None
         """With ``network_faults=True``: partition / isolate / delay / heal the raft links."""
         self._clock_faults = clock_faults
+        self._compaction_min_entries = compaction_min_entries
         self._clock_serial = 0
         self._configs = self._layout(fsync=fsync, limits=limits or Limits(),
                                      policy_modules=policy_modules or [], log_level=log_level,
@@ -150,6 +152,7 @@ class LocalCluster:
                 "raft_dial": {} if self.net is None else {
                     raft[j]: self.net.dial_address(i, j) for j in range(self.size) if j != i},
                 "clock_fault_file": str(rdir / CLOCK_FAULT_FILE) if self._clock_faults else None,
+                "compaction_min_entries": self._compaction_min_entries,
             }
             path = rdir / "config.json"
             path.write_text(json.dumps(config, indent=2))

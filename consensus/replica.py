@@ -89,6 +89,8 @@ class ReplicaConfig(BaseModel):
     election_timeout_max_s: float = 1.4
     raft_dial: dict[str, str] = Field(default_factory=dict)
     """Peer raft address -> address to dial instead (LocalCluster's network fault proxies)."""
+    compaction_min_entries: int = Field(default=20_000, ge=2)
+    """Snapshot and compact the log past this many entries (small values stress snapshots)."""
     clock_fault_file: Path | None = None
     """Fault injection only: read the lease clock through :class:`~consensus.clocks.FaultClock`
     controlled by this file (LocalCluster(clock_faults=True) sets it)."""
@@ -361,6 +363,7 @@ class Replica:
             data_dir=config.data_dir, secret=secret, fsync=config.fsync,
             election_timeout_min_s=config.election_timeout_min_s,
             election_timeout_max_s=config.election_timeout_max_s,
+            compaction_min_entries=config.compaction_min_entries,
             command_bytes_max=CLIENT_FRAME_BYTES_MAX), self.machine, loop=loop)
 
     def _start_background(self, config: ReplicaConfig) -> None:

@@ -3,7 +3,7 @@ with faults as rules: SIGKILL and restart, SIGSTOP and SIGCONT, isolating a repl
 network proxies, and a leader clock run fast to make leases expire through the log.
 
 Rules put (create and compare-and-set), delete, add to a merge counter, claim, keep claims
-alive, write with a claim's fence, and end leases early. A small model records what each
+alive (keepalive), write with a claim's fence, and end leases early. A small model records what each
 *acknowledged* operation implies; an operation whose outcome is unknown (the cluster was
 unavailable) marks its key uncertain until a linearizable read settles it. After every step:
 
@@ -205,6 +205,20 @@ class LiveBoard(RuleBasedStateMachine):
             raise AssertionError(f"the live claim's fence on {key} was refused") from None
         except (OutcomeUnknown, Unavailable, BoardError):
             return
+
+    @rule(name=st.sampled_from(KEYS))
+    def keepalive(self, name: str) -> None:
+        key = self.key(f"task/{name}")
+        held = self.claims.get(key)
+        if held is None:
+            return
+        self.ran("keepalive")
+        agent, claim = held
+        try:
+            lease = self.boards[agent].keepalive(claim)
+        except (OutcomeUnknown, Unavailable):
+            return
+        assert lease.id == claim.lease, "a keepalive renews the claim's own lease"
 
     @rule()
     def stale_fence_is_refused(self) -> None:
