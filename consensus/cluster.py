@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ import structlog
 from consensus.client import Board, _Link, _Lost
 from consensus.clocks import ClockFault, write_clock_fault
 from consensus.errors import BoardError, InvalidCommand, Unavailable
+from consensus.invariant import check
 from consensus.logs import configure_logging
 from consensus.netfaults import NetworkFaults
 from consensus.protocol import ReplicaStatus, StatusReq
@@ -55,13 +57,31 @@ def _stop_all() -> None:  # pragma: no cover - last resort for a caller that for
 
 def _free_ports(count: int, host: str) -> list[int]:
     """Ports the kernel just handed out (bound together, so they are distinct)."""
+    with _reserved_ports(count, host) as ports:
+        return ports
+
+
+@contextlib.contextmanager
+def _reserved_ports(count: int, host: str, keep: Sequence[int] = ()) -> Iterator[list[int]]:
+    """``count`` fresh ports, held bound (with the ``keep`` ports, where they are free) until
+    the block ends: whatever else binds meanwhile — the network fault proxies — cannot be handed
+    one of them by the kernel and steal a replica's port."""
     socks = []
     try:
+        for port in keep:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((host, port))
+                socks.append(s)
+            except OSError:
+                s.close()
+        fresh = []
         for _ in range(count):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            fresh.append(s.getsockname()[1])
+        yield fresh
     finally:
         for s in socks:
             s.close()
@@ -125,18 +145,22 @@ class LocalCluster:
         """Write one config per replica; reuse the saved raft addresses of an existing dir
         (a replica's raft address is its identity in the log)."""
         layout_file = self.data_dir / "cluster.json"
+        saved: list[str] | None = None
         if layout_file.exists():
             layout = json.loads(layout_file.read_text())
             if len(layout["raft"]) != self.size:
                 raise InvalidCommand(f"{self.data_dir} holds a {len(layout['raft'])}-replica "
                                      f"cluster, not {self.size}")
-            raft = [str(a) for a in layout["raft"]]
-        else:
-            ports = _free_ports(self.size, self.host)
-            raft = [f"{self.host}:{p}" for p in ports]
-        client = [f"{self.host}:{p}" for p in _free_ports(self.size, self.host)]
-        if self._network_faults:
-            self.net = NetworkFaults([_split_address(a) for a in raft])
+            saved = [str(a) for a in layout["raft"]]
+        keep = [_split_address(a)[1] for a in saved or []]
+        with _reserved_ports(self.size * (1 if saved else 2), self.host, keep) as ports:
+            raft = saved or [f"{self.host}:{p}" for p in ports[self.size:]]
+            client = [f"{self.host}:{p}" for p in ports[:self.size]]
+            if self._network_faults:  # proxies bind while every replica port is held
+                self.net = NetworkFaults([_split_address(a) for a in raft])
+                proxies = {self.net.dial_address(i, j) for i in range(self.size)
+                           for j in range(self.size) if i != j}
+                check(not proxies & set(raft + client), "a fault proxy holds a replica's port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         layout_file.write_text(json.dumps({"raft": raft}))
         paths = []
