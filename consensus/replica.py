@@ -37,7 +37,7 @@ from consensus.clocks import FaultClock
 from consensus.errors import CorruptData, ProtocolError
 from consensus.leases import LeaseTimers
 from consensus.logs import configure_logging
-from consensus.model import AnnouncePolicies, ErrorInfo, ExpireLease, Proposal, Result
+from consensus.model import AnnouncePolicies, ErrorInfo, ExpireLease, Proposal, PutCmd, Result
 from consensus.policies import registry
 from consensus.protocol import CLIENT_FRAME_BYTES_MAX, ReplicaStatus, encode
 from consensus.raft import ProposeFailure, RaftNode, RaftSettings, forbid_pickle
@@ -60,6 +60,7 @@ EXIT_CORRUPT = 3
 EXIT_POLICY_MISSING = 78
 LEASE_TICK_S = 0.05
 DIVERGE_EVERY = 25
+LOSE_EVERY = 20
 EXPIRIES_INFLIGHT_MAX = 64
 ANNOUNCE_ATTEMPTS_MAX = 600
 BATCH_ITEMS_MAX = 256
@@ -119,6 +120,7 @@ class ReplicaMachine:
         self._group: GroupCommit | None = None
         self._diverge = (os.environ.get(PLANTED_BUG_ENV) == "divergent-apply"
                          and config.name == "r1")
+        self._lose = os.environ.get(PLANTED_BUG_ENV) == "lost-write"
 
     # ----------------------------------------------------------- StateMachine (tick thread)
 
@@ -154,6 +156,8 @@ class ReplicaMachine:
         if not isinstance(proposal, Proposal):
             log.error("invalid log entry", error=proposal.message)
             return Result(revision=self.state.revision, error=proposal), False
+        cmd = proposal.command
+        before = self.state.kv.get(cmd.key) if self._lose and isinstance(cmd, PutCmd) else None
         applied = apply(self.state, proposal, registry)
         if applied.halt is not None:
             log.critical("halting: cannot apply entry identically to peers", reason=applied.halt)
@@ -164,6 +168,13 @@ class ReplicaMachine:
             # Planted bug (see server.py): a key only this replica has, never overwritten.
             stray = dataclasses.replace(self.state.kv[result.entry.key], value="diverged")
             self.state.kv[f"diverged/{result.revision}"] = stray
+        if (self._lose and isinstance(cmd, PutCmd) and result.entry is not None
+                and result.revision % LOSE_EVERY == 0):
+            # Planted bug (see server.py), on every replica alike: acknowledge, then forget.
+            if before is None:
+                del self.state.kv[cmd.key]
+            else:
+                self.state.kv[cmd.key] = before
         op = proposal.command.op
         if result.error is not None:
             log.info("rejected", op=op, agent=proposal.agent, code=result.error.code,

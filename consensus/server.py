@@ -75,11 +75,13 @@ tests/test_negative_controls.py):
 * ``watch-gap``: watch streams silently skip events whose revision is a multiple of 50 (watch);
 * ``divergent-apply``: replica ``r1`` keeps a stray key every 25 revisions (convergence);
 * ``fence-bypass``: the leader drops the fence from writes to keys other than the claimed one,
-  so a stalled holder's late write applies (claims safety).
+  so a stalled holder's late write applies (claims safety);
+* ``lost-write``: every replica acknowledges each put committed at a revision divisible by 20
+  and then restores the key's previous value (no lost write / set completeness).
 
 Never set outside tests; a replica with a planted bug says so at CRITICAL level when it starts."""
 PLANTED_BUGS = frozenset({"stale-reads", "retry-bypass", "watch-gap", "divergent-apply",
-                          "fence-bypass"})
+                          "fence-bypass", "lost-write"})
 RETRY_BYPASS_EVERY = 5
 WATCH_GAP_EVERY = 50
 DEADLINE_SWEEP_S = 0.1

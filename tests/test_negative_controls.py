@@ -4,7 +4,9 @@ through ``QUORUMBOARD_PLANTED_BUG`` in the replicas' environment; see consensus/
 * ``retry-bypass`` (a retry that skips the session table) -> the counter's exactly-once check;
 * ``watch-gap`` (watch streams that drop events) -> the watch check;
 * ``divergent-apply`` (one replica applies differently) -> the convergence check;
-* ``fence-bypass`` (the leader drops fences) -> the claims safety check.
+* ``fence-bypass`` (the leader drops fences) -> the claims safety check;
+* ``lost-write`` (acknowledged puts forgotten) -> the set completeness check and the final
+  reads of the linearizability check.
 
 ``stale-reads`` -> linearizability is in tests/test_workload.py and tests/test_chaos.py."""
 
@@ -30,7 +32,7 @@ def _finding(report: ChaosReport, check: str) -> str:
 
 
 @pytest.mark.parametrize("workload,check", [("counter", "exactly-once"), ("watch", "watch"),
-                                            ("claims", "claims")])
+                                            ("claims", "claims"), ("set", "set-complete")])
 def test_healthy_runs_pass_the_checks_the_controls_break(tmp_path: Path, workload: str,
                                                           check: str) -> None:
     report = _run(tmp_path, workload)
@@ -77,3 +79,13 @@ def test_a_stale_holders_write_is_caught_by_the_claims_check(
     assert report.verdict == "invalid"
     assert _finding(report, "claims") == "violation", report.explanation
     assert "outside its claim's tenure" in report.explanation
+
+
+def test_acknowledged_writes_that_are_forgotten_are_caught(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PLANTED_BUG_ENV, "lost-write")
+    report = _run(tmp_path, "set")
+    assert report.verdict == "invalid"
+    assert _finding(report, "set-complete") == "violation", report.explanation
+    assert _finding(report, "linearizable") == "violation"
+    assert "missing from the final set" in report.explanation
