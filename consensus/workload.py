@@ -110,6 +110,8 @@ class _Client:
     rnd: random.Random
     record: Record
     seen: dict[str, int] = dataclasses.field(default_factory=dict)
+    crashed: bool = False
+    """The last write ended indeterminate (``info``): see :meth:`Workload.run`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +198,14 @@ class Workload(abc.ABC):
                         _read(c.reader, c.process, key, c.seen, record)
                     else:
                         self.write(c, key, n * OPS_PER_CLIENT_MAX + i)
+                    if c.crashed:
+                        # Jepsen's rule: a client whose operation is indeterminate is done with
+                        # it and goes on as a new client. Reusing the Board would make its next
+                        # identical command a *retry* of the unknown one (exactly-once), which
+                        # returns the old result: one operation, recorded as two.
+                        c.writer.close()
+                        c.writer = writer_for(c.process)
+                        c.crashed = False
             finally:
                 c.writer.close()
                 c.reader.close()
@@ -319,10 +329,12 @@ def _attempt(c: _Client, f: str, key: str, value: Any, put: Callable[[], Any],
             c.record(c.process, "fail", f, key, None, f"{type(exc).__name__}: {exc}")
     except OutcomeUnknown as exc:
         c.record(c.process, "info", f, key, None, f"{type(exc).__name__}: {exc}")
+        c.crashed = True
     except Unavailable as exc:  # the client says no attempt can have applied
         c.record(c.process, "fail", f, key, None, f"{type(exc).__name__}: {exc}")
     except BoardError as exc:  # anything else: do not assume it did not apply
         c.record(c.process, "info", f, key, None, f"{type(exc).__name__}: {exc}")
+        c.crashed = True
     return None
 
 
@@ -575,6 +587,7 @@ class ClaimsWorkload(Workload):
             return
         except BoardError as exc:
             c.record(c.process, "info", "claim", task, None, f"{type(exc).__name__}: {exc}")
+            c.crashed = True
             return
         c.record(c.process, "ok", "claim", task, ["ok", claim.fence])
         if c.rnd.random() < self.stall_share:
