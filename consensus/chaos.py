@@ -172,15 +172,17 @@ def run_chaos(scenario: Scenario, out: Path,
         finally:
             progress("healing every fault")
             nemesis.stop()
-        workload.read_all(cluster.board(agent="final", timeout_s=CONVERGE_TIMEOUT_S), history)
+        # Converge first: the final reads and the committed history (read by a watch, from
+        # whichever replica) then see everything every replica has.
         progress("waiting for the replicas to converge")
-        converged, digests = _converge(cluster)
+        convergence, digests = _converge(cluster)
+        workload.read_all(cluster.board(agent="final", timeout_s=CONVERGE_TIMEOUT_S), history)
     progress("checking the history")
     deadline = time.monotonic() + scenario.check_time_limit_s
     findings, result = workload.check(history_path,
                                       should_stop=lambda: time.monotonic() > deadline)
     findings += _run_findings(stats, nemesis, history_path)
-    report = _report(result, findings, converged, digests, nemesis.injected, out)
+    report = _report(result, findings, convergence, digests, nemesis.injected, out)
     _write_outputs(out, scenario, result, report)
     return report
 
@@ -211,10 +213,14 @@ def _run_findings(stats: WorkloadStats, nemesis: Nemesis, history_path: Path) ->
     return out
 
 
-def _converge(cluster: LocalCluster) -> tuple[bool, list[str | None]]:
-    """Poll until every replica has applied the same log prefix. Equal digests then: converged.
-    Different digests at the same applied index, seen on DIVERGED_POLLS polls in a row (the
-    run is over, the log is quiet): diverged — no need to wait out the timeout."""
+Convergence = Literal["converged", "diverged", "unknown"]
+
+
+def _converge(cluster: LocalCluster) -> tuple[Convergence, list[str | None]]:
+    """Poll the replicas' state digests. All equal: converged. Different digests at the same
+    applied index, seen on DIVERGED_POLLS polls in a row (the run is over, the log is quiet):
+    diverged — no need to wait out the timeout. A replica that never answers (down, or still
+    catching up) leaves it unknown, not diverged."""
     deadline = time.monotonic() + CONVERGE_TIMEOUT_S
     digests: list[str | None] = []
     diverged = 0
@@ -222,29 +228,37 @@ def _converge(cluster: LocalCluster) -> tuple[bool, list[str | None]]:
         statuses = cluster.status(digest=True)
         digests = [st.digest if st else None for st in statuses]
         applied = {st.last_applied if st else None for st in statuses}
+        if None not in digests and len(set(digests)) == 1:
+            # The digest covers the count of applied proposals too: equal digests are equal
+            # state machines, whatever Raft index each replica reports (the long campaign saw
+            # a restarted replica report a different last-applied index for a minute).
+            return "converged", digests
         if len(applied) == 1 and None not in applied:
-            if len(set(digests)) == 1:
-                return True, digests
             diverged += 1
             if diverged >= DIVERGED_POLLS:
-                break
+                log.error("replicas diverged", digests=digests)
+                return "diverged", digests
         else:
             diverged = 0
         time.sleep(CONVERGE_POLL_S)
-    log.error("replicas did not converge", digests=digests)
-    return False, digests
+    log.error("replicas did not all answer at one applied index", digests=digests)
+    return "unknown", digests
 
 
-def _report(result: CheckResult, findings: list[Finding], converged: bool,
+def _report(result: CheckResult, findings: list[Finding], convergence: Convergence,
             digests: list[str | None], injected: int, out: Path) -> ChaosReport:
     problems = [f"{f.check}: {f.verdict}" + ("" if f.check == "linearizable" else
                                              f" ({f.detail})")
                 for f in findings if f.verdict != "ok"]
-    if not converged:
+    if convergence == "diverged":
         problems.append("replicas did not converge to one digest after heal")
+    elif convergence == "unknown":
+        problems.append("convergence unknown: a replica never answered at the common index")
     verdicts = {f.verdict for f in findings}
-    verdict: Verdict = ("invalid" if "violation" in verdicts or not converged
-                        else "unknown" if "unknown" in verdicts else "valid")
+    verdict: Verdict = (
+        "invalid" if "violation" in verdicts or convergence == "diverged"
+        else "unknown" if "unknown" in verdicts or convergence == "unknown" else "valid")
+    converged = convergence == "converged"
     notes = [f"{f.check}: {f.verdict}: {f.detail}" for f in findings if f.check != "linearizable"]
     return ChaosReport(verdict=verdict, linearizable=result.verdict, findings=findings,
                        converged=converged, digests=digests,

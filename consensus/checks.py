@@ -126,15 +126,18 @@ def check_watch(records: Sequence[OpRecord], streams: Mapping[str, Sequence[Even
     """``streams``: what each watcher received (from revision 1); ``committed``: the full event
     history of the prefix read after the heal (a fresh watch from revision 1)."""
     problems: list[str] = []
-    revs = [e[0] for e in committed]
-    if revs != sorted(set(revs)):
-        problems.append("the committed history itself is out of order or repeats a revision")
+    # One revision may hold several events (a lease's end deletes all its keys at once), so
+    # events are identified by (revision, key).
+    ids = [(e[0], e[2]) for e in committed]
+    if [r for r, _ in ids] != sorted(r for r, _ in ids) or len(set(ids)) != len(ids):
+        problems.append("the committed history itself is out of order or repeats an event")
     by_rev = {e[0]: e for e in committed}
     for name, stream in sorted(streams.items()):
         if not stream:
             continue
         got = [e[0] for e in stream]
-        bad_order = next((i for i in range(1, len(got)) if got[i] <= got[i - 1]), None)
+        bad_order = next((i for i in range(1, len(got))
+                          if got[i] < got[i - 1] or stream[i] == stream[i - 1]), None)
         if bad_order is not None:
             problems.append(f"watcher {name}: revision {got[bad_order]} after "
                             f"{got[bad_order - 1]} (out of order or repeated)")

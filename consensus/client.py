@@ -376,6 +376,8 @@ class Board:
     # ------------------------------------------------------------------------ connections
 
     def _connect_to(self, address: str) -> _Link:
+        if self._closed:  # a closed board opens nothing (a watch must not reconnect forever)
+            raise Unavailable("board is closed")
         link = _Link(address, self._secret, f"agent:{self.agent}")
         with self._lock:
             self._links = [x for x in self._links if not x.closed] + [link]
@@ -702,7 +704,7 @@ class Board:
         cursor = start_revision
         attempt = 0
         for _ in range(WATCH_RECONNECTS_MAX * 1_000):
-            if attempt >= WATCH_RECONNECTS_MAX:
+            if attempt >= WATCH_RECONNECTS_MAX or self._closed:
                 break
             address = self._watch_address(attempt)
             attempt += 1

@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import random
 import shutil
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from consensus.cluster import LocalCluster
 from consensus.errors import BoardError, InvalidCommand
 from consensus.history import FaultEvent, FaultKind
-from consensus.journal import JOURNAL_FILE
+from consensus.journal import JOURNAL_FILE, JOURNAL_MAGIC
 
 __all__ = ["MODES", "NEEDS_NETWORK", "Nemesis", "NemesisConfig"]
 
@@ -92,6 +93,22 @@ class NemesisConfig(BaseModel):
     fault_s: float = Field(default=3.0, gt=0, le=3600)
     seed: int = 0
     faults_max: int = Field(default=FAULTS_MAX, ge=1, le=FAULTS_MAX)
+
+
+def _flip_position(data: bytearray, mode: str, rnd: random.Random) -> int | None:
+    """Where to flip a bit so that the file must be refused: in the meta file, anywhere past
+    its magic; in the journal, inside the *first* record's body while a second record follows
+    (a flip in the last record is indistinguishable from a torn append, which is dropped)."""
+    if mode == "flip-meta":
+        return rnd.randrange(12, len(data)) if len(data) > 12 else None
+    head = len(JOURNAL_MAGIC)
+    if len(data) < head + 8:
+        return None
+    (length,) = struct.unpack_from(">I", data, head)
+    body = head + 8
+    if length == 0 or body + length + 8 >= len(data):
+        return None
+    return rnd.randrange(body, body + length)
 
 
 def _last_log_line(rdir: Path, exc: BaseException) -> str:
@@ -159,6 +176,8 @@ class Nemesis:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self.config.fault_s + self._heal_wait_s)
+        if self._thread is None or not self._thread.is_alive():
+            self._note_crashes(set())  # a crash in the last quiet stretch counts too
         try:
             self.heal_all()
         finally:
@@ -289,8 +308,12 @@ class Nemesis:
                 cut = self._rnd.randrange(len(data) // 2, max(len(data) // 2 + 1, len(data)))
                 detail.update(truncated_at=cut, size=len(data))
                 data = data[:cut]
-            else:  # past the magic header and its checksum, in the first half
-                pos = self._rnd.randrange(12, max(13, len(data) // 2))
+            else:
+                pos = _flip_position(data, mode, self._rnd)
+                if pos is None:  # nothing a flip could be told apart from a torn append
+                    detail["outcome"] = "skipped: the journal holds fewer than two records"
+                    c.restart(victim)
+                    return
                 data[pos] ^= 1 << self._rnd.randrange(8)
                 detail.update(flipped_at=pos, size=len(data))
             target.write_bytes(bytes(data))
@@ -298,13 +321,22 @@ class Nemesis:
                 c.restart(victim, timeout_s=CORRUPT_START_TIMEOUT_S)
                 detail["outcome"] = "started"
             except BoardError as exc:
-                detail["outcome"] = f"refused to start: {_last_log_line(rdir, exc)}"
+                if c.pid(victim) is not None:  # still starting: neither a refusal nor a start
+                    c.kill(victim)
+                    detail["outcome"] = f"did not start within {CORRUPT_START_TIMEOUT_S:g} s"
+                else:
+                    detail["outcome"] = f"refused to start: {_last_log_line(rdir, exc)}"
             if mode != "truncate-journal" and detail["outcome"] == "started":
                 self.violations.append(f"r{victim} started on a corrupted {name} ({detail})")
+            if mode == "truncate-journal" and detail["outcome"] != "started":
+                self.violations.append(f"r{victim} did not recover from a journal cut at a "
+                                       f"torn tail ({detail})")
 
         def heal() -> None:
-            if c.pid(victim) is not None:  # recovered by itself (truncation): nothing to undo
-                return
+            if detail.get("outcome") in ("started", None) or \
+                    str(detail.get("outcome")).startswith("skipped"):
+                return  # running on its own files: restoring them would roll its log back
+            c.kill(victim)  # (already down: refused, or killed after a slow start)
             for f in (JOURNAL_FILE, JOURNAL_FILE + ".meta"):
                 if (backup / f).exists():
                     shutil.copy2(backup / f, rdir / f)

@@ -506,8 +506,9 @@ class WatchWorkload(LwwRegisterWorkload):
                 yield
             finally:
                 stop.set()  # each watcher ends at its next idle spell: it has seen everything
+                join_by = time.monotonic() + WATCH_IDLE_S + JOIN_GRACE_S
                 for t in threads:
-                    t.join(WATCH_IDLE_S + JOIN_GRACE_S)
+                    t.join(max(0.0, join_by - time.monotonic()))
 
     def extra_checks(self, records: list[OpRecord], path: Path) -> list[Finding]:
         streams: dict[str, list[Event]] = {}
@@ -581,6 +582,10 @@ class ClaimsWorkload(Workload):
             claim = c.writer.claim(task, ttl=self.ttl_s)
         except ClaimHeld:
             c.record(c.process, "ok", "claim", task, ["held"])
+            return
+        except OutcomeUnknown as exc:  # (a subclass of Unavailable) it may have been granted
+            c.record(c.process, "info", "claim", task, None, f"{type(exc).__name__}: {exc}")
+            c.crashed = True
             return
         except Unavailable as exc:
             c.record(c.process, "fail", "claim", task, None, f"{type(exc).__name__}: {exc}")

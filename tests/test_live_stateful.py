@@ -4,10 +4,12 @@ network proxies, and a leader clock run fast to make leases expire through the l
 
 Rules put (create and compare-and-set), delete, add to a merge counter, claim, keep claims
 alive (keepalive), write with a claim's fence, and end leases early. A small model records what each
-*acknowledged* operation implies; an operation whose outcome is unknown (the cluster was
-unavailable) marks its key uncertain until a linearizable read settles it. After every step:
+*acknowledged* operation implies. An operation whose outcome is unknown may still commit at any
+later time, so its key is retired for the rest of the example, and the agent continues on a
+fresh board (on the old one, an identical command would be taken as the unknown one's retry).
+After every step, whenever no fault is in force:
 
-* every settled key reads back (linearizably, when the cluster can answer) as the model says;
+* every key still in the model reads back (linearizably) as the model says;
 * at most one agent holds a claim on a key at any time: a second claim while the first is
   live is refused, and a write carrying a superseded fence is refused;
 * once everything is healed, every replica converges to one digest (checked in ``heal``).
@@ -30,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from consensus import Claim, ClaimHeld, Conflict, LocalCluster
-from consensus.errors import BoardError, FencedOut, OutcomeUnknown, Unavailable
+from consensus.errors import FencedOut, OutcomeUnknown, Unavailable
 from tests.conftest import wait_until
 
 PROFILES = {
@@ -68,7 +70,7 @@ class LiveBoard(RuleBasedStateMachine):
         self.boards = {a: cluster.board(agent=f"{a}-{_Shared.examples}",
                                         timeout_s=CLIENT_TIMEOUT_S) for a in AGENTS}
         self.model: dict[str, Any] = {}  # key -> (version, value) | None (absent)
-        self.uncertain: set[str] = set()
+        self.uncertain: set[str] = set()  # outcome unknown: retired for this example
         self.counter: int | None = 0  # None: unknown
         self.claims: dict[str, tuple[str, Claim]] = {}  # key -> (agent, live claim)
         self.claim_unknown: set[str] = set()  # a claim whose outcome is unknown: not judged
@@ -76,17 +78,22 @@ class LiveBoard(RuleBasedStateMachine):
         self.killed: set[int] = set()
         self.paused: set[int] = set()
         self.isolated: int | None = None
+        self.late_writes = 0
 
     @initialize()
     def bind_counter_policy(self) -> None:
         board = self.boards[AGENTS[0]]
-        for _ in range(3):
-            try:
-                board.set_policy(f"{self.prefix}ctr/", "merge", kind="counter")
-                return
-            except (Unavailable, OutcomeUnknown):
-                continue
-        raise AssertionError("could not bind the counter policy on a healthy cluster")
+        bindings = [("ctr/", "merge", {"kind": "counter"}), ("task/", "last-writer-wins", {}),
+                    ("out/", "last-writer-wins", {})]
+        for suffix, policy, params in bindings:  # idempotent: a retry after unknown is safe
+            for _ in range(3):
+                try:
+                    board.set_policy(f"{self.prefix}{suffix}", policy, **params)
+                    break
+                except Unavailable:
+                    continue
+            else:
+                raise AssertionError(f"could not bind {policy} on a healthy cluster")
 
     # ------------------------------------------------------------------------- helpers
 
@@ -95,6 +102,14 @@ class LiveBoard(RuleBasedStateMachine):
 
     def key(self, name: str) -> str:
         return f"{self.prefix}{name}"
+
+    def unknown(self, agent: str, key: str | None) -> None:
+        """An operation by ``agent`` on ``key`` ended with its outcome unknown."""
+        if key is not None:
+            self.uncertain.add(key)
+        self.boards[agent].close()  # same agent (claims are owned by name), new session
+        self.boards[agent] = self.c.board(agent=f"{agent}-{_Shared.examples}",
+                                          timeout_s=CLIENT_TIMEOUT_S)
 
     def healthy(self) -> bool:
         return not (self.killed or self.paused or self.isolated is not None)
@@ -117,8 +132,10 @@ class LiveBoard(RuleBasedStateMachine):
             entry = self.boards[agent].put(key, value, expect_version=expect)
         except Conflict as exc:  # only possible if someone else wrote: never, here
             raise AssertionError(f"unexpected conflict on {key}: {exc}") from None
-        except (OutcomeUnknown, Unavailable, BoardError):
-            self.uncertain.add(key)
+        except OutcomeUnknown:
+            self.unknown(agent, key)
+            return
+        except Unavailable:  # certainly not applied
             return
         assert entry.version == expect + 1 and entry.value == value
         self.model[key] = (entry.version, value)
@@ -136,8 +153,10 @@ class LiveBoard(RuleBasedStateMachine):
         except Conflict as exc:
             assert exc.current is None or exc.current.version == current[0]
             return
-        except (OutcomeUnknown, Unavailable, BoardError):
-            self.uncertain.add(key)
+        except OutcomeUnknown:
+            self.unknown(agent, key)
+            return
+        except Unavailable:
             return
         raise AssertionError(f"a stale compare-and-set on {key} was accepted")
 
@@ -150,8 +169,10 @@ class LiveBoard(RuleBasedStateMachine):
             return
         try:
             self.boards[agent].delete(key, expect_version=current[0])
-        except (OutcomeUnknown, Unavailable, BoardError):
-            self.uncertain.add(key)
+        except OutcomeUnknown:
+            self.unknown(agent, key)
+            return
+        except Unavailable:
             return
         self.model[key] = None
 
@@ -160,8 +181,11 @@ class LiveBoard(RuleBasedStateMachine):
         self.ran("add")
         try:
             entry = self.boards[agent].put(self.key("ctr/n"), n)
-        except (OutcomeUnknown, Unavailable, BoardError):
-            self.counter = None
+        except OutcomeUnknown:
+            self.counter = None  # retired: the increment may land at any later time
+            self.unknown(agent, None)
+            return
+        except Unavailable:
             return
         if self.counter is not None:
             self.counter += n
@@ -178,8 +202,11 @@ class LiveBoard(RuleBasedStateMachine):
             assert held is not None or key in self.claim_unknown, \
                 f"{key} refused as held, but no claim is live"
             return
-        except (OutcomeUnknown, Unavailable, BoardError):
+        except OutcomeUnknown:
             self.claim_unknown.add(key)
+            self.unknown(agent, None)
+            return
+        except Unavailable:
             return
         if key in self.claim_unknown:  # whoever holds it now is known again
             self.claims[key] = (agent, claim)
@@ -199,11 +226,14 @@ class LiveBoard(RuleBasedStateMachine):
         if held is None:
             return
         agent, claim = held
-        try:
+        try:  # the claimed key itself, and a result key elsewhere, both under the fence
             self.boards[agent].put(key, {"done": True}, fence=claim)
+            self.boards[agent].put(self.key(f"out/{name}"), claim.fence, fence=claim)
         except FencedOut:
             raise AssertionError(f"the live claim's fence on {key} was refused") from None
-        except (OutcomeUnknown, Unavailable, BoardError):
+        except OutcomeUnknown:
+            self.unknown(agent, None)
+        except Unavailable:
             return
 
     @rule(name=st.sampled_from(KEYS))
@@ -216,7 +246,10 @@ class LiveBoard(RuleBasedStateMachine):
         agent, claim = held
         try:
             lease = self.boards[agent].keepalive(claim)
-        except (OutcomeUnknown, Unavailable):
+        except OutcomeUnknown:
+            self.unknown(agent, None)
+            return
+        except Unavailable:
             return
         assert lease.id == claim.lease, "a keepalive renews the claim's own lease"
 
@@ -224,14 +257,24 @@ class LiveBoard(RuleBasedStateMachine):
     def stale_fence_is_refused(self) -> None:
         self.ran("stale_fence_is_refused")
         for agent, claim in self.stale_fences[-2:]:
+            name = claim.key.rsplit("/", 1)[1]
+            target = self.data_draw_target(claim.key, name)
             try:
-                self.boards[agent].put(claim.key, "late", fence=claim)
+                self.boards[agent].put(target, "late", fence=claim)
             except Conflict:
                 continue  # FencedOut (a Conflict): refused, as it must be
-            except (OutcomeUnknown, Unavailable, BoardError):
+            except OutcomeUnknown:
+                self.unknown(agent, None)
+                continue
+            except Unavailable:
                 continue
             raise AssertionError(f"a write with superseded fence {claim.fence} on {claim.key} "
                                  "was accepted")
+
+    def data_draw_target(self, claimed: str, name: str) -> str:
+        """Alternate a stale holder's late write between the claimed key and a result key."""
+        self.late_writes += 1
+        return claimed if self.late_writes % 2 else self.key(f"out/{name}")
 
     @precondition(lambda self: self.healthy() and bool(self.claims or self.claim_unknown))
     @rule()
@@ -295,9 +338,8 @@ class LiveBoard(RuleBasedStateMachine):
         self.paused.clear()
         self.isolated = None
         self.c.wait_for_leader()
-        self.c.wait_converged()
-        digests = self.c.digests()
-        assert len(set(digests)) == 1 and None not in digests, digests
+        digest = self.c.wait_converged()  # every live replica: same applied index and digest
+        assert self.c.alive() == list(range(self.c.size)) and digest
 
     # ------------------------------------------------------------------------ invariants
 
@@ -306,31 +348,34 @@ class LiveBoard(RuleBasedStateMachine):
         if not self.healthy():
             return  # a minority fault still serves, but a read may wait out a failover
         board = self.boards[AGENTS[1]]
-        for name in KEYS:
-            key = self.key(name)
-            got = board.get(key)
-            if key in self.uncertain:  # settle it: whatever committed is now the truth
-                self.model[key] = None if got is None else (got.version, got.value)
-                self.uncertain.discard(key)
-                continue
-            expected = self.model.get(key)
-            actual = None if got is None else (got.version, got.value)
-            assert actual == expected, f"{key}: read {actual}, acknowledged {expected}"
-        total = board.get(self.key("ctr/n"))
-        value = 0 if total is None else total.value
-        if self.counter is None:
-            self.counter = value
-        assert value == self.counter, f"counter {value}, acknowledged {self.counter}"
+        try:
+            for name in KEYS:
+                key = self.key(name)
+                if key in self.uncertain:
+                    continue
+                got = board.get(key)
+                expected = self.model.get(key)
+                actual = None if got is None else (got.version, got.value)
+                assert actual == expected, f"{key}: read {actual}, acknowledged {expected}"
+            if self.counter is not None:
+                total = board.get(self.key("ctr/n"))
+                value = 0 if total is None else total.value
+                assert value == self.counter, f"counter {value}, acknowledged {self.counter}"
+        except Unavailable:  # just healed, a failover may still be settling: check next step
+            return
 
     @invariant()
     def one_holder_per_claimed_key(self) -> None:
         if not self.healthy():
             return
         board = self.boards[AGENTS[0]]
-        for key, (_agent, claim) in self.claims.items():
-            entry = board.get(key)
-            assert entry is not None, f"{key}: a live claim's key vanished"
-            assert entry.lease == claim.lease, f"{key}: held under another lease"
+        try:
+            for key, (_agent, claim) in self.claims.items():
+                entry = board.get(key)
+                assert entry is not None, f"{key}: a live claim's key vanished"
+                assert entry.lease == claim.lease, f"{key}: held under another lease"
+        except Unavailable:
+            return
 
     def teardown(self) -> None:
         try:

@@ -77,3 +77,31 @@ def test_a_bridge_joins_two_halves_through_one_replica(size: int) -> None:
 
 def test_every_kind_has_modes() -> None:
     assert all(MODES[k] for k in MODES) and "slow-leader" in MODES["clock"]
+
+
+def test_a_corrupt_flip_lands_where_the_journal_must_refuse_it(tmp_path: Any) -> None:
+    """Inside the first record while another follows (a flip in the last record would be
+    dropped as a torn append); nowhere when the journal holds a single record."""
+    from consensus.errors import CorruptData
+    from consensus.journal import Journal
+    from consensus.nemesis import _flip_position
+
+    rnd = random.Random(3)
+    for count, refusable in ((1, False), (3, True), (50, True)):
+        path = tmp_path / f"j{count}"
+        j = Journal(path, fsync=False, record_bytes_max=1 << 16)
+        for idx in range(1, count + 1):
+            j.add(f"cmd{idx}".encode(), idx, 1)
+        j.close()
+        pristine = path.read_bytes()
+        for _ in range(20):
+            data = bytearray(pristine)
+            pos = _flip_position(data, "flip-journal", rnd)
+            assert (pos is not None) == refusable
+            if pos is None:
+                continue
+            data[pos] ^= 1 << rnd.randrange(8)
+            path.write_bytes(bytes(data))
+            with pytest.raises(CorruptData):
+                Journal(path, fsync=False, record_bytes_max=1 << 16)
+    assert _flip_position(bytearray(b"QBJRNL01"), "flip-journal", rnd) is None
