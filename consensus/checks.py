@@ -17,7 +17,7 @@ record broke the rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -49,6 +49,26 @@ def _final_reads(records: Iterable[OpRecord]) -> dict[str, Any]:
     return out
 
 
+def _judge_finals(check: str, records: Sequence[OpRecord], keys: Iterable[str],
+                  judge: Callable[[str, Any], list[str]], ok_detail: str) -> Finding:
+    """Apply ``judge(key, final value) -> problems`` to every key's final read: a violation
+    if any key has problems, unknown if some key was never read at the end, else ok."""
+    finals = _final_reads(records)
+    bad: list[str] = []
+    unread: list[str] = []
+    for key in sorted(keys):
+        if key in finals:
+            bad += judge(key, finals[key])
+        else:
+            unread.append(key)
+    if bad:
+        return Finding(check=check, verdict="violation", detail="; ".join(bad[:EXAMPLES_MAX]))
+    if unread:
+        return Finding(check=check, verdict="unknown",
+                       detail=f"no final read of {', '.join(unread[:EXAMPLES_MAX])}")
+    return Finding(check=check, verdict="ok", detail=ok_detail)
+
+
 def check_exactly_once(records: Sequence[OpRecord], keys: Iterable[str]) -> Finding:
     """Per counter key: final total within [ok adds, ok + indeterminate adds]."""
     ok: dict[str, int] = {}
@@ -61,26 +81,18 @@ def check_exactly_once(records: Sequence[OpRecord], keys: Iterable[str]) -> Find
             ok[inv.key] = ok.get(inv.key, 0) + delta
         elif done is None or done.type == "info":
             maybe[inv.key] = maybe.get(inv.key, 0) + delta
-    finals = _final_reads(records)
-    bad, unread = [], []
-    for key in sorted(keys):
-        if key not in finals:
-            unread.append(key)
-            continue
-        total = int(finals[key] or 0)
+
+    def judge(key: str, final: Any) -> list[str]:
+        total = int(final or 0)
         low, high = ok.get(key, 0), ok.get(key, 0) + maybe.get(key, 0)
-        if not low <= total <= high:
-            what = "lost acknowledged increments" if total < low else "applied an increment twice"
-            bad.append(f"{key}: final {total} outside [{low}, {high}] ({what})")
-    if bad:
-        return Finding(check="exactly-once", verdict="violation",
-                       detail="; ".join(bad[:EXAMPLES_MAX]))
-    if unread:
-        return Finding(check="exactly-once", verdict="unknown",
-                       detail=f"no final read of {', '.join(unread[:EXAMPLES_MAX])}")
-    return Finding(check="exactly-once", verdict="ok",
-                   detail=f"every counter within [ok, ok + indeterminate] increments "
-                          f"({sum(ok.values())} acknowledged, {sum(maybe.values())} unknown)")
+        if low <= total <= high:
+            return []
+        what = "lost acknowledged increments" if total < low else "applied an increment twice"
+        return [f"{key}: final {total} outside [{low}, {high}] ({what})"]
+
+    return _judge_finals("exactly-once", records, keys, judge,
+                         f"every counter within [ok, ok + indeterminate] increments "
+                         f"({sum(ok.values())} acknowledged, {sum(maybe.values())} unknown)")
 
 
 def check_set_complete(records: Sequence[OpRecord], keys: Iterable[str]) -> Finding:
@@ -93,28 +105,21 @@ def check_set_complete(records: Sequence[OpRecord], keys: Iterable[str]) -> Find
         attempted.setdefault(inv.key, set()).add(inv.value)
         if done is not None and done.type == "ok":
             acked.setdefault(inv.key, set()).add(inv.value)
-    finals = _final_reads(records)
-    bad, unread = [], []
-    for key in sorted(keys):
-        if key not in finals:
-            unread.append(key)
-            continue
-        final = set(finals[key] or [])
+
+    def judge(key: str, final_value: Any) -> list[str]:
+        final = set(final_value or [])
         lost = sorted(acked.get(key, set()) - final)
         phantom = sorted(final - attempted.get(key, set()))
+        problems = []
         if lost:
-            bad.append(f"{key}: acknowledged adds missing from the final set: {lost[:5]}")
+            problems.append(f"{key}: acknowledged adds missing from the final set: {lost[:5]}")
         if phantom:
-            bad.append(f"{key}: elements nobody added: {phantom[:5]}")
-    if bad:
-        return Finding(check="set-complete", verdict="violation",
-                       detail="; ".join(bad[:EXAMPLES_MAX]))
-    if unread:
-        return Finding(check="set-complete", verdict="unknown",
-                       detail=f"no final read of {', '.join(unread[:EXAMPLES_MAX])}")
-    return Finding(check="set-complete", verdict="ok",
-                   detail=f"every acknowledged add is in the final sets "
-                          f"({sum(len(v) for v in acked.values())} acknowledged)")
+            problems.append(f"{key}: elements nobody added: {phantom[:5]}")
+        return problems
+
+    return _judge_finals("set-complete", records, keys, judge,
+                         f"every acknowledged add is in the final sets "
+                         f"({sum(len(v) for v in acked.values())} acknowledged)")
 
 
 Event = tuple[int, str, str, Any]
