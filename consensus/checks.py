@@ -8,6 +8,8 @@
 * :func:`check_watch` — each watcher's stream is ordered, gap-free and equal to the committed
   history over the revisions it covered; every acknowledged write is in the committed history,
   and every committed event was an attempted write.
+* :func:`check_versions` — a stream from revision 1 holds every version of every key, so a
+  missing event shows even when no client was told about it.
 * :func:`check_claims` — never two holders of a task at once, fences increasing, and every
   fenced write committed inside its claim's tenure.
 
@@ -24,7 +26,14 @@ from pydantic import BaseModel, ConfigDict
 
 from consensus.history import OpRecord, pair_records
 
-__all__ = ["Finding", "check_claims", "check_exactly_once", "check_set_complete", "check_watch"]
+__all__ = [
+    "Finding",
+    "check_claims",
+    "check_exactly_once",
+    "check_set_complete",
+    "check_versions",
+    "check_watch",
+]
 
 FindingVerdict = Literal["ok", "violation", "unknown"]
 EXAMPLES_MAX = 5
@@ -234,3 +243,21 @@ def check_claims(committed: Sequence[Event], task_prefix: str, out_prefix: str) 
     return Finding(check="claims", verdict="ok",
                    detail=f"{len(tenures)} claims, never two holders of a task, fences "
                           f"increasing, all {writes} fenced writes inside their claim's tenure")
+
+
+def check_versions(events: Sequence[tuple[int, str, str, int | None]], where: str) -> Finding:
+    """A stream read from revision 1 must show every put of every key: versions 1, 2, 3, ...
+    per key, starting over after a delete. A version skipped means an event is missing, even
+    one no client was told about — independent of which writes were acknowledged."""
+    last: dict[str, int] = {}
+    for rev, kind, key, version in events:
+        if kind == "delete":
+            last[key] = 0
+            continue
+        expected = last.get(key, 0) + 1
+        if version != expected:
+            return Finding(check="watch", verdict="violation",
+                           detail=f"{where}: {key} at revision {rev} has version {version}, "
+                                  f"expected {expected}: an event is missing before it")
+        last[key] = expected
+    return Finding(check="watch", verdict="ok", detail=f"{where}: every version present")

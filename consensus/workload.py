@@ -56,6 +56,7 @@ from consensus.checks import (
     check_claims,
     check_exactly_once,
     check_set_complete,
+    check_versions,
     check_watch,
 )
 from consensus.client import Board
@@ -255,7 +256,7 @@ class Workload(abc.ABC):
             try:
                 for ev in board.watch(self.prefix, start_revision=1, idle_timeout_s=WATCH_IDLE_S):
                     out.write("committed", "ok", ev.kind, ev.key,
-                              [ev.revision, ev.entry.value if ev.entry else None], clock_ns())
+                              _event_value(ev), clock_ns())
             except BoardError as exc:
                 out.write("committed", "fail", "watch", self.prefix, None, clock_ns(),
                           f"{type(exc).__name__}: {exc}")
@@ -486,7 +487,7 @@ class WatchWorkload(LwwRegisterWorkload):
                                               idle_timeout_s=WATCH_IDLE_S):
                             with lock:
                                 out.write(f"w{n}", "ok", ev.kind, ev.key,
-                                          [ev.revision, ev.entry.value if ev.entry else None],
+                                          _event_value(ev),
                                           clock_ns())
                             cursor = ev.revision + 1
                         if stop.is_set():
@@ -523,6 +524,16 @@ class WatchWorkload(LwwRegisterWorkload):
             return [Finding(check="watch", verdict="unknown",
                             detail="the committed history could not be read after the run")]
         finding = check_watch(records, streams, committed)
+        watched: dict[str, list[OpRecord]] = {}
+        for rec in _read_stream(_sibling(path, "watch")):
+            watched.setdefault(rec.process, []).append(rec)
+        gaps = [check_versions(_versioned(_read_stream(_sibling(path, "committed"))),
+                               "the committed history")]
+        gaps += [check_versions(_versioned(recs), f"watcher {name}")
+                 for name, recs in sorted(watched.items())]
+        bad = [g for g in gaps if g.verdict != "ok"]
+        if bad and finding.verdict == "ok":
+            finding = bad[0]
         if failures and finding.verdict == "ok":
             finding = finding.model_copy(update={
                 "detail": finding.detail + f"; {len(failures)} watch stream(s) ended early: "
@@ -540,8 +551,19 @@ def _read_stream(path: Path) -> list[OpRecord]:
     return read_history(path)[0]
 
 
+def _event_value(ev: Any) -> list[Any]:
+    """How a watch event is recorded: ``[revision, value, version]`` (no entry: a delete)."""
+    return [ev.revision, ev.entry.value if ev.entry else None,
+            ev.entry.version if ev.entry else None]
+
+
 def _event(rec: OpRecord) -> Event:
     return (int(rec.value[0]), rec.f, rec.key, rec.value[1])
+
+
+def _versioned(records: list[OpRecord]) -> list[tuple[int, str, str, int | None]]:
+    return [(int(r.value[0]), r.f, r.key, r.value[2] if len(r.value) > 2 else None)
+            for r in records if r.type == "ok"]
 
 
 def _committed(path: Path) -> list[Event] | None:

@@ -77,3 +77,17 @@ def test_claims_safety() -> None:
     back = [(1, "put", "t/0", {"owner": "a", "fence": 5}), (2, "delete", "t/0", None),
             (3, "put", "t/0", {"owner": "b", "fence": 4})]
     assert "does not exceed" in check_claims(back, "t/", "out/").detail
+
+
+def test_versions_reveal_a_missing_event_nobody_was_told_about() -> None:
+    from consensus.checks import check_versions
+
+    full = [(1, "put", "k", 1), (2, "put", "j", 1), (3, "put", "k", 2), (4, "delete", "k", None),
+            (5, "put", "k", 1)]
+    assert check_versions(full, "w0").verdict == "ok"
+    puts = [(1, "put", "k", 1), (2, "put", "j", 1), (3, "put", "k", 2), (4, "put", "k", 3)]
+    gap = check_versions([e for e in puts if e[0] != 3], "w0")  # k's version 2 never shown
+    assert gap.verdict == "violation" and "k at revision 4 has version 3" in gap.detail
+    lost_delete = check_versions([e for e in full if e[0] != 4], "w0")
+    assert lost_delete.verdict == "violation" and "expected 3" in lost_delete.detail
+    # (a put lost just before a delete leaves no trace in versions: the delete starts over)
