@@ -951,6 +951,15 @@ class RaftNode:
     def _state_changed(self, old: int, new: int) -> None:
         role = _ROLES.get(new, "follower")
         log.info("raft_role_changed", address=self.settings.self_address, role=role)
+        if _ROLES.get(old) == "leader" and role != "leader":
+            # Deposed (or fell back after losing its majority): what it was waiting to commit
+            # may still commit under the next leader, or never. Say so now, so clients retry
+            # there (same session and seq: exactly-once) instead of waiting out the timeout.
+            with self._lock:
+                pending = list(self._pending.values())
+                self._pending.clear()
+            for item in pending:
+                self._call_on_done(item.on_done, None, ProposeFailure.UNKNOWN_OUTCOME)
         callback = self._on_role_change
         if callback is not None:
             try:
