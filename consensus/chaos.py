@@ -40,7 +40,14 @@ from consensus.checks import Finding
 from consensus.client import connect
 from consensus.cluster import LocalCluster
 from consensus.errors import InvalidCommand
-from consensus.history import FaultKind, HistoryWriter, pair_records, read_faults, read_history
+from consensus.history import (
+    FaultKind,
+    HistoryWriter,
+    OpRecord,
+    pair_records,
+    read_faults,
+    read_history,
+)
 from consensus.nemesis import NEEDS_NETWORK, Nemesis, NemesisConfig
 from consensus.picture import Band, Bar, Timeline, to_png, to_svg
 from consensus.summary import RunSummary, fault_spans, pair_ops, summarize
@@ -179,15 +186,17 @@ def run_chaos(scenario: Scenario, out: Path,
         workload.read_all(cluster.board(agent="final", timeout_s=CONVERGE_TIMEOUT_S), history)
     progress("checking the history")
     deadline = time.monotonic() + scenario.check_time_limit_s
-    findings, result = workload.check(history_path,
+    records, note = read_history(history_path)  # once: every check and figure uses it
+    findings, result = workload.check(history_path, records, note,
                                       should_stop=lambda: time.monotonic() > deadline)
-    findings += _run_findings(stats, nemesis, history_path)
+    findings += _run_findings(stats, nemesis, records)
     report = _report(result, findings, convergence, digests, nemesis.injected, out)
-    _write_outputs(out, scenario, result, report)
+    _write_outputs(out, scenario, result, report, records)
     return report
 
 
-def _run_findings(stats: WorkloadStats, nemesis: Nemesis, history_path: Path) -> list[Finding]:
+def _run_findings(stats: WorkloadStats, nemesis: Nemesis, records: list[OpRecord]
+                  ) -> list[Finding]:
     """What the run itself says: a replica that started on corrupt data or crashed on its own
     (violations: nothing the nemesis did excuses them), clients that never returned, final
     reads that failed (both weaken the checks: unknown)."""
@@ -203,7 +212,6 @@ def _run_findings(stats: WorkloadStats, nemesis: Nemesis, history_path: Path) ->
         out.append(Finding(check="clients", verdict="unknown",
                            detail=f"{stuck} client(s) still blocked after the run: their last "
                                   "operations are not in the history"))
-    records, _ = read_history(history_path)
     failed = sorted({inv.key for inv, done in pair_records(records)
                      if inv.process == "final" and (done is None or done.type != "ok")})
     if failed:
@@ -267,9 +275,8 @@ def _report(result: CheckResult, findings: list[Finding], convergence: Convergen
                        explanation="\n".join([result.explain(), *notes]), out=str(out))
 
 
-def _write_outputs(out: Path, scenario: Scenario, result: CheckResult,
-                   report: ChaosReport) -> None:
-    records, _ = read_history(out / "history.jsonl")
+def _write_outputs(out: Path, scenario: Scenario, result: CheckResult, report: ChaosReport,
+                   records: list[OpRecord]) -> None:
     events = read_faults(out / "faults.jsonl")
     summary = summarize(records, events)
     (out / "verdict.json").write_text(report.model_dump_json(indent=2) + "\n")

@@ -277,10 +277,13 @@ class Workload(abc.ABC):
         """A history pair as ``(input, output)`` for :meth:`model` (``done`` is ``None`` when
         the outcome is unknown)."""
 
-    def check(self, path: Path, **kwargs: Any) -> tuple[list[Finding], CheckResult]:
-        """Every check of this workload on the history at ``path``; ``kwargs`` go to the
-        linearizability checker (``steps_max``, ``should_stop``)."""
-        records, note = read_history(path)
+    def check(self, path: Path, records: list[OpRecord] | None = None, note: str = "",
+              **kwargs: Any) -> tuple[list[Finding], CheckResult]:
+        """Every check of this workload on the history at ``path`` (already read: pass its
+        ``records`` and reader ``note``); ``kwargs`` go to the linearizability checker
+        (``steps_max``, ``should_stop``)."""
+        if records is None:
+            records, note = read_history(path)
         result = check_operations(to_operations(records, self.convert), self.model(), **kwargs)
         findings = [linearizability_finding(result, self.model())]
         findings += self.extra_checks(records, path)
@@ -512,23 +515,20 @@ class WatchWorkload(LwwRegisterWorkload):
                     t.join(max(0.0, join_by - time.monotonic()))
 
     def extra_checks(self, records: list[OpRecord], path: Path) -> list[Finding]:
-        streams: dict[str, list[Event]] = {}
+        watched: dict[str, list[OpRecord]] = {}
         failures: list[str] = []
         for rec in _read_stream(_sibling(path, "watch")):
             if rec.type == "ok":
-                streams.setdefault(rec.process, []).append(_event(rec))
+                watched.setdefault(rec.process, []).append(rec)
             else:
                 failures.append(f"{rec.process}: {rec.error}")
-        committed = _committed(path)
-        if committed is None:
+        committed_records = _read_stream(_sibling(path, "committed"))
+        if any(r.type != "ok" for r in committed_records):
             return [Finding(check="watch", verdict="unknown",
                             detail="the committed history could not be read after the run")]
-        finding = check_watch(records, streams, committed)
-        watched: dict[str, list[OpRecord]] = {}
-        for rec in _read_stream(_sibling(path, "watch")):
-            watched.setdefault(rec.process, []).append(rec)
-        gaps = [check_versions(_versioned(_read_stream(_sibling(path, "committed"))),
-                               "the committed history")]
+        streams = {name: [_event(r) for r in recs] for name, recs in watched.items()}
+        finding = check_watch(records, streams, [_event(r) for r in committed_records])
+        gaps = [check_versions(_versioned(committed_records), "the committed history")]
         gaps += [check_versions(_versioned(recs), f"watcher {name}")
                  for name, recs in sorted(watched.items())]
         bad = [g for g in gaps if g.verdict != "ok"]
