@@ -1,1 +1,121 @@
-"""Agent teams on the blackboard (later issue)."""
+"""Agent teams on the replicated blackboard, and experiments that measure them like clusters.
+
+An agent is an identity, a ``consensus.Board`` and a *brain* (simulated and calibrated, or an
+OpenAI-compatible LLM) that turns its watched view of the board into actions; coordination
+modes decide who does which task; a sweep runs teams over task DAGs on a real local cluster and
+reports speedup against Amdahl's law, coordination cost, conflicts and recovery::
+
+    from agents import SweepConfig, load_projects, run_sweep
+    from agents.report import write_report
+
+    projects = load_projects("../shared/paper-tasks")
+    run_sweep(SweepConfig(modes=("preassign", "decentralized"), reps=2), projects, out)
+    write_report(out)
+
+Imports ``consensus`` only through its public API.
+"""
+
+from agents.actions import (
+    Action,
+    Assign,
+    ClaimTask,
+    CompleteTask,
+    FileView,
+    Idle,
+    Message,
+    Reply,
+    TaskView,
+    View,
+    WriteFile,
+    parse_action,
+)
+from agents.events import EventLog, RunEvent, read_events
+from agents.experiment import SweepConfig, expand, load_tasks, read_results, run_sweep
+from agents.llm import LLMConfig, OpenAIBrain, check_source
+from agents.metrics import (
+    CellRow,
+    RunMetrics,
+    RunRecord,
+    amdahl,
+    cell_rows,
+    fit_serial_fraction,
+    karp_flatt,
+    run_metrics,
+)
+from agents.modes import MODES, Mode, RunContext, get_mode, register_mode
+from agents.runner import BrainFactory, TeamEnv, run_team, sim_brains
+from agents.simbrain import PROFILES, Brain, BrainProfile, SimBrain
+from agents.spec import AgentFault, BoardFault, RunSpec
+from agents.tasks import (
+    Project,
+    Task,
+    TaskFileError,
+    critical_path,
+    generate_project,
+    load_project,
+    load_projects,
+)
+from agents.teamboard import Actor, Layout, ViewCache
+
+__all__ = [
+    "MODES",
+    "PROFILES",
+    "Action",
+    "Actor",
+    "AgentFault",
+    "Assign",
+    "BoardFault",
+    "Brain",
+    "BrainFactory",
+    "BrainProfile",
+    "CellRow",
+    "ClaimTask",
+    "CompleteTask",
+    "EventLog",
+    "FileView",
+    "Idle",
+    "LLMConfig",
+    "Layout",
+    "Message",
+    "Mode",
+    "OpenAIBrain",
+    "Project",
+    "Reply",
+    "RunContext",
+    "RunEvent",
+    "RunMetrics",
+    "RunRecord",
+    "RunSpec",
+    "SimBrain",
+    "SweepConfig",
+    "Task",
+    "TaskFileError",
+    "TaskView",
+    "TeamEnv",
+    "View",
+    "ViewCache",
+    "WriteFile",
+    "amdahl",
+    "cell_rows",
+    "check_source",
+    "critical_path",
+    "expand",
+    "fit_serial_fraction",
+    "generate_project",
+    "get_mode",
+    "karp_flatt",
+    "load_project",
+    "load_projects",
+    "load_tasks",
+    "parse_action",
+    "read_events",
+    "read_results",
+    "register_mode",
+    "run_metrics",
+    "run_sweep",
+    "run_team",
+    "sim_brains",
+]
+
+# The report needs the optional plotting and statistics packages (the "experiment" extra), so it
+# is imported on first use: ``from agents.report import write_report``.

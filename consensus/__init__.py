@@ -49,6 +49,7 @@ from consensus.errors import (
     UnknownPolicy,
 )
 from consensus.history import FaultEvent, HistoryWriter, OpRecord, read_faults, read_history
+from consensus.logs import configure_logging
 from consensus.model import Claim, Entry, Event, FenceRef, HistoryRecord, LeaseInfo, Pending
 from consensus.nemesis import Nemesis, NemesisConfig
 from consensus.netfaults import NetworkFaults
@@ -114,6 +115,7 @@ __all__ = [
     "UnknownPolicy",
     "Write",
     "check_operations",
+    "configure_logging",
     "connect",
     "read_faults",
     "read_history",

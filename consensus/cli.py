@@ -9,6 +9,7 @@ input; ``chaos``: 0 checked and valid, 7 violation found, 8 could not decide wit
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -366,6 +367,10 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--json", action="store_true", help="print verdict.json")
     ch.add_argument("--log-level", default="warning")
 
+    sub.add_parser("experiment", add_help=False,
+                   help="agent-team experiments: 'experiment run ...', 'experiment report DIR'"
+                        " (the agents package)")
+
     def client(name: str, help_: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_)
         c.add_argument("--endpoints", default=None, help="host:port,... (or QUORUMBOARD_ENDPOINTS)")
@@ -408,6 +413,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["experiment"]:
+        # The agents package builds on this one: reach it by name, not by a static import.
+        experiment: Callable[[Sequence[str]], int] = importlib.import_module("agents.cli").main
+        return experiment(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:

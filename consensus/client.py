@@ -716,9 +716,14 @@ class Board:
             try:
                 rid, box = link.open_box(stream=True)
                 link.send(WatchReq(id=rid, prefix=prefix, start_revision=cursor))
+                # Idle means no *events*: progress batches (a replica that is partitioned away
+                # keeps sending them, frozen at its last revision) do not keep a watch alive.
+                idle_until = (None if idle_timeout_s is None
+                              else time.monotonic() + idle_timeout_s)
                 for _ in range(2**62):
                     try:
-                        msg = link.wait(box, idle_timeout_s)
+                        msg = link.wait(box, None if idle_until is None
+                                        else max(0.0, idle_until - time.monotonic()))
                     except queue.Empty:
                         return
                     if msg is None:
@@ -733,6 +738,8 @@ class Board:
                             cursor = msg.revision + 1
                         continue
                     attempt = 0  # progress: the reconnect budget starts over
+                    if msg.events and idle_timeout_s is not None:
+                        idle_until = time.monotonic() + idle_timeout_s
                     yield from msg.events
                     # ``through`` covers revisions without matching events too, so a quiet
                     # watch resumes from where the replica had read, not from its last event.

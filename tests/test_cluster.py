@@ -409,3 +409,32 @@ def test_embedded_single_replica(tmp_path: Path) -> None:
         with pytest.raises(FencedOut):
             board.put("e-task", "no fence")
         assert board.put("e-task", "with fence", fence=claim, expect_version=1).version == 2
+
+
+def test_watch_idle_timeout_counts_events_not_progress(tmp_path: Path) -> None:
+    """A watch with no events under its prefix ends after ``idle_timeout_s`` although the
+    board keeps moving elsewhere (the replica's progress batches are not events): an agent can
+    notice a silent watch, e.g. one on a replica that was partitioned away."""
+    with LocalCluster(replicas=1, data_dir=tmp_path / "c") as c:
+        watcher, writer = c.board(agent="watcher"), c.board(agent="writer")
+        stop = threading.Event()
+        written: list[int] = []
+
+        def write() -> None:
+            for i in range(3_000):  # bounded: ~30 s at most
+                if stop.is_set():
+                    return
+                writer.put(f"busy/{i}", i)
+                written.append(i)
+                stop.wait(0.01)
+
+        thread = threading.Thread(target=write, daemon=True)
+        thread.start()
+        try:
+            events = list(watcher.watch("quiet/", idle_timeout_s=1.5))
+            still_writing = thread.is_alive() and not stop.is_set()
+            at_end = len(written)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+        assert events == [] and still_writing and 0 < at_end < 3_000

@@ -1,0 +1,186 @@
+"""``quorumboard experiment run|report``: sweeps of agent teams on a local replicated board.
+
+Exit codes: 0 done (every run recorded), 1 some runs failed to run (re-run the same command to
+resume them), 2 usage or bad task files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from pydantic import ValidationError
+
+from agents.experiment import (
+    EXPERIMENTS,
+    SweepConfig,
+    dump_grid,
+    expand,
+    load_tasks,
+    parse_range,
+    run_sweep,
+)
+from agents.modes import MODES
+from agents.runner import BrainFactory, sim_brains
+from agents.simbrain import PROFILES
+from agents.spec import RunSpec
+from agents.tasks import TaskFileError
+from consensus import configure_logging
+
+__all__ = ["main"]
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quorumboard experiment", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="action", required=True)
+    r = sub.add_parser("run", help="run (or resume) a sweep of team runs")
+    r.add_argument("--tasks", default=None,
+                   help="task files: a folder of suites (the study's layout) or one .json")
+    r.add_argument("--generate", default=None,
+                   help="generated projects: subtasks:critical-path:extra-edges[:seed],...")
+    r.add_argument("--modes", default="preassign,decentralized",
+                   help="comma list of preassign, lead, decentralized, hybrid (or a plug-in)")
+    r.add_argument("--agents", default="1-5", help="team sizes: 1-5 or 1,2,4")
+    r.add_argument("--reps", type=int, default=5)
+    r.add_argument("--policy", default="last-writer-wins",
+                   help="file conflict policies, comma list (last-writer-wins, reject-stale)")
+    r.add_argument("--experiments", default="sweep",
+                   help=f"comma list of {', '.join(EXPERIMENTS)}")
+    r.add_argument("--brain", default="sim", choices=["sim", "openai"])
+    r.add_argument("--model", default=None,
+                   help="simulated profile (gpt-5.2, claude-sonnet-4-6, gemini-3-flash-preview, "
+                        "exact) or the LLM's model name")
+    r.add_argument("--base-url", default=None, help="OpenAI-compatible API, e.g. "
+                   "http://127.0.0.1:8000/v1 (with --brain openai)")
+    r.add_argument("--temperature", type=float, default=0.2)
+    r.add_argument("--max-tokens", type=int, default=1024)
+    r.add_argument("--timeout-s", type=float, default=60.0)
+    r.add_argument("--retries", type=int, default=3)
+    r.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    r.add_argument("--sync", default="rounds", choices=["rounds", "async"])
+    r.add_argument("--round-cap", type=int, default=60)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--slowdown", type=float, default=4.0, help="straggler: k-times slower")
+    r.add_argument("--stall-at-s", type=float, default=15.0)
+    r.add_argument("--stall-s", type=float, default=600.0)
+    r.add_argument("--board-fault-round", type=int, default=3,
+                   help="board-fault: the round the leader is killed at")
+    r.add_argument("--claim-ttl-s", type=float, default=60.0,
+                   help="a claim whose owner has not replied for this long may be taken over")
+    r.add_argument("--jobs", type=int, default=2, help="runs at once (board-fault runs: 1)")
+    r.add_argument("--replicas", type=int, default=3)
+    r.add_argument("--out", required=True)
+    r.add_argument("--dry-run", action="store_true", help="print the grid and exit")
+    r.add_argument("--no-report", action="store_true", help="skip writing the report")
+    rep = sub.add_parser("report", help="summary table, plots and report.md of a sweep")
+    rep.add_argument("dir")
+    return p
+
+
+def _brains(args: argparse.Namespace) -> BrainFactory:
+    if args.brain == "sim":
+        return sim_brains
+    from agents.llm import LLMConfig, OpenAIBrain
+
+    if not args.base_url or not args.model:
+        raise ValueError("--brain openai needs --base-url and --model")
+    config = LLMConfig(base_url=args.base_url, model=args.model, temperature=args.temperature,
+                       max_tokens=args.max_tokens, timeout_s=args.timeout_s,
+                       retries_max=args.retries, api_key_env=args.api_key_env)
+
+    def factory(spec: RunSpec, index: int, name: str) -> OpenAIBrain:
+        return OpenAIBrain(config, name)
+
+    return factory
+
+
+FILE_POLICIES = ("last-writer-wins", "reject-stale")
+"""Policies a team's file writes can run under (the others need parameters or votes)."""
+
+
+def _check(cfg: SweepConfig) -> None:
+    """Refuse a grid that cannot run, before starting a cluster (exit 2, not N failed runs)."""
+    unknown = [m for m in cfg.modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {', '.join(unknown)} (known: {', '.join(MODES)})")
+    bad = [p for p in cfg.policies if p not in FILE_POLICIES]
+    if bad:
+        raise ValueError(f"policy {', '.join(bad)} not usable for files "
+                         f"(use {' or '.join(FILE_POLICIES)})")
+    if cfg.brain == "sim" and cfg.model not in PROFILES:
+        raise ValueError(f"no simulated profile {cfg.model!r} (known: {', '.join(PROFILES)})")
+    wrong = [e for e in cfg.experiments if e not in EXPERIMENTS]
+    if wrong:
+        raise ValueError(f"unknown experiment(s) {', '.join(wrong)}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    projects = load_tasks(args.tasks, args.generate)
+    cfg = SweepConfig(
+        modes=_csv(args.modes), agents=parse_range(args.agents), reps=args.reps,
+        policies=_csv(args.policy), brain=args.brain,
+        model=args.model or ("gpt-5.2" if args.brain == "sim" else ""),
+        sync=args.sync, round_cap=args.round_cap, seed=args.seed,
+        experiments=_csv(args.experiments),
+        slowdown=args.slowdown, stall_at_s=args.stall_at_s, stall_s=args.stall_s,
+        claim_ttl_s=args.claim_ttl_s, board_fault_round=args.board_fault_round)
+    _check(cfg)
+    if args.dry_run:
+        print(dump_grid(cfg, projects))
+        return 0
+    out = Path(args.out)
+    total = len(expand(cfg, projects))
+    print(f"{total} runs: {len(projects)} projects x modes {','.join(cfg.modes)} x agents "
+          f"{','.join(map(str, cfg.agents))} x {cfg.reps} reps ({', '.join(cfg.experiments)}) "
+          f"-> {out}", file=sys.stderr)
+    records = run_sweep(cfg, projects, out, jobs=args.jobs, replicas=args.replicas,
+                        brains=_brains(args))
+    if not args.no_report:
+        from agents.report import write_report
+
+        report = write_report(out)
+        print(f"wrote {report}", file=sys.stderr)
+    missing = total - len({r.spec.run_id for r in records} & {s.run_id for s, _ in
+                                                              expand(cfg, projects)})
+    if missing:
+        print(f"{missing} runs did not finish; run the same command again to resume",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _on_sigterm(_sig: int, _frame: FrameType | None) -> None:
+    # Unwind normally, so the local cluster's replica processes are stopped, not orphaned.
+    raise SystemExit(143)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    configure_logging(os.environ.get("QUORUMBOARD_LOG_LEVEL", "warning"))
+    try:
+        if args.action == "run":
+            return _run(args)
+        from agents.report import write_report
+
+        print(f"wrote {write_report(Path(args.dir))}")
+        return 0
+    except (TaskFileError, ValueError, FileNotFoundError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

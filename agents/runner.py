@@ -1,0 +1,528 @@
+"""One team run on a real replicated board: the turn loop, virtual time, faults, outputs.
+
+Time is *run time*: for simulated brains a discrete-event clock (a reply "takes" its sampled
+latency; nothing sleeps), for LLM brains the measured latency of each reply. Board operations
+are always real. Two schedules:
+
+* ``rounds`` (the study's): every live agent gets the board as it stands when the round starts
+  and all answer "concurrently"; replies take effect in order of their latency (so an early
+  claim beats a late one), and the round lasts as long as its slowest reply (capped at
+  ``ROUND_TIMEOUT_S``: a later reply is discarded, the agent's turn lost).
+* ``async``: each agent asks again as soon as its last reply took effect; the view it gets is
+  the board at that moment. A slow agent slows only itself.
+
+Outputs in the run's folder: ``events.jsonl`` (every reply, action outcome and fault) and
+``final.json`` (the run's task records and files as the board holds them at the end, read
+linearizably, plus the check that no acknowledged completion or write was lost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.actions import Idle, Reply, View
+from agents.events import EventLog, RunEvent
+from agents.metrics import RunRecord, run_metrics
+from agents.modes import Mode, get_mode, self_claiming
+from agents.simbrain import PROFILES, Brain, SimBrain
+from agents.spec import RunSpec
+from agents.tasks import Project
+from agents.teamboard import Actor, Layout, ViewCache, task_record
+from consensus import Board, BoardError, LocalCluster, connect
+
+__all__ = ["BrainFactory", "TeamEnv", "run_team", "sim_brains"]
+
+ROUND_TIMEOUT_S = 300.0
+"""A round-synchronous reply later than this misses its round (the round does not wait longer)."""
+SIM_LEASE_TTL_S = 3_600.0
+"""Real-time TTL of a simulated agent's claim leases: longer than any sweep, because simulated
+runs keep *virtual* time. Their expiry is virtual too: when an agent has been silent for the
+claim TTL of run time, the harness ends its leases through the log (``Actor.expire``), at the
+same run time for the same seed, whatever the machine's speed."""
+IDLE_ROUND_S = 10.0
+"""How far the clock moves in a round in which no agent could reply (all stalled)."""
+ASYNC_EVENTS_MAX = 200_000
+EFFECTIVE = frozenset({"claim", "write", "complete", "assign", "message", "takeover"})
+"""Event kinds that make a reply effective (the study's idle reply has none)."""
+
+BrainFactory = Callable[[RunSpec, int, str], Brain]
+"""``(spec, agent index, agent name) -> brain`` for one agent of one run."""
+
+
+def sim_brains(spec: RunSpec, index: int, name: str) -> Brain:
+    """The default brains: the spec's simulated profile, seeded per run and agent."""
+    try:
+        profile = PROFILES[spec.model]
+    except KeyError:
+        raise ValueError(f"no simulated profile {spec.model!r} "
+                         f"(known: {', '.join(sorted(PROFILES))})") from None
+    slowdown = 1.0
+    for f in spec.faults:
+        if f.agent == index:
+            slowdown = f.slowdown
+    return SimBrain(profile, seed=spec.seed * 1_000_003 + index * 7_919 + spec.rep,
+                    slowdown=slowdown)
+
+
+@dataclass
+class TeamEnv:
+    """What the runs of a sweep share: one cluster, a key root, pooled agent connections."""
+
+    endpoints: list[str]
+    root: str
+    cluster: LocalCluster | None = None
+    secret: str | None = None
+    brains: BrainFactory = sim_brains
+    _boards: dict[str, Board] = field(default_factory=dict)
+    _bound: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _bind_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def board(self, name: str) -> Board:
+        with self._lock:
+            if name not in self._boards:
+                self._boards[name] = connect(self.endpoints, agent=name, secret=self.secret)
+            return self._boards[name]
+
+    def bind(self, layout: Layout, coordinator: Board) -> None:
+        """Bind the run's file policy (once per policy) and heartbeats / tasks /
+        messages to last-writer-wins (their writes carry ``expect_version`` where it matters).
+        A prefix counts as bound only once the binding committed (concurrent jobs wait)."""
+        for prefix, policy in ((f"{self.root}/r/", "last-writer-wins"),
+                               (layout.policy_prefix, layout.policy)):
+            with self._bind_lock:
+                if prefix not in self._bound:
+                    coordinator.set_policy(prefix, policy)
+                    self._bound.add(prefix)
+
+    def close(self) -> None:
+        with self._lock:
+            boards, self._boards = list(self._boards.values()), {}
+        for b in boards:
+            with contextlib.suppress(BoardError):
+                b.close()
+
+
+class _Run:
+    """The state of one run while it executes (single-threaded but for LLM replies)."""
+
+    def __init__(self, spec: RunSpec, project: Project, env: TeamEnv, log: EventLog,
+                 job: str) -> None:
+        self.spec = spec
+        self.project = project
+        self.env = env
+        self.log = log
+        # A run's keys are its own even when the same spec runs again (a resumed sweep, a
+        # determinism check): the spec's id plus a nonce.
+        self.layout = Layout(root=env.root, run=f"{spec.run_id}-{uuid.uuid4().hex[:8]}",
+                             policy=spec.policy)
+        self.team = tuple(f"a{i}" for i in range(spec.agents))
+        self.claim_ttl_s = spec.claim_ttl_s
+        self.mode: Mode = get_mode(spec.mode)
+        self.self_claiming = self_claiming(spec.mode, spec.agents)
+        # Simulated runs: virtual time, leases ended by the harness (see SIM_LEASE_TTL_S).
+        # LLM runs: run time is real time and the board's own clock ends leases; a lease
+        # outlives a whole round (replies are renewals), a takeover waits for it to end.
+        self.virtual = spec.brain == "sim"
+        lease_ttl_s = SIM_LEASE_TTL_S if self.virtual else spec.claim_ttl_s + ROUND_TIMEOUT_S
+        lead = self.team[0] if spec.mode == "lead" and spec.agents > 1 else None
+
+        def actor(name: str, board: str) -> Actor:
+            return Actor(name, env.board(f"{job}-{board}"), self.layout, project, log,
+                         team=self.team, claim_ttl_s=spec.claim_ttl_s, lease_ttl_s=lease_ttl_s,
+                         wait_for_lease=not self.virtual,
+                         may_assign=name in ("coordinator", lead))
+
+        self.coordinator = actor("coordinator", "coordinator")
+        self.actors = {name: actor(name, name) for name in self.team}
+        self.brains = {name: env.brains(spec, i, name) for i, name in enumerate(self.team)}
+        self.faults = {self.team[f.agent]: f for f in spec.faults if f.agent < spec.agents}
+        self.state = dict.fromkeys(self.team, "up")  # up | stalled | crashed
+        self.stalled_at: dict[str, float] = {}
+        self.seen_s = dict.fromkeys(self.team, 0.0)  # run time of each agent's last heartbeat
+        self.expired: set[str] = set()
+        self.caches: dict[str, ViewCache] = {}
+        self.coordinator_view: ViewCache
+        self.completed: set[str] = set()
+        self.replies = 0
+
+    # ------------------------------------------------------------------ RunContext for modes
+
+    @property
+    def revision(self) -> int:
+        return max(a.last_revision for a in [self.coordinator, *self.actors.values()])
+
+    def catch_up(self) -> None:
+        self._catch_up(self.coordinator_view, "coordinator")
+
+    def _catch_up(self, cache: ViewCache, agent: str) -> None:
+        """Bring ``cache`` up to every commit of the run so far. If the board cannot deliver
+        (a fault outlasting ``CATCH_UP_S``), the agent goes on with the view it has, as a real
+        one would, and the event log says so."""
+        try:
+            cache.catch_up(self.revision)
+        except BoardError as exc:
+            self.log.emit(max((e.t_s for e in self.log.events[-1:]), default=0.0),
+                          "board_error", agent=agent, reason=type(exc).__name__,
+                          data={"message": f"view not caught up: {str(exc)[:200]}"})
+
+    # -------------------------------------------------------------------------------- setup
+
+    def setup(self) -> None:
+        coord = self.coordinator
+        self.env.bind(self.layout, coord.board)
+        start = coord.board.put(f"{self.layout.run_prefix}meta",
+                                {"spec": self.spec.model_dump(mode="json"),
+                                 "project": self.project.name}).mod_revision
+        coord.ops += 2
+        self.caches = {name: ViewCache(self.actors[name].board, self.layout, start)
+                       for name in self.team}
+        self.coordinator_view = ViewCache(coord.board, self.layout, start)
+        for task in self.project.tasks:
+            coord._put(self.layout.task(task.id), task_record(self.project, task.id),
+                       expect_version=0)
+        for name in self.team:
+            self.heartbeat(name, 0.0, 0)
+        self.mode.setup(self, 0.0)
+
+    # ----------------------------------------------------------------- liveness and leases
+
+    def heartbeat(self, agent: str, t_s: float, round_: int) -> None:
+        self.actors[agent].heartbeat(t_s, round_)
+        self.seen_s[agent] = t_s
+        self.expired.discard(agent)
+
+    def tick_leases(self, t_s: float, round_: int) -> None:
+        """Run time advanced to ``t_s``. A live agent keeps a keepalive going (as a real
+        agent's process would while its model thinks): its heartbeat is renewed once half the
+        claim TTL has passed. A silent one (stalled, crashed) has its claims end once the whole
+        TTL has passed: through the log, at a run time fixed by the seed."""
+        ttl = self.claim_ttl_s
+        for agent in self.team:
+            age = t_s - self.seen_s[agent]
+            crash = self.faults[agent].crash_at_s if agent in self.faults else None
+            if self.state[agent] == "up" and (crash is None or t_s < crash):
+                if age >= ttl / 2:
+                    self.heartbeat(agent, t_s, round_)
+            elif age > ttl and agent not in self.expired and self.virtual:
+                self.expired.add(agent)
+                self.actors[agent].expire(self.seen_s[agent] + ttl, round_)
+
+    # ------------------------------------------------------------------------ agent faults
+
+    def _held(self, agent: str) -> dict[str, list[str]]:
+        """The tasks ``agent`` is working on (claimed) and those only assigned to it."""
+        self.catch_up()
+        mine = [(t, r.get("status")) for t, r in sorted(self.coordinator_view.tasks.items())
+                if r.get("owner") == agent]
+        return {"tasks": [t for t, st in mine if st == "claimed"],
+                "assigned": [t for t, st in mine if st == "pending"]}
+
+    def can_reply(self, agent: str, t_s: float) -> bool:
+        """Apply the agent's fault schedule at ``t_s``; whether it can take a turn now."""
+        f = self.faults.get(agent)
+        if f is None or self.state[agent] == "crashed":
+            return self.state[agent] != "crashed"
+        if f.crash_at_s is not None and t_s >= f.crash_at_s:
+            self.state[agent] = "crashed"
+            self.log.emit(t_s, "crash", agent=agent, data=dict(self._held(agent)))
+            return False
+        if f.stall_at_s is not None and agent not in self.stalled_at and t_s >= f.stall_at_s:
+            held = self._held(agent)
+            if held["tasks"]:  # the stall hits mid-task: its first turn from stall_at_s working
+                self.stalled_at[agent] = t_s
+                self.state[agent] = "stalled"
+                self.log.emit(t_s, "stall", agent=agent, data=dict(held, stall_s=f.stall_s))
+        start = self.stalled_at.get(agent)
+        if start is not None and t_s < start + f.stall_s:
+            return False
+        if self.state[agent] == "stalled":
+            self.state[agent] = "up"
+            self.log.emit(t_s, "resume", agent=agent)
+        return True
+
+    def wake_s(self, agent: str | None = None) -> float | None:
+        """When ``agent`` (or, without one, the first stalled agent) can reply again."""
+        wakes = [self.stalled_at[a] + f.stall_s for a, f in self.faults.items()
+                 if self.state[a] == "stalled" and agent in (None, a)]
+        return min(wakes) if wakes else None
+
+    # --------------------------------------------------------------------------- one turn
+
+    def view(self, agent: str, t_s: float, round_: int) -> View:
+        cache = self.caches[agent]
+        self._catch_up(cache, agent)
+        return cache.view(agent, self.team, self.spec.mode, round_, t_s, self.claim_ttl_s,
+                          self.project, self.self_claiming)
+
+    def take_effect(self, agent: str, reply: Reply, view: View, t_s: float,
+                    round_: int) -> None:
+        """Carry out the reply's actions at run time ``t_s``, then log the reply itself (its
+        ``effective`` flag needs their outcomes)."""
+        self.tick_leases(t_s, round_)
+        first = len(self.log.events)
+        for problem in reply.invalid:
+            self.log.emit(t_s, "invalid", agent=agent, round=round_, reason=problem[:300])
+        actor = self.actors[agent]
+        for action in reply.actions:
+            actor.execute(action, t_s, round_, view)
+        if not reply.actions and not reply.invalid:
+            actor.execute(Idle(reason="no action"), t_s, round_, view)
+        effective = any(e.kind in EFFECTIVE and e.agent == agent
+                        for e in self.log.events[first:])
+        self.log_reply(agent, reply, t_s, round_, effective=effective)
+        self.heartbeat(agent, t_s, round_)
+        self.completed |= actor.completed
+
+    def log_reply(self, agent: str, reply: Reply, t_s: float, round_: int, *,
+                  effective: bool, late: bool = False) -> None:
+        self.replies += 1
+        self.log.emit(t_s, "reply", agent=agent, round=round_, latency_s=reply.latency_s,
+                      tokens_in=reply.tokens_in, tokens_out=reply.tokens_out,
+                      data={"actions": [a.kind for a in reply.actions], "effective": effective,
+                            "late": late})
+
+    @property
+    def done(self) -> bool:
+        return len(self.completed) >= self.project.size
+
+
+class _BoardFaults:
+    """The board-fault schedule (``BoardFault``), one fault at a time so a majority of the
+    three replicas stays up throughout: at ``at_round`` the leader is SIGKILLed; ``heal_after``
+    rounds later it restarts and the *new* leader is partitioned away from the others (a second
+    election); ``heal_after`` rounds after that the partition heals. A harness step that fails
+    (a leader not elected in time) is logged and the run goes on."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.spec = run.spec.board_fault
+        self.killed: int | None = None
+        self.isolated: int | None = None
+        self.phase = 0  # 0: before, 1: leader killed, 2: new leader partitioned, 3: healed
+
+    def step(self, tick: int, t_s: float) -> None:
+        """Advance the schedule to ``tick`` (a round, or replies per agent: ticks can skip)."""
+        cluster, spec, log = self.run.env.cluster, self.spec, self.run.log
+        if spec is None or cluster is None:
+            return
+        try:
+            if self.phase == 0 and tick >= spec.at_round:
+                self.phase = 1
+                if spec.kill_leader:
+                    self.killed = cluster.wait_for_leader()
+                    cluster.kill(self.killed)
+                    log.emit(t_s, "board_fault", reason=f"leader r{self.killed} SIGKILLed")
+            if self.phase == 1 and tick >= spec.at_round + spec.heal_after:
+                self.phase = 2
+                self._restart(t_s)
+                if spec.partition_one and cluster.net is not None:
+                    self.isolated = cluster.wait_for_leader()
+                    cluster.net.isolate(self.isolated)
+                    log.emit(t_s, "board_fault",
+                             reason=f"leader r{self.isolated} partitioned away")
+            if self.phase == 2 and tick >= spec.at_round + 2 * spec.heal_after:
+                self.phase = 3
+                self.heal(t_s)
+        except BoardError as exc:
+            log.emit(t_s, "board_error", reason=type(exc).__name__,
+                     data={"message": f"fault harness: {str(exc)[:200]}"})
+
+    def _restart(self, t_s: float) -> None:
+        cluster = self.run.env.cluster
+        if cluster is not None and self.killed is not None:
+            cluster.restart(self.killed)
+            self.run.log.emit(t_s, "board_heal", reason=f"r{self.killed} restarted")
+            self.killed = None
+
+    def heal(self, t_s: float) -> None:
+        """Undo whatever is still injected (also at the end of a run, whatever happened)."""
+        cluster = self.run.env.cluster
+        if cluster is None:
+            return
+        if self.isolated is not None and cluster.net is not None:
+            cluster.net.heal()
+            self.run.log.emit(t_s, "board_heal", reason=f"r{self.isolated} healed")
+            self.isolated = None
+        self._restart(t_s)
+
+
+def _decide_all(run: _Run, views: dict[str, View]) -> dict[str, Reply]:
+    """Ask every agent at once: LLM brains in parallel threads, simulated ones in turn."""
+    if run.virtual or len(views) <= 1:
+        return {a: run.brains[a].decide(v) for a, v in views.items()}
+    with ThreadPoolExecutor(max_workers=len(views)) as pool:
+        futures = {a: pool.submit(run.brains[a].decide, v) for a, v in views.items()}
+        return {a: f.result() for a, f in futures.items()}
+
+
+def _rounds(run: _Run, faults: _BoardFaults) -> int:
+    t = 0.0
+    rounds = 0
+    for r in range(1, run.spec.round_cap + 1):
+        if run.done:
+            break
+        rounds = r
+        run.log.emit(t, "round_start", round=r)
+        faults.step(r, t)
+        live = [a for a in run.team if run.can_reply(a, t)]
+        run.tick_leases(t, r)
+        if not live:
+            wake = run.wake_s()
+            t = max(t + IDLE_ROUND_S, wake if wake is not None else t)
+            run.mode.tick(run, t, r)
+            continue
+        views = {a: run.view(a, t, r) for a in live}
+        replies = _decide_all(run, views)
+        order = sorted(live, key=lambda a: (replies[a].latency_s, run.team.index(a)))
+        for a in order:
+            reply = replies[a]
+            if reply.latency_s > ROUND_TIMEOUT_S:  # it was paid for, but acts on nothing
+                late = t + ROUND_TIMEOUT_S
+                run.log.emit(late, "idle", agent=a, round=r,
+                             reason=f"reply missed the round ({reply.latency_s:.0f}s)")
+                run.log_reply(a, reply, late, r, effective=False, late=True)
+                continue
+            run.take_effect(a, reply, views[a], t + reply.latency_s, r)
+        t += min(ROUND_TIMEOUT_S, max(replies[a].latency_s for a in live))
+        run.tick_leases(t, r)
+        run.mode.tick(run, t, r)
+    return rounds
+
+
+def _async(run: _Run, faults: _BoardFaults) -> None:
+    """Discrete-event schedule: (time, order, kind, agent) with kinds decide / act / tick.
+
+    With LLM brains the decisions are taken one at a time (each measured), so the wall time of
+    an asynchronous LLM run is the sum of its replies; its run time is what the schedule says."""
+    queue: list[tuple[float, int, str, str]] = []
+    pending: dict[str, tuple[Reply, View]] = {}
+    n = 0
+
+    def push(t: float, kind: str, agent: str = "") -> None:
+        nonlocal n
+        n += 1
+        heapq.heappush(queue, (t, n, kind, agent))
+
+    for a in run.team:
+        push(0.0, "decide", a)
+    tick_s = run.claim_ttl_s / 4
+    push(tick_s, "tick")
+    replies_max = run.spec.round_cap * run.spec.agents
+    for _ in range(ASYNC_EVENTS_MAX):
+        if run.done or run.replies >= replies_max or all(k == "tick" for *_, k, _a in queue):
+            break  # finished, out of budget, or nobody left to act (all crashed)
+        t, _, kind, agent = heapq.heappop(queue)
+        run.tick_leases(t, 0)
+        if kind == "tick":
+            faults.step(run.replies // max(1, run.spec.agents), t)
+            run.mode.tick(run, t, 0)
+            push(t + tick_s, "tick")
+            continue
+        if not run.can_reply(agent, t):
+            wake = run.wake_s(agent)
+            if run.state[agent] != "stalled" or wake is None:
+                continue  # crashed: its pending reply is lost with it
+            if kind == "decide" and run.stalled_at.get(agent) == t:
+                # The stall hits during this turn: the agent decides on what it sees now and
+                # its reply hangs until it wakes (a zombie, which fencing exists to refuse).
+                view = run.view(agent, t, 0)
+                pending[agent] = (run.brains[agent].decide(view), view)
+                kind = "act"
+            push(wake, kind, agent)  # a frozen reply lands, or the agent asks, when it wakes
+            continue
+        if kind == "decide":
+            view = run.view(agent, t, 0)
+            reply = run.brains[agent].decide(view)
+            pending[agent] = (reply, view)
+            push(t + reply.latency_s, "act", agent)
+        else:
+            reply, view = pending.pop(agent)
+            run.take_effect(agent, reply, view, t, 0)
+            push(t, "decide", agent)
+
+
+FINAL_READ_ATTEMPTS = 5
+
+
+def _final_state(run: _Run) -> dict[str, Any]:
+    """Read the run back linearizably and check no acknowledged work was lost (retried: the
+    board may still be electing a leader after the last heal)."""
+    board = run.coordinator.board
+    for attempt in range(FINAL_READ_ATTEMPTS):
+        try:
+            task_entries = board.list(f"{run.layout.run_prefix}tasks/")
+            file_entries = board.list(run.layout.files_prefix)
+            break
+        except BoardError:
+            if attempt == FINAL_READ_ATTEMPTS - 1:
+                raise
+    tasks = {e.key.rsplit("/", 1)[1]: e.value for e in task_entries}
+    files = {e.key[len(run.layout.files_prefix):]: {"version": e.version, "author": e.author,
+                                                     "value": e.value} for e in file_entries}
+    lost: list[str] = []
+    for ev in run.log.events:
+        if ev.kind == "complete" and ev.task is not None:
+            rec = tasks.get(ev.task)
+            if not isinstance(rec, dict) or rec.get("status") != "done":
+                lost.append(f"completion of {ev.task}")
+        elif (ev.kind == "write" and ev.file is not None and ev.version is not None
+              and files.get(ev.file, {}).get("version", 0) < ev.version):
+            lost.append(f"write of {ev.file} v{ev.version}")
+    return {"tasks": tasks, "files": files, "lost": lost}
+
+
+def run_team(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | None,
+             job: str = "j0") -> RunRecord:
+    """Run one team on the board; write ``events.jsonl`` and ``final.json`` to ``out_dir``.
+
+    Raises only for a bad spec (unknown mode or profile), a board that cannot be reached at
+    setup, or a final read-back that fails after the faults healed; everything during the run
+    is an event."""
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    log = EventLog(out_dir / "events.jsonl" if out_dir is not None else None)
+    wall0 = time.monotonic()
+    run = _Run(spec, project, env, log, job)
+    faults = _BoardFaults(run)
+    try:
+        log.emit(0.0, "run_start", data={"spec": spec.model_dump(mode="json"),
+                                         "project": project.name, "tasks": project.size,
+                                         "critical_path": project.critical_path})
+        run.setup()
+        rounds = _rounds(run, faults) if spec.sync == "rounds" else 0
+        if spec.sync == "async":
+            _async(run, faults)
+        faults.heal(_end_time(log.events))
+        final = _final_state(run)
+        ops = run.coordinator.ops + sum(a.ops for a in run.actors.values())
+        log.emit(_end_time(log.events), "run_end",
+                 data={"success": run.done, "tasks_done": len(run.completed), "rounds": rounds,
+                       "board_ops": ops, "wall_s": round(time.monotonic() - wall0, 3),
+                       "lost": len(final["lost"]), "lost_detail": final["lost"][:20]})
+        if out_dir is not None:
+            (out_dir / "final.json").write_text(json.dumps(final, indent=1, sort_keys=True))
+    finally:
+        faults.heal(_end_time(log.events))
+        for actor in run.actors.values():
+            actor.release_all()
+        for cache in [*run.caches.values(), getattr(run, "coordinator_view", None)]:
+            if cache is not None:
+                cache.close()
+        log.close()
+    return RunRecord(spec=spec, metrics=run_metrics(log.events),
+                     out=out_dir.name if out_dir is not None else "")
+
+
+def _end_time(events: list[RunEvent]) -> float:
+    return max((e.t_s for e in events), default=0.0)

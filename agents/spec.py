@@ -1,0 +1,91 @@
+"""What one team run is (:class:`RunSpec`) and the faults injected into it.
+
+A run is identified by its spec; a sweep's ``results.jsonl`` holds one :class:`RunRecord`
+(spec + metrics) per finished run, so a resumed sweep skips every spec already recorded.
+A *cell* is every spec field but ``rep`` and ``seed`` and ``agents``: runs of one cell differ
+only in team size and repetition, which is what speedup is measured across.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["AgentFault", "BoardFault", "RunSpec", "SyncMode"]
+
+SyncMode = Literal["rounds", "async"]
+
+
+class AgentFault(BaseModel):
+    """A fault of one agent (by index in the team). ``slowdown``: its reply latency is
+    multiplied by this (a straggler). ``stall_at_s``/``stall_s``: at its first turn from that
+    run time on at which it holds a task (a stall mid-task), it stops replying for ``stall_s``
+    (heartbeats stop too, so its claims go stale; in asynchronous runs a reply in flight lands
+    when it wakes). ``crash_at_s``: it stops for good."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent: int = Field(ge=0, le=63)
+    slowdown: float = Field(default=1.0, ge=1.0, le=1000.0)
+    stall_at_s: float | None = Field(default=None, ge=0)
+    stall_s: float = Field(default=0.0, ge=0)
+    crash_at_s: float | None = Field(default=None, ge=0)
+
+
+class BoardFault(BaseModel):
+    """Faults of the blackboard itself during a run, one at a time (a majority stays up): at
+    round ``at_round`` (async runs: after that many replies per agent) the leader replica is
+    SIGKILLed; ``heal_after`` rounds later it restarts and the new leader is partitioned away;
+    ``heal_after`` rounds after that the partition heals."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    at_round: int = Field(default=3, ge=1)
+    heal_after: int = Field(default=3, ge=1)
+    kill_leader: bool = True
+    partition_one: bool = True
+
+
+class RunSpec(BaseModel):
+    """One team run: project, team, coordination, conflict policy, brain and faults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    experiment: str = "sweep"
+    suite: str
+    level: str
+    project: str = ""
+    """The project's name (two generated projects of one level differ here)."""
+    p: float = Field(ge=0, le=1)
+    mode: str
+    policy: str = "last-writer-wins"
+    brain: str = "sim"
+    model: str = "gpt-5.2"
+    """The simulated profile (calibrated on this model's figures), or the LLM's model name."""
+    agents: int = Field(ge=1, le=64)
+    rep: int = Field(default=0, ge=0)
+    seed: int = 0
+    sync: SyncMode = "rounds"
+    round_cap: int = Field(default=60, ge=1, le=10_000)
+    claim_ttl_s: float = Field(default=120.0, gt=0)
+    """A claim whose owner has not heartbeated for this long (run time) may be taken over."""
+    faults: tuple[AgentFault, ...] = ()
+    board_fault: BoardFault | None = None
+
+    @property
+    def cell(self) -> tuple[str, ...]:
+        """The cell this run belongs to (team size and repetition excluded)."""
+        faults = json.dumps([f.model_dump() for f in self.faults], sort_keys=True)
+        board = json.dumps(self.board_fault.model_dump() if self.board_fault else None)
+        return (self.experiment, self.suite, self.level, self.project, f"{self.p:.3f}", self.mode,
+                self.policy, self.brain, self.model, self.sync, str(self.round_cap),
+                faults, board)
+
+    @property
+    def run_id(self) -> str:
+        """Stable name of the run (its output folder): readable prefix + hash of the spec."""
+        digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:10]
+        return f"{self.suite}-{self.level}-{self.mode}-n{self.agents}-r{self.rep}-{digest}"
