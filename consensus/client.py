@@ -455,8 +455,10 @@ class Board:
                 continue
             if reply.wire_error in ("unavailable", "outcome_unknown"):
                 maybe_applied = maybe_applied or reply.wire_error == "outcome_unknown"
-                if reply.leader_hint:
-                    self._drop(link, reply.leader_hint)
+                # Move on either way: to the hinted leader, or (no hint: a replica cut off from
+                # its majority knows none) to the next endpoint, instead of asking again the
+                # replica that just could not serve until the deadline runs out.
+                self._drop(link, reply.leader_hint or None)
                 _backoff(attempt, deadline)
                 continue
             if reply.wire_error == "compacted":
