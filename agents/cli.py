@@ -180,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TaskFileError, ValueError, FileNotFoundError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:  # the report's plotting / statistics packages are an extra
+        print(f"error: {exc.name or exc}: the report needs the experiment extra: "
+              "pip install 'quorumboard[experiment]' (results.jsonl is kept; run "
+              "'quorumboard experiment report DIR' after installing)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -303,6 +303,14 @@ def test_cli_runs_a_sweep_and_reports(tmp_path: Path) -> None:
                  "conflicts.png", "recovery.png"):
         assert (out / name).stat().st_size > 0, name
     assert _cli("report", str(out)).returncode == 0
+    # Without the plotting extra the report is refused with the fix, not a traceback.
+    no_plots = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.modules['matplotlib'] = None; "
+         "from consensus.cli import main; sys.exit(main(sys.argv[1:]))",
+         "experiment", "report", str(out)],
+        capture_output=True, text=True, timeout=120, check=False,
+        cwd=Path(__file__).resolve().parents[1])
+    assert no_plots.returncode == 2 and "quorumboard[experiment]" in no_plots.stderr
     bad = tmp_path / "bad.json"
     bad.write_text('{"tasks": [{"id": "a", "dependencies": ["zz"]}]}')
     refused = _cli("run", "--tasks", str(bad), "--out", str(tmp_path / "x"))
