@@ -140,7 +140,8 @@ def _run(args: argparse.Namespace) -> int:
         print(dump_grid(cfg, projects))
         return 0
     out = Path(args.out)
-    total = len(expand(cfg, projects))
+    wanted = {spec.run_id for spec, _ in expand(cfg, projects)}
+    total = len(wanted)
     print(f"{total} runs: {len(projects)} projects x modes {','.join(cfg.modes)} x agents "
           f"{','.join(map(str, cfg.agents))} x {cfg.reps} reps ({', '.join(cfg.experiments)}) "
           f"-> {out}", file=sys.stderr)
@@ -151,8 +152,7 @@ def _run(args: argparse.Namespace) -> int:
 
         report = write_report(out)
         print(f"wrote {report}", file=sys.stderr)
-    missing = total - len({r.spec.run_id for r in records} & {s.run_id for s, _ in
-                                                              expand(cfg, projects)})
+    missing = len(wanted - {r.spec.run_id for r in records})
     if missing:
         print(f"{missing} runs did not finish; run the same command again to resume",
               file=sys.stderr)
