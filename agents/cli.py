@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--retries", type=int, default=3)
     r.add_argument("--api-key-env", default="OPENAI_API_KEY")
     r.add_argument("--sync", default="rounds", choices=["rounds", "async"])
+    r.add_argument("--task-time", default="task", choices=["task", "reply"],
+                   help="simulated brains: a reply doing a task's work (or claiming or "
+                        "completing it) takes that task's own time, drawn once per run and "
+                        "task whoever does it (task, the default), or a fresh latency draw per "
+                        "reply (reply: the study's pure-latency semantics, under which racing "
+                        "agents hedge and async teams can beat n and N/CP)")
+    r.add_argument("--no-board-time", action="store_true",
+                   help="leave the agents' measured board latency out of run time (runs are "
+                        "then bit-for-bit reproducible, and board faults cost no run time)")
     r.add_argument("--round-cap", type=int, default=60)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--slowdown", type=float, default=4.0, help="straggler: k-times slower")
@@ -78,7 +87,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="board-fault: the round the leader is killed at")
     r.add_argument("--claim-ttl-s", type=float, default=60.0,
                    help="a claim whose owner has not replied for this long may be taken over")
-    r.add_argument("--jobs", type=int, default=2, help="runs at once (board-fault runs: 1)")
+    r.add_argument("--jobs", type=int, default=None,
+                   help="runs at once (default 2; board-fault runs: 1). With --brain openai "
+                        "the default is 1: runs sharing one endpoint slow each other's replies, "
+                        "and reply latency is what run time is made of, so parallel LLM runs "
+                        "contaminate each other's measurements")
     r.add_argument("--replicas", type=int, default=3)
     r.add_argument("--out", required=True)
     r.add_argument("--dry-run", action="store_true", help="print the grid and exit")
@@ -103,6 +116,20 @@ def _brains(args: argparse.Namespace) -> BrainFactory:
         return OpenAIBrain(config, name)
 
     return factory
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """Runs at once: 2 by default; 1 for LLM brains (one endpoint's load would leak into the
+    measured latency of every run sharing it), unless ``--jobs`` says otherwise (warned)."""
+    if args.brain != "openai":
+        return 2 if args.jobs is None else int(args.jobs)
+    if args.jobs is None:
+        return 1
+    if args.jobs > 1:
+        print(f"warning: --jobs {args.jobs} with --brain openai: runs share the endpoint, so "
+              "each run's measured reply latency (its run time) includes the others' load",
+              file=sys.stderr)
+    return int(args.jobs)
 
 
 FILE_POLICIES = ("last-writer-wins", "reject-stale")
@@ -131,7 +158,8 @@ def _run(args: argparse.Namespace) -> int:
         modes=_csv(args.modes), agents=parse_range(args.agents), reps=args.reps,
         policies=_csv(args.policy), brain=args.brain,
         model=args.model or ("gpt-5.2" if args.brain == "sim" else ""),
-        sync=args.sync, round_cap=args.round_cap, seed=args.seed,
+        sync=args.sync, task_time=args.task_time, board_time=not args.no_board_time,
+        round_cap=args.round_cap, seed=args.seed,
         experiments=_csv(args.experiments),
         slowdown=args.slowdown, stall_at_s=args.stall_at_s, stall_s=args.stall_s,
         claim_ttl_s=args.claim_ttl_s, board_fault_round=args.board_fault_round)
@@ -145,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{total} runs: {len(projects)} projects x modes {','.join(cfg.modes)} x agents "
           f"{','.join(map(str, cfg.agents))} x {cfg.reps} reps ({', '.join(cfg.experiments)}) "
           f"-> {out}", file=sys.stderr)
-    records = run_sweep(cfg, projects, out, jobs=args.jobs, replicas=args.replicas,
+    records = run_sweep(cfg, projects, out, jobs=_jobs(args), replicas=args.replicas,
                         brains=_brains(args))
     if not args.no_report:
         from agents.report import write_report

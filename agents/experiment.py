@@ -7,7 +7,9 @@ recorded are skipped (a run's identity is a hash of its spec). Each run's own fo
 
 Seeds use common random numbers: a run's seed depends on the sweep seed, the project, the team
 size and the repetition, *not* on the mode or policy, so the modes of one repetition face the
-same simulated agents and their differences are the modes', not the dice's.
+same simulated agents and their differences are the modes', not the dice's. The tasks' work
+times (``task_time="task"``) come from a work seed of the project and repetition alone, so
+every team size of one repetition does the same work too.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.events import read_jsonl
 from agents.metrics import RunRecord
 from agents.runner import BrainFactory, TeamEnv, run_team, sim_brains
-from agents.spec import AgentFault, BoardFault, RunSpec, SyncMode
+from agents.spec import AgentFault, BoardFault, RunSpec, SyncMode, TaskTime
 from agents.tasks import Project, generate_project, load_projects
+from agents.version import code_version
 from consensus import LocalCluster
 
 __all__ = ["EXPERIMENTS", "SweepConfig", "expand", "parse_range", "read_records", "read_results",
@@ -58,6 +61,8 @@ class SweepConfig(BaseModel):
     brain: str = "sim"
     model: str = "gpt-5.2"
     sync: SyncMode = "rounds"
+    task_time: TaskTime = "task"
+    board_time: bool = True
     round_cap: int = Field(default=60, ge=1, le=10_000)
     seed: int = 0
     experiments: tuple[Experiment, ...] = ("sweep",)
@@ -95,8 +100,9 @@ def parse_generated(text: str, count_max: int = 64) -> list[Project]:
     return projects
 
 
-def _seed(base: int, project: Project, agents: int, rep: int) -> int:
-    text = f"{base}|{project.suite}|{project.level}|{agents}|{rep}"
+def _seed(base: int, project: Project, agents: int | None, rep: int) -> int:
+    """A run's seed (``agents`` given) or its work seed (None: shared by every team size)."""
+    text = f"{base}|{project.suite}|{project.level}|{project.name}|{agents}|{rep}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
 
 
@@ -119,7 +125,10 @@ def expand(cfg: SweepConfig, projects: Sequence[Project]) -> list[tuple[RunSpec,
                                     p=project.parallel_fraction,
                                     mode=mode, policy=policy, brain=cfg.brain,
                                     model=cfg.model, agents=n, rep=rep,
-                                    seed=_seed(cfg.seed, project, n, rep), sync=cfg.sync,
+                                    seed=_seed(cfg.seed, project, n, rep),
+                                    work_seed=_seed(cfg.seed, project, None, rep),
+                                    task_time=cfg.task_time, board_time=cfg.board_time,
+                                    sync=cfg.sync,
                                     round_cap=cfg.round_cap, claim_ttl_s=cfg.claim_ttl_s,
                                     faults=faults, board_fault=board), project))
                                 if len(runs) > RUNS_MAX:
@@ -198,7 +207,7 @@ def run_sweep(cfg: SweepConfig, projects: Sequence[Project], out: Path, *, jobs:
     Returns all records (old and new). ``jobs`` runs go at once (each with its own agents'
     connections); board-fault runs go one at a time, as they restart the cluster's replicas."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(cfg.model_dump_json(indent=1))
+    _log_invocation(out / "sweep.json", cfg)
     results = out / "results.jsonl"
     old = read_results(results)
     seen = {r.spec.run_id for r in old}
@@ -209,6 +218,7 @@ def run_sweep(cfg: SweepConfig, projects: Sequence[Project], out: Path, *, jobs:
         return old
     needs_net = any(s.board_fault is not None for s, _ in todo)
     records = list(old)
+    drop_torn_tail(results)
     lock = threading.Lock()
     with LocalCluster(replicas=replicas, network_faults=needs_net, log_level="warning") as cluster, \
             results.open("a", encoding="utf-8") as sink:
@@ -220,6 +230,50 @@ def run_sweep(cfg: SweepConfig, projects: Sequence[Project], out: Path, *, jobs:
         finally:
             env.close()
     return records
+
+
+def _log_invocation(path: Path, cfg: SweepConfig) -> None:
+    """Append this invocation's config to ``sweep.json`` (a list, one entry per invocation
+    into the folder: a second command adding fault experiments keeps the first's entry)."""
+    entries: list[object] = []
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            old = []
+        entries = old if isinstance(old, list) else [old]
+    entries.append({"config": cfg.model_dump(mode="json"), "version": code_version()})
+    path.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+
+
+def drop_torn_tail(path: Path) -> int:
+    """Cut ``path`` back to just after its last newline, keeping every complete record: a
+    sweep killed mid-write leaves a torn last line, and appending to it would merge it with
+    the next record into one invalid line. Returns the bytes dropped (0: nothing torn)."""
+    if not path.exists():
+        return 0
+    with path.open("rb+") as fh:
+        size = fh.seek(0, 2)
+        if size == 0:
+            return 0
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return 0
+        keep = 0
+        step = 1 << 16
+        pos = size
+        while pos > 0:  # bounded: walks back over the file once, a block at a time
+            start = max(0, pos - step)
+            fh.seek(start)
+            block = fh.read(pos - start)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            pos = start
+        fh.truncate(keep)
+    log.warning("dropped a torn last line", file=str(path), bytes=size - keep)
+    return size - keep
 
 
 def _keep(record: RunRecord, sink: TextIO, records: list[RunRecord], lock: threading.Lock,

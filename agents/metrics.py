@@ -1,8 +1,9 @@
 """Per-run metrics recounted from a run's events, and per-cell aggregates (speedup, Amdahl).
 
-Pure: no I/O, no clock, no randomness. Every figure of :class:`RunMetrics` is a recount of the
-:class:`~agents.events.RunEvent` records of one run, so the study's recount problems (columns
-computed inconsistently across batches) cannot arise: the events are the only source.
+Pure: no I/O, no clock, no unseeded randomness (the bootstrap is seeded per cell). Every figure
+of :class:`RunMetrics` is a recount of the :class:`~agents.events.RunEvent` records of one run,
+so the study's recount problems (columns computed inconsistently across batches) cannot arise:
+the events are the only source.
 
 Names and meanings follow the study ("Language Model Teams as Distributed Systems", arXiv
 2603.12229): speedup is the mean makespan of the successful n=1 runs of the same cell divided by
@@ -13,6 +14,7 @@ serial fraction are ours.
 from __future__ import annotations
 
 import math
+import random
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -31,10 +33,12 @@ __all__ = [
     "RunRecord",
     "amdahl",
     "cell_rows",
+    "dag_bound",
     "fit_serial_fraction",
     "karp_flatt",
     "mean_or_none",
     "per_run_speedups",
+    "ratio_ci",
     "run_metrics",
     "sd_or_none",
 ]
@@ -68,6 +72,11 @@ class RunMetrics(BaseModel):
     tasks_done: int = 0
     makespan_s: float = 0.0
     wall_s: float = 0.0
+    board_s: float = 0.0
+    """Wall time the agents spent waiting on the board (view catch-ups and their replies'
+    board calls), summed; part of the makespan when the spec's ``board_time`` is on."""
+    board_wait_max_s: float = 0.0
+    """The longest single wait on the board: one view catch-up or one reply's board calls."""
     rounds: int = 0
     board_ops: int = 0
     messages: int = 0
@@ -82,6 +91,9 @@ class RunMetrics(BaseModel):
     rewrites: int = 0
     claims_blocked: int = 0
     claims_contended: int = 0
+    claim_attempts: int = 0
+    """Claims tried: granted (``claim``), refused for dependencies (``claim_blocked``) or for
+    another holder (``claim_held``). The study's blocked-claim rate is blocked / attempts."""
     claims_lost: int = 0
     """Agents finding their claim gone (lease lapsed, fenced out): not a conflict kind."""
     claims_expired: int = 0
@@ -121,6 +133,8 @@ class RunRecord(BaseModel):
     spec: RunSpec
     metrics: RunMetrics
     out: str = ""
+    version: str = ""
+    """The code version that made the run (``git describe``, else the package version)."""
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -312,6 +326,8 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
         tasks_done=_int(end_data.get("tasks_done"), len(completed_tasks)),
         makespan_s=end.t_s if end is not None else last_t,
         wall_s=_float(end_data.get("wall_s")),
+        board_s=_float(end_data.get("board_s")),
+        board_wait_max_s=_float(end_data.get("board_wait_max_s")),
         rounds=len(round_numbers) if rounds_mode else 0,
         board_ops=_int(end_data.get("board_ops")),
         messages=len(replies),
@@ -322,6 +338,7 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
         rewrites=parts["rewrites"],
         claims_blocked=parts["claims_blocked"],
         claims_contended=parts["claims_contended"],
+        claim_attempts=count("claim") + count("claim_blocked") + count("claim_held"),
         claims_lost=count("claim_lost"),
         claims_expired=count("expired"),
         lost_updates=parts["lost_updates"],
@@ -355,6 +372,16 @@ def amdahl(p: float, n: int) -> float:
     if n < 1:
         raise ValueError(f"team size must be >= 1, not {n}")
     return 1.0 / ((1.0 - p) + p / n)
+
+
+def dag_bound(p: float, n: int) -> float:
+    """The most a team of n can speed up a DAG of unit tasks with parallel fraction p:
+    min(n, N / CP), where N / CP = 1 / (1 - p) (infinite at p = 1). Amdahl's prediction is
+    below it; a speedup above it is not the work's but the measurement's (noise in a cell's
+    baseline, or hedged reply latencies)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"parallel fraction must be in [0, 1], not {p}")
+    return float(n) if p >= 1.0 else min(float(n), 1.0 / (1.0 - p))
 
 
 def karp_flatt(speedup: float, n: int) -> float | None:
@@ -430,9 +457,23 @@ class CellRow(BaseModel):
     makespan_s: float | None
     makespan_sd: float | None
     wall_s: float | None
+    board_s: float = 0.0
+    """Mean wall time the agents of a run waited on the board (summed over their steps)."""
+    board_wait_max_s: float = 0.0
+    """The longest single board wait in any run of the group."""
     baseline_makespan_s: float | None
     speedup: float | None
     speedup_sd: float | None
+    speedup_ratio: float | None = None
+    """Ratio estimator: mean n=1 makespan / mean makespan of the group's successful runs (the
+    mean of per-run ratios, ``speedup``, is biased upward by Jensen's inequality)."""
+    speedup_ci_lo: float | None = None
+    speedup_ci_hi: float | None = None
+    """Bootstrap 95 % interval of ``speedup_ratio`` (seeded, bounded resamples)."""
+    dag_bound: float = 0.0
+    """min(n, N / CP): the most a team of n can speed up this DAG."""
+    above_bound: int = 0
+    """Runs (n > 1) whose speedup exceeds ``dag_bound`` (flagged in the report)."""
     amdahl: float
     gap: float | None
     """speedup / amdahl: below 1 means under the bound."""
@@ -445,6 +486,7 @@ class CellRow(BaseModel):
     rewrites: float
     claims_blocked: float
     claims_contended: float
+    claim_attempts: float = 0.0
     claims_lost: float
     claims_expired: float
     lost_updates: float
@@ -491,32 +533,86 @@ def _fault_label(spec: RunSpec) -> str:
 def _baselines(records: Sequence[RunRecord]
                ) -> tuple[dict[tuple[str, ...], float], dict[tuple[str, ...], float]]:
     """Per cell: mean makespan of successful n=1 runs, and mean tokens of all n=1 runs."""
-    spans: dict[tuple[str, ...], list[float]] = defaultdict(list)
+    spans = _baseline_spans(records)
     toks: dict[tuple[str, ...], list[float]] = defaultdict(list)
     for r in records:
-        if r.spec.agents != 1:
-            continue
-        toks[r.spec.cell].append(float(r.metrics.tokens))
-        if r.metrics.success and r.metrics.makespan_s > 0:
-            spans[r.spec.cell].append(r.metrics.makespan_s)
-    return ({c: statistics.fmean(v) for c, v in spans.items()},
+        if r.spec.agents == 1:
+            toks[r.spec.cell].append(float(r.metrics.tokens))
+    return ({c: statistics.fmean(v.values()) for c, v in spans.items()},
             {c: statistics.fmean(v) for c, v in toks.items()})
+
+
+def _baseline_spans(records: Sequence[RunRecord]) -> dict[tuple[str, ...], dict[str, float]]:
+    """Per cell: run id -> makespan of each successful n=1 run."""
+    spans: dict[tuple[str, ...], dict[str, float]] = defaultdict(dict)
+    for r in records:
+        if r.spec.agents == 1 and r.metrics.success and r.metrics.makespan_s > 0:
+            spans[r.spec.cell][r.spec.run_id] = r.metrics.makespan_s
+    return spans
 
 
 def per_run_speedups(records: Sequence[RunRecord]) -> Iterator[tuple[RunRecord, float | None]]:
     """Each record with its speedup (baseline ÷ its makespan), or None when undefined: a failed
-    run, a zero makespan, or a cell without a successful n=1 run."""
-    base, _ = _baselines(records)
+    run, a zero makespan, or a cell without a successful n=1 run. An n=1 run is measured
+    against the *other* successful n=1 runs of its cell (leave-one-out), so it is never
+    compared with itself (which would pull its speedup towards 1); alone in its cell, None."""
+    spans = _baseline_spans(records)
     for r in records:
-        b = base.get(r.spec.cell)
-        ok = r.metrics.success and r.metrics.makespan_s > 0 and b is not None
-        yield r, (b / r.metrics.makespan_s if ok and b is not None else None)
+        cell = spans.get(r.spec.cell, {})
+        base = [v for k, v in cell.items() if not (r.spec.agents == 1 and k == r.spec.run_id)]
+        ok = r.metrics.success and r.metrics.makespan_s > 0 and bool(base)
+        yield r, (statistics.fmean(base) / r.metrics.makespan_s if ok else None)
+
+
+def paired_speedups(records: Sequence[RunRecord]) -> dict[str, float]:
+    """Run id -> speedup against the n=1 run of the same cell, repetition and work seed (the
+    same work, where sweeps share a repetition's work across team sizes), for successful
+    n > 1 runs that have such a successful n=1 run. Free of the baseline noise a cell mean
+    carries: what is left above the DAG bound is the mechanism's."""
+    solo: dict[tuple[tuple[str, ...], int, int | None], float] = {}
+    for r in records:
+        if r.spec.agents == 1 and r.metrics.success and r.metrics.makespan_s > 0:
+            solo[(r.spec.cell, r.spec.rep, r.spec.work_seed)] = r.metrics.makespan_s
+    out: dict[str, float] = {}
+    for r in records:
+        base = solo.get((r.spec.cell, r.spec.rep, r.spec.work_seed))
+        if r.spec.agents > 1 and base is not None and r.metrics.success \
+                and r.metrics.makespan_s > 0:
+            out[r.spec.run_id] = base / r.metrics.makespan_s
+    return out
+
+
+BOUND_SLACK = 1e-9
+"""A speedup counts as above the DAG bound beyond this relative slack (float rounding)."""
+
+BOOTSTRAP_RESAMPLES = 1_000
+"""Resamples of a cell's bootstrap interval (bounded; seeded per cell, so reports repeat)."""
+
+
+def ratio_ci(base: Sequence[float], spans: Sequence[float],
+             resamples: int = BOOTSTRAP_RESAMPLES, seed: str = "",
+             level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of mean(base) / mean(spans), resampling both groups with
+    replacement (seeded by ``seed``). None with fewer than two values in either group."""
+    if len(base) < 2 or len(spans) < 2 or resamples < 1:
+        return None
+    rng = random.Random(f"bootstrap|{seed}")
+    ratios = []
+    for _ in range(min(resamples, 100_000)):
+        b = statistics.fmean(rng.choice(base) for _ in base)
+        s = statistics.fmean(rng.choice(spans) for _ in spans)
+        ratios.append(b / s)
+    ratios.sort()
+    lo = ratios[int((1 - level) / 2 * (len(ratios) - 1))]
+    hi = ratios[int((1 + level) / 2 * (len(ratios) - 1))]
+    return lo, hi
 
 
 def cell_rows(records: Sequence[RunRecord]) -> list[CellRow]:
     """Aggregate records per (cell, team size), sorted by cell then team size. Never raises on
     missing baselines: speedup is then None and ``note`` says why."""
     base, base_tokens = _baselines(records)
+    base_spans = _baseline_spans(records)
     groups: dict[tuple[tuple[str, ...], int], list[tuple[RunRecord, float | None]]]
     groups = defaultdict(list)
     for r, s in per_run_speedups(records):
@@ -530,6 +626,11 @@ def cell_rows(records: Sequence[RunRecord]) -> list[CellRow]:
         sp = [s for _, s in group if s is not None]
         speedup = statistics.fmean(sp) if sp else None
         pred = amdahl(spec.p, n)
+        bound = dag_bound(spec.p, n)
+        b_spans = list(base_spans.get(cell, {}).values())
+        ratio = (statistics.fmean(b_spans) / statistics.fmean(spans)
+                 if b_spans and spans else None)
+        ci = ratio_ci(b_spans, spans, seed="|".join((*cell, str(n))))
         notes: list[str] = []
         if cell not in base:
             notes.append("no successful n=1 run in this cell: speedup undefined")
@@ -549,7 +650,12 @@ def cell_rows(records: Sequence[RunRecord]) -> list[CellRow]:
             runs=len(group), successes=len(ok), success_rate=len(ok) / len(group),
             makespan_s=mean_or_none(spans), makespan_sd=sd_or_none(spans),
             wall_s=mean_or_none(m.wall_s for m in ok),
+            board_s=statistics.fmean(m.board_s for m in ms),
+            board_wait_max_s=max(m.board_wait_max_s for m in ms),
             baseline_makespan_s=base.get(cell), speedup=speedup, speedup_sd=sd_or_none(sp),
+            speedup_ratio=ratio, speedup_ci_lo=ci[0] if ci else None,
+            speedup_ci_hi=ci[1] if ci else None, dag_bound=bound,
+            above_bound=(sum(1 for x in sp if x > bound * (1 + BOUND_SLACK)) if n > 1 else 0),
             amdahl=pred, gap=speedup / pred if speedup is not None else None,
             karp_flatt=karp_flatt(speedup, n) if speedup is not None else None,
             messages=statistics.fmean(m.messages for m in ms),
@@ -560,6 +666,7 @@ def cell_rows(records: Sequence[RunRecord]) -> list[CellRow]:
             rewrites=statistics.fmean(m.rewrites for m in ms),
             claims_blocked=statistics.fmean(m.claims_blocked for m in ms),
             claims_contended=statistics.fmean(m.claims_contended for m in ms),
+            claim_attempts=statistics.fmean(m.claim_attempts for m in ms),
             claims_lost=statistics.fmean(m.claims_lost for m in ms),
             claims_expired=statistics.fmean(m.claims_expired for m in ms),
             lost_updates=statistics.fmean(m.lost_updates for m in ms),

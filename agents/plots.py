@@ -128,20 +128,37 @@ def grouped_bars(path: Path, categories: Sequence[str], groups: Mapping[str, Seq
 
 
 def box_plot(path: Path, groups: Mapping[str, Sequence[float]], *, title: str, ylabel: str,
-             empty_message: str = "no data") -> Path:
-    """A box per group with its points overlaid (groups are small: every point is shown)."""
+             empty_message: str = "no data",
+             censored: Mapping[str, tuple[int, int]] | None = None) -> Path:
+    """A box per group with its points overlaid (groups are small: every point is shown).
+    ``censored``: group -> (recovered, total): every group of it gets a slot labelled
+    "k/total recovered", and a group with no value (none recovered) a marker at the top
+    instead of being left out."""
+    censored = dict(censored or {})
     with mpl_style.context("default"):
         fig, ax = _figure()
         ax.set_title(title)
-        names = [g for g, vals in groups.items() if len(vals) > 0]
+        names = sorted({g for g, vals in groups.items() if len(vals) > 0} | set(censored))
         if not names:
             _no_data(ax, empty_message)
             return _save(fig, path)
-        data = [list(groups[g]) for g in names]
-        ax.boxplot(data, tick_labels=names)
+        data = [list(groups.get(g, ())) for g in names]
+        labels = [f"{g}\n{censored[g][0]}/{censored[g][1]} recovered" if g in censored else g
+                  for g in names]
+        top = max((v for vals in data for v in vals), default=1.0) * 1.08 or 1.0
+        filled = [i for i, vals in enumerate(data, start=1) if vals]
+        if filled:
+            ax.boxplot([data[i - 1] for i in filled], positions=filled)
         colors = _colors(names)
         for i, (name, vals) in enumerate(zip(names, data, strict=True), start=1):
-            ax.scatter([i] * len(vals), vals, color=colors[name], zorder=3, s=18)
+            if vals:
+                ax.scatter([i] * len(vals), vals, color=colors[name], zorder=3, s=18)
+            else:  # censored: nothing recovered, the recovery time is above every observed one
+                ax.scatter([i], [top], marker="^", color=colors[name], zorder=3, s=60)
+                ax.annotate("none recovered", (i, top), textcoords="offset points",
+                            xytext=(0, -14), ha="center", fontsize=8)
+        ax.set_xticks(range(1, len(names) + 1), labels)
+        ax.set_xlim(0.5, len(names) + 0.5)
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
         return _save(fig, path)

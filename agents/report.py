@@ -19,13 +19,16 @@ from pathlib import Path
 
 from agents.experiment import read_records
 from agents.metrics import (
+    BOUND_SLACK,
     CONFLICT_KINDS,
     CellRow,
     RunRecord,
     amdahl,
     cell_rows,
+    dag_bound,
     fit_serial_fraction,
     mean_or_none,
+    paired_speedups,
     per_run_speedups,
     sd_or_none,
 )
@@ -51,8 +54,17 @@ METRIC_MEANINGS: tuple[tuple[str, str], ...] = (
     ("makespan_s", "run time (virtual for simulated brains) from start to the run's end; "
                    "cell means use successful runs only"),
     ("speedup", "mean makespan of the successful n=1 runs of the same cell / the run's "
-                "makespan, averaged over successful runs (undefined without an n=1 baseline)"),
+                "makespan (an n=1 run: over the cell's other n=1 runs), averaged over "
+                "successful runs (undefined without an n=1 baseline)"),
     ("amdahl", "Amdahl's prediction 1 / ((1 - p) + p / n), p = (tasks - critical path) / tasks"),
+    ("ratio speedup [95% CI]", "mean n=1 makespan / mean makespan of the group's successful "
+                               "runs (the mean of per-run speedups is biased upward by "
+                               "Jensen's inequality), with a percentile bootstrap interval "
+                               "(1,000 seeded resamples of both groups)"),
+    ("bound min(n, N/CP)", "the most n agents can speed up N equal tasks whose longest chain "
+                           "is CP (N/CP = 1 / (1 - p)); runs above it are listed"),
+    ("paired speedup", "against the n=1 run of the same cell and repetition (in a sweep: the "
+                       "same tasks' work times)"),
     ("gap", "speedup / amdahl: below 100% the team is under the bound"),
     ("karp_flatt", "Karp-Flatt serial fraction (1/s - 1/n) / (1 - 1/n) from the mean speedup; "
                    "compare with the design's 1 - p"),
@@ -63,6 +75,8 @@ METRIC_MEANINGS: tuple[tuple[str, str], ...] = (
     ("idle_replies", "replies with no effective action: none of their actions succeeded "
                      "(the study's idle replies)"),
     ("idle_rounds", "rounds in which no task was completed (round mode only)"),
+    ("idle share, blocked share", "idle replies / replies; claims refused for unfinished "
+                                  "dependencies / claim attempts (granted, blocked or held)"),
     ("concurrent_writes", "(round, file) pairs that >= 2 distinct agents tried to write in one "
                           "round, committed or refused alike (so a policy that refuses some "
                           "writes compares with last-writer-wins); round mode only"),
@@ -92,6 +106,10 @@ METRIC_MEANINGS: tuple[tuple[str, str], ...] = (
                            "finished a task of a recovered fault"),
     ("recovered_by_self", "share of the runs with a recovered agent fault in which the faulty "
                           "agent finished all its recovered tasks itself (after resuming)"),
+    ("board time, longest board wait", "wall time the agents waited on the board per run "
+                                       "(summed), part of run time unless the spec's "
+                                       "board_time is off; the longest single wait (a view "
+                                       "catch-up, or one reply's board calls)"),
     ("board_faults", "injected blackboard faults (leader killed, a replica partitioned away)"),
     ("board_heals", "injected blackboard faults undone (replica restarted, partition healed)"),
     ("board_errors", "board calls that failed (the action was lost)"),
@@ -156,7 +174,8 @@ def _primary(records: Sequence[RunRecord]) -> tuple[list[RunRecord], str]:
 # Tables
 
 _CELL_HEADERS = ("suite/level", "model", "p", "mode", "policy", "sync", "faults", "n", "runs",
-                 "success", "makespan s", "speedup", "Amdahl", "gap", "Karp-Flatt", "messages",
+                 "success", "makespan s", "speedup", "ratio speedup [95% CI]", "Amdahl",
+                 "bound min(n, N/CP)", "runs > bound", "gap", "Karp-Flatt", "messages",
                  "idle rounds", "conflicts", "straggler gap s", "tokens", "tokens x",
                  "efficiency", "note")
 
@@ -164,10 +183,20 @@ _CELL_HEADERS = ("suite/level", "model", "p", "mode", "policy", "sync", "faults"
 def _cell_cells(r: CellRow) -> list[str]:
     return [f"{r.suite}/{r.level}", r.model, f"{r.p:.2f}", r.mode, r.policy, r.sync, r.faults,
             str(r.agents), str(r.runs), _pct(r.success_rate), _pm(r.makespan_s, r.makespan_sd),
-            _pm(r.speedup, r.speedup_sd, 2), _f(r.amdahl), _pct(r.gap), _f(r.karp_flatt),
+            _pm(r.speedup, r.speedup_sd, 2), _ratio(r), _f(r.amdahl), _f(r.dag_bound),
+            str(r.above_bound), _pct(r.gap), _f(r.karp_flatt),
             _f(r.messages, 1), _f(r.idle_rounds, 1), _f(r.conflicts_total, 1),
             _f(r.straggler_gap_s), f"{r.tokens:.0f}", _f(r.token_multiplier),
             _f(r.efficiency), r.note]
+
+
+def _ratio(r: CellRow) -> str:
+    """The ratio-of-means speedup with its bootstrap interval."""
+    if r.speedup_ratio is None:
+        return _NA
+    if r.speedup_ci_lo is None or r.speedup_ci_hi is None:
+        return f"{r.speedup_ratio:.2f}"
+    return f"{r.speedup_ratio:.2f} [{r.speedup_ci_lo:.2f}, {r.speedup_ci_hi:.2f}]"
 
 
 def _write_csv(path: Path, rows: Sequence[CellRow]) -> None:
@@ -239,10 +268,23 @@ def _board_table(rows: Sequence[CellRow]) -> list[str]:
     out = ["", "Blackboard faults (leader killed, a replica partitioned away) and heals:", ""]
     out += _table(
         ["p", "mode", "policy", "sync", "faults", "n", "runs", "success", "board faults",
-         "board heals", "board errors", "lost work", "makespan s"],
+         "board heals", "board errors", "lost work", "makespan s", "wall_s",
+         "longest board wait s", "board time s"],
         [[f"{r.p:.2f}", r.mode, r.policy, r.sync, r.faults, str(r.agents), str(r.runs),
           _pct(r.success_rate), _f(r.board_faults, 1), _f(r.board_heals, 1),
-          _f(r.board_errors, 1), _f(r.lost_work, 1), _f(r.makespan_s, 1)] for r in faulted])
+          _f(r.board_errors, 1), _f(r.lost_work, 1), _f(r.makespan_s, 1), _f(r.wall_s, 1),
+          _f(r.board_wait_max_s, 3), _f(r.board_s, 2)] for r in faulted])
+    clean = {_fault_free_key(r): r for r in rows if r.faults == "none"}
+    if clean:
+        out += ["", "The same cells without board faults (board waits are part of run time "
+                "unless a run's spec turned `board_time` off):", ""]
+        out += _table(["p", "mode", "n", "runs", "makespan s", "wall_s",
+                       "longest board wait s", "board time s"],
+                      [[f"{r.p:.2f}", r.mode, str(r.agents), str(r.runs), _f(r.makespan_s, 1),
+                        _f(r.wall_s, 1), _f(r.board_wait_max_s, 3), _f(r.board_s, 2)]
+                       for r in clean.values()
+                       if any(_fault_free_key(f)[:-1] == _fault_free_key(r)[:-1]
+                              for f in faulted)])
     return out
 
 
@@ -261,6 +303,91 @@ def _experiment_section(label: str, records: Sequence[RunRecord], rows: Sequence
     if any(s.board_fault for s in specs):
         out += _board_table(rows)
     return [*out, ""]
+
+
+def _above_bound(records: Sequence[RunRecord]) -> list[tuple[RunRecord, float]]:
+    """n > 1 runs whose speedup (the study's: against the cell's mean n=1 makespan) exceeds
+    min(n, N/CP). (An n=1 run's bound is 1: its leave-one-out speedup exceeds it whenever it
+    was faster than its cell's other n=1 runs, which is spread, not a finding.)"""
+    return [(r, s) for r, s in per_run_speedups(records)
+            if s is not None and r.spec.agents > 1
+            and s > dag_bound(r.spec.p, r.spec.agents) * (1 + BOUND_SLACK)]
+
+
+def _bound_counts(records: Sequence[RunRecord]) -> tuple[int, int, int, int]:
+    """(runs above by the study's speedup, n > 1 runs with one; runs above by the paired
+    speedup, n > 1 runs with one)."""
+    with_speedup = sum(1 for r, s in per_run_speedups(records)
+                       if s is not None and r.spec.agents > 1)
+    paired = paired_speedups(records)
+    by_id = {r.spec.run_id: r for r in records}
+    paired_above = sum(1 for rid, s in paired.items()
+                       if s > dag_bound(by_id[rid].spec.p, by_id[rid].spec.agents)
+                       * (1 + BOUND_SLACK))
+    return len(_above_bound(records)), with_speedup, paired_above, len(paired)
+
+
+def _bound_section(records: Sequence[RunRecord]) -> list[str]:
+    above = sorted(_above_bound(records), key=lambda x: -x[1])
+    paired = paired_speedups(records)
+    n_above, n_all, p_above, p_all = _bound_counts(records)
+    out = ["## Runs above the DAG bound", "",
+           f"{n_above} of {n_all} runs with n > 1 have a speedup above min(n, N/CP) "
+           "(N/CP = 1 / (1 - p)), the most a team can speed up a DAG of equal tasks. The "
+           "study's speedup measures each run against the mean n=1 makespan of its cell, so a "
+           "repetition whose work came out small exceeds the bound by noise. The paired "
+           "speedup measures it against the n=1 run of the same repetition (in a sweep, the "
+           f"same tasks' work times): {p_above} of {p_all} runs exceed the bound by it; what "
+           "remains comes from tasks of unequal size (the bound assumes equal ones) and from "
+           "a lone agent's wasted replies (a misread claim, an idle reply), which are on its "
+           "critical path while in a team another agent covers some of them.", ""]
+    if not above:
+        return [*out, "_None._", ""]
+    shown = above[:BOUND_LIST_MAX]
+    out += _table(["run", "p", "mode", "sync", "task time", "n", "speedup", "paired speedup",
+                   "bound", "makespan s"],
+                  [[f"`{r.spec.run_id}`", f"{r.spec.p:.2f}", r.spec.mode, r.spec.sync,
+                    r.spec.task_time, str(r.spec.agents), f"{s:.2f}",
+                    _f(paired.get(r.spec.run_id)),
+                    f"{dag_bound(r.spec.p, r.spec.agents):.2f}", f"{r.metrics.makespan_s:.1f}"]
+                   for r, s in shown])
+    if len(above) > len(shown):
+        out += ["", f"... and {len(above) - len(shown)} more (all in `results.jsonl`)."]
+    return [*out, ""]
+
+
+def _rates_section(records: Sequence[RunRecord]) -> list[str]:
+    """Emergent behaviour rates beside the study's ranges (paper.md): the simulated brains'
+    rate constants are inputs, these are what they produce on the board."""
+    out = ["## Behaviour rates vs the study", "",
+           "Emergent rates of these runs (the simulated brains' rate constants are sensitivity "
+           "knobs, not calibrated on the study), beside the ranges across the study's three "
+           "models: idle share of replies (replies with no effective action) and the share of "
+           "claim attempts refused for unfinished dependencies.", ""]
+    rows = []
+    for mode in sorted({r.spec.mode for r in records}):
+        for n_label, pick in (("all n", lambda r: True), ("n > 1", lambda r: r.spec.agents > 1)):
+            ms = [r.metrics for r in records if r.spec.mode == mode and pick(r)]
+            replies = sum(m.messages for m in ms)
+            attempts = sum(m.claim_attempts for m in ms)
+            idle = sum(m.idle_replies for m in ms) / replies if replies else None
+            blocked = sum(m.claims_blocked for m in ms) / attempts if attempts else None
+            study = STUDY_RATES.get(mode, (_NA, _NA))
+            rows.append([mode, n_label, str(len(ms)), _pct(idle), study[0], _pct(blocked),
+                         study[1]])
+    out += _table(["mode", "team sizes", "runs", "idle share of replies", "study",
+                   "blocked share of claim attempts", "study"], rows)
+    return [*out, ""]
+
+
+STUDY_RATES: dict[str, tuple[str, str]] = {
+    "decentralized": ("7-56%", "35-82%"),
+    "preassign": ("14-41%", "27-40%"),
+}
+"""The study's per-reply ranges across its three models (notes/paper.md); no data for the
+lead-based and hybrid modes."""
+
+BOUND_LIST_MAX = 50
 
 
 def _stats_section(records: Sequence[RunRecord], source: str) -> list[str]:
@@ -302,9 +429,10 @@ def _headlines(records: Sequence[RunRecord], all_records: Sequence[RunRecord],
     ok = sum(1 for r in records if r.metrics.success)
     out.append(f"- {ok} of {len(records)} runs succeeded ({_pct(ok / len(records))}).")
     by = _speedups_by(records)
+    cells = cell_rows(records)
     if not by:
         out.append("- No speedup figures: no cell has a successful n=1 run (speedup is "
-                   "measured against it).")
+                   "measured against it; an n=1 run against the cell's *other* n=1 runs).")
     for (p, mode), per_n in sorted(by.items()):
         multi = {n: v for n, v in per_n.items() if n > 1}
         if not multi:
@@ -312,8 +440,16 @@ def _headlines(records: Sequence[RunRecord], all_records: Sequence[RunRecord],
             continue
         n = max(multi)
         s, pred = statistics.fmean(multi[n]), amdahl(p, n)
-        out.append(f"- At p={p:.2f} ({mode}), teams of {n} reach speedup {s:.2f} vs Amdahl "
-                   f"{pred:.2f} ({_pct(s / pred)} of the bound; {_runs(len(multi[n]))}).")
+        ratios = [c for c in cells if c.p == p and c.mode == mode and c.agents == n
+                  and c.speedup_ratio is not None]
+        ratio = mean_or_none(c.speedup_ratio for c in ratios)
+        ci = (f"; per-cell 95% CIs from {min(c.speedup_ci_lo or 0 for c in ratios):.2f} to "
+              f"{max(c.speedup_ci_hi or 0 for c in ratios):.2f}"
+              if ratios and all(c.speedup_ci_lo is not None for c in ratios) else "")
+        out.append(f"- At p={p:.2f} ({mode}), teams of {n} reach speedup {s:.2f} (mean of "
+                   f"per-run speedups; ratio of mean makespans {_f(ratio)}{ci}) vs Amdahl "
+                   f"{pred:.2f} ({_pct(s / pred)} of it) and the DAG bound "
+                   f"{dag_bound(p, n):.2f} ({_runs(len(multi[n]))}).")
         f = fit_serial_fraction((k, x) for k, vals in multi.items() for x in vals)
         if f is not None:
             out.append(f"  Fitted serial fraction f = {f:.2f} (design 1 - p = {1 - p:.2f}).")
@@ -344,6 +480,10 @@ def _headlines(records: Sequence[RunRecord], all_records: Sequence[RunRecord],
                 eff = mean_or_none(r.efficiency for r in mr if r.agents == n)
                 parts.append(f"{mode} at n={n}: tokens x{_f(mult)}, efficiency {_f(eff)}")
         out.append("- Token cost vs one agent: " + "; ".join(parts) + ".")
+    n_above, n_all, p_above, p_all = _bound_counts(records)
+    out.append(f"- {n_above} of {n_all} runs with n > 1 have a speedup above the DAG bound "
+               f"min(n, N/CP) (listed under \"Runs above the DAG bound\"); against the n=1 "
+               f"run of the same repetition (same work), {p_above} of {p_all}.")
     faulted = [r for r in all_records if r.metrics.agent_faults > 0]
     if faulted:
         parts = []
@@ -425,13 +565,18 @@ def _plot_conflicts(path: Path, records: Sequence[RunRecord]) -> Path:
 
 def _plot_recovery(path: Path, records: Sequence[RunRecord]) -> tuple[Path, bool]:
     groups: dict[str, list[float]] = defaultdict(list)
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for r in records:
-        if r.metrics.agent_faults > 0 and r.metrics.recovery_s is not None:
-            groups[r.spec.mode].append(r.metrics.recovery_s)
+        if r.metrics.agent_faults > 0:
+            counts[r.spec.mode][1] += 1
+            if r.metrics.recovery_s is not None:
+                groups[r.spec.mode].append(r.metrics.recovery_s)
+                counts[r.spec.mode][0] += 1
     sorted_groups = dict(sorted(groups.items()))
     box_plot(path, sorted_groups, title="Recovery time after a stalled/crashed agent",
-             ylabel="recovery (s)", empty_message="no data: no recovered stall/crash faults")
-    return path, bool(sorted_groups)
+             ylabel="recovery (s)", empty_message="no data: no stall/crash faults",
+             censored={m: (k, n) for m, (k, n) in counts.items()})
+    return path, bool(counts)
 
 
 def _write_plots(out_dir: Path, primary: Sequence[RunRecord], all_records: Sequence[RunRecord]
@@ -451,9 +596,11 @@ def _write_plots(out_dir: Path, primary: Sequence[RunRecord], all_records: Seque
     notes["conflicts.png"] = "Mean conflicts per run of each kind, by mode and conflict policy."
     _, has_recovery = _plot_recovery(out_dir / "recovery.png", all_records)
     notes["recovery.png"] = (
-        "Recovery time per run (all experiments with stall/crash faults), by mode."
+        "Recovery time per run (all experiments with stall/crash faults), by mode; each "
+        "label says how many faulted runs recovered, and a mode with none is shown as a "
+        "censored marker at the top (its recovery time exceeds every one observed)."
         if has_recovery else
-        "No data: no run had a stalled or crashed agent whose tasks were all recovered.")
+        "No data: no run had a stalled or crashed agent holding tasks.")
     line_plot(out_dir / "tokens_vs_n.png", _by_mode_n(primary, lambda r: r.metrics.tokens),
               title="Tokens per run", xlabel="agents (n)", ylabel="tokens (in + out)")
     notes["tokens_vs_n.png"] = "Mean input + output tokens per run (± sd), one line per mode."
@@ -497,6 +644,8 @@ def write_report(sweep_dir: Path) -> Path:
                 + (f" {duplicates} duplicate records ignored (last kept)." if duplicates
                    else ""), ""]
         out += _headlines(primary, records, source)
+        out += _bound_section(primary)
+        out += _rates_section(primary)
         out += _stats_section(primary, source)
         out += ["## Experiments", ""]
         for label in labels:

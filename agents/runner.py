@@ -38,6 +38,7 @@ from agents.simbrain import PROFILES, Brain, SimBrain
 from agents.spec import RunSpec
 from agents.tasks import Project
 from agents.teamboard import Actor, Layout, ViewCache, task_record
+from agents.version import code_version
 from consensus import Board, BoardError, LocalCluster, connect
 
 __all__ = ["BrainFactory", "TeamEnv", "run_team", "sim_brains"]
@@ -52,6 +53,8 @@ same run time for the same seed, whatever the machine's speed."""
 IDLE_ROUND_S = 10.0
 """How far the clock moves in a round in which no agent could reply (all stalled)."""
 ASYNC_EVENTS_MAX = 200_000
+KILL_TIMER_JOIN_S = 30.0
+"""How long the fault schedule waits for a timer-fired kill (a SIGKILL and reap) to finish."""
 EFFECTIVE = frozenset({"claim", "write", "complete", "assign", "message", "takeover"})
 """Event kinds that make a reply effective (the study's idle reply has none)."""
 
@@ -70,8 +73,9 @@ def sim_brains(spec: RunSpec, index: int, name: str) -> Brain:
     for f in spec.faults:
         if f.agent == index:
             slowdown = f.slowdown
+    work_seed = spec.seed if spec.work_seed is None else spec.work_seed
     return SimBrain(profile, seed=spec.seed * 1_000_003 + index * 7_919 + spec.rep,
-                    slowdown=slowdown)
+                    slowdown=slowdown, work_seed=work_seed if spec.task_time == "task" else None)
 
 
 @dataclass
@@ -155,6 +159,8 @@ class _Run:
         self.coordinator_view: ViewCache
         self.completed: set[str] = set()
         self.replies = 0
+        self.board_total_s = 0.0
+        self.board_max_s = 0.0
 
     # ------------------------------------------------------------------ RunContext for modes
 
@@ -292,6 +298,15 @@ class _Run:
                       data={"actions": [a.kind for a in reply.actions], "effective": effective,
                             "late": late})
 
+    def board_s(self, since: float) -> float:
+        """Wall time spent on the board since ``since`` (``time.monotonic``) by one agent step
+        (a view catch-up, or a reply's actions): recorded, and added to the agent's run time
+        when the spec's ``board_time`` is on."""
+        waited = max(0.0, time.monotonic() - since)
+        self.board_total_s += waited
+        self.board_max_s = max(self.board_max_s, waited)
+        return waited if self.spec.board_time else 0.0
+
     @property
     def done(self) -> bool:
         return len(self.completed) >= self.project.size
@@ -310,6 +325,47 @@ class _BoardFaults:
         self.killed: int | None = None
         self.isolated: int | None = None
         self.phase = 0  # 0: before, 1: leader killed, 2: new leader partitioned, 3: healed
+        self._timer: threading.Timer | None = None
+        self._kill_lock = threading.Lock()
+        self._kill_due: int | None = None  # a kill scheduled on the timer, not yet fired
+
+    def _kill(self, replica: int, delay_s: float) -> None:
+        """SIGKILL ``replica`` now (``delay_s`` 0) or from a timer ``delay_s`` of wall time
+        from now, while the agents' board calls are in flight."""
+        cluster = self.run.env.cluster
+        assert cluster is not None
+        self.killed = replica
+        if delay_s <= 0:
+            cluster.kill(replica)
+            return
+
+        def fire() -> None:
+            with self._kill_lock:
+                if self._kill_due == replica:
+                    self._kill_due = None
+                    cluster.kill(replica)
+
+        self._kill_due = replica
+        self._timer = threading.Timer(delay_s, fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _settle(self) -> None:
+        """Let a scheduled kill happen (bounded wait) before the schedule moves on."""
+        if self._timer is not None:
+            self._timer.join(KILL_TIMER_JOIN_S)
+            self._timer = None
+
+    def _cancel(self) -> None:
+        """The run ended before a scheduled kill fired: it does not fire (nothing to undo)."""
+        with self._kill_lock:
+            if self._kill_due is not None:
+                self._kill_due = None
+                self.killed = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer.join(KILL_TIMER_JOIN_S)
+            self._timer = None
 
     def step(self, tick: int, t_s: float) -> None:
         """Advance the schedule to ``tick`` (a round, or replies per agent: ticks can skip)."""
@@ -320,11 +376,14 @@ class _BoardFaults:
             if self.phase == 0 and tick >= spec.at_round:
                 self.phase = 1
                 if spec.kill_leader:
-                    self.killed = cluster.wait_for_leader()
-                    cluster.kill(self.killed)
-                    log.emit(t_s, "board_fault", reason=f"leader r{self.killed} SIGKILLed")
+                    leader = cluster.wait_for_leader()
+                    self._kill(leader, spec.kill_delay_s)
+                    when = (f" {spec.kill_delay_s:g} s into the round, board calls in flight"
+                            if spec.kill_delay_s > 0 else "")
+                    log.emit(t_s, "board_fault", reason=f"leader r{leader} SIGKILLed{when}")
             if self.phase == 1 and tick >= spec.at_round + spec.heal_after:
                 self.phase = 2
+                self._settle()
                 self._restart(t_s)
                 if spec.partition_one and cluster.net is not None:
                     self.isolated = cluster.wait_for_leader()
@@ -350,6 +409,7 @@ class _BoardFaults:
         cluster = self.run.env.cluster
         if cluster is None:
             return
+        self._cancel()
         if self.isolated is not None and cluster.net is not None:
             cluster.net.heal()
             self.run.log.emit(t_s, "board_heal", reason=f"r{self.isolated} healed")
@@ -382,9 +442,17 @@ def _rounds(run: _Run, faults: _BoardFaults) -> int:
             t = max(t + IDLE_ROUND_S, wake if wake is not None else t)
             run.mode.tick(run, t, r)
             continue
-        views = {a: run.view(a, t, r) for a in live}
+        views: dict[str, View] = {}
+        view_s: dict[str, float] = {}
+        for a in live:
+            w0 = time.monotonic()
+            views[a] = run.view(a, t, r)
+            view_s[a] = run.board_s(w0)
         replies = _decide_all(run, views)
-        order = sorted(live, key=lambda a: (replies[a].latency_s, run.team.index(a)))
+        # An agent's reply lands after its view caught up and its brain answered.
+        order = sorted(live, key=lambda a: (view_s[a] + replies[a].latency_s,
+                                            run.team.index(a)))
+        ends = [t + min(ROUND_TIMEOUT_S, max(replies[a].latency_s for a in live))]
         for a in order:
             reply = replies[a]
             if reply.latency_s > ROUND_TIMEOUT_S:  # it was paid for, but acts on nothing
@@ -393,8 +461,11 @@ def _rounds(run: _Run, faults: _BoardFaults) -> int:
                              reason=f"reply missed the round ({reply.latency_s:.0f}s)")
                 run.log_reply(a, reply, late, r, effective=False, late=True)
                 continue
-            run.take_effect(a, reply, views[a], t + reply.latency_s, r)
-        t += min(ROUND_TIMEOUT_S, max(replies[a].latency_s for a in live))
+            at = t + view_s[a] + reply.latency_s
+            w0 = time.monotonic()
+            run.take_effect(a, reply, views[a], at, r)
+            ends.append(at + run.board_s(w0))
+        t = max(ends)  # the round lasts as long as its slowest reply and its board calls
         run.tick_leases(t, r)
         run.mode.tick(run, t, r)
     return rounds
@@ -441,15 +512,17 @@ def _async(run: _Run, faults: _BoardFaults) -> None:
                 kind = "act"
             push(wake, kind, agent)  # a frozen reply lands, or the agent asks, when it wakes
             continue
+        w0 = time.monotonic()
         if kind == "decide":
             view = run.view(agent, t, 0)
+            waited = run.board_s(w0)
             reply = run.brains[agent].decide(view)
             pending[agent] = (reply, view)
-            push(t + reply.latency_s, "act", agent)
+            push(t + waited + reply.latency_s, "act", agent)
         else:
             reply, view = pending.pop(agent)
             run.take_effect(agent, reply, view, t, 0)
-            push(t, "decide", agent)
+            push(t + run.board_s(w0), "decide", agent)
 
 
 FINAL_READ_ATTEMPTS = 5
@@ -509,6 +582,9 @@ def run_team(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | None
         log.emit(_end_time(log.events), "run_end",
                  data={"success": run.done, "tasks_done": len(run.completed), "rounds": rounds,
                        "board_ops": ops, "wall_s": round(time.monotonic() - wall0, 3),
+                       "board_s": round(run.board_total_s, 4),
+                       "board_wait_max_s": round(run.board_max_s, 4),
+                       "board_time": spec.board_time, "version": code_version(),
                        "lost": len(final["lost"]), "lost_detail": final["lost"][:20]})
         if out_dir is not None:
             (out_dir / "final.json").write_text(json.dumps(final, indent=1, sort_keys=True))
@@ -521,7 +597,7 @@ def run_team(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | None
                 cache.close()
         log.close()
     return RunRecord(spec=spec, metrics=run_metrics(log.events),
-                     out=out_dir.name if out_dir is not None else "")
+                     out=out_dir.name if out_dir is not None else "", version=code_version())
 
 
 def _end_time(events: list[RunEvent]) -> float:

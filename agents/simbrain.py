@@ -23,6 +23,19 @@ Replies that do nothing are faster in the released data: the draw is scaled by
 so that a mixture of ~30% idle replies keeps each table's median within ~3% (checked
 numerically; the table is over all replies); a scaled draw is capped at the top knot.
 
+Task time (``task_time="task"``, the default): a task has a size of its own. A reply that acts
+on a task takes a time fixed by that task, drawn once per (run work seed, task, step) from the
+calibrated *acting*-reply distribution (the table's knots scaled by ``act_latency_factor``),
+whoever sends it: doing its work (writing its files, well or faultily) takes the task's *work
+time*; claiming it (or trying to, while it is blocked) and marking it done take its claim and
+completion times. Replies that touch no task (idle, a lead's assignments) keep their per-reply
+draws. The marginal distribution of acting replies is unchanged (each draw is one from it), so
+the calibrated means are too; what changes is that agents racing for the same ready task can
+no longer "hedge" (the fastest of k independent draws winning). For the same reason whether a
+task is claimed and worked in one reply, and written and completed in one, is the task's too
+(drawn once per work seed and task at the profile's rates). Under ``task_time="reply"``
+(the study's pure-latency semantics) that let async teams beat both n and the DAG's N / CP.
+
 Tokens: input grows with the board and the message history, output with what the reply does.
 Pure: the randomness is a seeded ``random.Random`` per agent, time is the caller's virtual clock.
 """
@@ -32,7 +45,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -50,7 +63,7 @@ from agents.actions import (
 )
 
 __all__ = ["LATENCY_CAP_S", "PROFILES", "Brain", "BrainProfile", "SimBrain", "lead_of",
-           "quantile_of", "study_knots"]
+           "quantile_of", "study_knots", "task_work_s"]
 
 LATENCY_CAP_S = 603.0
 """The largest reply latency in the study's released events: every real profile's p100 knot."""
@@ -171,16 +184,45 @@ def lead_of(view: View) -> str | None:
     return view.team[0] if view.mode == "lead" and len(view.team) > 1 else None
 
 
-class SimBrain:
-    """A seeded simulated agent. ``slowdown`` multiplies its latency (a straggler)."""
+TaskStep = Literal["work", "claim", "complete"]
 
-    def __init__(self, profile: BrainProfile, seed: int, slowdown: float = 1.0) -> None:
+
+def task_work_s(profile: BrainProfile, work_seed: int, task: str,
+                step: TaskStep = "work") -> float:
+    """How long a reply taking ``step`` on ``task`` lasts in a run with ``work_seed``: one draw
+    from the profile's acting-reply distribution, a function of (work seed, task, step) only,
+    not of the agent (``work``: the task's work time)."""
+    u = random.Random(f"{step}|{work_seed}|{task}").random()
+    draw = quantile_of(profile.latency_quantiles_s, u)
+    return min(profile.latency_max_s, draw * profile.act_latency_factor)
+
+
+class SimBrain:
+    """A seeded simulated agent. ``slowdown`` multiplies its latency (a straggler).
+    ``work_seed`` (with ``task_time="task"``): the run's task work times (:func:`task_work_s`);
+    None draws every reply afresh (``task_time="reply"``)."""
+
+    def __init__(self, profile: BrainProfile, seed: int, slowdown: float = 1.0,
+                 work_seed: int | None = None) -> None:
         self.profile = profile
         self.slowdown = slowdown
+        self.work_seed = work_seed
         self._rng = random.Random(seed)
+        self._step: tuple[TaskStep, str] | None = None
 
     def _chance(self, rate: float) -> bool:
         return rate > 0 and self._rng.random() < rate
+
+    def _path(self, task: str, which: str, rate: float) -> bool:
+        """Whether a reply on ``task`` combines two steps (claim + work, write + complete).
+        With task time this is the task's, fixed per (work seed, task), like its sizes:
+        otherwise agents racing for one task would hedge between the one-reply path and the
+        two-reply one (the fastest choice winning), as they would between latency draws. The
+        per-agent draw is consumed either way, so the rng stream does not depend on it."""
+        mine = self._chance(rate)
+        if self.work_seed is None:
+            return mine
+        return rate > 0 and random.Random(f"{which}|{self.work_seed}|{task}").random() < rate
 
     def latency_s(self, acting: bool) -> float:
         prof = self.profile
@@ -188,7 +230,13 @@ class SimBrain:
         draw = quantile_of(prof.latency_quantiles_s, self._rng.random())
         return min(prof.latency_max_s, draw * factor) * self.slowdown
 
+    def work_s(self, task: str, step: TaskStep = "work") -> float:
+        """How long a reply taking ``step`` on ``task`` takes this agent (task time)."""
+        assert self.work_seed is not None
+        return task_work_s(self.profile, self.work_seed, task, step) * self.slowdown
+
     def decide(self, view: View) -> Reply:
+        self._step = None
         actions = self._choose(view)
         acting = any(not isinstance(a, Idle) for a in actions)
         prof = self.profile
@@ -197,7 +245,10 @@ class SimBrain:
         tokens_out = prof.tokens_out_idle if not acting else sum(
             prof.tokens_out_per_write if isinstance(a, WriteFile) else prof.tokens_out_per_action
             for a in actions)
-        return Reply(actions=tuple(actions), latency_s=self.latency_s(acting),
+        draw = self.latency_s(acting)  # drawn either way: the rng stream does not depend on it
+        if self._step is not None and self.work_seed is not None:
+            draw = self.work_s(self._step[1], self._step[0])
+        return Reply(actions=tuple(actions), latency_s=draw,
                      tokens_in=tokens_in, tokens_out=tokens_out)
 
     # ------------------------------------------------------------------------------ choices
@@ -223,12 +274,16 @@ class SimBrain:
         written = all((f := view.file(name)) is not None and f.passes and f.author == view.agent
                       for name in task.files)
         if written:
+            self._step = ("complete", task.id)
             return [*out, CompleteTask(task=task.id)]
         passes = not self._chance(self.profile.faulty_rate)
+        if task.files:
+            self._step = ("work", task.id)  # this reply does the task's work (well or not)
         for name in task.files:
             out.append(WriteFile(file=name, task=task.id, passes=passes,
                                  content=f"# {task.id} by {view.agent}\n"))
-        if passes and self._chance(self.profile.write_and_complete_rate):
+        if passes and self._path(task.id, "write+complete",
+                                 self.profile.write_and_complete_rate):
             out.append(CompleteTask(task=task.id))
         return out
 
@@ -245,7 +300,9 @@ class SimBrain:
         # Misreading the board: with ready work at hand now and then, with none far more often.
         rate = self.profile.blocked_claim_rate if ready else self.profile.eager_blocked_claim_rate
         if blocked and self._chance(rate):
-            return [ClaimTask(task=self._rng.choice(blocked).id)]
+            target = self._rng.choice(blocked).id
+            self._step = ("claim", target)
+            return [ClaimTask(task=target)]
         if not ready:
             return [Idle(reason="waiting on dependencies" if blocked else "nothing left for me")]
         if self.profile.spread_picks:
@@ -255,9 +312,10 @@ class SimBrain:
         else:
             pick = self._rng.choice(ready)
         out: list[Action] = [ClaimTask(task=pick.id)]
+        self._step = ("claim", pick.id)
         if self_claiming and self._chance(self.profile.announce_rate):
             out.append(Message(text=f"{view.agent} is taking {pick.id}"))
-        if self._chance(self.profile.claim_and_work_rate):
+        if self._path(pick.id, "claim+work", self.profile.claim_and_work_rate):
             out += self._work(view, pick)
         return out
 

@@ -14,9 +14,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AgentFault", "BoardFault", "RunSpec", "SyncMode"]
+__all__ = ["AgentFault", "BoardFault", "RunSpec", "SyncMode", "TaskTime"]
 
 SyncMode = Literal["rounds", "async"]
+TaskTime = Literal["task", "reply"]
+"""How long a simulated reply that does a task's work takes: ``task`` (the task's own work
+time, drawn once per run work seed and task, the same whoever does it) or ``reply`` (a fresh
+draw per reply: the study's pure-latency semantics, under which racing agents hedge)."""
 
 
 class AgentFault(BaseModel):
@@ -38,7 +42,7 @@ class AgentFault(BaseModel):
 class BoardFault(BaseModel):
     """Faults of the blackboard itself during a run, one at a time (a majority stays up): at
     round ``at_round`` (async runs: after that many replies per agent) the leader replica is
-    SIGKILLed; ``heal_after`` rounds later it restarts and the new leader is partitioned away;
+    SIGKILLed, ``kill_delay_s`` of wall time later; ``heal_after`` rounds later it restarts and the new leader is partitioned away;
     ``heal_after`` rounds after that the partition heals."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -47,6 +51,12 @@ class BoardFault(BaseModel):
     heal_after: int = Field(default=3, ge=1)
     kill_leader: bool = True
     partition_one: bool = True
+    kill_delay_s: float = Field(default=0.02, ge=0, le=60)
+    """The kill fires from a timer this long (wall clock) after the fault round starts, so it
+    lands while the agents' view catch-ups and writes are in flight (in-flight commits then
+    end in a retry or an unknown outcome, as a real crash makes them). Short: a round's board
+    calls take tens of milliseconds, and a kill landing after them would be absorbed by the
+    harness's own waits instead of the agents'. 0: at round start, before any agent acts."""
 
 
 class RunSpec(BaseModel):
@@ -70,8 +80,17 @@ class RunSpec(BaseModel):
     seed: int = 0
     sync: SyncMode = "rounds"
     round_cap: int = Field(default=60, ge=1, le=10_000)
-    claim_ttl_s: float = Field(default=120.0, gt=0)
+    claim_ttl_s: float = Field(default=60.0, gt=0)
     """A claim whose owner has not heartbeated for this long (run time) may be taken over."""
+    task_time: TaskTime = "task"
+    work_seed: int | None = None
+    """Seed of the tasks' work times (``task_time="task"``); None: ``seed``. Sweeps derive it
+    from the project and repetition only, so every team size and mode of one repetition faces
+    the same work."""
+    board_time: bool = True
+    """Add the measured wall time of each agent's board operations (view catch-up and the
+    reply's actions) to its run time, so board latency and failover stalls cost run time.
+    False: run time is the brains' alone (bit-for-bit reproducible runs)."""
     faults: tuple[AgentFault, ...] = ()
     board_fault: BoardFault | None = None
 
@@ -82,7 +101,7 @@ class RunSpec(BaseModel):
         board = json.dumps(self.board_fault.model_dump() if self.board_fault else None)
         return (self.experiment, self.suite, self.level, self.project, f"{self.p:.3f}", self.mode,
                 self.policy, self.brain, self.model, self.sync, str(self.round_cap),
-                faults, board)
+                faults, board, self.task_time, str(self.board_time))
 
     @property
     def run_id(self) -> str:

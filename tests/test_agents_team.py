@@ -3,6 +3,7 @@ determinism, an LLM team against the fake chat-completions server, and a resumab
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -41,7 +42,9 @@ def env() -> Iterator[TeamEnv]:
 def _spec(project: Project, **kw: object) -> RunSpec:
     fields: dict[str, object] = {"suite": project.suite, "level": project.level,
                                  "p": project.parallel_fraction, "mode": "decentralized",
-                                 "agents": 1, "seed": 7}
+                                 "agents": 1, "seed": 7,
+                                 # Run time of the brains alone: hand-computable, reproducible.
+                                 "board_time": False}
     fields.update(kw)
     return RunSpec(**fields)  # type: ignore[arg-type]
 
@@ -136,7 +139,8 @@ def test_same_spec_same_run(env: TeamEnv, tmp_path: Path) -> None:
         return [{k: v for k, v in e.items() if k not in ("data", "fence")} for e in events]
 
     assert strip(_events(tmp_path / "a", a)) == strip(_events(tmp_path / "b", b))
-    assert a.metrics.model_dump(exclude={"wall_s"}) == b.metrics.model_dump(exclude={"wall_s"})
+    wall = {"wall_s", "board_s", "board_wait_max_s"}  # measured, not simulated
+    assert a.metrics.model_dump(exclude=wall) == b.metrics.model_dump(exclude=wall)
 
 
 # ---------------------------------------------------------------------------- faults
@@ -184,17 +188,44 @@ def test_zombie_writes_after_a_takeover_are_fenced(env: TeamEnv, tmp_path: Path)
 
 def test_team_finishes_through_leader_kill_and_partition(env: TeamEnv, tmp_path: Path) -> None:
     project = load_project(PAPER / "amdahl_mathutilities20" / "p09.json")
-    rec = _run(env, project, tmp_path, agents=3, board_fault=BoardFault(at_round=2,
-                                                                         heal_after=2))
-    kinds = Counter(str(e["kind"]) for e in _events(tmp_path, rec))
+    # Board latency counts as run time here: the faults must cost some.
+    clean = _run(env, project, tmp_path / "clean", agents=3, board_time=True)
+    rec = _run(env, project, tmp_path, agents=3, board_time=True,
+               board_fault=BoardFault(at_round=2, heal_after=2))
+    events = _events(tmp_path, rec)
+    kinds = Counter(str(e["kind"]) for e in events)
     assert kinds["board_fault"] == 2 and kinds["board_heal"] == 2  # kill, partition; restart, heal
     assert rec.metrics.board_faults == 2
+    # The kill fires from a timer while the round's board calls are in flight.
+    assert any("in flight" in str(e.get("reason")) for e in events if e["kind"] == "board_fault")
     assert rec.metrics.success and rec.metrics.lost_work == 0
     final = json.loads((tmp_path / rec.spec.run_id / "final.json").read_text())
     assert all(t["status"] == "done" for t in final["tasks"].values())
     assert final["lost"] == []
+    # An election stalls some agent's board calls far longer than a healthy board takes, and
+    # the stall is run time: some round outlasts its slowest reply by that much. (Whole
+    # makespans are not compared: board time reorders replies, and the runs diverge.)
+    assert rec.metrics.board_wait_max_s > 3 * clean.metrics.board_wait_max_s
+    assert rec.metrics.board_wait_max_s > 0.3  # an election takes >= 0.4 s here
+
+    def board_share_of_rounds(events: list[dict[str, object]]) -> float:
+        """The most any round lasted beyond its slowest reply (its board waits)."""
+        starts = {e["round"]: float(e["t_s"]) for e in events  # type: ignore[arg-type]
+                  if e["kind"] == "round_start"}
+        slowest: dict[object, float] = {}
+        for e in events:
+            if e["kind"] == "reply":
+                slowest[e["round"]] = max(slowest.get(e["round"], 0.0),
+                                          float(e["latency_s"]))  # type: ignore[arg-type]
+        rounds = sorted(starts)  # type: ignore[type-var]
+        return max(starts[b] - starts[a] - slowest[a]
+                   for a, b in itertools.pairwise(rounds) if a in slowest)
+
+    clean_extra = board_share_of_rounds(_events(tmp_path / "clean", clean))
+    assert board_share_of_rounds(events) > max(0.3, 3 * clean_extra)
     assert env.cluster is not None
     env.cluster.wait_converged()
+    assert len(env.cluster.alive()) == 3  # the killed replica was restarted
 
 
 # ------------------------------------------------------------------------ LLM brains

@@ -136,7 +136,8 @@ def test_fully_parallel_three_agents_speedup_three_karp_flatt_zero() -> None:
     rows = cell_rows([record(3, three), record(1, one)])
     assert [r.agents for r in rows] == [1, 3]
     r1, r3 = rows
-    assert r1.speedup == 1.0 and r1.karp_flatt is None and r1.token_multiplier == 1.0
+    # A lone n=1 run has no *other* n=1 run to be measured against (leave-one-out).
+    assert r1.speedup is None and r1.karp_flatt is None and r1.token_multiplier == 1.0
     assert r3.baseline_makespan_s == 12.0
     assert r3.speedup == 3.0
     assert r3.amdahl == pytest.approx(1.8, abs=1e-12)  # 1 / (1/3 + (2/3)/3) = 9/5
@@ -410,7 +411,7 @@ def test_per_run_speedups_and_cell_means() -> None:
     recs = [record(1, one), record(3, ok, rep=0), record(3, slow, rep=1),
             record(3, failed, rep=2)]
     speedups = [s for _, s in per_run_speedups(recs)]
-    assert speedups == [1.0, 3.0, 2.0, None]
+    assert speedups == [None, 3.0, 2.0, None]  # the n=1 run: no other n=1 run to compare
     r3 = next(r for r in cell_rows(recs) if r.agents == 3)
     assert r3.runs == 3 and r3.successes == 2
     assert r3.success_rate == pytest.approx(2 / 3, abs=1e-15)
@@ -427,7 +428,7 @@ def test_cells_are_separated_by_mode_and_p() -> None:
     b = [record(1, other_one, p=0.9), record(2, two, p=0.9)]
     rows = cell_rows([*a, *b])
     assert [(r.p, r.agents, r.speedup) for r in rows] == [
-        (0.5, 1, 1.0), (0.5, 2, 2.0), (0.9, 1, 1.0), (0.9, 2, 4.0)]
+        (0.5, 1, None), (0.5, 2, 2.0), (0.9, 1, None), (0.9, 2, 4.0)]
 
 
 def test_mean_and_sd_helpers_skip_none_and_need_two_values_for_a_spread() -> None:

@@ -53,7 +53,8 @@ def sweep_records() -> list[RunRecord]:
                    agent_faults=1, recovery_s=70.0, recovered_by_other=False,
                    recovered_by_self=True))
     out.append(rec("preassign", 0.5, 3, 200.0, experiment="board-fault", board=BoardFault(),
-                   success=False, board_faults=2, board_heals=2, board_errors=3, lost_work=2))
+                   success=False, board_faults=2, board_heals=2, board_errors=3, lost_work=2,
+                   board_s=6.0, board_wait_max_s=4.5))
     return out
 
 
@@ -75,12 +76,14 @@ def test_full_report_files_and_figures(tmp_path: Path) -> None:
         assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, name
         assert b"Software" not in data and b"matplotlib" not in data.lower(), name
     text = report.read_text(encoding="utf-8")
-    assert ("At p=0.50 (preassign), teams of 3 reach speedup 2.00 vs Amdahl 1.50 "
-            "(133% of the bound; 1 run).") in text
-    assert ("At p=0.90 (decentralized), teams of 3 reach speedup 2.00 vs Amdahl 2.50 "
-            "(80% of the bound; 1 run).") in text
-    assert ("At p=0.50 (decentralized), teams of 3 reach speedup 1.33 vs Amdahl 1.50 "
-            "(89% of the bound; 1 run).") in text
+    assert ("At p=0.50 (preassign), teams of 3 reach speedup 2.00 (mean of per-run "
+            "speedups; ratio of mean makespans 2.00) vs Amdahl 1.50 (133% of it) and the "
+            "DAG bound 2.00 (1 run).") in text
+    assert ("At p=0.90 (decentralized), teams of 3 reach speedup 2.00 (mean of per-run "
+            "speedups; ratio of mean makespans 2.00) vs Amdahl 2.50 (80% of it) and the "
+            "DAG bound 3.00 (1 run).") in text
+    assert ("At p=0.50 (decentralized), teams of 3 reach speedup 1.33 (mean of per-run "
+            "speedups; ratio of mean makespans 1.33) vs Amdahl 1.50 (89% of it)") in text
     assert "16 of 16 runs succeeded" not in text and "12 of 12 runs succeeded (100%)." in text
     # recovery by mode, from the stall experiment
     assert ("decentralized: 25.0 s (1 run with a fault, 0 unrecovered; finished by another "
@@ -93,10 +96,12 @@ def test_full_report_files_and_figures(tmp_path: Path) -> None:
     assert "| 1 | 25.0 | 0 | 100% | 0% |" in text
     assert "| 1 | 70.0 | 0 | 0% | 100% |" in text
     # board faults and heals are separate columns
-    assert ("| board faults | board heals | board errors | lost work | makespan s |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    # ... and the board's cost: wall time and the longest board wait of the runs
+    assert ("| board faults | board heals | board errors | lost work | makespan s | wall_s "
+            "| longest board wait s | board time s |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
             "| 0.50 | preassign | last-writer-wins | rounds | board@3+3 | 3 | 1 | 0% | 2.0 | 2.0 "
-            "| 3.0 | 2.0 | — |") in text
+            "| 3.0 | 2.0 | — | — | 4.500 | 6.00 |") in text
     # inflation vs the fault-free run of the same cell: the stall experiment's own clean arm
     # (100 / 95) before the sweep's (100 / 90); the sweep's where the arm is missing (130 / 60)
     assert "| `stall` | 95.0 | 1.05x |" in text
@@ -157,7 +162,8 @@ def test_one_record_only(tmp_path: Path) -> None:
     folder = write_results(tmp_path / "one", [rec("preassign", 0.5, 1, 100.0)])
     text = write_report(folder).read_text(encoding="utf-8")
     assert "1 of 1 runs succeeded (100%)." in text
-    assert "At p=0.50 (preassign) only n=1 runs have a speedup." in text
+    # One n=1 run has no other n=1 run to be measured against (leave-one-out).
+    assert "No speedup figures" in text
     assert "too few runs" in text
     assert "No runs with n > 1" in text
     assert "No data: no run had a stalled or crashed agent" in text
