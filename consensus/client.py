@@ -130,6 +130,12 @@ def error_from(info: ErrorInfo) -> BoardError:
     return cls(info.message)
 
 
+_UNDEDUPLICABLE = (
+    "the session expired while an attempt of this command may have applied: its outcome can no "
+    "longer be learned, and sending it again could apply it twice; read the board and decide "
+    "(a further call is sent as a new command)")
+
+
 class _Lost(Exception):
     """The connection died; ``sent`` says whether the request had been written."""
 
@@ -488,23 +494,29 @@ class Board:
                 self._session = session
             return self._session
 
-    def _identity(self, command: Command) -> tuple[int, int]:
-        """(session, seq) for ``command``: the numbers of an identical command whose outcome
-        is unknown (so this call is its retry and applies at most once), or fresh ones."""
+    def _identity(self, command: Command) -> tuple[int, int, bool]:
+        """(session, seq, reused) for ``command``: the numbers of an identical command whose
+        outcome is unknown (so this call is its retry and applies at most once; ``reused``), or
+        fresh ones.
+
+        Raises :class:`SessionExpired` when such an identical command exists but its session
+        has expired since: the table that would deduplicate the retry is gone, so sending it
+        under new numbers could apply it twice (found by proofs/spin/sessions.pml -DEVICT)."""
         with self._lock:
             pending_unknown = bool(self._unknown)
         ident = encode(command) if pending_unknown else b""  # the usual case: nothing to match
         with self._lock:
             reuse = self._unknown.pop(ident, None) if ident else None
-            if reuse is not None and reuse[0] == self._session:
-                return reuse
             if reuse is not None:
+                if reuse[0] == self._session:
+                    return reuse[0], reuse[1], True
                 self._outstanding.discard(reuse[1])
+                raise SessionExpired(_UNDEDUPLICABLE)
         session = self._ensure_session()
         with self._lock:
             self._seq += 1
             self._outstanding.add(self._seq)
-            return session, self._seq
+            return session, self._seq, False
 
     def _remember_unknown(self, command: Command, session: int, seq: int) -> None:
         """Keep an unknown outcome's seq unacknowledged (its result stays cached on the
@@ -517,7 +529,7 @@ class Board:
 
     def _propose(self, command: Command) -> Result:
         for _ in range(2):  # a second pass only after the session expired before anything applied
-            session, seq = self._identity(command)
+            session, seq, reused = self._identity(command)
             unknown = False
             try:
                 def build(rid: int, session: int = session, seq: int = seq) -> ProposeReq:
@@ -543,9 +555,8 @@ class Board:
                 with self._lock:
                     if self._session == session:
                         self._session = 0
-                if retried:
-                    raise OutcomeUnknown("the session expired; an earlier attempt may have "
-                                         "applied") from error_from(result.error)
+                if retried or reused:  # an attempt (of this call or its first) may have applied
+                    raise SessionExpired(_UNDEDUPLICABLE) from error_from(result.error)
                 continue  # nothing of this request applied: reopen a session and send it again
             if result.error is not None:
                 raise error_from(result.error)

@@ -130,8 +130,14 @@ class RevisionCompacted(BoardError):
 
 class SessionExpired(BoardError):
     """The replicated session table no longer knows this client session (evicted as least
-    recently used). The client opens a new session by itself; an operation that was in flight
-    when this happened is reported as :class:`OutcomeUnknown`."""
+    recently used).
+
+    The client opens a new session by itself and re-sends a command none of whose attempts can
+    have applied, so this is raised only when one may have: an attempt of this call, or of the
+    identical earlier call whose :class:`OutcomeUnknown` this call retries. Its result was kept
+    in the evicted session, so the outcome cannot be learned and a blind retry could apply it
+    twice: **not safe to retry blindly** — read the board, then decide (the next call is sent as
+    a new command)."""
 
 
 # --- we could not find out: retry is safe through the same Board (exactly-once) -------------
