@@ -370,6 +370,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("experiment", add_help=False,
                    help="agent-team experiments: 'experiment run ...', 'experiment report DIR'"
                         " (the agents package)")
+    sub.add_parser("prove", add_help=False,
+                   help="re-check every SPIN model and z3 proof and print the table "
+                        "(the proofs package; --large for the larger bounds)")
 
     def client(name: str, help_: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_)
@@ -418,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The agents package builds on this one: reach it by name, not by a static import.
         experiment: Callable[[Sequence[str]], int] = importlib.import_module("agents.cli").main
         return experiment(argv[1:])
+    if argv[:1] == ["prove"]:
+        prove: Callable[[Sequence[str]], int] = importlib.import_module("proofs.run").main
+        return prove(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:

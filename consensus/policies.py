@@ -5,7 +5,8 @@ was bound with, and returns :class:`Accept` (with the value to store), :class:`R
 reason), or :class:`Defer` (the ``vote`` policy: hold the edit until enough agents approve).
 Policies run inside the replicated state machine on every replica, so they must be deterministic
 functions of their arguments: no clock, randomness, I/O or global state. This module imports
-none of those.
+none of those. proofs/z3_checks.py proves their laws by running these very functions on z3
+symbolic integers (hence :func:`~consensus.policy_ops.as_int` instead of ``int()``).
 
 Built-in policies (the README's table is generated from the same facts):
 
@@ -34,6 +35,7 @@ import msgpack
 
 from consensus.errors import UnknownPolicy
 from consensus.model import INT_MAX, INT_MIN, Value
+from consensus.policy_ops import as_int
 
 __all__ = [
     "BUILTIN",
@@ -255,7 +257,7 @@ def _check_merge(params: Mapping[str, Any]) -> None:
 
 def _rank(params: Mapping[str, Any], agent: str) -> int:
     ranks = params.get("ranks", {})
-    return int(ranks.get(agent, params.get("default_rank", 0)))
+    return as_int(ranks.get(agent, params.get("default_rank", 0)))
 
 
 def priority(current: Current | None, write: Write, params: Mapping[str, Any]) -> Decision:
@@ -291,7 +293,7 @@ def vote(current: Current | None, write: Write, params: Mapping[str, Any]) -> De
     voters = params.get("voters")
     if voters is not None and write.author not in voters and params.get("proposer_approves", True):
         return Reject("not-a-voter", f"{write.author} is not among the voters of this key")
-    return Defer(int(params.get("k", 2)), "pending votes")
+    return Defer(as_int(params.get("k", 2)), "pending votes")
 
 
 def _check_vote(params: Mapping[str, Any]) -> None:
@@ -314,7 +316,7 @@ def tally(
 ) -> Literal["pending", "approved", "rejected"]:
     """Decide a vote from distinct approvals/rejections: approved at ``k`` approvals; rejected
     once ``k`` can no longer be reached (with a voter list) or at ``k`` rejections (without)."""
-    k = int(params.get("k", 2))
+    k = as_int(params.get("k", 2))
     if len(approvals) >= k:
         return "approved"
     voters = params.get("voters")

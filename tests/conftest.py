@@ -28,6 +28,15 @@ def _refuse(*_a: Any, **_k: Any) -> Any:
     raise PickleForbidden("pickle.loads/load called: quorumboard must never unpickle")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The proof tests need SPIN (a Debian package, not a pip one): install it up front when
+    it is missing and we are root, as ``quorumboard prove`` does; otherwise those tests fail
+    naming the command."""
+    from proofs.run import ensure_spin
+
+    ensure_spin()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _forbid_pickle() -> Iterator[None]:
     saved = (pickle.loads, pickle.load)

@@ -1,0 +1,117 @@
+"""The Raft rows of the proofs table: proofs/spin/raft.pml checked by SPIN, one search per row.
+
+Each property gets its own search with only its own assertion (and ghost state) compiled in,
+so a row's verdict and state count are about that property alone. Each planted bug is a
+negative control: it must be refuted with an *assertion* counterexample (a deadlock or a tool
+failure is an error, not the expected refutation), so a checker that stopped finding anything
+fails these rows.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from proofs.common import Check, Outcome
+from proofs.spin_runner import run_spin
+
+__all__ = ["MODEL", "Bound", "checks"]
+
+MODEL: Final = Path(__file__).resolve().parent / "spin" / "raft.pml"
+
+_DEFAULT_TIMEOUT_S: Final = 120.0
+_LARGE_TIMEOUT_S: Final = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """The model's bounds (macros MAXTERM, MAXLOG, NMSG of raft.pml)."""
+
+    terms: int
+    log: int
+    msgs: int
+
+    def macros(self) -> dict[str, str | int | None]:
+        return {"MAXTERM": self.terms, "MAXLOG": self.log, "NMSG": self.msgs}
+
+    def label(self) -> str:
+        return f"3 replicas, terms≤{self.terms}, log≤{self.log}, ≤{self.msgs} msgs in flight"
+
+
+# CI bound: every property exhaustive in seconds. --large: a third message in flight (more
+# reordering); a third term is out of reach (> 5 million states for Election Safety alone).
+DEFAULT: Final = Bound(terms=2, log=2, msgs=2)
+LARGE: Final = Bound(terms=2, log=2, msgs=3)
+# Figure 8 needs four terms (old entry, newer conflicting entry, the wrong commit, the
+# overwriting leader) but only one log slot.
+FIGURE8_DEFAULT: Final = Bound(terms=4, log=1, msgs=1)
+FIGURE8_LARGE: Final = Bound(terms=4, log=1, msgs=2)
+
+_PROPERTIES: Final = (
+    ("raft.election_safety", "PROP_ELECTION",
+     "Election Safety: at most one leader per term, over the whole history (§5.2)"),
+    ("raft.log_matching", "PROP_MATCHING",
+     "Log Matching: same index and term ⇒ identical logs up to that index (§5.3)"),
+    ("raft.leader_completeness", "PROP_COMPLETE",
+     "Leader Completeness: an entry committed in term T is in every later leader's log (§5.4)"),
+    ("raft.state_machine_safety", "PROP_SMS",
+     "State Machine Safety: no two replicas apply different entries at one index (§5.4.3)"),
+)
+
+# (name, property macro, bug macro, what it plants, figure-8 bound?)
+_CONTROLS: Final = (
+    ("raft.bug_no_majority", "PROP_ELECTION", "BUG_NO_MAJORITY",
+     "negative control: a candidate wins on its own vote ⇒ Election Safety must fail", False),
+    ("raft.bug_truncate_matching", "PROP_COMPLETE", "BUG_TRUNCATE_MATCHING",
+     "negative control: pysyncobj's truncate-after-prevLogIdx (fixed in raft.py) ⇒ "
+     "Leader Completeness must fail", False),
+    ("raft.bug_truncate_matching_sms", "PROP_SMS", "BUG_TRUNCATE_MATCHING",
+     "negative control: the same truncation ⇒ State Machine Safety must fail", False),
+    ("raft.bug_no_uptodate", "PROP_COMPLETE", "BUG_NO_UPTODATE",
+     "negative control: no election restriction (§5.4.1) ⇒ Leader Completeness must fail", False),
+    ("raft.bug_commit_old_term", "PROP_COMPLETE", "BUG_COMMIT_OLD_TERM",
+     "negative control: commit an old-term entry by counting replicas (Figure 8, §5.4.2) ⇒ "
+     "Leader Completeness must fail", True),
+)
+
+
+def _property_run(prop: str, bound: Bound, timeout_s: float, large: bool) -> Outcome:
+    macros = {**bound.macros(), prop: None}
+    # COLLAPSE is lossless state compression: still exhaustive, less memory at the large bound.
+    # -O2 at the large bound: there the search, not the compile, dominates.
+    if large:
+        return run_spin(MODEL, macros, timeout_s=timeout_s, cc_flags=["-DCOLLAPSE"], opt="-O2")
+    return run_spin(MODEL, macros, timeout_s=timeout_s)
+
+
+def _control_run(prop: str, bug: str, bound: Bound, timeout_s: float) -> Outcome:
+    macros = {**bound.macros(), prop: None, bug: None}
+    outcome = run_spin(MODEL, macros, timeout_s=timeout_s)
+    if outcome.verdict == "violated" and "assertion violated" not in outcome.detail:
+        # A deadlock or other error is not the refutation this control is about.
+        return Outcome("error", outcome.states, outcome.time_s,
+                       "refuted, but not by the property's assertion:\n" + outcome.detail)
+    return outcome
+
+
+def checks(large: bool = False) -> list[Check]:
+    """The Raft rows: four properties (expected to hold) and the planted bugs (refuted)."""
+    bound = LARGE if large else DEFAULT
+    fig8 = FIGURE8_LARGE if large else FIGURE8_DEFAULT
+    timeout_s = _LARGE_TIMEOUT_S if large else _DEFAULT_TIMEOUT_S
+    rows: list[Check] = []
+    for name, prop, text in _PROPERTIES:
+        rows.append(Check(
+            name=name, property=text, tool="spin", bound=bound.label(), expect="holds",
+            run=functools.partial(_property_run, prop, bound, timeout_s, large),
+        ))
+    for name, prop, bug, text, needs_fig8 in _CONTROLS:
+        b = fig8 if needs_fig8 else bound
+        rows.append(Check(
+            name=name, property=text, tool="spin", bound=f"{b.label()} (-D{bug})",
+            expect="violated",
+            run=functools.partial(_control_run, prop, bug, b, timeout_s),
+        ))
+    return rows
