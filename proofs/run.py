@@ -196,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-install", action="store_true", help="do not install missing tools")
     args = parser.parse_args(argv)
 
+    if not args.no_install:
+        _ensure_z3()  # before collecting: proofs.z3_checks imports z3 to build its rows
     rows = collect(args.large)
     if args.only:
         rows = [r for r in rows if any(
