@@ -7,6 +7,7 @@ resume them), 2 usage or bad task files.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -50,7 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--generate", default=None,
                    help="generated projects: subtasks:critical-path:extra-edges[:seed],...")
     r.add_argument("--modes", default="preassign,decentralized",
-                   help="comma list of preassign, lead, decentralized, hybrid (or a plug-in)")
+                   help="comma list of preassign, lead, decentralized, hybrid, or a mode a "
+                        "--mode-module registers")
+    r.add_argument("--mode-module", action="append", default=[], metavar="PKG.MOD",
+                   help="import this module first (it calls agents.register_mode); repeatable")
     r.add_argument("--agents", default="1-5", help="team sizes: 1-5 or 1,2,4")
     r.add_argument("--reps", type=int, default=5)
     r.add_argument("--policy", default="last-writer-wins",
@@ -153,6 +157,8 @@ def _check(cfg: SweepConfig) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    for module in args.mode_module:  # plug-in modes register themselves on import
+        importlib.import_module(module)
     projects = load_tasks(args.tasks, args.generate)
     cfg = SweepConfig(
         modes=_csv(args.modes), agents=parse_range(args.agents), reps=args.reps,

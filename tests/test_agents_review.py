@@ -268,3 +268,25 @@ def test_generated_projects_of_one_level_get_their_own_seeds() -> None:
                                   [a, b])]
     assert specs[0].seed != specs[1].seed and specs[0].work_seed != specs[1].work_seed
     assert SweepConfig().claim_ttl_s == RunSpec.model_fields["claim_ttl_s"].default
+
+
+def test_cli_loads_a_plugin_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--mode-module`` imports a user's module that registers a mode; without it the mode is
+    unknown and the sweep is refused before any cluster starts (exit 2)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", str(root / "tests" / "plugins"))
+    base = [sys.executable, "-m", "consensus.cli", "experiment", "run", "--generate", "4:2:0",
+            "--modes", "all-to-first-cli", "--agents", "1-2", "--reps", "1", "--jobs", "1",
+            "--no-report"]
+    refused = subprocess.run([*base, "--out", str(tmp_path / "a")], capture_output=True,
+                             text=True, timeout=300, check=False, cwd=root)
+    assert refused.returncode == 2 and "all-to-first-cli" in refused.stderr, refused.stderr
+    done = subprocess.run([*base, "--mode-module", "first_mode", "--out", str(tmp_path / "b")],
+                          capture_output=True, text=True, timeout=300, check=False, cwd=root)
+    assert done.returncode == 0, done.stderr
+    records, _ = read_records(tmp_path / "b" / "results.jsonl")
+    assert {r.spec.mode for r in records} == {"all-to-first-cli"} and len(records) == 2
+    assert all(r.metrics.success for r in records)
