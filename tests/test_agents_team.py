@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from agents.actions import Assign
 from agents.experiment import SweepConfig, read_results, run_sweep
 from agents.llm import LLMConfig, OpenAIBrain
 from agents.metrics import RunRecord, amdahl
-from agents.modes import MODES, Mode, RunContext, register_mode
+from agents.modes import MODES
 from agents.runner import TeamEnv, run_team
 from agents.spec import AgentFault, BoardFault, RunSpec
 from agents.tasks import Project, generate_project, load_project
@@ -294,23 +293,20 @@ def test_a_crashed_agent_is_replaced_by_the_hybrid_monitor(env: TeamEnv, tmp_pat
     assert len(replies_after) <= 1
 
 
-class _AllToFirst(Mode):
-    """A user's mode: every task dealt to the first agent up front."""
-
-    name = "all-to-first"
-    self_claiming = False
-
-    def setup(self, run: RunContext, t_s: float) -> None:
-        for task in run.project.tasks:
-            run.coordinator.execute(Assign(task=task.id, agent=run.team[0]), t_s, 0)
-
-
 def test_a_user_mode_plugs_in(env: TeamEnv, tmp_path: Path) -> None:
-    register_mode(_AllToFirst)
+    """The user's mode of tests/plugins/first_mode.py (also loaded by the CLI test through
+    --mode-module) registers itself on import: every task dealt to the first agent."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "first_mode", Path(__file__).parent / "plugins" / "first_mode.py")
+    assert spec is not None and spec.loader is not None
     try:
-        rec = _run(env, PARALLEL3, tmp_path, mode="all-to-first", model="exact", agents=2)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        assert "all-to-first-cli" in MODES
+        rec = _run(env, PARALLEL3, tmp_path, mode="all-to-first-cli", model="exact", agents=2)
     finally:
-        MODES.pop("all-to-first", None)
+        MODES.pop("all-to-first-cli", None)
     completers = Counter(str(e["agent"]) for e in _events(tmp_path, rec) if e["kind"] == "complete")
     assert rec.metrics.success and completers == {"a0": 3} and rec.metrics.rounds == 3
 
