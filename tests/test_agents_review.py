@@ -17,7 +17,7 @@ from agents.runner import TeamEnv, run_team
 from agents.simbrain import PROFILES, Brain, BrainProfile, SimBrain, task_work_s
 from agents.spec import RunSpec
 from agents.tasks import Project, generate_project
-from consensus import LocalCluster
+from tests.agent_helpers import cluster_env, spec_of
 
 CHAIN3 = generate_project(3, 3, 0)      # t1 -> t2 -> t3
 PARALLEL3 = generate_project(3, 1, 0)   # three independent tasks
@@ -30,20 +30,11 @@ RACER = PROFILES["exact"].model_copy(update={
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[TeamEnv]:
-    with LocalCluster(replicas=3, log_level="warning", network_faults=True) as cluster:
-        team_env = TeamEnv(endpoints=list(cluster.endpoints), root="rv", cluster=cluster)
-        try:
-            yield team_env
-        finally:
-            team_env.close()
+    yield from cluster_env("rv")
 
 
 def _spec(project: Project, **kw: object) -> RunSpec:
-    fields: dict[str, object] = {"suite": project.suite, "level": project.level,
-                                 "p": project.parallel_fraction, "mode": "decentralized",
-                                 "agents": 1, "seed": 7, "work_seed": 3, "board_time": False}
-    fields.update(kw)
-    return RunSpec(**fields)  # type: ignore[arg-type]
+    return spec_of(project, **{"work_seed": 3, **kw})
 
 
 def _run_with(env: TeamEnv, profile: BrainProfile, project: Project, **kw: object

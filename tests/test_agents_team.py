@@ -20,7 +20,7 @@ from agents.modes import MODES
 from agents.runner import TeamEnv, run_team
 from agents.spec import AgentFault, BoardFault, RunSpec
 from agents.tasks import Project, generate_project, load_project
-from consensus import LocalCluster
+from tests.agent_helpers import cluster_env, spec_of
 from tests.fake_llm import FakeLLM
 
 CHAIN3 = generate_project(3, 3, 0)      # t1 -> t2 -> t3: p = 0
@@ -30,22 +30,11 @@ PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper-tasks"
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[TeamEnv]:
-    with LocalCluster(replicas=3, log_level="warning", network_faults=True) as cluster:
-        team_env = TeamEnv(endpoints=list(cluster.endpoints), root="t", cluster=cluster)
-        try:
-            yield team_env
-        finally:
-            team_env.close()
+    yield from cluster_env("t")
 
 
 def _spec(project: Project, **kw: object) -> RunSpec:
-    fields: dict[str, object] = {"suite": project.suite, "level": project.level,
-                                 "p": project.parallel_fraction, "mode": "decentralized",
-                                 "agents": 1, "seed": 7,
-                                 # Run time of the brains alone: hand-computable, reproducible.
-                                 "board_time": False}
-    fields.update(kw)
-    return RunSpec(**fields)  # type: ignore[arg-type]
+    return spec_of(project, **kw)
 
 
 def _run(env: TeamEnv, project: Project, tmp: Path | None = None, **kw: object) -> RunRecord:
