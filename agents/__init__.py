@@ -5,8 +5,8 @@ OpenAI-compatible LLM) that turns its watched view of the board into actions; co
 modes decide who does which task; a sweep runs teams over task DAGs on a real local cluster and
 reports speedup against Amdahl's law, coordination cost, conflicts and recovery::
 
-    from agents import SweepConfig, load_projects, run_sweep
-    from agents.report import write_report
+    from quorumboard.agents import SweepConfig, load_projects, run_sweep
+    from quorumboard.agents.report import write_report
 
     projects = load_projects("../shared/paper-tasks")
     run_sweep(SweepConfig(modes=("preassign", "decentralized"), reps=2), projects, out)
@@ -15,7 +15,7 @@ reports speedup against Amdahl's law, coordination cost, conflicts and recovery:
 Imports ``consensus`` only through its public API.
 """
 
-from agents.actions import (
+from quorumboard.agents.actions import (
     Action,
     Assign,
     ClaimTask,
@@ -29,10 +29,10 @@ from agents.actions import (
     WriteFile,
     parse_action,
 )
-from agents.events import EventLog, RunEvent, read_events
-from agents.experiment import SweepConfig, expand, load_tasks, read_results, run_sweep
-from agents.llm import LLMConfig, OpenAIBrain, check_source
-from agents.metrics import (
+from quorumboard.agents.events import EventLog, RunEvent, read_events
+from quorumboard.agents.experiment import SweepConfig, expand, load_tasks, read_results, run_sweep
+from quorumboard.agents.llm import LLMConfig, OpenAIBrain, check_source
+from quorumboard.agents.metrics import (
     CellRow,
     RunMetrics,
     RunRecord,
@@ -42,11 +42,11 @@ from agents.metrics import (
     karp_flatt,
     run_metrics,
 )
-from agents.modes import MODES, Mode, RunContext, get_mode, register_mode
-from agents.runner import BrainFactory, TeamEnv, run_team, sim_brains
-from agents.simbrain import PROFILES, Brain, BrainProfile, SimBrain
-from agents.spec import AgentFault, BoardFault, RunSpec
-from agents.tasks import (
+from quorumboard.agents.modes import MODES, Mode, RunContext, get_mode, register_mode
+from quorumboard.agents.runner import BrainFactory, TeamEnv, run_team, sim_brains
+from quorumboard.agents.simbrain import PROFILES, Brain, BrainProfile, SimBrain
+from quorumboard.agents.spec import AgentFault, BoardFault, RunSpec
+from quorumboard.agents.tasks import (
     Project,
     Task,
     TaskFileError,
@@ -55,7 +55,7 @@ from agents.tasks import (
     load_project,
     load_projects,
 )
-from agents.teamboard import Actor, Layout, ViewCache
+from quorumboard.agents.teamboard import Actor, Layout, ViewCache
 
 __all__ = [
     "MODES",
@@ -118,4 +118,4 @@ __all__ = [
 ]
 
 # The report needs the optional plotting and statistics packages (the "experiment" extra), so it
-# is imported on first use: ``from agents.report import write_report``.
+# is imported on first use: ``from quorumboard.agents.report import write_report``.

@@ -18,7 +18,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from agents.experiment import (
+from quorumboard.agents.experiment import (
     EXPERIMENTS,
     SweepConfig,
     dump_grid,
@@ -27,12 +27,12 @@ from agents.experiment import (
     parse_range,
     run_sweep,
 )
-from agents.modes import MODES
-from agents.runner import BrainFactory, sim_brains
-from agents.simbrain import PROFILES
-from agents.spec import RunSpec
-from agents.tasks import TaskFileError
-from consensus import configure_logging
+from quorumboard.agents.modes import MODES
+from quorumboard.agents.runner import BrainFactory, sim_brains
+from quorumboard.agents.simbrain import PROFILES
+from quorumboard.agents.spec import RunSpec
+from quorumboard.agents.tasks import TaskFileError
+from quorumboard.consensus import configure_logging
 
 __all__ = ["main"]
 
@@ -108,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 def _brains(args: argparse.Namespace) -> BrainFactory:
     if args.brain == "sim":
         return sim_brains
-    from agents.llm import LLMConfig, OpenAIBrain
+    from quorumboard.agents.llm import LLMConfig, OpenAIBrain
 
     if not args.base_url or not args.model:
         raise ValueError("--brain openai needs --base-url and --model")
@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
     records = run_sweep(cfg, projects, out, jobs=_jobs(args), replicas=args.replicas,
                         brains=_brains(args))
     if not args.no_report:
-        from agents.report import write_report
+        from quorumboard.agents.report import write_report
 
         report = write_report(out)
         print(f"wrote {report}", file=sys.stderr)
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.action == "run":
             return _run(args)
-        from agents.report import write_report
+        from quorumboard.agents.report import write_report
 
         print(f"wrote {write_report(Path(args.dir))}")
         return 0

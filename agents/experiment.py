@@ -27,13 +27,13 @@ from typing import Literal, TextIO
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.events import read_jsonl
-from agents.metrics import RunRecord
-from agents.runner import BrainFactory, TeamEnv, run_team, sim_brains
-from agents.spec import AgentFault, BoardFault, RunSpec, SyncMode, TaskTime
-from agents.tasks import Project, generate_project, load_projects
-from agents.version import code_version
-from consensus import LocalCluster
+from quorumboard.agents.events import read_jsonl
+from quorumboard.agents.metrics import RunRecord
+from quorumboard.agents.runner import BrainFactory, TeamEnv, run_team, sim_brains
+from quorumboard.agents.spec import AgentFault, BoardFault, RunSpec, SyncMode, TaskTime
+from quorumboard.agents.tasks import Project, generate_project, load_projects
+from quorumboard.agents.version import code_version
+from quorumboard.consensus import LocalCluster
 
 __all__ = ["EXPERIMENTS", "SweepConfig", "expand", "parse_range", "read_records", "read_results",
            "run_sweep"]

@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from agents.events import RunEvent
-from agents.spec import RunSpec, SyncMode
+from quorumboard.agents.events import RunEvent
+from quorumboard.agents.spec import RunSpec, SyncMode
 
 __all__ = [
     "CONFLICT_KINDS",

@@ -17,8 +17,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from agents.experiment import read_records
-from agents.metrics import (
+from quorumboard.agents.experiment import read_records
+from quorumboard.agents.metrics import (
     BOUND_SLACK,
     CONFLICT_KINDS,
     CellRow,
@@ -32,8 +32,8 @@ from agents.metrics import (
     per_run_speedups,
     sd_or_none,
 )
-from agents.plots import Series, box_plot, grouped_bars, line_plot
-from agents.stats import StatResult, kruskal_across_p, spearman_vs_n, wilcoxon_vs_amdahl
+from quorumboard.agents.plots import Series, box_plot, grouped_bars, line_plot
+from quorumboard.agents.stats import StatResult, kruskal_across_p, spearman_vs_n, wilcoxon_vs_amdahl
 
 __all__ = ["METRIC_MEANINGS", "PLOTS", "read_records", "write_report"]
 

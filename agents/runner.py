@@ -30,16 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agents.actions import Idle, Reply, View
-from agents.events import EventLog, RunEvent
-from agents.metrics import RunRecord, run_metrics
-from agents.modes import Mode, get_mode, self_claiming
-from agents.simbrain import PROFILES, Brain, SimBrain
-from agents.spec import RunSpec
-from agents.tasks import Project
-from agents.teamboard import Actor, Layout, ViewCache, task_record
-from agents.version import code_version
-from consensus import Board, BoardError, LocalCluster, connect
+from quorumboard.agents.actions import Idle, Reply, View
+from quorumboard.agents.events import EventLog, RunEvent
+from quorumboard.agents.metrics import RunRecord, run_metrics
+from quorumboard.agents.modes import Mode, get_mode, self_claiming
+from quorumboard.agents.simbrain import PROFILES, Brain, SimBrain
+from quorumboard.agents.spec import RunSpec
+from quorumboard.agents.tasks import Project
+from quorumboard.agents.teamboard import Actor, Layout, ViewCache, task_record
+from quorumboard.agents.version import code_version
+from quorumboard.consensus import Board, BoardError, LocalCluster, connect
 
 __all__ = ["BrainFactory", "TeamEnv", "run_team", "sim_brains"]
 

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.actions import (
+from quorumboard.agents.actions import (
     Action,
     Assign,
     ClaimTask,
@@ -49,9 +49,9 @@ from agents.actions import (
     View,
     WriteFile,
 )
-from agents.events import EventLog
-from agents.tasks import Project
-from consensus import (
+from quorumboard.agents.events import EventLog
+from quorumboard.agents.tasks import Project
+from quorumboard.consensus import (
     Board,
     BoardError,
     Claim,

@@ -300,7 +300,9 @@ def processes_for(agents: int, setting: str) -> int:
 
 
 def run_quorumboard(cfg: Config, agents: int, workdir: Path) -> Row:
-    from consensus import LocalCluster  # only the orchestrator and workers import consensus
+    from quorumboard.consensus import (
+        LocalCluster,  # only the orchestrator and workers import consensus
+    )
 
     counts = _split(agents, processes_for(agents, cfg.processes))
     row = Row(system=QB, agents=agents, processes=len(counts))
@@ -343,7 +345,7 @@ def _qb_leader_term(cluster: Any) -> tuple[str, int]:
 def run_raw(cfg: Config, agents: int, batched: bool, workdir: Path) -> Row:
     row = Row(system=RAW_BATCHED if batched else RAW_UNBATCHED, agents=agents,
               processes=cfg.replicas)
-    from consensus.cluster import _free_ports  # the orchestrator may import consensus
+    from quorumboard.consensus.cluster import _free_ports  # the orchestrator may import consensus
 
     addresses = [f"{HOST}:{p}" for p in _free_ports(cfg.replicas, HOST)]
     procs: list[LoadProc] = []

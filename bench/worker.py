@@ -24,7 +24,7 @@ from bench.common import (
     watchdog,
     write_result,
 )
-from consensus import Board, connect
+from quorumboard.consensus import Board, connect
 
 
 def _putter(board: Board, agent: str, value: str) -> Callable[[int], None]:

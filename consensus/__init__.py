@@ -4,15 +4,15 @@ Agents write to a board whose edits commit only once a Raft quorum of replicas h
 conflict policies decide what colliding edits do; leases, claims and fencing tokens make task
 ownership safe across stalls and crashes. Start here::
 
-    from consensus import LocalCluster, Conflict
+    from quorumboard.consensus import LocalCluster, Conflict
 
     with LocalCluster(replicas=3) as cluster:
         board = cluster.board(agent="planner")
         board.put("plan/step-1", {"text": "draft intro"})
 """
 
-from consensus.chaos import ChaosReport, Scenario, run_chaos
-from consensus.checker import (
+from quorumboard.consensus.chaos import ChaosReport, Scenario, run_chaos
+from quorumboard.consensus.checker import (
     UNKNOWN,
     CasRegister,
     CheckResult,
@@ -24,9 +24,9 @@ from consensus.checker import (
     SetModel,
     check_operations,
 )
-from consensus.client import Board, connect
-from consensus.cluster import LocalCluster
-from consensus.errors import (
+from quorumboard.consensus.client import Board, connect
+from quorumboard.consensus.cluster import LocalCluster
+from quorumboard.consensus.errors import (
     AuthError,
     BoardError,
     ClaimHeld,
@@ -48,15 +48,29 @@ from consensus.errors import (
     Unavailable,
     UnknownPolicy,
 )
-from consensus.history import FaultEvent, HistoryWriter, OpRecord, read_faults, read_history
-from consensus.logs import configure_logging
-from consensus.model import Claim, Entry, Event, FenceRef, HistoryRecord, LeaseInfo, Pending
-from consensus.nemesis import Nemesis, NemesisConfig
-from consensus.netfaults import NetworkFaults
-from consensus.policies import Accept, Current, Reject, Write, register_policy
-from consensus.protocol import ReplicaStatus
-from consensus.state import Limits
-from consensus.workload import CasRegisterWorkload
+from quorumboard.consensus.history import (
+    FaultEvent,
+    HistoryWriter,
+    OpRecord,
+    read_faults,
+    read_history,
+)
+from quorumboard.consensus.logs import configure_logging
+from quorumboard.consensus.model import (
+    Claim,
+    Entry,
+    Event,
+    FenceRef,
+    HistoryRecord,
+    LeaseInfo,
+    Pending,
+)
+from quorumboard.consensus.nemesis import Nemesis, NemesisConfig
+from quorumboard.consensus.netfaults import NetworkFaults
+from quorumboard.consensus.policies import Accept, Current, Reject, Write, register_policy
+from quorumboard.consensus.protocol import ReplicaStatus
+from quorumboard.consensus.state import Limits
+from quorumboard.consensus.workload import CasRegisterWorkload
 
 __version__ = "0.1.0"
 

@@ -34,8 +34,8 @@ from typing import Final, NoReturn
 
 import msgpack
 
-from consensus.errors import AuthError, InvariantViolation
-from consensus.invariant import check
+from quorumboard.consensus.errors import AuthError, InvariantViolation
+from quorumboard.consensus.invariant import check
 
 __all__ = [
     "CLIENT_LABEL",

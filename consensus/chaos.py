@@ -35,12 +35,12 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from consensus.checker import CheckResult
-from consensus.checks import Finding
-from consensus.client import connect
-from consensus.cluster import LocalCluster
-from consensus.errors import InvalidCommand
-from consensus.history import (
+from quorumboard.consensus.checker import CheckResult
+from quorumboard.consensus.checks import Finding
+from quorumboard.consensus.client import connect
+from quorumboard.consensus.cluster import LocalCluster
+from quorumboard.consensus.errors import InvalidCommand
+from quorumboard.consensus.history import (
     FaultKind,
     HistoryWriter,
     OpRecord,
@@ -48,15 +48,15 @@ from consensus.history import (
     read_faults,
     read_history,
 )
-from consensus.nemesis import NEEDS_NETWORK, Nemesis, NemesisConfig
-from consensus.picture import Band, Bar, Timeline, to_png, to_svg
-from consensus.summary import RunSummary, fault_spans, pair_ops, summarize
-from consensus.workload import STUCK_CLIENT, WORKLOADS, WorkloadStats
+from quorumboard.consensus.nemesis import NEEDS_NETWORK, Nemesis, NemesisConfig
+from quorumboard.consensus.picture import Band, Bar, Timeline, to_png, to_svg
+from quorumboard.consensus.summary import RunSummary, fault_spans, pair_ops, summarize
+from quorumboard.consensus.workload import STUCK_CLIENT, WORKLOADS, WorkloadStats
 
 __all__ = ["EXIT_UNKNOWN", "EXIT_VIOLATION", "ChaosReport", "Scenario", "load_scenario",
            "run_chaos"]
 
-log = structlog.get_logger("consensus.chaos")
+log = structlog.get_logger("quorumboard.consensus.chaos")
 
 EXIT_VIOLATION = 7
 """``quorumboard chaos`` exit code: the history was checked and a violation found."""

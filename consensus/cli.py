@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from consensus.client import Board, connect
-from consensus.cluster import LocalCluster
-from consensus.errors import (
+from quorumboard.consensus.client import Board, connect
+from quorumboard.consensus.cluster import LocalCluster
+from quorumboard.consensus.errors import (
     BoardError,
     Conflict,
     InvalidCommand,
@@ -30,7 +30,7 @@ from consensus.errors import (
     RevisionCompacted,
     Unavailable,
 )
-from consensus.logs import configure_logging
+from quorumboard.consensus.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -270,7 +270,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_chaos(args: argparse.Namespace) -> int:
-    from consensus.chaos import load_scenario, print_summary, run_chaos, scenario_from
+    from quorumboard.consensus.chaos import load_scenario, print_summary, run_chaos, scenario_from
 
     overrides = {
         "replicas": args.replicas, "workload": args.workload, "clients": args.clients,
@@ -295,7 +295,7 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from consensus.replica import ReplicaConfig, run
+    from quorumboard.consensus.replica import ReplicaConfig, run
 
     peers: dict[str, str] = {}
     for item in args.peer or []:
@@ -419,10 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["experiment"]:
         # The agents package builds on this one: reach it by name, not by a static import.
-        experiment: Callable[[Sequence[str]], int] = importlib.import_module("agents.cli").main
+        experiment: Callable[[Sequence[str]], int] = importlib.import_module("quorumboard.agents.cli").main
         return experiment(argv[1:])
     if argv[:1] == ["prove"]:
-        prove: Callable[[Sequence[str]], int] = importlib.import_module("proofs.run").main
+        prove: Callable[[Sequence[str]], int] = importlib.import_module("quorumboard.proofs.run").main
         return prove(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)

@@ -26,8 +26,8 @@ from typing import Any
 
 import msgpack
 
-from consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
-from consensus.errors import (
+from quorumboard.consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
+from quorumboard.consensus.errors import (
     BoardError,
     ClaimHeld,
     Conflict,
@@ -43,8 +43,8 @@ from consensus.errors import (
     Unavailable,
     UnknownPolicy,
 )
-from consensus.frames import FrameDecoder, encode_frame
-from consensus.model import (
+from quorumboard.consensus.frames import FrameDecoder, encode_frame
+from quorumboard.consensus.model import (
     Claim,
     ClaimCmd,
     CloseSession,
@@ -71,7 +71,7 @@ from consensus.model import (
     check_key,
     check_prefix,
 )
-from consensus.protocol import (
+from quorumboard.consensus.protocol import (
     REPLY_FRAME_BYTES_MAX,
     ProposeReq,
     ReadKind,

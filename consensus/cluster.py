@@ -27,17 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from consensus.client import Board, _Link, _Lost
-from consensus.clocks import ClockFault, write_clock_fault
-from consensus.errors import BoardError, InvalidCommand, Unavailable
-from consensus.invariant import check
-from consensus.logs import configure_logging
-from consensus.netfaults import NetworkFaults
-from consensus.protocol import ReplicaStatus, StatusReq
-from consensus.state import Limits
+from quorumboard.consensus.client import Board, _Link, _Lost
+from quorumboard.consensus.clocks import ClockFault, write_clock_fault
+from quorumboard.consensus.errors import BoardError, InvalidCommand, Unavailable
+from quorumboard.consensus.invariant import check
+from quorumboard.consensus.logs import configure_logging
+from quorumboard.consensus.netfaults import NetworkFaults
+from quorumboard.consensus.protocol import ReplicaStatus, StatusReq
+from quorumboard.consensus.state import Limits
 
 if TYPE_CHECKING:
-    from consensus.replica import Replica
+    from quorumboard.consensus.replica import Replica
 
 __all__ = ["LocalCluster"]
 
@@ -199,7 +199,7 @@ class LocalCluster:
         if self.embedded:
             # Imported here: consensus.raft patches pysyncobj at import, which a process that
             # only talks to replicas (or drives pysyncobj itself) should not pay for.
-            from consensus.replica import Replica, ReplicaConfig
+            from quorumboard.consensus.replica import Replica, ReplicaConfig
 
             if not structlog.is_configured():
                 configure_logging(self._log_level)
@@ -214,7 +214,7 @@ class LocalCluster:
         log_file = open(self.data_dir / f"r{i}" / "replica.log", "ab")  # noqa: SIM115
         try:
             self._procs[i] = subprocess.Popen(
-                [sys.executable, "-m", "consensus.replica", str(self._configs[i])],
+                [sys.executable, "-m", "quorumboard.consensus.replica", str(self._configs[i])],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
                 start_new_session=True)
         finally:

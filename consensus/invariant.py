@@ -6,7 +6,7 @@ invariant, so checks go through :func:`check` instead.
 
 from __future__ import annotations
 
-from consensus.errors import InvariantViolation
+from quorumboard.consensus.errors import InvariantViolation
 
 __all__ = ["check"]
 

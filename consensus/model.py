@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 import msgpack
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from consensus.errors import InvalidKey, InvalidValue
+from quorumboard.consensus.errors import InvalidKey, InvalidValue
 
 __all__ = [
     "KEY_BYTES_MAX",

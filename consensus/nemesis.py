@@ -50,14 +50,14 @@ from typing import IO, Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from consensus.cluster import LocalCluster
-from consensus.errors import BoardError, InvalidCommand
-from consensus.history import FaultEvent, FaultKind
-from consensus.journal import JOURNAL_FILE, JOURNAL_MAGIC
+from quorumboard.consensus.cluster import LocalCluster
+from quorumboard.consensus.errors import BoardError, InvalidCommand
+from quorumboard.consensus.history import FaultEvent, FaultKind
+from quorumboard.consensus.journal import JOURNAL_FILE, JOURNAL_MAGIC
 
 __all__ = ["MODES", "NEEDS_NETWORK", "Nemesis", "NemesisConfig"]
 
-log = structlog.get_logger("consensus.nemesis")
+log = structlog.get_logger("quorumboard.consensus.nemesis")
 
 MODES: dict[FaultKind, tuple[str, ...]] = {
     "kill": ("leader", "one", "minority", "majority"),

@@ -33,9 +33,9 @@ from typing import Any, Literal, TypeAlias
 
 import msgpack
 
-from consensus.errors import UnknownPolicy
-from consensus.model import INT_MAX, INT_MIN, Value
-from consensus.policy_ops import as_int
+from quorumboard.consensus.errors import UnknownPolicy
+from quorumboard.consensus.model import INT_MAX, INT_MIN, Value
+from quorumboard.consensus.policy_ops import as_int
 
 __all__ = [
     "BUILTIN",

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from consensus.errors import ProtocolError
-from consensus.model import (
+from quorumboard.consensus.errors import ProtocolError
+from quorumboard.consensus.model import (
     KEY_BYTES_MAX,
     VALUE_BYTES_MAX,
     Entry,

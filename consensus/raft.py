@@ -55,8 +55,13 @@ import structlog
 from pysyncobj.config import FAIL_REASON, SyncObjConf
 from pysyncobj.syncobj import SyncObj
 
-from consensus.errors import CorruptData, InvalidCommand, InvariantViolation, Unavailable
-from consensus.journal import (
+from quorumboard.consensus.errors import (
+    CorruptData,
+    InvalidCommand,
+    InvariantViolation,
+    Unavailable,
+)
+from quorumboard.consensus.journal import (
     JOURNAL_FILE,
     SNAPSHOT_FILE,
     Entry,
@@ -65,7 +70,7 @@ from consensus.journal import (
     seal_file,
     unseal_file,
 )
-from consensus.transport import QbTransport, WireConfig, listen_socket
+from quorumboard.consensus.transport import QbTransport, WireConfig, listen_socket
 
 __all__ = [
     "ApplyError",
@@ -399,7 +404,7 @@ def _install_pysyncobj_patches() -> None:
     installed = getattr(pysyncobj.syncobj, "_qb_patched", False)
     version = getattr(pysyncobj, "__version__", None) or _pysyncobj_version()
     if version != PYSYNCOBJ_VERSION:
-        raise ImportError(f"consensus.raft needs pysyncobj=={PYSYNCOBJ_VERSION}, found {version}")
+        raise ImportError(f"quorumboard.consensus.raft needs pysyncobj=={PYSYNCOBJ_VERSION}, found {version}")
     if installed:
         return
     for module in (pysyncobj.pickle, pysyncobj.journal):

@@ -32,17 +32,24 @@ import msgpack
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from consensus.batching import GroupCommit
-from consensus.clocks import FaultClock
-from consensus.errors import CorruptData, ProtocolError
-from consensus.leases import LeaseTimers
-from consensus.logs import configure_logging
-from consensus.model import AnnouncePolicies, ErrorInfo, ExpireLease, Proposal, PutCmd, Result
-from consensus.policies import registry
-from consensus.protocol import CLIENT_FRAME_BYTES_MAX, ReplicaStatus, encode
-from consensus.raft import ProposeFailure, RaftNode, RaftSettings, forbid_pickle
-from consensus.server import PLANTED_BUG_ENV, ClientServer, Done
-from consensus.state import BoardState, Limits, apply, decode_proposal
+from quorumboard.consensus.batching import GroupCommit
+from quorumboard.consensus.clocks import FaultClock
+from quorumboard.consensus.errors import CorruptData, ProtocolError
+from quorumboard.consensus.leases import LeaseTimers
+from quorumboard.consensus.logs import configure_logging
+from quorumboard.consensus.model import (
+    AnnouncePolicies,
+    ErrorInfo,
+    ExpireLease,
+    Proposal,
+    PutCmd,
+    Result,
+)
+from quorumboard.consensus.policies import registry
+from quorumboard.consensus.protocol import CLIENT_FRAME_BYTES_MAX, ReplicaStatus, encode
+from quorumboard.consensus.raft import ProposeFailure, RaftNode, RaftSettings, forbid_pickle
+from quorumboard.consensus.server import PLANTED_BUG_ENV, ClientServer, Done
+from quorumboard.consensus.state import BoardState, Limits, apply, decode_proposal
 
 __all__ = [
     "EXIT_CORRUPT",
@@ -53,7 +60,7 @@ __all__ = [
     "main",
 ]
 
-log = structlog.get_logger("consensus.replica")
+log = structlog.get_logger("quorumboard.consensus.replica")
 
 EXIT_CONFIG = 2
 EXIT_CORRUPT = 3

@@ -25,11 +25,16 @@ from typing import Protocol, TypeVar
 import msgpack
 import structlog
 
-from consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
-from consensus.errors import BoardError, InvalidCommand, ProtocolError, RevisionCompacted
-from consensus.frames import FrameDecoder, encode_frame
-from consensus.model import CLIENT_OPS, ErrorInfo, Event, PutCmd, Result
-from consensus.protocol import (
+from quorumboard.consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
+from quorumboard.consensus.errors import (
+    BoardError,
+    InvalidCommand,
+    ProtocolError,
+    RevisionCompacted,
+)
+from quorumboard.consensus.frames import FrameDecoder, encode_frame
+from quorumboard.consensus.model import CLIENT_OPS, ErrorInfo, Event, PutCmd, Result
+from quorumboard.consensus.protocol import (
     CLIENT_FRAME_BYTES_MAX,
     CancelReq,
     ProposeReq,
@@ -43,11 +48,11 @@ from consensus.protocol import (
     encode,
     request_id,
 )
-from consensus.state import BoardState
+from quorumboard.consensus.state import BoardState
 
 __all__ = ["ClientServer", "Core"]
 
-log = structlog.get_logger("consensus.server")
+log = structlog.get_logger("quorumboard.consensus.server")
 
 T = TypeVar("T")
 

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from consensus.errors import BoardError, InvalidValue, RevisionCompacted, UnknownPolicy
-from consensus.model import (
+from quorumboard.consensus.errors import BoardError, InvalidValue, RevisionCompacted, UnknownPolicy
+from quorumboard.consensus.model import (
     AnnouncePolicies,
     Claim,
     ClaimCmd,
@@ -49,7 +49,7 @@ from consensus.model import (
     WithdrawCmd,
     check_value,
 )
-from consensus.policies import (
+from quorumboard.consensus.policies import (
     BUILTIN,
     DEFAULT_POLICY,
     Current,

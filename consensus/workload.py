@@ -41,7 +41,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from consensus.checker import (
+from quorumboard.consensus.checker import (
     CasRegister,
     CheckResult,
     Counter,
@@ -50,7 +50,7 @@ from consensus.checker import (
     SetModel,
     check_operations,
 )
-from consensus.checks import (
+from quorumboard.consensus.checks import (
     Event,
     Finding,
     check_claims,
@@ -59,9 +59,15 @@ from consensus.checks import (
     check_versions,
     check_watch,
 )
-from consensus.client import Board
-from consensus.errors import BoardError, ClaimHeld, Conflict, OutcomeUnknown, Unavailable
-from consensus.history import HistoryWriter, OpRecord, read_history, to_operations
+from quorumboard.consensus.client import Board
+from quorumboard.consensus.errors import (
+    BoardError,
+    ClaimHeld,
+    Conflict,
+    OutcomeUnknown,
+    Unavailable,
+)
+from quorumboard.consensus.history import HistoryWriter, OpRecord, read_history, to_operations
 
 __all__ = [
     "STUCK_CLIENT",

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from proofs.common import Check, Outcome
-from proofs.spin_runner import run_spin
+from quorumboard.proofs.common import Check, Outcome
+from quorumboard.proofs.spin_runner import run_spin
 
 __all__ = ["MODEL", "Bound", "checks"]
 

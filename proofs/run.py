@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from proofs.common import Check, Outcome
-from proofs.spin_runner import SPIN_INSTALL_HINT
+from quorumboard.proofs.common import Check, Outcome
+from quorumboard.proofs.spin_runner import SPIN_INSTALL_HINT
 
 __all__ = ["MODULES", "collect", "ensure_spin", "ensure_tools", "main", "run_checks"]
 
-MODULES: Final = ("proofs.raft_checks", "proofs.spin_lease_checks", "proofs.z3_checks")
+MODULES: Final = ("quorumboard.proofs.raft_checks", "quorumboard.proofs.spin_lease_checks", "quorumboard.proofs.z3_checks")
 INSTALL_TIMEOUT_S: Final = 600.0
 APT_INSTALL: Final = ("apt-get", "install", "-y", "--no-install-recommends", "spin")
 

@@ -13,8 +13,8 @@ import functools
 from pathlib import Path
 from typing import Final
 
-from proofs.common import Check, Outcome
-from proofs.spin_runner import run_spin
+from quorumboard.proofs.common import Check, Outcome
+from quorumboard.proofs.spin_runner import run_spin
 
 __all__ = ["LEASES", "SESSIONS", "checks"]
 

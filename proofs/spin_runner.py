@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from proofs.common import Outcome, Verdict
+from quorumboard.proofs.common import Outcome, Verdict
 
 __all__ = [
     "SPIN_INSTALL_HINT",

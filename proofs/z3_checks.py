@@ -36,10 +36,10 @@ from typing import Any, Literal
 
 import z3
 
-from consensus import policies
-from consensus.model import INT_MAX, INT_MIN
-from consensus.policies import Accept, Current, Decision, Defer, Reject, Write
-from proofs.common import Check, Outcome
+from quorumboard.consensus import policies
+from quorumboard.consensus.model import INT_MAX, INT_MIN
+from quorumboard.consensus.policies import Accept, Current, Decision, Defer, Reject, Write
+from quorumboard.proofs.common import Check, Outcome
 
 __all__ = ["SymBool", "SymInt", "Unsupported", "checks", "impure_names", "mutant"]
 
@@ -586,7 +586,7 @@ def _cas_all(fns: dict[str, Callable[[], PolicyFn]]) -> Callable[[], Iterator[Ca
 # --------------------------------------------------------------------------- determinism
 
 _PURE_IMPORTS = {"__future__", "collections.abc", "dataclasses", "typing", "msgpack",
-                 "consensus.errors", "consensus.model", "consensus.policy_ops"}
+                 "quorumboard.consensus.errors", "quorumboard.consensus.model", "quorumboard.consensus.policy_ops"}
 _IMPURE_NAMES = {"id", "hash", "open", "input", "print", "globals", "vars", "locals", "eval",
                  "exec", "compile", "__import__", "setattr", "delattr", "breakpoint", "iter"}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from agents.runner import TeamEnv
-from agents.spec import RunSpec
-from agents.tasks import Project
-from consensus import LocalCluster
+from quorumboard.agents.runner import TeamEnv
+from quorumboard.agents.spec import RunSpec
+from quorumboard.agents.tasks import Project
+from quorumboard.consensus import LocalCluster
 
 
 def cluster_env(root: str) -> Iterator[TeamEnv]:

@@ -32,7 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """The proof tests need SPIN (a Debian package, not a pip one): install it up front when
     it is missing and we are root, as ``quorumboard prove`` does; otherwise those tests fail
     naming the command."""
-    from proofs.run import ensure_spin
+    from quorumboard.proofs.run import ensure_spin
 
     ensure_spin()
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from agents.experiment import SweepConfig, read_results, run_sweep
-from agents.llm import LLMConfig, OpenAIBrain
-from agents.metrics import RunRecord, amdahl
-from agents.modes import MODES
-from agents.runner import TeamEnv, run_team
-from agents.spec import AgentFault, BoardFault, RunSpec
-from agents.tasks import Project, generate_project, load_project
+from quorumboard.agents.experiment import SweepConfig, read_results, run_sweep
+from quorumboard.agents.llm import LLMConfig, OpenAIBrain
+from quorumboard.agents.metrics import RunRecord, amdahl
+from quorumboard.agents.modes import MODES
+from quorumboard.agents.runner import TeamEnv, run_team
+from quorumboard.agents.spec import AgentFault, BoardFault, RunSpec
+from quorumboard.agents.tasks import Project, generate_project, load_project
 from tests.agent_helpers import cluster_env, spec_of
 from tests.fake_llm import FakeLLM
 
@@ -302,7 +302,7 @@ def test_a_user_mode_plugs_in(env: TeamEnv, tmp_path: Path) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     # A child process: the command configures logging for its own stderr.
-    return subprocess.run([sys.executable, "-m", "consensus.cli", "experiment", *args],
+    return subprocess.run([sys.executable, "-m", "quorumboard.consensus.cli", "experiment", *args],
                           capture_output=True, text=True, timeout=600, check=False,
                           cwd=Path(__file__).resolve().parents[1])
 
@@ -322,7 +322,7 @@ def test_cli_runs_a_sweep_and_reports(tmp_path: Path) -> None:
     # Without the plotting extra the report is refused with the fix, not a traceback.
     no_plots = subprocess.run(
         [sys.executable, "-c", "import sys; sys.modules['matplotlib'] = None; "
-         "from consensus.cli import main; sys.exit(main(sys.argv[1:]))",
+         "from quorumboard.consensus.cli import main; sys.exit(main(sys.argv[1:]))",
          "experiment", "report", str(out)],
         capture_output=True, text=True, timeout=120, check=False,
         cwd=Path(__file__).resolve().parents[1])

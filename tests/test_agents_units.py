@@ -13,10 +13,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.actions import ClaimTask, CompleteTask, Idle, TaskView, View, WriteFile, parse_action
-from agents.experiment import SweepConfig, expand, parse_generated, parse_range
-from agents.simbrain import PROFILES, BrainProfile, SimBrain, quantile_of, study_knots
-from agents.tasks import TaskFileError, critical_path, generate_project, load_project, load_projects
+from quorumboard.agents.actions import (
+    ClaimTask,
+    CompleteTask,
+    Idle,
+    TaskView,
+    View,
+    WriteFile,
+    parse_action,
+)
+from quorumboard.agents.experiment import SweepConfig, expand, parse_generated, parse_range
+from quorumboard.agents.simbrain import PROFILES, BrainProfile, SimBrain, quantile_of, study_knots
+from quorumboard.agents.tasks import (
+    TaskFileError,
+    critical_path,
+    generate_project,
+    load_project,
+    load_projects,
+)
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper-tasks"
 

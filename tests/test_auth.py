@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consensus.auth import CLIENT_LABEL, RAFT_LABEL, Channel, new_nonce
-from consensus.errors import AuthError
+from quorumboard.consensus.auth import CLIENT_LABEL, RAFT_LABEL, Channel, new_nonce
+from quorumboard.consensus.errors import AuthError
 
 SECRET = b"s" * 32
 

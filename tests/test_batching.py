@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import msgpack
 
-from consensus.batching import GroupCommit, pack_batch
+from quorumboard.consensus.batching import GroupCommit, pack_batch
 
 Done = Callable[[object, object], None]
 

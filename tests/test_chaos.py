@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from consensus.chaos import EXIT_UNKNOWN, EXIT_VIOLATION, Scenario, load_scenario
-from consensus.errors import InvalidCommand
-from consensus.history import FAULT_KINDS, read_faults
-from consensus.server import PLANTED_BUG_ENV
+from quorumboard.consensus.chaos import EXIT_UNKNOWN, EXIT_VIOLATION, Scenario, load_scenario
+from quorumboard.consensus.errors import InvalidCommand
+from quorumboard.consensus.history import FAULT_KINDS, read_faults
+from quorumboard.consensus.server import PLANTED_BUG_ENV
 
 RUN_TIMEOUT_S = 240.0
 
@@ -27,7 +27,7 @@ RUN_TIMEOUT_S = 240.0
 def _chaos(out: Path, *args: str, env: dict[str, str] | None = None
            ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "consensus.cli", "chaos", "--out", str(out), *args],
+        [sys.executable, "-m", "quorumboard.consensus.cli", "chaos", "--out", str(out), *args],
         capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env or dict(os.environ))
 
 
@@ -40,7 +40,7 @@ def _replicas_running_under(path: Path) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if "consensus.replica" in cmdline and str(path) in cmdline:
+        if "quorumboard.consensus.replica" in cmdline and str(path) in cmdline:
             pids.append(int(entry.name))
     return pids
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.checker import plant_stale_read, simulate
-from consensus.checker import (
+from quorumboard.consensus.checker import (
     UNKNOWN,
     CasRegister,
     Counter,
@@ -20,7 +20,7 @@ from consensus.checker import (
     SetModel,
     check_operations,
 )
-from consensus.errors import InvariantViolation
+from quorumboard.consensus.errors import InvariantViolation
 
 
 def op(i: int, inp: tuple[object, ...], out: object, call: float, ret: float,

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from consensus.checks import check_claims, check_exactly_once, check_set_complete, check_watch
-from consensus.history import OpRecord
+from quorumboard.consensus.checks import (
+    check_claims,
+    check_exactly_once,
+    check_set_complete,
+    check_watch,
+)
+from quorumboard.consensus.history import OpRecord
 
 
 def _ops(*ops: tuple[str, str, str, Any, str, Any]) -> list[OpRecord]:
@@ -80,7 +85,7 @@ def test_claims_safety() -> None:
 
 
 def test_versions_reveal_a_missing_event_nobody_was_told_about() -> None:
-    from consensus.checks import check_versions
+    from quorumboard.consensus.checks import check_versions
 
     full = [(1, "put", "k", 1), (2, "put", "j", 1), (3, "put", "k", 2), (4, "delete", "k", None),
             (5, "put", "k", 1)]

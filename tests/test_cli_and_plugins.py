@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from consensus import LocalCluster, PolicyRejected, UnknownPolicy
+from quorumboard.consensus import LocalCluster, PolicyRejected, UnknownPolicy
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 
@@ -30,7 +30,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 def qb(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "consensus.cli", *args[:1], "--endpoints",
+        [sys.executable, "-m", "quorumboard.consensus.cli", *args[:1], "--endpoints",
          ",".join(cluster.endpoints), "--timeout", "10", *args[1:]],
         capture_output=True, text=True, timeout=60, check=False)
 
@@ -55,7 +55,7 @@ def test_cli_exit_codes_and_json(cluster: LocalCluster) -> None:
     status = qb(cluster, "status", "--json")
     assert json.loads(status.stdout)["role"] in ("leader", "follower")
     assert qb(cluster, "put", "bad//key", "1").returncode == 6
-    down = subprocess.run([sys.executable, "-m", "consensus.cli", "get", "x", "--endpoints",
+    down = subprocess.run([sys.executable, "-m", "quorumboard.consensus.cli", "get", "x", "--endpoints",
                            "127.0.0.1:9", "--timeout", "1"], capture_output=True, text=True,
                           timeout=60, check=False)
     assert down.returncode == 5

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
-from consensus import connect
-from consensus.client import _Link
-from consensus.cluster import _free_ports as free_ports
-from consensus.protocol import ReplicaStatus, StatusReq
+from quorumboard.consensus import connect
+from quorumboard.consensus.client import _Link
+from quorumboard.consensus.cluster import _free_ports as free_ports
+from quorumboard.consensus.protocol import ReplicaStatus, StatusReq
 
 SECRET = "serve-test-shared-secret-0123456789"
 
@@ -47,7 +47,7 @@ class _Serve:
         self.procs: list[subprocess.Popen[bytes]] = [self._spawn(i) for i in range(3)]
 
     def _spawn(self, i: int) -> subprocess.Popen[bytes]:
-        args = [sys.executable, "-m", "consensus.cli", "serve", "--name", f"m{i}",
+        args = [sys.executable, "-m", "quorumboard.consensus.cli", "serve", "--name", f"m{i}",
                 "--raft-address", self.raft[i], "--client-address", self.client[i],
                 "--data-dir", str(self.root / f"m{i}"), "--fsync", "--log-level", "warning"]
         for j in range(3):
@@ -113,7 +113,7 @@ def test_serve_three_members_with_secret_and_fsync(served: _Serve) -> None:
 
 def test_up_prints_endpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "consensus.cli", "up", "--replicas", "1", "--data-dir",
+        [sys.executable, "-m", "quorumboard.consensus.cli", "up", "--replicas", "1", "--data-dir",
          str(tmp_path / "up")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, text=True)
     try:

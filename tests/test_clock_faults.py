@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from consensus import LocalCluster
-from consensus.clocks import ClockFault, FaultClock, read_clock_fault, write_clock_fault
-from consensus.errors import InvalidCommand
+from quorumboard.consensus import LocalCluster
+from quorumboard.consensus.clocks import ClockFault, FaultClock, read_clock_fault, write_clock_fault
+from quorumboard.consensus.errors import InvalidCommand
 from tests.conftest import wait_until
 
 

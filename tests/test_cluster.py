@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_until
 
-from consensus import (
+from quorumboard.consensus import (
     ClaimHeld,
     Conflict,
     FencedOut,
@@ -25,7 +25,7 @@ from consensus import (
     UnknownPolicy,
     connect,
 )
-from consensus.model import Event
+from quorumboard.consensus.model import Event
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +301,7 @@ def test_watch_is_ordered_gap_free_and_resumes_across_failover(fresh: LocalClust
 
 
 def test_watch_reports_compaction_explicitly(tmp_path: Path) -> None:
-    from consensus import Limits, RevisionCompacted
+    from quorumboard.consensus import Limits, RevisionCompacted
 
     with LocalCluster(replicas=1, data_dir=tmp_path / "c",
                       limits=Limits(events_retained_max=5)) as c:
@@ -391,7 +391,7 @@ def test_embedded_single_replica(tmp_path: Path) -> None:
     everything from the data dir."""
     import os
 
-    from consensus import InvalidCommand
+    from quorumboard.consensus import InvalidCommand
 
     with LocalCluster(replicas=1, data_dir=tmp_path / "emb", embedded=True) as c:
         assert c.pid(0) == os.getpid()

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consensus.errors import FrameTooLarge, ProtocolError
-from consensus.frames import FrameDecoder, encode_frame
+from quorumboard.consensus.errors import FrameTooLarge, ProtocolError
+from quorumboard.consensus.frames import FrameDecoder, encode_frame
 
 
 @given(

@@ -20,9 +20,9 @@ import msgpack
 import pytest
 from conftest import wait_until
 
-from consensus import LocalCluster, Unavailable, connect
-from consensus.auth import CLIENT_LABEL, Channel, new_nonce
-from consensus.frames import FrameDecoder, encode_frame
+from quorumboard.consensus import LocalCluster, Unavailable, connect
+from quorumboard.consensus.auth import CLIENT_LABEL, Channel, new_nonce
+from quorumboard.consensus.frames import FrameDecoder, encode_frame
 
 SECRET = "correct horse battery staple 42"
 

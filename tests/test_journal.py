@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from consensus.errors import CorruptData
-from consensus.journal import JOURNAL_MAGIC, Journal
+from quorumboard.consensus.errors import CorruptData
+from quorumboard.consensus.journal import JOURNAL_MAGIC, Journal
 
 RECORD_MAX = 1 << 20
 

@@ -31,8 +31,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from consensus import Claim, ClaimHeld, Conflict, LocalCluster
-from consensus.errors import FencedOut, OutcomeUnknown, Unavailable
+from quorumboard.consensus import Claim, ClaimHeld, Conflict, LocalCluster
+from quorumboard.consensus.errors import FencedOut, OutcomeUnknown, Unavailable
 from tests.conftest import wait_until
 
 PROFILES = {

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from agents import llm as llm_mod
-from agents.actions import (
+from quorumboard.agents import llm as llm_mod
+from quorumboard.agents.actions import (
     ACTIONS_PER_REPLY_MAX,
     Assign,
     ClaimTask,
@@ -23,7 +23,13 @@ from agents.actions import (
     View,
     WriteFile,
 )
-from agents.llm import LLMConfig, OpenAIBrain, backoff_delay, build_messages, check_source
+from quorumboard.agents.llm import (
+    LLMConfig,
+    OpenAIBrain,
+    backoff_delay,
+    build_messages,
+    check_source,
+)
 from tests.fake_llm import FakeLLM
 
 pytestmark = pytest.mark.timeout(60)
@@ -127,7 +133,7 @@ def test_preassign_works_only_on_own_ready_task() -> None:
 
 
 def test_prompt_carries_files_stale_owners_and_only_the_last_history_max_messages() -> None:
-    from agents.actions import FileView
+    from quorumboard.agents.actions import FileView
     v = view(tasks=(T1,), files=(FileView(file="fmt_num.py", version=4, author="a2",
                                           passes=False),),
              stale_owners=("a2",), messages=tuple(f"msg-{i:02d}" for i in range(30)))

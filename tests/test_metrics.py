@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from agents.events import RunEvent
-from agents.metrics import (
+from quorumboard.agents.events import RunEvent
+from quorumboard.agents.metrics import (
     RunMetrics,
     RunRecord,
     amdahl,
@@ -20,7 +20,7 @@ from agents.metrics import (
     run_metrics,
     sd_or_none,
 )
-from agents.spec import RunSpec
+from quorumboard.agents.spec import RunSpec
 
 
 def ev(t_s: float, kind: str, **fields: Any) -> RunEvent:

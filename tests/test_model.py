@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from consensus.errors import InvalidCommand, InvalidKey, InvalidValue
-from consensus.model import (
+from quorumboard.consensus.errors import InvalidCommand, InvalidKey, InvalidValue
+from quorumboard.consensus.model import (
     KEY_BYTES_MAX,
     VALUE_BYTES_MAX,
     VALUE_DEPTH_MAX,
@@ -25,7 +25,7 @@ from consensus.model import (
     check_prefix,
     check_value,
 )
-from consensus.state import decode_proposal
+from quorumboard.consensus.state import decode_proposal
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -294,11 +294,10 @@ def test_decode_proposal_reports_invalid_input_without_raising(data: object) -> 
 
 
 def _models() -> list[type[BaseModel]]:
-    import consensus.model
-    import consensus.protocol
+    from quorumboard.consensus import model, protocol
 
     found: list[type[BaseModel]] = []
-    for module in (consensus.model, consensus.protocol):
+    for module in (model, protocol):
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel \
                     and obj not in found:
@@ -322,7 +321,7 @@ def test_every_nullable_field_defaults_to_none() -> None:
 
 
 def test_encode_keeps_json_nulls_inside_values_and_round_trips() -> None:
-    from consensus.protocol import Reply, decode, encode
+    from quorumboard.consensus.protocol import Reply, decode, encode
 
     entry = Entry(key="a/b", value={"x": None, "y": [None, 1]}, version=1, revision=2,
                   author="ag", create_revision=2, mod_revision=2)

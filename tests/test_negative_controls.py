@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from consensus.chaos import ChaosReport, Scenario, run_chaos
-from consensus.server import PLANTED_BUG_ENV
+from quorumboard.consensus.chaos import ChaosReport, Scenario, run_chaos
+from quorumboard.consensus.server import PLANTED_BUG_ENV
 
 
 def _run(tmp_path: Path, workload: str) -> ChaosReport:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from consensus.nemesis import MODES, Nemesis
+from quorumboard.consensus.nemesis import MODES, Nemesis
 
 
 class _Cluster:
@@ -82,9 +82,9 @@ def test_every_kind_has_modes() -> None:
 def test_a_corrupt_flip_lands_where_the_journal_must_refuse_it(tmp_path: Any) -> None:
     """Inside the first record while another follows (a flip in the last record would be
     dropped as a torn append); nowhere when the journal holds a single record."""
-    from consensus.errors import CorruptData
-    from consensus.journal import Journal
-    from consensus.nemesis import _flip_position
+    from quorumboard.consensus.errors import CorruptData
+    from quorumboard.consensus.journal import Journal
+    from quorumboard.consensus.nemesis import _flip_position
 
     rnd = random.Random(3)
     for count, refusable in ((1, False), (3, True), (50, True)):

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.model import (
+from quorumboard.consensus.model import (
     AnnouncePolicies,
     DeleteCmd,
     GrantCmd,
@@ -29,7 +29,7 @@ from consensus.model import (
     VoteCmd,
     WithdrawCmd,
 )
-from consensus.policies import (
+from quorumboard.consensus.policies import (
     BUILTIN,
     Accept,
     Current,
@@ -47,7 +47,7 @@ from consensus.policies import (
     tally,
     vote,
 )
-from consensus.state import Applied, BoardState, apply
+from quorumboard.consensus.state import Applied, BoardState, apply
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -321,7 +321,7 @@ class TestMerge:
         for kind in ("auto", "patch", "counter", "set", "list"):
             check({"kind": kind})
         check({})
-        from consensus.errors import UnknownPolicy
+        from quorumboard.consensus.errors import UnknownPolicy
 
         with pytest.raises(UnknownPolicy, match="kind"):
             check({"kind": "bag"})
@@ -389,7 +389,7 @@ class TestPriority:
                           Accept)
 
     def test_param_validation(self) -> None:
-        from consensus.errors import UnknownPolicy
+        from quorumboard.consensus.errors import UnknownPolicy
 
         check = BUILTIN["priority"].check_params
         check({"ranks": {"a": 1}, "default_rank": -3})
@@ -441,7 +441,7 @@ class TestVote:
         assert tally(["a", "c"], ["b"], v) == "approved"
 
     def test_param_validation(self) -> None:
-        from consensus.errors import UnknownPolicy
+        from quorumboard.consensus.errors import UnknownPolicy
 
         check = BUILTIN["vote"].check_params
         check({"k": 1})
@@ -597,7 +597,7 @@ class TestVote:
         ok(b.put("alice", "v/x", "orig", lease=lease.id))  # version 1, default policy
         ok(b.bind("v/", "vote", k=2))
         p_old = ok(b.put("alice", "v/x", "A")).pending.id  # type: ignore[union-attr]
-        from consensus.model import RevokeCmd
+        from quorumboard.consensus.model import RevokeCmd
 
         ok(b.do("alice", RevokeCmd(lease=lease.id)).result)  # v/x deleted
         p_new = ok(b.put("bob", "v/x", "B")).pending.id  # type: ignore[union-attr]
@@ -640,7 +640,7 @@ class TestCustom:
         assert b.value("e/n") == 4
 
     def test_builtin_names_cannot_be_replaced(self) -> None:
-        from consensus.errors import UnknownPolicy
+        from quorumboard.consensus.errors import UnknownPolicy
 
         reg = PolicyRegistry()
         with pytest.raises(UnknownPolicy):
@@ -662,7 +662,7 @@ class TestCustom:
             assert _core(b.state.snapshot()) == _core(before)
 
     def test_custom_params_check(self) -> None:
-        from consensus.errors import UnknownPolicy
+        from quorumboard.consensus.errors import UnknownPolicy
 
         def check(p: Mapping[str, Any]) -> None:
             if set(p) - {"mod"}:

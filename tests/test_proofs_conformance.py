@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consensus.model import (
+from quorumboard.consensus.model import (
     ClaimCmd,
     CloseSession,
     Command,
@@ -42,7 +42,7 @@ from consensus.model import (
     Result,
     RevokeCmd,
 )
-from consensus.state import BoardState, Limits, apply
+from quorumboard.consensus.state import BoardState, Limits, apply
 
 SPIN_DIR = Path(__file__).resolve().parent.parent / "proofs" / "spin"
 SPIN = shutil.which("spin")
@@ -323,10 +323,10 @@ def test_board_retry_after_outcome_unknown_and_eviction_applies_once(
     real apply: put -> applied, reply lost (OutcomeUnknown) -> another agent's session evicts
     ours (sessions_max=1) -> the user's retry. Before the fix the retry was re-sent under a new
     session and applied a second time; now it raises SessionExpired and applies nothing."""
-    from consensus.client import Board
-    from consensus.errors import OutcomeUnknown, SessionExpired
-    from consensus.model import SetPolicyCmd
-    from consensus.protocol import ProposeReq, Reply
+    from quorumboard.consensus.client import Board
+    from quorumboard.consensus.errors import OutcomeUnknown, SessionExpired
+    from quorumboard.consensus.model import SetPolicyCmd
+    from quorumboard.consensus.protocol import ProposeReq, Reply
 
     state = BoardState(Limits(sessions_max=1))
     # last-writer-wins, so a second application shows as version 2 instead of a refusal

@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from proofs import run
-from proofs.common import Check, Outcome
-from proofs.spin_lease_checks import checks
+from quorumboard.proofs import run
+from quorumboard.proofs.common import Check, Outcome
+from quorumboard.proofs.spin_lease_checks import checks
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from proofs import raft_checks
-from proofs.common import Check, Outcome
-from proofs.spin_runner import (
+from quorumboard.proofs import raft_checks
+from quorumboard.proofs.common import Check, Outcome
+from quorumboard.proofs.spin_runner import (
     SPIN_INSTALL_HINT,
     ToolMissing,
     parse_pan_output,

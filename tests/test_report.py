@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
-from agents.metrics import RunMetrics, RunRecord, amdahl
-from agents.report import PLOTS, read_records, write_report
-from agents.spec import AgentFault, BoardFault, RunSpec
-from agents.stats import kruskal_across_p, spearman_vs_n, wilcoxon_vs_amdahl
+from quorumboard.agents.metrics import RunMetrics, RunRecord, amdahl
+from quorumboard.agents.report import PLOTS, read_records, write_report
+from quorumboard.agents.spec import AgentFault, BoardFault, RunSpec
+from quorumboard.agents.stats import kruskal_across_p, spearman_vs_n, wilcoxon_vs_amdahl
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

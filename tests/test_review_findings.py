@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from consensus import LocalCluster, OutcomeUnknown, RevisionCompacted, Unavailable
-from consensus.model import ClaimCmd, Event, Proposal, PutCmd, SetPolicyCmd
-from consensus.state import BoardState, Limits, apply
+from quorumboard.consensus import LocalCluster, OutcomeUnknown, RevisionCompacted, Unavailable
+from quorumboard.consensus.model import ClaimCmd, Event, Proposal, PutCmd, SetPolicyCmd
+from quorumboard.consensus.state import BoardState, Limits, apply
 
 
 class _Precondition(RuntimeError):
@@ -226,8 +226,8 @@ def test_answered_proposal_leaves_nothing_but_its_id_in_the_deadline_queue() -> 
     that must not keep the connection (or through it the request and its value) alive."""
     import gc
 
-    from consensus.protocol import Reply
-    from consensus.server import _Answer
+    from quorumboard.consensus.protocol import Reply
+    from quorumboard.consensus.server import _Answer
 
     sent: list[Reply] = []
 
@@ -251,7 +251,7 @@ def test_answered_proposal_leaves_nothing_but_its_id_in_the_deadline_queue() -> 
 
 
 def test_deadline_sweep_survives_a_raising_handler() -> None:
-    from consensus.server import _Deadlines
+    from quorumboard.consensus.server import _Deadlines
 
     fired: list[str] = []
     deadlines = _Deadlines()

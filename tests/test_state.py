@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.errors import RevisionCompacted
-from consensus.model import (
+from quorumboard.consensus.errors import RevisionCompacted
+from quorumboard.consensus.model import (
     ClaimCmd,
     CloseSession,
     DeleteCmd,
@@ -31,8 +31,8 @@ from consensus.model import (
     SetPolicyCmd,
     VoteCmd,
 )
-from consensus.policies import PolicyRegistry
-from consensus.state import Applied, BoardState, Limits, apply, decode_proposal
+from quorumboard.consensus.policies import PolicyRegistry
+from quorumboard.consensus.state import Applied, BoardState, Limits, apply, decode_proposal
 
 REG = PolicyRegistry()
 

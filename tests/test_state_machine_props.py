@@ -33,7 +33,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from consensus.model import (
+from quorumboard.consensus.model import (
     ClaimCmd,
     CloseSession,
     DeleteCmd,
@@ -49,8 +49,8 @@ from consensus.model import (
     RevokeCmd,
     SetPolicyCmd,
 )
-from consensus.policies import PolicyRegistry
-from consensus.state import Applied, BoardState, apply, decode_proposal
+from quorumboard.consensus.policies import PolicyRegistry
+from quorumboard.consensus.state import Applied, BoardState, apply, decode_proposal
 
 AGENTS = ["alice", "bob", "boss", "carol"]
 KEYS = ["k/a", "k/b", "m/x", "m/y", "z"]

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from consensus.history import FaultEvent, OpRecord
-from consensus.picture import Band, Bar, Timeline, to_png, to_svg
-from consensus.summary import summarize
+from quorumboard.consensus.history import FaultEvent, OpRecord
+from quorumboard.consensus.picture import Band, Bar, Timeline, to_png, to_svg
+from quorumboard.consensus.summary import summarize
 
 S = 1_000_000_000
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from consensus import LocalCluster, connect
-from consensus.errors import CorruptData
-from consensus.history import HistoryWriter, read_history, to_operations
-from consensus.server import PLANTED_BUG_ENV
-from consensus.workload import CasRegisterWorkload, check_cas_register
+from quorumboard.consensus import LocalCluster, connect
+from quorumboard.consensus.errors import CorruptData
+from quorumboard.consensus.history import HistoryWriter, read_history, to_operations
+from quorumboard.consensus.server import PLANTED_BUG_ENV
+from quorumboard.consensus.workload import CasRegisterWorkload, check_cas_register
 
 WORKLOAD = CasRegisterWorkload(clients=6, keys=2, ops_per_client=120, duration_s=20.0,
                                rate_per_s=300.0, read_share=0.5, seed=5)

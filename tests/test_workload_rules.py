@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from consensus.errors import OutcomeUnknown
-from consensus.history import HistoryWriter, read_history
-from consensus.workload import CounterWorkload
+from quorumboard.consensus.errors import OutcomeUnknown
+from quorumboard.consensus.history import HistoryWriter, read_history
+from quorumboard.consensus.workload import CounterWorkload
 
 
 class _Entry:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from consensus import Accept, Current, Reject, Write, register_policy
+from quorumboard.consensus import Accept, Current, Reject, Write, register_policy
 
 
 def even_only(current: Current | None, write: Write, params: Mapping[str, Any]) -> Accept | Reject:

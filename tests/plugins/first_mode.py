@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents import Assign, Mode, RunContext, register_mode
+from quorumboard.agents import Assign, Mode, RunContext, register_mode
 
 
 @register_mode
