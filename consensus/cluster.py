@@ -31,6 +31,7 @@ from quorumboard.consensus.client import Board, _Link, _Lost
 from quorumboard.consensus.clocks import ClockFault, write_clock_fault
 from quorumboard.consensus.errors import BoardError, InvalidCommand, Unavailable
 from quorumboard.consensus.invariant import check
+from quorumboard.consensus.lifeline import Lifeline
 from quorumboard.consensus.logs import configure_logging
 from quorumboard.consensus.netfaults import NetworkFaults
 from quorumboard.consensus.protocol import ReplicaStatus, StatusReq
@@ -122,6 +123,8 @@ class LocalCluster:
         self.host = host
         self._lock = threading.Lock()
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * replicas
+        self._lifeline: Lifeline | None = None
+        """Replicas stop by themselves when this process dies (see consensus/lifeline.py)."""
         self._network_faults = network_faults
         self.net: NetworkFaults | None = None
         """With ``network_faults=True``: partition / isolate / delay / heal the raft links."""
@@ -211,12 +214,15 @@ class LocalCluster:
         env = dict(os.environ)
         if self.secret is not None:
             env["QUORUMBOARD_SECRET"] = self.secret.decode()
+        if self._lifeline is None:
+            self._lifeline = Lifeline()
         log_file = open(self.data_dir / f"r{i}" / "replica.log", "ab")  # noqa: SIM115
         try:
             self._procs[i] = subprocess.Popen(
-                [sys.executable, "-m", "quorumboard.consensus.replica", str(self._configs[i])],
+                [sys.executable, "-m", "quorumboard.consensus.replica", str(self._configs[i]),
+                 *self._lifeline.child_args()],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
-                start_new_session=True)
+                start_new_session=True, pass_fds=(self._lifeline.read_fd,))
         finally:
             log_file.close()
 
@@ -337,6 +343,9 @@ class LocalCluster:
                 proc.wait(STOP_TIMEOUT_S)
         if self.net is not None:
             self.net.close()
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
         _LIVE.discard(self)
         if self._tmp is not None:
             with contextlib.suppress(OSError):
