@@ -47,18 +47,15 @@ POLL_S = 0.05
 CLOCK_FAULT_FILE = "clock-fault.msgpack"
 
 _LIVE: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
-_logging_ours = False
-"""Whether structlog's configuration in this process is one an embedded cluster made."""
 
 
 def _configure_embedded_logging(level: str) -> None:
-    """Log embedded replicas at ``level`` to stderr, unless the host program configured
-    structlog itself (then its configuration decides). Leaves the stdlib root logger alone."""
-    global _logging_ours
-    if structlog.is_configured() and not _logging_ours:
-        return
-    configure_logging(level, stdlib_root=False)
-    _logging_ours = True
+    """Log embedded replicas at ``level`` to stderr, unless structlog is configured already:
+    by the host program (its configuration decides) or by an earlier embedded cluster (loggers
+    cache their level on first use, so the first one's level stays). Leaves the stdlib root
+    logger alone."""
+    if not structlog.is_configured():
+        configure_logging(level, stdlib_root=False)
 
 
 @atexit.register
@@ -115,7 +112,8 @@ class LocalCluster:
     ``info`` by default; ``embedded=True`` replicas log into this program's stderr, at
     ``warning`` by default (a library is quiet unless asked: pass ``log_level="info"`` to see
     elections and rejections). If the program configured structlog itself, its configuration
-    decides what embedded replicas print.
+    decides what embedded replicas print; otherwise the first embedded cluster of the process
+    sets the level.
     """
 
     def __init__(self, replicas: int = 3, data_dir: str | os.PathLike[str] | None = None, *,
