@@ -580,6 +580,10 @@ def _trim_matching_entries(
 class _Replica(SyncObj):  # type: ignore[misc]
     """pysyncobj's SyncObj with our apply hook (no @replicated methods at all)."""
 
+    # pysyncobj's private state that _qb_commit_alone advances (declared for the type checker).
+    _SyncObj__raftCommitIndex: int
+    _SyncObj__leaderCommitIndex: int
+
     def __init__(self, owner: RaftNode, conf: SyncObjConf, wire: WireConfig) -> None:
         self._qb_owner = owner
         self._qb_wire = wire
