@@ -37,7 +37,7 @@ from quorumboard.agents.modes import Mode, get_mode, self_claiming
 from quorumboard.agents.simbrain import PROFILES, Brain, SimBrain
 from quorumboard.agents.spec import RunSpec
 from quorumboard.agents.tasks import Project
-from quorumboard.agents.teamboard import Actor, Layout, ViewCache, task_record
+from quorumboard.agents.teamboard import VIEW_KEYS_MAX, Actor, Layout, ViewCache, task_record
 from quorumboard.agents.version import code_version
 from quorumboard.consensus import Board, BoardError, LocalCluster, connect
 
@@ -535,7 +535,7 @@ def _final_state(run: _Run) -> dict[str, Any]:
     for attempt in range(FINAL_READ_ATTEMPTS):
         try:
             listing = board.list_many([f"{run.layout.run_prefix}tasks/",
-                                       run.layout.files_prefix])
+                                       run.layout.files_prefix], limit=VIEW_KEYS_MAX)
             break
         except BoardError:
             if attempt == FINAL_READ_ATTEMPTS - 1:

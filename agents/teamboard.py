@@ -79,6 +79,9 @@ restarted from its cursor, after a linearizable read has moved the agent's conne
 current leader (a watch on a replica that was partitioned away would otherwise wait for the
 heal). Bounded by ``CATCH_UP_S``."""
 CATCH_UP_S = 30.0
+VIEW_KEYS_MAX = 100_000
+"""Keys a rebuilt view may hold (the board's largest read): a run's tasks, claims, heartbeats,
+messages and files. A run past it gets a clear InvalidCommand, not a silently cut view."""
 EVENTS_PER_CATCH_UP_MAX = 1_000_000
 
 
@@ -179,7 +182,8 @@ class ViewCache:
         prefixes at one revision and watch on from there. (Two separate lists would resume the
         watch at the later one's revision and never see a change under the first prefix
         committed between them.)"""
-        listing = self.board.list_many([self.layout.run_prefix, self.layout.files_prefix])
+        listing = self.board.list_many([self.layout.run_prefix, self.layout.files_prefix],
+                                       limit=VIEW_KEYS_MAX)
         self.tasks.clear()
         self.files.clear()
         self.heartbeats.clear()

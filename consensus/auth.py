@@ -65,16 +65,21 @@ _REFUSAL_MAGIC: Final = b"\x00qb-handshake-refused\x00"
 _REFUSAL_REASON_BYTES_MAX: Final = 256
 
 
-def refusal_frame(reason: str) -> bytes:
-    """The payload a side sends when it refuses the handshake: the magic, then the reason
-    (UTF-8, cut to 256 bytes). Never carries secret material: reasons are fixed texts."""
-    return _REFUSAL_MAGIC + reason.encode("utf-8", "replace")[:_REFUSAL_REASON_BYTES_MAX]
+def refusal_frame(error: AuthError) -> bytes:
+    """The payload a side sends when it refuses the handshake: the magic, ``S`` for a secret
+    mismatch or ``-`` for anything else, then the reason (UTF-8, cut to 256 bytes). Never
+    carries secret material: reasons are fixed texts."""
+    kind = b"S" if error.secret_mismatch else b"-"
+    return _REFUSAL_MAGIC + kind + str(error).encode("utf-8", "replace")[:_REFUSAL_REASON_BYTES_MAX]
 
 
-def _refusal_reason(payload: bytes) -> str | None:
+def _refusal(payload: bytes) -> tuple[bool, str] | None:
+    """``(secret_mismatch, reason)`` of a refusal frame, or ``None`` for any other payload."""
     if not payload.startswith(_REFUSAL_MAGIC):
         return None
-    return payload[len(_REFUSAL_MAGIC):][:_REFUSAL_REASON_BYTES_MAX].decode("utf-8", "replace")
+    body = payload[len(_REFUSAL_MAGIC):]
+    reason = body[1:][:_REFUSAL_REASON_BYTES_MAX].decode("utf-8", "replace")
+    return body[:1] == b"S", reason
 
 
 def new_nonce() -> bytes:
@@ -175,7 +180,7 @@ class Channel:
             self._fail("proof out of order")
         self._check_refusal(payload)
         if not hmac.compare_digest(payload, self._proof_in):
-            self._fail("peer failed to prove the shared secret")
+            self._fail("peer failed to prove the shared secret", secret_mismatch=True)
         self._established = True
 
     @property
@@ -254,10 +259,12 @@ class Channel:
             self._send_key, self._recv_key = key_r2i, key_i2r
 
     def _check_refusal(self, payload: bytes) -> None:
-        reason = _refusal_reason(payload)
-        if reason is not None:
-            self._fail(f"the peer refused the handshake: {reason}")
+        refusal = _refusal(payload)
+        if refusal is not None:
+            secret_mismatch, reason = refusal
+            self._fail(f"the peer refused the handshake: {reason}",
+                       secret_mismatch=secret_mismatch)
 
-    def _fail(self, reason: str) -> NoReturn:
+    def _fail(self, reason: str, *, secret_mismatch: bool = False) -> NoReturn:
         self._failed = True
-        raise AuthError(reason)
+        raise AuthError(reason, secret_mismatch=secret_mismatch)

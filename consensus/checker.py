@@ -331,6 +331,7 @@ def _search(ops: Sequence[Operation], model: Model[Any], steps_max: int,
     cache: set[tuple[int, Any]] = set()
     calls: list[tuple[int, Any]] = []
     best: list[int] = []
+    low = 0  # the stack's lowest depth since ``best`` was last brought up to date
     entry = nxt[0]
     steps = 0
     for steps in range(1, steps_max + 1):  # bounded: the step budget
@@ -349,16 +350,24 @@ def _search(ops: Sequence[Operation], model: Model[Any], steps_max: int,
                     calls.append((entry, state))
                     state, linearized = after, marked
                     lift(entry)
-                    if len(calls) > len(best):
-                        best = [op_of[s] for s, _ in calls]
                     entry = nxt[0]
                     continue
             entry = nxt[entry]
         else:
+            # The longest partial order, kept for the report, is updated when the search
+            # backtracks from a record depth, and only above the lowest depth the stack has
+            # reached since the last update (below it, ``best`` and the stack still agree):
+            # amortised O(1) per step. Copying the whole stack at each new record made a
+            # linearizable key of n operations cost O(n^2): 74 of 78 s at 80,000 operations.
+            if len(calls) > len(best):
+                del best[low:]
+                best.extend(op_of[s] for s, _ in calls[low:])
+                low = len(calls)
             if not calls:
                 return _Outcome(False, steps, culprit=ops[op_of[entry]],
                                 linearized=tuple(ops[i] for i in best))
             top, state = calls.pop()
+            low = min(low, len(calls))
             linearized &= ~(1 << op_of[top])
             unlift(top)
             entry = nxt[top]

@@ -445,7 +445,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
     def interrupt(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # A signal ignored on entry stays ignored: ``nohup quorumboard up`` must survive a hangup.
+    saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)
+             if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield
     finally:

@@ -179,6 +179,15 @@ _UNDEDUPLICABLE = (
     "(a further call is sent as a new command)")
 
 
+class _Refused(Exception):
+    """An endpoint refused this client's secret (wrapped so the caller knows which one)."""
+
+    def __init__(self, address: str, error: AuthError) -> None:
+        super().__init__(str(error))
+        self.address = address
+        self.error = error
+
+
 class _Lost(Exception):
     """The connection died; ``sent`` says whether the request had been written."""
 
@@ -223,10 +232,13 @@ class _Link:
             self._handshake(identity)
         except AuthError as exc:
             self._sock.close()
-            raise AuthError(
-                f"{address}: {exc}; the cluster secret given to this client (secret=, "
-                "QUORUMBOARD_SECRET) does not match the replicas' (or only one side has one)"
-            ) from None
+            if exc.secret_mismatch:
+                raise AuthError(
+                    f"{address}: {exc}: the cluster secret given to this client (secret=, "
+                    "QUORUMBOARD_SECRET) does not match the replica's (or only one side has one)",
+                    secret_mismatch=True) from None
+            raise ProtocolError(f"{address}: handshake failed ({exc}): is this a quorumboard "
+                                "client port?") from None
         except Exception:
             self._sock.close()
             raise
@@ -452,8 +464,8 @@ class Board:
                 self._next_endpoint += 1
         try:
             link = self._connect_to(hint)
-        except AuthError:
-            raise  # a wrong secret: no other replica or later attempt will accept it either
+        except AuthError as exc:
+            raise _Refused(hint, exc) from None
         except (OSError, BoardError) as exc:
             raise _Lost(f"cannot connect to {hint}: {exc}", sent=False) from None
         with self._lock:
@@ -486,6 +498,7 @@ class Board:
         deadline = time.monotonic() + (deadline_s or self.timeout_s)
         maybe_applied = False
         last = "no attempt made"
+        refused: set[str] = set()
         for attempt in range(ATTEMPTS_MAX):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -494,6 +507,10 @@ class Board:
             try:
                 link = self._leader_link()
                 reply = link.request(build, min(remaining, ATTEMPT_TIMEOUT_S))
+            except _Refused as refusal:
+                _raise_if_all_refused(refusal, refused, self.endpoints)
+                last = str(refusal)
+                continue  # a stale endpoint (another cluster's replica): try the others
             except _Lost as lost:
                 maybe_applied = maybe_applied or lost.sent
                 last = str(lost)
@@ -809,6 +826,7 @@ class Board:
                idle_timeout_s: float | None) -> Iterator[Event]:
         cursor = start_revision
         attempt = 0
+        refused: set[str] = set()
         for _ in range(WATCH_RECONNECTS_MAX * 1_000):
             if attempt >= WATCH_RECONNECTS_MAX or self._closed:
                 break
@@ -816,8 +834,9 @@ class Board:
             attempt += 1
             try:
                 link = self._connect_to(address)
-            except AuthError:
-                raise
+            except AuthError as exc:
+                _raise_if_all_refused(_Refused(address, exc), refused, self.endpoints)
+                continue
             except (OSError, BoardError):
                 _backoff(attempt, time.monotonic() + BACKOFF_MAX_S)
                 continue
@@ -904,6 +923,15 @@ def connect(endpoints: str | list[str], agent: str, *, secret: bytes | str | Non
                              f"(got {type(endpoints).__name__})")
     key = secret.encode() if isinstance(secret, str) else secret
     return Board([e for e in eps if e], agent, secret=key, timeout_s=timeout_s)
+
+
+def _raise_if_all_refused(refusal: _Refused, refused: set[str], endpoints: list[str]) -> None:
+    """Note that ``refusal.address`` refused our secret; raise its :class:`AuthError` once every
+    endpoint has: then no retry can succeed, and waiting out the deadline to report the
+    cluster "unavailable" would send scripts into a retry loop."""
+    refused.add(refusal.address)
+    if refused.issuperset(endpoints):
+        raise refusal.error
 
 
 def _check_endpoints(endpoints: object) -> list[str]:

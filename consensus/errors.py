@@ -171,7 +171,17 @@ class FrameTooLarge(ProtocolError):
 
 
 class AuthError(ProtocolError):
-    """A peer did not prove knowledge of the shared secret, or a frame's tag did not verify."""
+    """A peer did not prove knowledge of the shared secret, or a frame's tag did not verify.
+
+    ``secret_mismatch`` is true when the two sides' secrets differ (or only one has one): the
+    client raises it once every endpoint refused it that way, since no retry can succeed (CLI
+    exit code 9). Any other handshake failure (another service on the port, a malformed hello)
+    only rules that endpoint out.
+    """
+
+    def __init__(self, message: str, *, secret_mismatch: bool = False) -> None:
+        super().__init__(message)
+        self.secret_mismatch = secret_mismatch
 
 
 class CorruptData(BoardError):

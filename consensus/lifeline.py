@@ -54,7 +54,14 @@ class Lifeline:
         self.parent_pid = os.getpid()
 
     def child_args(self) -> list[str]:
-        """Arguments for the replica entry point; pass ``pass_fds=(lifeline.read_fd,)``."""
+        """Arguments for the replica entry point; pass ``pass_fds=(lifeline.read_fd,)``.
+
+        In a forked copy of the parent the pipe is the parent's (it closes when the *parent*
+        dies) and so is the pid: start a lifeline of this process's own."""
+        if os.getpid() != self.parent_pid:
+            self.close()
+            self.read_fd, self._write_fd = os.pipe()
+            self.parent_pid = os.getpid()
         args = ["--parent-pid", str(self.parent_pid), "--lifeline-fd", str(self.read_fd)]
         if threading.current_thread() is threading.main_thread():
             args.append("--parent-death-signal")
@@ -85,21 +92,29 @@ def watch_parent(parent_pid: int, lifeline_fd: int | None, death_signal: bool,
     def gone() -> bool:
         return os.getppid() != parent_pid
 
+    poller: select.poll | None = None
+    if lifeline_fd is not None:
+        # poll, not select: the fd number is inherited from the parent and may exceed 1023
+        poller = select.poll()
+        poller.register(lifeline_fd, select.POLLIN | select.POLLHUP)
+
     def run() -> None:
+        nonlocal poller
         for _ in range(WATCH_ROUNDS_MAX):
             if stopped.is_set():
                 return
             if gone():
                 break
-            if lifeline_fd is None:
+            if poller is None or lifeline_fd is None:
                 stopped.wait(POLL_S)
                 continue
             try:
-                readable, _, _ = select.select([lifeline_fd], [], [], POLL_S)
-                if readable and not os.read(lifeline_fd, 1):
+                if poller.poll(POLL_S * 1000) and not os.read(lifeline_fd, 1):
                     break  # end of file: every write end is closed, the parent is gone
-            except OSError:
-                break
+            except Exception as exc:  # never a reason to stop a replica: keep the pid check
+                log.warning("lifeline unreadable; watching the parent pid only",
+                            error=f"{type(exc).__name__}: {exc}")
+                poller = None
         if not stopped.is_set():
             log.warning("the process that started this replica is gone: stopping",
                         parent_pid=parent_pid)

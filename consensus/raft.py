@@ -741,7 +741,9 @@ class RaftNode:
         if self._snapshot_path.exists():
             self._startup_snapshot = read_snapshot(self._snapshot_path, self._snapshot_bytes_max)
         journal_path = data_dir / JOURNAL_FILE
-        # A lone replica never sends a message, so it must sync on every append instead.
+        # A lone replica never sends a message, so it must sync on every append instead. Keep
+        # this even though _qb_commit_alone syncs too: pysyncobj commits a new lone leader's
+        # no-op in the tick that appends it, without calling sync().
         self._journal = Journal(
             journal_path,
             fsync=settings.fsync,

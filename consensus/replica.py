@@ -429,7 +429,8 @@ def run(config: ReplicaConfig, parent: tuple[int, int | None, bool] | None = Non
     replica = Replica(config)
     signal.signal(signal.SIGTERM, lambda *_: replica.stop())
     signal.signal(signal.SIGINT, lambda *_: replica.stop())
-    signal.signal(signal.SIGHUP, lambda *_: replica.stop())
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's choice stands
+        signal.signal(signal.SIGHUP, lambda *_: replica.stop())
     if parent is not None:
         watch_parent(*parent, on_death=replica.stop, stopped=replica.stopping)
     try:

@@ -71,13 +71,14 @@ INFLIGHT_PER_CONNECTION_MAX = 1024
 WRITE_BUFFER_BYTES_MAX = 64 * 2**20
 WATCH_BATCH_EVENTS_MAX = 1_000
 REPLY_PAGE_BYTES_MAX = 8 * 2**20
-LIST_MANY_BYTES_MAX = REPLY_FRAME_BYTES_MAX - 4 * 2**20
-"""A ``list_many`` view travels whole in one reply: up to the client's frame bound, less
-headroom for the envelope."""
-ENTRY_OVERHEAD_BYTES = 256
-"""An entry's encoded metadata (field names, versions, revisions, author), an upper bound."""
 """A list page, a history reply or a watch batch stops growing past this many value bytes
 (always holding at least one item or revision), far below the client's 64 MiB frame bound."""
+LIST_MANY_BYTES_MAX = REPLY_FRAME_BYTES_MAX - 2**20
+"""A ``list_many`` view travels whole in one reply: up to the client's frame bound, less
+headroom for the reply's envelope and the seal."""
+ENTRY_FIELDS_BYTES = 192
+"""An upper bound on an encoded entry's bytes besides its key, author and value: eight field
+names, six 64-bit integers and the msgpack headers (about 140 bytes)."""
 WATCH_PROGRESS_S = 1.0
 PROPOSE_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
@@ -400,7 +401,7 @@ class ClientServer:
         except AuthError as exc:
             # Say so before closing: a bare close reads as a network fault, and the client would
             # retry until its deadline and report the cluster unavailable.
-            writer.write(encode_frame(refusal_frame(str(exc))))
+            writer.write(encode_frame(refusal_frame(exc)))
             with contextlib.suppress(ConnectionError, TimeoutError):
                 await asyncio.wait_for(writer.drain(), HANDSHAKE_TIMEOUT_S)
             raise
@@ -574,7 +575,7 @@ class ClientServer:
                     code="invalid", message=f"list_many: more than limit={req.limit} entries "
                     "under these prefixes; raise the limit (up to 100000) or narrow them"))
         entries = [found[k] for k in sorted(found)]
-        size = sum(_value_bytes(e.key, e.value) + ENTRY_OVERHEAD_BYTES for e in entries)
+        size = sum(_entry_bytes(e) for e in entries)
         if size > LIST_MANY_BYTES_MAX:
             return Reply(id=req.id, revision=rev, error=ErrorInfo(
                 code="invalid", message=f"list_many: {size} bytes of values under these "
@@ -659,6 +660,12 @@ def _whole_revisions(events: list[Event], *, full: bool) -> tuple[list[Event], b
             if cut > 0:
                 return events[:cut], True
     return events, full
+
+
+def _entry_bytes(entry: Entry) -> int:
+    """An upper bound on ``entry``'s encoded size (UTF-8 lengths, not characters)."""
+    return (len(entry.key.encode()) + len(entry.author.encode()) + ENTRY_FIELDS_BYTES
+            + len(msgpack.packb(entry.value, use_bin_type=True)))
 
 
 def _value_bytes(key: str, value: object) -> int:

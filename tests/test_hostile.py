@@ -55,6 +55,16 @@ def _blast(address: str, payload: bytes, read: bool = True) -> bytes:
     return b""
 
 
+def test_a_stale_endpoint_is_passed_over_not_fatal(secured: LocalCluster) -> None:
+    """An endpoint list with a wrong port first (here a replica's raft port: another service)
+    still works: only a secret every endpoint refuses is final."""
+    raft_port = secured.raft_addresses[0]
+    board = connect([raft_port, *secured.endpoints], agent="stale-list", secret=SECRET,
+                    timeout_s=60)
+    assert board.put("stale/x", 1).version == 1
+    board.close()
+
+
 def test_refused_handshake_is_answered_before_the_close(secured: LocalCluster) -> None:
     """A handshake the replica refuses (here a hello for another service) gets a refusal frame
     naming the reason before the close, which the client's channel raises as AuthError."""

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import replicas_running_under, wait_until
 
+from quorumboard.consensus import connect
+
 
 def _kill_leftovers(path: Path) -> None:
     for pid in replicas_running_under(path):
@@ -51,6 +53,30 @@ def test_up_stops_its_replicas_on_sigterm_and_sighup(tmp_path: Path, sig: signal
         assert proc.wait(60) == 0, f"up exits 0 after {sig.name}"
         # up waited for its replicas in stop(): none may be left, not even briefly.
         assert replicas_running_under(data) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        _kill_leftovers(data)
+
+
+def test_nohup_up_survives_a_hangup(tmp_path: Path) -> None:
+    """``nohup quorumboard up`` ignores SIGHUP; the handler that makes a hangup stop ``up`` must
+    not override that choice."""
+    data = tmp_path / "bb"
+    proc = subprocess.Popen(
+        ["nohup", sys.executable, "-m", "quorumboard.consensus.cli", "up", "--replicas", "1",
+         "--data-dir", str(data), "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    try:
+        endpoints = _read_until(proc, "endpoints: ")
+        proc.send_signal(signal.SIGHUP)
+        board = connect(endpoints, agent="after-hangup", timeout_s=30)
+        assert board.put("hup/x", 1).version == 1  # up and its replica are still serving
+        board.close()
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -86,13 +86,13 @@ class _RacingBoard:
         if self.late is None:
             self.late = self._other.put(self._key, {"status": "done", "owner": "other"})
 
-    def list(self, prefix: str) -> list[Entry]:
-        out = self._board.list(prefix)
+    def list(self, prefix: str, **kwargs: Any) -> list[Entry]:
+        out = self._board.list(prefix, **kwargs)
         self._race()
         return out
 
-    def list_many(self, prefixes: list[str]) -> Listing:
-        out = self._board.list_many(prefixes)
+    def list_many(self, prefixes: list[str], **kwargs: Any) -> Listing:
+        out = self._board.list_many(prefixes, **kwargs)
         self._race()
         return out
 

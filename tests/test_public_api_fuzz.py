@@ -106,6 +106,8 @@ CALLS: dict[str, st.SearchStrategy[tuple[tuple[Any, ...], dict[str, Any]]]] = {
         ["counter", "no-such-policy", "lww"]), anything)), _kwargs(step=anything)),
     "get": st.tuples(st.tuples(keys), _kwargs(stale=anything)),
     "list": st.tuples(st.tuples(prefixes), _kwargs(stale=anything, limit=small)),
+    "list_many": st.tuples(st.tuples(st.one_of(st.lists(prefixes, max_size=3), anything)),
+                           _kwargs(stale=anything, limit=small)),
     "history": st.tuples(st.tuples(keys), _kwargs(limit=small)),
     "pending": st.tuples(st.tuples(keys), _kwargs()),
     "lease": st.tuples(st.tuples(small), _kwargs()),
@@ -115,18 +117,32 @@ CALLS: dict[str, st.SearchStrategy[tuple[tuple[Any, ...], dict[str, Any]]]] = {
 }
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(sorted(CALLS)).flatmap(lambda name: st.tuples(st.just(name),
-                                                                     CALLS[name])))
-def test_every_public_call_raises_only_board_errors(
-        board: Board, call: tuple[str, tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
-    name, (args, kwargs) = call
-    try:
-        result = getattr(board, name)(*args, **kwargs)
-        if name == "watch":
-            result.close()  # validated at the call; nothing was streamed
-    except BoardError:
-        pass
+def test_every_public_call_raises_only_board_errors(cluster: LocalCluster) -> None:
+    """The fuzz, then (in the same test, whatever the test order) the cluster's health: the fuzz
+    may have bound policies anywhere under fz/, so the check writes elsewhere, with
+    compare-and-set, and compares every replica's digest."""
+    board = cluster.board(agent="fuzzer")
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(sorted(CALLS)).flatmap(lambda name: st.tuples(st.just(name),
+                                                                         CALLS[name])))
+    def fuzz(call: tuple[str, tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+        name, (args, kwargs) = call
+        try:
+            result = getattr(board, name)(*args, **kwargs)
+            if name == "watch":
+                result.close()  # validated at the call; nothing was streamed
+        except BoardError:
+            pass
+
+    fuzz()
+    with pytest.raises(InvalidKey):
+        board.put("/bad", 1)
+    entry = board.put("after/fuzz", {"ok": True}, expect_version=0)
+    assert board.get("after/fuzz") == entry
+    assert board.status().role in ("leader", "follower")
+    cluster.wait_converged()
+    assert len({d for d in cluster.digests() if d}) == 1
 
 
 @settings(max_examples=60, deadline=None)
@@ -138,15 +154,3 @@ def test_connect_raises_only_board_errors(endpoints: Any, agent: Any, secret: An
                                           timeout_s: Any) -> None:
     with contextlib.suppress(BoardError):
         connect(endpoints, agent=agent, secret=secret, timeout_s=timeout_s).close()
-
-
-def test_the_cluster_is_unharmed_after_the_fuzz(cluster: LocalCluster, board: Board) -> None:
-    """Runs after the fuzz (file order): the fuzz may have bound policies anywhere under fz/, so
-    the check writes elsewhere, with compare-and-set, and compares every replica's digest."""
-    with pytest.raises(InvalidKey):
-        board.put("/bad", 1)
-    entry = board.put("after/fuzz", {"ok": True}, expect_version=0)
-    assert board.get("after/fuzz") == entry
-    assert board.status().role in ("leader", "follower")
-    cluster.wait_converged()
-    assert len({d for d in cluster.digests() if d}) == 1
