@@ -29,13 +29,15 @@ Why the shapes below:
 from __future__ import annotations
 
 import argparse
+import functools
 import hmac
+import inspect
 import json
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,6 +47,7 @@ import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ServerEvent
+from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
 
 from quorumboard.consensus import (
@@ -344,7 +347,24 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
     server = MCPServer(name, instructions=INSTRUCTIONS, subscriptions=agent.bus)
     board = agent.board
 
-    @server.tool()
+    def tool(fn: Callable[..., Awaitable[dict[str, Any]]]) -> None:
+        """Register ``fn`` as a tool whose refusals reach the model as ``Class (reason): ...``.
+
+        A raised ToolError would reach it prefixed with the SDK's "Error executing tool NAME: ";
+        an ``is_error`` result (the same MCP tool error on the wire) keeps the error class
+        first, where a model reads it. The schema still comes from ``fn``'s signature."""
+
+        @functools.wraps(fn)
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except ToolError as exc:
+                return CallToolResult(content=[TextContent(type="text", text=str(exc))],
+                                      is_error=True)
+
+        server.add_tool(guarded, name=fn.__name__, description=inspect.cleandoc(fn.__doc__ or ""))
+
+    @tool
     async def board_get(key: str, stale: bool = False) -> dict[str, Any]:
         """Read one key: its value, version, author and revision, or found=false.
 
@@ -356,7 +376,7 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
             return {"key": key, "found": False}
         return {"found": True, **_entry_out(entry)}
 
-    @server.tool()
+    @tool
     async def board_put(key: str, value: Any, expect_version: int | None = None,
                         claim: str | None = None) -> dict[str, Any]:
         """Write a JSON value at key (committed on a majority before this returns).
@@ -374,11 +394,12 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
                                                    fence=fence))
         return _entry_out(entry, value=False)
 
-    @server.tool()
+    @tool
     async def board_delete(key: str, expect_version: int | None = None,
                            claim: str | None = None) -> dict[str, Any]:
-        """Delete key. expect_version and claim work as in board_put (StaleVersion, FencedOut);
-        a key that does not exist is a NotFound error."""
+        """Delete key. Refused like board_put: StaleVersion if expect_version is not the
+        current version (read again), FencedOut if the key is claimed by someone else or your
+        claim was lost; a key that does not exist is a NotFound error."""
         if expect_version is not None:
             _int_arg("expect_version", expect_version, 0)
         fence = agent.fence_for(key, claim)
@@ -386,7 +407,7 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
                                                       fence=fence))
         return {"deleted": True, **_entry_out(entry, value=False)}
 
-    @server.tool()
+    @tool
     async def board_list(prefix: str, limit: int = 100,
                          after_key: str | None = None) -> dict[str, Any]:
         """List the entries under prefix (e.g. "tasks/"), in key order, with their values.
@@ -411,7 +432,7 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
                 "next_after_key": entries[-1].key if more else None,
                 "revision": entries[0].revision if entries else before}
 
-    @server.tool()
+    @tool
     async def board_history(key: str, limit: int = 50) -> dict[str, Any]:
         """The audit trail of key, oldest first: every committed version and every refused
         attempt, with author, the policy that decided and why. Use it to see who changed a key
@@ -420,7 +441,7 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
         records = await agent.call(lambda: board.history(key, limit=count))
         return {"key": key, "records": [r.model_dump(mode="json") for r in records]}
 
-    @server.tool()
+    @tool
     async def board_claim(key: str, ttl_s: float) -> dict[str, Any]:
         """Take exclusive ownership of key (a task) for ttl_s seconds.
 
@@ -434,7 +455,7 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
         agent.held[key] = _Held(claim, time.monotonic())
         return {"key": key, "owner": claim.owner, "fence": claim.fence, "ttl_s": claim.ttl}
 
-    @server.tool()
+    @tool
     async def board_keepalive(key: str) -> dict[str, Any]:
         """Renew your claim on key now (any tool call also does). FencedOut if it already
         lapsed: claim the key again before working on it."""
@@ -455,7 +476,7 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
         await agent.renew()
         return held.out()
 
-    @server.tool()
+    @tool
     async def board_release(key: str) -> dict[str, Any]:
         """Give up your claim on key (done, or handing the task back): the claim key is
         deleted and another agent may claim it at once. released=false if you held none."""
@@ -472,7 +493,7 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
             raise tool_error(exc) from exc
         return {"key": key, "released": True, "was_live": True}
 
-    @server.tool()
+    @tool
     async def board_wait(prefix: str, after_revision: int,
                          timeout_s: float = 20) -> dict[str, Any]:
         """Wait for committed changes under prefix with revision > after_revision, and return
@@ -497,12 +518,13 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
             except BoardError as exc:  # raised outside the group, not as an exception group
                 page = exc
             group.cancel_scope.cancel()
+        await agent.renew()  # the wait's end is activity too: ttl_s of silence starts now
         if isinstance(page, BoardError):
             raise tool_error(page) from page
         return {"events": [_event_out(e) for e in page.events], "revision": page.revision,
                 "more": page.more}
 
-    @server.tool()
+    @tool
     async def board_status() -> dict[str, Any]:
         """Who you are on the board, the cluster's leader and current revision, and the claims
         you hold (lapsed=true: lost, claim again before working on it)."""
