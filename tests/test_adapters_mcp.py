@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +21,8 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import CallToolResult
 
 from quorumboard.consensus import Limits, LocalCluster, OutcomeUnknown, Unavailable
@@ -27,6 +31,7 @@ from quorumboard.consensus.adapters.mcp import (
     main,
     serving,
 )
+from tests.conftest import wait_until
 from tests.fake_llm import FakeLLM
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -473,6 +478,53 @@ async def test_the_secret_must_reach_the_server(cluster: LocalCluster) -> None:
     assert code == 2
     assert main(["--endpoints", "x:1", "--agent", "a", "--transport", "http",
                  "--host", "0.0.0.0"]) == 2  # reachable from elsewhere: a token is required
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_http_transport_needs_its_bearer_token_and_releases_claims_on_sigterm(
+        cluster: LocalCluster) -> None:
+    port, token, task = _free_port(), "tok-" + "9" * 24, key("http")
+    env = {**os.environ, "QUORUMBOARD_ENDPOINTS": ",".join(cluster.endpoints),
+           "QUORUMBOARD_SECRET": SECRET, "MCP_TEST_TOKEN": token}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quorumboard.consensus.cli", "mcp", "--agent", "web",
+         "--transport", "http", "--port", str(port), "--token-env", "MCP_TEST_TOKEN",
+         "--secret-env", "QUORUMBOARD_SECRET"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        await anyio.to_thread.run_sync(lambda: wait_until(listening, timeout_s=30))
+        async with create_mcp_http_client() as plain:
+            assert (await plain.post(url, json={})).status_code == 401
+        async with create_mcp_http_client(headers={"Authorization": "Bearer wrong"}) as wrong:
+            assert (await wrong.post(url, json={})).status_code == 401
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        async with http, Client(streamable_http_client(url, http_client=http)) as client:
+            claim = ok(await client.call_tool("board_claim", {"key": task, "ttl_s": 60}))
+            assert claim["owner"] == "web"
+        proc.send_signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(lambda: proc.wait(30)) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    board = cluster.board("checker")
+    try:  # released on the way out, not left for its 60 s TTL
+        assert await anyio.to_thread.run_sync(lambda: board.get(task)) is None
+    finally:
+        board.close()
 
 
 def _run_example(name: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -29,6 +29,7 @@ Why the shapes below:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hmac
 import inspect
@@ -37,7 +38,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -594,29 +595,42 @@ def require_bearer(app: Any, token: str) -> Any:
     return guarded
 
 
-async def _until_signal(scope: anyio.CancelScope) -> None:
+async def _until_signal(stop: Callable[[], None]) -> None:
     """SIGTERM/SIGINT end the server through its normal exit (claims released), not abruptly."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
-            scope.cancel()
+            stop()
             return
 
 
 async def _serve(args: argparse.Namespace, board: Board, token: str | None) -> None:
     async with serving(board) as server, anyio.create_task_group() as group:
         if args.transport == "stdio":
-            group.start_soon(_until_signal, group.cancel_scope)
+            group.start_soon(_until_signal, group.cancel_scope.cancel)
             await server.run_stdio_async()
         else:
             import uvicorn
 
+            class Uvicorn(uvicorn.Server):
+                """Serves only: the signals are ours. (uvicorn's own handling re-raises a
+                SIGTERM after its shutdown, which would kill us before the claims are
+                released.)"""
+
+                @contextlib.contextmanager
+                def capture_signals(self) -> Iterator[None]:
+                    yield
+
             app = server.streamable_http_app(host=args.host)
             if token is not None:
                 app = require_bearer(app, token)
-            config = uvicorn.Config(app, host=args.host, port=args.port,
-                                    log_level=args.log_level, lifespan="on")
-            # uvicorn handles SIGTERM itself (a graceful shutdown, then our exit path).
-            await uvicorn.Server(config).serve()
+            http = Uvicorn(uvicorn.Config(app, host=args.host, port=args.port,
+                                          log_level=args.log_level, lifespan="on"))
+
+            def stop() -> None:
+                http.should_exit = True
+
+            group.start_soon(_until_signal, stop)
+            await http.serve()
         group.cancel_scope.cancel()
 
 
