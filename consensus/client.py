@@ -803,8 +803,10 @@ class Board:
         deadline = loop.time() + max(0.0, timeout_s)
         progress = [after_revision]  # the highest revision a replica said it had scanned
         for attempt in range(WATCH_RECONNECTS_MAX):
+            if self._closed:
+                raise Unavailable("board is closed")
             remaining = deadline - loop.time()
-            if remaining <= 0 or self._closed:
+            if remaining <= 0:
                 break
             try:
                 async with asyncio.timeout(remaining):
@@ -838,7 +840,12 @@ class Board:
         batch's events. ``progress[0]`` follows the replica's ``through`` as batches arrive, so
         a caller that times out or loses the replica knows where to resume."""
         host, _, port = address.rpartition(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
+        try:  # a replica that does not answer must not use up the whole wait
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(host, int(port))
+        except TimeoutError:
+            raise _Lost(f"cannot connect to {address} in {CONNECT_TIMEOUT_S}s",
+                        sent=False) from None
         try:
             channel = Channel(self._secret, new_nonce(), initiator=True, label=CLIENT_LABEL)
             decoder = FrameDecoder(HELLO_BYTES_MAX)

@@ -25,12 +25,13 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import CallToolResult
 
-from quorumboard.consensus import Limits, LocalCluster, OutcomeUnknown, Unavailable
+from quorumboard.consensus import Board, Limits, LocalCluster, OutcomeUnknown, Unavailable
 from quorumboard.consensus.adapters.mcp import (
     WAIT_EVENTS_MAX,
     main,
     serving,
 )
+from quorumboard.consensus.server import PLANTED_BUG_ENV
 from tests.conftest import wait_until
 from tests.fake_llm import FakeLLM
 
@@ -322,50 +323,94 @@ async def test_waits_hold_no_thread_and_end_with_their_request(cluster: LocalClu
         ok(await waiter.call_tool("board_get", {"key": f"{prefix}x"}))
 
 
+def write_keys(board: Board, keys: list[str], after_first: Any = None) -> int:
+    """Create ``keys`` in order (retrying through the same Board: at most once each); call
+    ``after_first(i)`` after each write; return the last write's revision."""
+    revision = 0
+    for i, k in enumerate(keys):
+        for _ in range(20):
+            try:
+                revision = board.put(k, i).mod_revision
+                break
+            except (OutcomeUnknown, Unavailable):
+                continue
+        else:
+            raise AssertionError(f"{k} could not be written")
+        if after_first is not None:
+            after_first(i)
+    return revision
+
+
+async def follow(client: Client, prefix: str, after: int, until: Any,
+                 timeout_s: float = 40.0) -> list[dict[str, Any]]:
+    """board_wait from ``after`` until the revision ``until()`` names (None: not known yet)."""
+    seen: list[dict[str, Any]] = []
+    revision = after
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        last = until()
+        if last is not None and revision >= last:
+            return seen
+        page = ok(await client.call_tool("board_wait", {
+            "prefix": prefix, "after_revision": revision, "timeout_s": 5}))
+        assert page["revision"] >= revision
+        seen.extend(page["events"])
+        revision = page["revision"]
+    raise AssertionError(f"board_wait did not reach revision {until()} (at {revision})")
+
+
+def lost_or_repeated(seen: list[dict[str, Any]], written: list[str]) -> list[str]:
+    """What a gap-free, once-only stream of ``written`` (in order) got wrong."""
+    keys = [e["key"] for e in seen]
+    problems = [f"missing {k}" for k in written if k not in keys]
+    problems += [f"repeated {k}" for k in set(keys) if keys.count(k) > 1]
+    if not problems and keys != written:
+        problems.append("out of order")
+    return problems
+
+
 async def test_board_wait_loses_no_event_across_a_leader_sigkill(cluster: LocalCluster) -> None:
     prefix = key("kill") + "/"
-    count = 60
+    keys = [f"{prefix}{i:03}" for i in range(60)]
     async with agents(cluster, "follower") as (client,):
         status = ok(await client.call_tool("board_status", {}))
-        start = status["revision"]
         leader = cluster.wait_for_leader()
         # The waits start on the replica the agent's board talks to: the one killed below.
         assert status["replica"] == cluster.endpoints[leader]
-        acknowledged: list[str] = []
         writer = cluster.board("writer")
+        last: list[int] = []
 
         def write_all() -> None:
-            for i in range(count):
-                k = f"{prefix}{i:03}"
-                for _ in range(20):  # a retry through the same Board applies at most once
-                    try:
-                        writer.put(k, i)
-                        break
-                    except (OutcomeUnknown, Unavailable):
-                        continue
-                acknowledged.append(k)
-                if i == count // 3:
-                    cluster.kill(leader)
+            last.append(write_keys(writer, keys, lambda i: cluster.kill(leader)
+                                   if i == len(keys) // 3 else None))
 
-        seen: list[dict[str, Any]] = []
-        revision = start
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(anyio.to_thread.run_sync, write_all)
-                deadline = time.monotonic() + 40
-                while len(seen) < count and time.monotonic() < deadline:
-                    page = ok(await client.call_tool("board_wait", {
-                        "prefix": prefix, "after_revision": revision, "timeout_s": 5}))
-                    seen.extend(page["events"])
-                    assert page["revision"] >= revision
-                    revision = page["revision"]
+                seen = await follow(client, prefix, status["revision"],
+                                    lambda: last[0] if last else None)
         finally:
             writer.close()
             cluster.restart(leader)
-        assert len(acknowledged) == count
-        assert [e["key"] for e in seen] == acknowledged  # every write once, in order
-        revisions = [e["revision"] for e in seen]
-        assert revisions == sorted(set(revisions))
+        assert lost_or_repeated(seen, keys) == []
+
+
+async def test_the_gap_check_catches_a_stream_that_skips_events(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Negative control: replicas planted with ``watch-gap`` (every 50th revision is left out of
+    watch streams) make the check above fail."""
+    monkeypatch.setenv(PLANTED_BUG_ENV, "watch-gap")  # inherited by the replica processes
+    keys = [f"gap/{i:03}" for i in range(60)]
+    with LocalCluster(replicas=3, secret=SECRET) as bad:
+        bad.wait_for_leader()
+        writer = bad.board("writer")
+        try:
+            last = await anyio.to_thread.run_sync(write_keys, writer, keys)
+        finally:
+            writer.close()
+        async with agents(bad, "follower") as (client,):
+            seen = await follow(client, "gap/", 0, lambda: last)
+    assert any(p.startswith("missing gap/") for p in lost_or_repeated(seen, keys))
 
 
 # ------------------------------------------------------------------------- hostile input

@@ -258,14 +258,13 @@ class BoardAgent:
             if held.lapsed or (not force and
                                now - held.renewed_at < held.claim.ttl / RENEW_SKIP_FRACTION):
                 continue
+            before, held.renewed_at = held.renewed_at, now  # one renewal for a burst of calls
             try:
                 await anyio.to_thread.run_sync(self.board.keepalive, held.claim)
             except NotFound:
                 held.lapsed = True
             except BoardError:  # unreachable now: the call itself will say so
-                continue
-            else:
-                held.renewed_at = now
+                held.renewed_at = before
 
     async def renew_while_waiting(self) -> None:
         """Renew the claims every ttl/3 for as long as it runs (cancelled when the wait ends)."""
@@ -333,9 +332,9 @@ A shared blackboard for a team of agents, replicated with Raft: every write you 
 committed on a majority of replicas before the tool returns, and concurrent agents cannot
 silently overwrite each other.
 
-Read with board_get / board_list; write with board_put. To change a value someone else may also
-change, pass expect_version (the version you read; 0 = the key must not exist yet): if another
-agent wrote first you get StaleVersion with the current version, so read again, merge, retry.
+Read with board_get / board_list; write with board_put. To change an existing key, pass
+expect_version (the version you read; 0 = the key must not exist yet): if another agent wrote
+first you get StaleVersion with the current version, so read again, merge, retry.
 To own a task, board_claim its key; your writes to it, and to any key with claim=<task key>,
 carry your claim's fence. Your claims stay alive while you keep calling tools and lapse after
 ttl_s of silence (another agent may then take the task; your late writes are refused with
@@ -384,7 +383,9 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
 
         expect_version: write only if the key is still at this version (0 = only if it does not
         exist): refused with StaleVersion otherwise, and the error's current.version is what to
-        read, merge and retry with. Writes to a key you claimed carry your claim by themselves;
+        read, merge and retry with. Under the default policy an existing key is only ever
+        overwritten with expect_version (a blind write is refused: it could erase an edit you
+        never saw), so read it with board_get first. Writes to a key you claimed carry your claim by themselves;
         claim=K attaches your claim on K to a write elsewhere (e.g. a task's result). A write
         after your claim was lost is refused with FencedOut: stop working on that task. A string
         value holding a JSON object or array is stored parsed."""
