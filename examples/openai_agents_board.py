@@ -9,9 +9,7 @@ the cluster secret must be passed in ``env`` or the server never sees them.
     export OPENAI_API_KEY=...
     python examples/openai_agents_board.py --agent writer-1 --task tasks/intro
 
-``--base-url`` points the agent at any OpenAI-compatible chat-completions server. ``--no-llm``
-skips the model: it lists the tools and does the same claim / write / release through them
-directly, which is what the agent is asked to do.
+``--base-url`` points the agent at any OpenAI-compatible chat-completions server.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import asyncio
 import json
 import os
 import sys
-from typing import Any
 
 from agents.mcp import MCPServerStdio
 from openai import AsyncOpenAI
@@ -47,21 +44,6 @@ def board_server(agent: str) -> MCPServerStdio:
                           name="quorumboard", client_session_timeout_seconds=30)
 
 
-async def without_llm(server: MCPServerStdio, task: str) -> dict[str, Any]:
-    """What the agent is asked to do, done through the same tools without a model."""
-    tools = sorted(t.name for t in await server.list_tools())
-    name = task.rsplit("/", 1)[-1]
-    steps = [("board_claim", {"key": task, "ttl_s": 60}),
-             ("board_put", {"key": f"results/{name}", "value": {"done": task}, "claim": task}),
-             ("board_release", {"key": task})]
-    results = []
-    for tool, arguments in steps:
-        result = await server.call_tool(tool, arguments)
-        text = "".join(getattr(c, "text", "") for c in result.content)
-        results.append({"tool": tool, "error": bool(result.is_error), "text": text})
-    return {"tools": tools, "steps": results}
-
-
 async def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--agent", default="writer-1")
@@ -69,13 +51,9 @@ async def main() -> int:
     p.add_argument("--model", default="gpt-4.1-mini")
     p.add_argument("--base-url", default=None, help="an OpenAI-compatible API (default OpenAI)")
     p.add_argument("--max-turns", type=int, default=8)
-    p.add_argument("--no-llm", action="store_true", help="call the tools directly, no model")
     args = p.parse_args()
     set_tracing_disabled(True)  # traces would go to OpenAI's servers
     async with board_server(args.agent) as server:
-        if args.no_llm:
-            print(json.dumps(await without_llm(server, args.task)))
-            return 0
         client = AsyncOpenAI(base_url=args.base_url,
                              api_key=os.environ.get("OPENAI_API_KEY", "not-needed-locally"))
         agent = Agent(name=args.agent, mcp_servers=[server],

@@ -373,10 +373,11 @@ async def test_board_wait_loses_no_event_across_a_leader_sigkill(cluster: LocalC
     prefix = key("kill") + "/"
     keys = [f"{prefix}{i:03}" for i in range(60)]
     async with agents(cluster, "follower") as (client,):
-        status = ok(await client.call_tool("board_status", {}))
+        ok(await client.call_tool("board_put", {"key": key("kill-start"), "value": 0}))
+        status = ok(await client.call_tool("board_status", {}))  # the write found the leader
         leader = cluster.wait_for_leader()
-        # The waits start on the replica the agent's board talks to: the one killed below.
-        assert status["replica"] == cluster.endpoints[leader]
+        # The waits start on the replica the agent's board talks to: the leader, killed below.
+        assert status["replica"] == cluster.endpoints[leader] == status["leader"]
         writer = cluster.board("writer")
         last: list[int] = []
 
@@ -579,36 +580,34 @@ def _run_example(name: str, *args: str, env: dict[str, str]) -> subprocess.Compl
 
 
 async def test_openai_agents_example_over_mcp(cluster: LocalCluster) -> None:
+    """The agent (the fake chat server answering one tool call per turn) claims the task,
+    writes its result fenced by the claim and releases it, all through quorumboard mcp."""
     env = {"QUORUMBOARD_ENDPOINTS": ",".join(cluster.endpoints), "QUORUMBOARD_SECRET": SECRET}
-    task = key("agents-task")
+    task = key("agents-llm")
     name = task.rsplit("/", 1)[-1]
-    r = await anyio.to_thread.run_sync(lambda: _run_example(
-        "openai_agents_board.py", "--agent", "sdk-direct", "--task", task, "--no-llm", env=env))
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert set(out["tools"]) == set(TOOLS)
-    assert [s["error"] for s in out["steps"]] == [False, False, False], out
-    # With a model (the fake chat server, one tool call per turn): the agent does the task.
-    task2 = key("agents-llm")
-    name2 = task2.rsplit("/", 1)[-1]
-    script = [("board_claim", {"key": task2, "ttl_s": 60}),
-              ("board_put", {"key": f"results/{name2}", "value": "written by the model",
-                             "claim": task2}),
-              ("board_release", {"key": task2})]
+    script = [("board_claim", {"key": task, "ttl_s": 60}),
+              ("board_put", {"key": f"results/{name}", "value": "written by the model",
+                             "claim": task}),
+              ("board_release", {"key": task})]
     with FakeLLM(behaviour="sequence", script=script) as llm:
         r = await anyio.to_thread.run_sync(lambda: _run_example(
-            "openai_agents_board.py", "--agent", "sdk-llm", "--task", task2, "--model", "fake",
+            "openai_agents_board.py", "--agent", "sdk-llm", "--task", task, "--model", "fake",
             "--base-url", llm.base_url, env=env))
         assert r.returncode == 0, r.stderr[-3000:]
         assert llm.chat_requests == len(script) + 1
         tool_names = {t["function"]["name"] for t in llm.requests[0]["tools"]}
         assert tool_names == set(TOOLS)
+        # What the model was shown back: the three results, none an error.
+        shown = [m for m in llm.requests[-1]["messages"] if m.get("role") == "tool"]
+        assert len(shown) == len(script)
+        assert '"fence"' in str(shown[0]["content"]) and '"released"' in str(shown[2]["content"])
+        assert json.loads(r.stdout.strip().splitlines()[-1])["final_output"] == "Nothing to do."
     board = cluster.board("checker")
     try:
-        for k, author in ((f"results/{name}", "sdk-direct"), (f"results/{name2}", "sdk-llm")):
-            entry = await anyio.to_thread.run_sync(lambda k=k: board.get(k))
-            assert entry is not None and entry.author == author, k
-        assert await anyio.to_thread.run_sync(lambda: board.get(task2)) is None  # released
+        entry = await anyio.to_thread.run_sync(lambda: board.get(f"results/{name}"))
+        assert entry is not None and entry.author == "sdk-llm"
+        assert entry.value == "written by the model"
+        assert await anyio.to_thread.run_sync(lambda: board.get(task)) is None  # released
     finally:
         board.close()
 
