@@ -161,6 +161,18 @@ async def test_core_import_never_loads_the_sdk() -> None:
     assert r.returncode != 0 and "AssertionError" in r.stderr
 
 
+def test_the_adapter_builds_on_the_public_client_only() -> None:
+    import ast
+
+    from quorumboard import consensus
+
+    tree = ast.parse((ROOT / "consensus" / "adapters" / "mcp.py").read_text())
+    imported = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and "quorumboard" in (n.module or "")]
+    assert imported and all(n.module == "quorumboard.consensus" for n in imported)
+    assert {a.name for n in imported for a in n.names} <= set(consensus.__all__)
+
+
 async def test_two_agents_racing_compare_and_set(cluster: LocalCluster) -> None:
     k = key("race")
     async with agents(cluster, "alice", "bob") as (alice, bob):

@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 from mcp.server import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ServerEvent
 from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
@@ -544,8 +544,10 @@ def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
     async def board_entry(key: str) -> str:
         try:
             entry = await anyio.to_thread.run_sync(lambda: board.get(key))
-        except BoardError as exc:
+        except InvalidCommand as exc:  # not a key: no such resource
             raise ResourceNotFoundError(str(tool_error(exc))) from exc
+        except BoardError as exc:
+            raise ResourceError(str(tool_error(exc))) from exc
         if entry is None:
             raise ResourceNotFoundError(f"no key {key!r} on the board")
         return json.dumps(_entry_out(entry), sort_keys=True)
