@@ -552,6 +552,51 @@ async def test_host_config_launches_over_stdio(cluster: LocalCluster) -> None:
         board.close()
 
 
+def _pid_of(agent: str) -> int | None:
+    """The ``quorumboard mcp --agent AGENT`` process the SDK's stdio client started."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"mcp" in argv and agent.encode() in argv:
+                return int(entry)
+    return None
+
+
+async def test_a_stdio_server_sigterminated_releases_its_claims_and_dies(
+        cluster: LocalCluster) -> None:
+    agent, task = f"term-{time.time_ns()}", key("term")
+    params = StdioServerParameters(
+        command=sys.executable, args=["-m", "quorumboard.consensus.cli", "mcp", "--agent", agent,
+                                      "--secret-env", "QUORUMBOARD_SECRET"],
+        env={"QUORUMBOARD_ENDPOINTS": ",".join(cluster.endpoints), "QUORUMBOARD_SECRET": SECRET})
+    board = cluster.board("checker")
+    try:
+        with anyio.fail_after(60):
+            async with Client(params) as client:
+                ok(await client.call_tool("board_claim", {"key": task, "ttl_s": 60}))
+                pid = _pid_of(agent)
+                assert pid is not None
+                os.kill(pid, signal.SIGTERM)  # stdin stays open: the signal alone ends it
+
+                async def released() -> bool:
+                    return await anyio.to_thread.run_sync(lambda: board.get(task)) is None
+
+                await poll(released)  # long before the 60 s TTL
+
+                async def dead() -> bool:  # gone, or a zombie its parent has yet to reap
+                    try:
+                        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+                    except OSError:
+                        return True
+
+                await poll(dead)
+    finally:
+        board.close()
+
+
 async def test_the_secret_must_reach_the_server(cluster: LocalCluster) -> None:
     """Without the secret in the host's env the server refuses to start, naming the variable."""
     code = main(["--endpoints", ",".join(cluster.endpoints), "--agent", "a",

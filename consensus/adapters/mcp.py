@@ -75,7 +75,7 @@ from quorumboard.consensus import (
     connect,
 )
 
-__all__ = ["BoardAgent", "build_server", "main", "serving", "tool_error"]
+__all__ = ["BoardAgent", "build_server", "main", "running", "serving", "tool_error"]
 
 T = TypeVar("T")
 
@@ -92,6 +92,9 @@ parallel calls cost one keepalive, and the claim still lapses within 5% of ttl_s
 RENEW_DURING_WAIT_FRACTION = 3
 """A pending ``board_wait`` renews the claims every ttl/3 (the agent is active: it waits)."""
 CUE_BACKOFF_S = 1.0
+EXIT_TIMEOUT_S = 5.0
+"""Releasing the claims at exit gives up after this long (a cluster that is down cannot be told;
+the claims then lapse after their TTL)."""
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _HINTS: list[tuple[type[BoardError], str]] = [
@@ -560,7 +563,13 @@ async def serving(board: Board, *, close: bool = True) -> AsyncIterator[MCPServe
     """The server for ``board``'s agent, with its change watcher running; on exit the claims
     are released and (``close``) the board closed. Run a transport inside, or connect the
     SDK's ``Client(server)`` to it."""
-    agent = BoardAgent(board)
+    async with running(BoardAgent(board), close=close) as server:
+        yield server
+
+
+@asynccontextmanager
+async def running(agent: BoardAgent, *, close: bool = True) -> AsyncIterator[MCPServer]:
+    """:func:`serving` for an agent the caller keeps a hand on (to release its claims early)."""
     server = build_server(agent)
     try:
         async with anyio.create_task_group() as group:
@@ -570,10 +579,10 @@ async def serving(board: Board, *, close: bool = True) -> AsyncIterator[MCPServe
             finally:
                 group.cancel_scope.cancel()
     finally:
-        with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(EXIT_TIMEOUT_S, shield=True):
             await agent.release_all()
             if close:
-                await anyio.to_thread.run_sync(board.close)
+                await anyio.to_thread.run_sync(agent.board.close)
 
 
 # -------------------------------------------------------------------------------- transports
@@ -598,18 +607,28 @@ def require_bearer(app: Any, token: str) -> Any:
     return guarded
 
 
-async def _until_signal(stop: Callable[[], None]) -> None:
-    """SIGTERM/SIGINT end the server through its normal exit (claims released), not abruptly."""
+async def _on_signal(stop: Callable[[int], Awaitable[None]]) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
-            stop()
+        async for signum in signals:
+            await stop(signum)
             return
 
 
 async def _serve(args: argparse.Namespace, board: Board, token: str | None) -> None:
-    async with serving(board) as server, anyio.create_task_group() as group:
+    agent = BoardAgent(board)
+    async with running(agent) as server, anyio.create_task_group() as group:
         if args.transport == "stdio":
-            group.start_soon(_until_signal, group.cancel_scope.cancel)
+
+            async def die(signum: int) -> None:
+                """Release the claims, then die of the signal as a host expects: the stdio
+                reader blocks in a thread until stdin closes, so a clean return could wait for
+                the host's SIGKILL (and leave the claims to lapse)."""
+                with anyio.move_on_after(EXIT_TIMEOUT_S, shield=True):
+                    await agent.release_all()
+                signal.signal(signum, signal.SIG_DFL)
+                signal.raise_signal(signum)
+
+            group.start_soon(_on_signal, die)
             await server.run_stdio_async()
         else:
             import uvicorn
@@ -629,10 +648,10 @@ async def _serve(args: argparse.Namespace, board: Board, token: str | None) -> N
             http = Uvicorn(uvicorn.Config(app, host=args.host, port=args.port,
                                           log_level=args.log_level, lifespan="on"))
 
-            def stop() -> None:
+            async def shut_down(signum: int) -> None:  # a graceful stop, then the normal exit
                 http.should_exit = True
 
-            group.start_soon(_until_signal, stop)
+            group.start_soon(_on_signal, shut_down)
             await http.serve()
         group.cancel_scope.cancel()
 
