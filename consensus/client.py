@@ -108,7 +108,9 @@ CLOSE_CHECK_IDLE_S = 0.05
 non-blocking recv), so the request is known unsent. A link that just delivered a reply skips
 the check: it costs a syscall per request, it is a race either way (a close can follow it),
 and what it buys is ``Unavailable`` rather than ``OutcomeUnknown`` when every retry fails."""
-
+WAIT_MIN_S = 0.5
+""":meth:`Board.wait_events` with a shorter timeout still gets this long to connect and read
+what is already there (a poll)."""
 
 
 class EventPage(NamedTuple):
@@ -119,6 +121,15 @@ class EventPage(NamedTuple):
     events: list[Event]
     revision: int
     more: bool
+
+
+class _WaitCursor:
+    """Where a wait stands: the highest revision a replica said it had scanned, and whether
+    any replica served it at all (a wait nobody served is an error, not an empty answer)."""
+
+    def __init__(self, revision: int) -> None:
+        self.revision = revision
+        self.served = False
 
 
 _ERRORS: dict[str, type[BoardError]] = {
@@ -791,7 +802,9 @@ class Board:
         ``limit`` events on a revision boundary (``more=True``), except that a single revision
         larger than ``limit`` comes whole. ``revision`` is the last revision covered, which is
         the replica's progress when no event came, and never below ``after_revision``. Raises
-        :class:`RevisionCompacted` if ``after_revision + 1`` was compacted away.
+        :class:`RevisionCompacted` if ``after_revision + 1`` was compacted away, and
+        :class:`Unavailable` if no replica accepted the wait at all (a timeout of 0 is a poll:
+        it still gets :data:`WAIT_MIN_S` to connect).
         """
         check_prefix(prefix)
         if isinstance(after_revision, bool) or not isinstance(after_revision, int) \
@@ -800,8 +813,9 @@ class Board:
         if limit < 1:
             raise InvalidCommand(f"limit must be >= 1, got {limit}")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout_s)
-        progress = [after_revision]  # the highest revision a replica said it had scanned
+        deadline = loop.time() + max(WAIT_MIN_S, timeout_s)
+        cursor = _WaitCursor(after_revision)
+        last = "no attempt made"
         for attempt in range(WATCH_RECONNECTS_MAX):
             if self._closed:
                 raise Unavailable("board is closed")
@@ -811,13 +825,14 @@ class Board:
             try:
                 async with asyncio.timeout(remaining):
                     events = await self._next_events(self._watch_address(attempt), prefix,
-                                                     progress)
+                                                     cursor)
             except TimeoutError:
                 break
             except RevisionCompacted:
                 raise
-            except (OSError, BoardError, _Lost, ValueError, TypeError):
+            except (OSError, BoardError, _Lost, ValueError, TypeError) as exc:
                 # The replica died, refused or sent garbage: resume on the next one.
+                last = f"{type(exc).__name__}: {exc}"
                 await asyncio.sleep(max(0.0, min(BACKOFF_MIN_S * 2 ** min(attempt, 4),
                                                  BACKOFF_MAX_S, deadline - loop.time())))
                 continue
@@ -831,14 +846,16 @@ class Board:
                     cut = sum(1 for e in events if e.revision == first)
             if cut < len(events):
                 return EventPage(events[:cut], events[cut - 1].revision, True)
-            return EventPage(events, max(progress[0], events[-1].revision), False)
-        return EventPage([], progress[0], False)
+            return EventPage(events, max(cursor.revision, events[-1].revision), False)
+        if not cursor.served:
+            raise Unavailable(f"no replica could serve the wait in time ({last})")
+        return EventPage([], cursor.revision, False)
 
-    async def _next_events(self, address: str, prefix: str, progress: builtins.list[int]
+    async def _next_events(self, address: str, prefix: str, cursor: _WaitCursor
                            ) -> builtins.list[Event]:
-        """One watch connection to ``address`` from ``progress[0] + 1``: the first non-empty
-        batch's events. ``progress[0]`` follows the replica's ``through`` as batches arrive, so
-        a caller that times out or loses the replica knows where to resume."""
+        """One watch connection to ``address`` from ``cursor.revision + 1``: the first
+        non-empty batch's events. The cursor follows the replica's ``through`` as batches
+        arrive, so a caller that times out or loses the replica knows where to resume."""
         host, _, port = address.rpartition(":")
         try:  # a replica that does not answer must not use up the whole wait
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
@@ -867,13 +884,13 @@ class Board:
             channel.accept_proof(await next_frame())
             decoder.set_limit(REPLY_FRAME_BYTES_MAX + SEAL_OVERHEAD_BYTES)
             writer.write(encode_frame(channel.seal(encode(WatchReq(
-                id=1, prefix=prefix, start_revision=progress[0] + 1)))))
+                id=1, prefix=prefix, start_revision=cursor.revision + 1)))))
             await writer.drain()
             for _ in range(2**62):  # bounded by the caller's deadline
                 obj = msgpack.unpackb(channel.open(await next_frame()), raw=False)
                 if isinstance(obj, dict) and obj.get("watch"):
                     batch = WatchBatch.model_validate(obj)
-                    progress[0] = max(progress[0], batch.through)  # >= its last event
+                    cursor.revision = max(cursor.revision, batch.through)  # >= its last event
                     if batch.events:
                         return batch.events
                     continue
@@ -882,6 +899,7 @@ class Board:
                     raise RevisionCompacted(reply.message, compact_revision=reply.compact_revision)
                 if reply.wire_error:
                     raise _Lost(f"{address}: {reply.wire_error}: {reply.message}", sent=False)
+                cursor.served = True  # the watch is on: quiet from here on means no events
             raise _Lost("unreachable", sent=False)
         finally:
             writer.close()  # not awaited: a cancelled wait must end now, the loop finishes it

@@ -318,6 +318,16 @@ async def test_board_wait_pages_times_out_and_reports_compaction(cluster: LocalC
         assert compacted["compact_revision"] > 1
 
 
+async def test_a_wait_no_replica_accepts_is_an_error_not_silence(cluster: LocalCluster) -> None:
+    """A wrong secret (every handshake fails) must not look like a quiet board."""
+    board = Board(list(cluster.endpoints), "intruder", secret=b"not-the-secret-0123456789")
+    try:
+        with pytest.raises(Unavailable, match="no replica could serve the wait"):
+            await board.wait_events("", 0, timeout_s=1)
+    finally:
+        board.close()
+
+
 async def test_waits_hold_no_thread_and_end_with_their_request(cluster: LocalCluster) -> None:
     prefix = key("many") + "/"
     async with agents(cluster, "waiter", "poker") as (waiter, poker):
