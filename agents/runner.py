@@ -534,15 +534,17 @@ def _final_state(run: _Run) -> dict[str, Any]:
     board = run.coordinator.board
     for attempt in range(FINAL_READ_ATTEMPTS):
         try:
-            task_entries = board.list(f"{run.layout.run_prefix}tasks/")
-            file_entries = board.list(run.layout.files_prefix)
+            listing = board.list_many([f"{run.layout.run_prefix}tasks/",
+                                       run.layout.files_prefix])
             break
         except BoardError:
             if attempt == FINAL_READ_ATTEMPTS - 1:
                 raise
-    tasks = {e.key.rsplit("/", 1)[1]: e.value for e in task_entries}
+    tasks = {e.key.rsplit("/", 1)[1]: e.value
+             for e in listing.under(f"{run.layout.run_prefix}tasks/")}
     files = {e.key[len(run.layout.files_prefix):]: {"version": e.version, "author": e.author,
-                                                     "value": e.value} for e in file_entries}
+                                                     "value": e.value}
+             for e in listing.under(run.layout.files_prefix)}
     lost: list[str] = []
     for ev in run.log.events:
         if ev.kind == "complete" and ev.task is not None:

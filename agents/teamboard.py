@@ -175,17 +175,18 @@ class ViewCache:
             del self.messages[:-MESSAGES_IN_VIEW_MAX * 8]
 
     def _resync(self) -> None:
-        """The watch's start was compacted away: rebuild the view from linearizable lists and
-        watch on from the revision they were read at."""
-        entries = (self.board.list(self.layout.run_prefix)
-                   + self.board.list(self.layout.files_prefix))
+        """The watch's start was compacted away: rebuild the view from one read of both
+        prefixes at one revision and watch on from there. (Two separate lists would resume the
+        watch at the later one's revision and never see a change under the first prefix
+        committed between them.)"""
+        listing = self.board.list_many([self.layout.run_prefix, self.layout.files_prefix])
         self.tasks.clear()
         self.files.clear()
         self.heartbeats.clear()
         self.messages.clear()
-        for entry in entries:
+        for entry in listing.entries:
             self._set(entry.key, entry)
-        self.revision = max([self.revision, *(e.revision for e in entries)])
+        self.revision = max(self.revision, listing.revision)
 
     def catch_up(self, revision: int) -> None:
         """Consume watch events until this cache has seen ``revision`` (a commit of this run).

@@ -63,6 +63,7 @@ from quorumboard.consensus.model import (
     FenceRef,
     HistoryRecord,
     LeaseInfo,
+    Listing,
     Pending,
 )
 from quorumboard.consensus.nemesis import Nemesis, NemesisConfig
@@ -106,6 +107,7 @@ __all__ = [
     "KeyResult",
     "LeaseInfo",
     "Limits",
+    "Listing",
     "LocalCluster",
     "LwwRegister",
     "Model",

@@ -17,6 +17,11 @@ Why this shape:
 * Session keys are derived per connection and per direction with HMAC-SHA256; every sealed frame
   carries a strictly increasing counter and a truncated tag, so tampered, replayed, reordered or
   reflected frames are refused with :class:`AuthError`.
+* A side whose handshake fails (wrong secret, malformed hello, another service's label) sends
+  one plain *refusal* frame naming the reason before it closes, so the other side raises
+  :class:`AuthError` at once instead of reading a bare close as a network fault and retrying until
+  its deadline. The frame starts with a magic no hello (a msgpack array) or proof (32 bytes of
+  HMAC, matched in full) can be mistaken for.
 * With ``secret=None`` the hellos are still exchanged (the peer identity is known) but proofs are
   empty and :meth:`Channel.seal`/:meth:`Channel.open` pass bytes through: that mode authenticates
   nothing and is only for trusted loopback setups.
@@ -44,6 +49,7 @@ __all__ = [
     "SEAL_OVERHEAD_BYTES",
     "Channel",
     "new_nonce",
+    "refusal_frame",
 ]
 
 RAFT_LABEL: Final = b"qb-raft-v1"
@@ -55,6 +61,20 @@ SEAL_OVERHEAD_BYTES: Final = _COUNTER.size + TAG_BYTES
 _IDENTITY_CHARS_MAX: Final = 512
 _HELLO_VERSION: Final = 1
 _HELLO_BYTES_MAX: Final = 2048
+_REFUSAL_MAGIC: Final = b"\x00qb-handshake-refused\x00"
+_REFUSAL_REASON_BYTES_MAX: Final = 256
+
+
+def refusal_frame(reason: str) -> bytes:
+    """The payload a side sends when it refuses the handshake: the magic, then the reason
+    (UTF-8, cut to 256 bytes). Never carries secret material: reasons are fixed texts."""
+    return _REFUSAL_MAGIC + reason.encode("utf-8", "replace")[:_REFUSAL_REASON_BYTES_MAX]
+
+
+def _refusal_reason(payload: bytes) -> str | None:
+    if not payload.startswith(_REFUSAL_MAGIC):
+        return None
+    return payload[len(_REFUSAL_MAGIC):][:_REFUSAL_REASON_BYTES_MAX].decode("utf-8", "replace")
 
 
 def new_nonce() -> bytes:
@@ -108,6 +128,7 @@ class Channel:
         """Check the peer's hello and return the identity it claims (proven only by the proof)."""
         if self._peer_identity is not None or self._failed:
             self._fail("unexpected second hello")
+        self._check_refusal(payload)
         if len(payload) > _HELLO_BYTES_MAX:
             self._fail("hello too large")
         try:
@@ -152,6 +173,7 @@ class Channel:
         """Verify the peer's proof in constant time; the channel is established afterwards."""
         if self._failed or not self._proof_sent or self._established:
             self._fail("proof out of order")
+        self._check_refusal(payload)
         if not hmac.compare_digest(payload, self._proof_in):
             self._fail("peer failed to prove the shared secret")
         self._established = True
@@ -230,6 +252,11 @@ class Channel:
         else:
             self._proof_out, self._proof_in = proof_r2i, proof_i2r
             self._send_key, self._recv_key = key_r2i, key_i2r
+
+    def _check_refusal(self, payload: bytes) -> None:
+        reason = _refusal_reason(payload)
+        if reason is not None:
+            self._fail(f"the peer refused the handshake: {reason}")
 
     def _fail(self, reason: str) -> NoReturn:
         self._failed = True

@@ -2,26 +2,30 @@
 
 Exit codes mean something to scripts: 0 ok, 1 other error, 2 usage, 3 conflict (refused by a
 policy, a stale version or a fence), 4 not found, 5 unavailable / outcome unknown, 6 invalid
-input; ``chaos``: 0 checked and valid, 7 violation found, 8 could not decide within the limit.
+input, 9 authentication failed (the cluster secret does not match: retrying cannot help);
+``chaos``: 0 checked and valid, 7 violation found, 8 could not decide within the limit.
 ``--json`` prints machine-readable output.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from quorumboard.consensus.client import Board, connect
 from quorumboard.consensus.cluster import LocalCluster
 from quorumboard.consensus.errors import (
+    AuthError,
     BoardError,
     Conflict,
     InvalidCommand,
@@ -31,14 +35,18 @@ from quorumboard.consensus.errors import (
     Unavailable,
 )
 from quorumboard.consensus.logs import configure_logging
+from quorumboard.consensus.model import HistoryRecord
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_INVALID = (
     0, 1, 2, 3, 4, 5, 6)
+EXIT_AUTH = 9
 
 
 def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, AuthError):
+        return EXIT_AUTH
     if isinstance(exc, Conflict):
         return EXIT_CONFLICT
     if isinstance(exc, NotFound):
@@ -214,11 +222,25 @@ def _current(exc: BoardError) -> Any:
 def _human(result: Any) -> str:
     if isinstance(result, list):
         return "\n".join(_human(r) for r in result) if result else "(none)"
+    if isinstance(result, HistoryRecord):
+        return _human_history(result)
     data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
     if isinstance(data, dict) and "key" in data and "version" in data and "value" in data:
         return (f"{data['key']} = {json.dumps(data['value'])}  "
                 f"(version {data['version']}, by {data['author']}, rev {data['mod_revision']})")
     return json.dumps(data, indent=2, sort_keys=True)
+
+
+def _human_history(record: HistoryRecord) -> str:
+    """One audit line: a version written (``put`` / ``delete``) or an attempt the policy refused
+    or held (``rejected`` / ``pending``, which changed nothing and have no version of their own)."""
+    head = f"rev {record.revision} {record.outcome} by {record.author}"
+    decided = f"[{record.policy}: {record.decision}]"
+    if record.outcome == "put":
+        return f"{head} -> version {record.version} {json.dumps(record.value)} {decided}"
+    if record.outcome == "delete":
+        return f"{head} -> version {record.version} {decided}"
+    return f"{head} (key at version {record.version}) {decided}"
 
 
 def _parse_value(text: str) -> Any:
@@ -418,6 +440,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (what ``timeout``, ``docker stop``, systemd and a closed terminal send)
+    stop ``up`` and ``demo`` the way Ctrl-C does: the cluster's ``with`` block runs and every
+    replica is stopped, instead of the process vanishing with its replicas still running."""
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    saved = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["experiment"]:
@@ -441,9 +479,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            return demo(args.replicas, args.data_dir, args.agents, args.seconds)
+            with _terminate_as_interrupt():
+                return demo(args.replicas, args.data_dir, args.agents, args.seconds)
         if args.command == "up":
-            return _cmd_up(args)
+            with _terminate_as_interrupt():
+                return _cmd_up(args)
         if args.command == "serve":
             return _cmd_serve(args)
         if args.command == "chaos":

@@ -23,12 +23,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgpack
+from pydantic import BaseModel, ValidationError
 
 from quorumboard.consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
 from quorumboard.consensus.errors import (
+    AuthError,
     BoardError,
     ClaimHeld,
     Conflict,
@@ -46,6 +48,8 @@ from quorumboard.consensus.errors import (
 )
 from quorumboard.consensus.frames import FrameDecoder, encode_frame
 from quorumboard.consensus.model import (
+    INT_MAX,
+    INT_MIN,
     Claim,
     ClaimCmd,
     CloseSession,
@@ -59,6 +63,7 @@ from quorumboard.consensus.model import (
     HistoryRecord,
     KeepAliveCmd,
     LeaseInfo,
+    Listing,
     OpenSession,
     Pending,
     Proposal,
@@ -154,6 +159,44 @@ def error_from(info: ErrorInfo) -> BoardError:
     return cls(info.message)
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _checked(call: str, cls: type[_M], **fields: Any) -> _M:
+    """Build a command or request from a public call's arguments, or raise the typed error.
+
+    Every public method validates here, before anything is sent: a bad argument is an
+    :class:`InvalidCommand` naming the call, the argument and the bound it broke (a bad key or
+    value keeps its more precise :class:`InvalidKey` / :class:`InvalidValue`), never a raw
+    ``pydantic.ValidationError``; integers must also fit the wire's 64 bits."""
+    try:
+        model = cls(**fields)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or cls.__name__
+        shown = repr(first.get("input"))
+        shown = shown if len(shown) <= 80 else shown[:77] + "..."
+        raise InvalidCommand(f"{call}: {where}: {first['msg']} (got {shown})") from None
+    for name in type(model).model_fields:
+        number = getattr(model, name)
+        if isinstance(number, int) and not isinstance(number, bool) \
+                and not INT_MIN <= number <= INT_MAX:
+            raise InvalidCommand(f"{call}: {name}: must fit in a signed 64-bit integer "
+                                 f"(got {number})")
+    return model
+
+
+def _seconds(call: str, name: str, value: object, *, optional: bool = False) -> float | None:
+    """A positive, finite number of seconds (``None`` allowed when ``optional``)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise InvalidCommand(f"{call}: {name} must be a positive finite number of seconds "
+                             f"(got {value!r:.80})")
+    return float(value)
+
+
 _UNDEDUPLICABLE = (
     "the session expired while an attempt of this command may have applied: its outcome can no "
     "longer be learned, and sending it again could apply it twice; read the board and decide "
@@ -202,6 +245,12 @@ class _Link:
         self._received_at = 0.0
         try:
             self._handshake(identity)
+        except AuthError as exc:
+            self._sock.close()
+            raise AuthError(
+                f"{address}: {exc}; the cluster secret given to this client (secret=, "
+                "QUORUMBOARD_SECRET) does not match the replicas' (or only one side has one)"
+            ) from None
         except Exception:
             self._sock.close()
             raise
@@ -384,13 +433,13 @@ class Board:
 
     def __init__(self, endpoints: list[str], agent: str, *, secret: bytes | None = None,
                  timeout_s: float = 15.0) -> None:
-        if not endpoints:
-            raise InvalidCommand("no endpoints given")
-        if not agent or len(agent) > 128:
-            raise InvalidCommand("agent must be 1..128 characters")
+        self.endpoints = _check_endpoints(endpoints)
+        if not isinstance(agent, str) or not 0 < len(agent) <= 128:
+            raise InvalidCommand(f"agent must be a string of 1..128 characters (got {agent!r:.80})")
+        if (secret is not None and not isinstance(secret, bytes)) or secret == b"":
+            raise InvalidCommand("secret must be non-empty bytes or None")
         self.agent = agent
-        self.endpoints = list(endpoints)
-        self.timeout_s = timeout_s
+        self.timeout_s = _seconds("Board", "timeout_s", timeout_s) or 0.0
         self._secret = secret
         self._lock = threading.Lock()
         self._link: _Link | None = None
@@ -427,6 +476,8 @@ class Board:
                 self._next_endpoint += 1
         try:
             link = self._connect_to(hint)
+        except AuthError:
+            raise  # a wrong secret: no other replica or later attempt will accept it either
         except (OSError, BoardError) as exc:
             raise _Lost(f"cannot connect to {hint}: {exc}", sent=False) from None
         with self._lock:
@@ -600,9 +651,10 @@ class Board:
         :class:`Unavailable` if the cluster could not answer (retrying is safe). Under the
         ``vote`` policy nothing is written yet: use :meth:`propose`.
         """
-        result = self._propose(PutCmd(key=check_key(key), value=value,
-                                      expect_version=expect_version, lease=_lease_id(lease),
-                                      fence=_fence(fence)))
+        result = self._propose(_checked("put", PutCmd, key=check_key(key), value=value,
+                                        expect_version=expect_version,
+                                        lease=_lease_id("put", lease),
+                                        fence=_fence("put", fence)))
         if result.entry is None:
             pending = result.pending
             raise PolicyRejected(
@@ -615,21 +667,22 @@ class Board:
     def propose(self, key: str, value: Value, *,
                 expect_version: int | None = None) -> Entry | Pending:
         """Put under any policy; under ``vote`` returns the :class:`Pending` proposal."""
-        result = self._propose(PutCmd(key=check_key(key), value=value,
-                                      expect_version=expect_version))
+        result = self._propose(_checked("propose", PutCmd, key=check_key(key), value=value,
+                                        expect_version=expect_version))
         return result.entry if result.entry is not None and result.pending is None \
             else _pending_or_entry(result)
 
     def vote(self, key: str, proposal: int | Pending, approve: bool = True) -> Entry | Pending:
         """Approve or reject a pending edit; returns the written entry once it is approved."""
         pid = proposal.id if isinstance(proposal, Pending) else proposal
-        return _pending_or_entry(self._propose(VoteCmd(key=check_key(key), proposal=pid,
-                                                       approve=approve)))
+        return _pending_or_entry(self._propose(_checked("vote", VoteCmd, key=check_key(key),
+                                                        proposal=pid, approve=approve)))
 
     def withdraw(self, key: str, proposal: int | Pending) -> Pending:
         """Withdraw your own pending edit."""
         pid = proposal.id if isinstance(proposal, Pending) else proposal
-        result = self._propose(WithdrawCmd(key=check_key(key), proposal=pid))
+        result = self._propose(_checked("withdraw", WithdrawCmd, key=check_key(key),
+                                        proposal=pid))
         if result.pending is None:
             raise ProtocolError("withdraw reply carried no proposal")
         return result.pending
@@ -638,48 +691,59 @@ class Board:
                fence: Claim | FenceRef | None = None) -> Entry:
         """Delete ``key`` (under its policy); returns the last version. :class:`NotFound` if
         it does not exist."""
-        result = self._propose(DeleteCmd(key=check_key(key), expect_version=expect_version,
-                                         fence=_fence(fence)))
+        result = self._propose(_checked("delete", DeleteCmd, key=check_key(key),
+                                        expect_version=expect_version,
+                                        fence=_fence("delete", fence)))
         if result.entry is None:
             raise ProtocolError("delete reply carried no entry")
         return result.entry
 
     def grant(self, ttl: float) -> LeaseInfo:
         """A new lease of ``ttl`` seconds (a minimum: expiry is decided by the leader's clock)."""
-        return _lease_of(self._propose(GrantCmd(ttl=ttl)))
+        return _lease_of(self._propose(_checked("grant", GrantCmd, ttl=ttl)))
 
     def keepalive(self, lease: int | LeaseInfo | Claim) -> LeaseInfo:
         """Restart the lease's countdown. :class:`NotFound` once it has expired."""
-        return _lease_of(self._propose(KeepAliveCmd(lease=_need_lease(lease))))
+        return _lease_of(self._propose(_checked("keepalive", KeepAliveCmd,
+                                                lease=_need_lease("keepalive", lease))))
 
     def revoke(self, lease: int | LeaseInfo | Claim) -> LeaseInfo:
         """End the lease now: its keys are deleted, its claims released."""
-        return _lease_of(self._propose(RevokeCmd(lease=_need_lease(lease))))
+        return _lease_of(self._propose(_checked("revoke", RevokeCmd,
+                                                lease=_need_lease("revoke", lease))))
 
     def claim(self, key: str, ttl: float, value: Value = None) -> Claim:
         """Take exclusive ownership of ``key`` for ``ttl`` seconds (renew with
         :meth:`keepalive`). Raises :class:`ClaimHeld` while another agent holds it. The
         claim's ``fence`` grows with every new owner; pass ``fence=claim`` to guarded writes."""
-        result = self._propose(ClaimCmd(key=check_key(key), ttl=ttl, value=value))
+        result = self._propose(_checked("claim", ClaimCmd, key=check_key(key), ttl=ttl,
+                                        value=value))
         if result.claim is None:
             raise ProtocolError("claim reply carried no claim")
         return result.claim
 
     def release(self, claim: Claim) -> None:
         """Give a claim up (revokes its lease, deleting the claimed key)."""
+        if not isinstance(claim, Claim):
+            raise InvalidCommand(f"release: claim must be a Claim from claim() "
+                                 f"(got {type(claim).__name__})")
         self.revoke(claim.lease)
 
     def set_policy(self, prefix: str, name: str, **params: Any) -> None:
         """Bind conflict policy ``name`` to every key under ``prefix`` (a committed change)."""
-        self._propose(SetPolicyCmd(prefix=check_prefix(prefix), name=name, params=params))
+        self._propose(_checked("set_policy", SetPolicyCmd, prefix=check_prefix(prefix),
+                               name=name, params=params))
 
     # ------------------------------------------------------------------------------- reads
 
     def _read(self, what: ReadKind, *, key: str = "", lease: int = 0, limit: int = 10_000,
               stale: bool = False, start_after: str = "") -> Reply:
-        reply = self._call(lambda rid: ReadReq(id=rid, what=what, key=key, lease=lease,
-                                               limit=limit, stale=stale,
-                                               start_after=start_after), idempotent=True)
+        request = _checked(what, ReadReq, id=0, what=what, key=key, lease=lease, limit=limit,
+                           stale=stale, start_after=start_after)
+        return self._send_read(request)
+
+    def _send_read(self, request: ReadReq) -> Reply:
+        reply = self._call(lambda rid: request.model_copy(update={"id": rid}), idempotent=True)
         if reply.error is not None and reply.error.code != "not_found":
             raise error_from(reply.error)
         return reply
@@ -697,18 +761,39 @@ class Board:
         A listing larger than one reply (8 MiB of values) is read in pages, each page a
         linearizable read of its own: the whole list is then not one snapshot (compare the
         entries' ``revision``)."""
-        check_prefix(prefix)
+        first = _checked("list", ReadReq, id=0, what="list", key=check_prefix(prefix),
+                         limit=limit, stale=stale, start_after=start_after)
+        limit = first.limit
         out: builtins.list[Entry] = []
-        after = start_after
+        after = first.start_after
         for _ in range(limit):  # bounded: every page holds at least one entry
-            reply = self._read("list", key=prefix, limit=limit - len(out), stale=stale,
-                               start_after=after)
+            reply = self._send_read(first.model_copy(update={"limit": limit - len(out),
+                                                             "start_after": after}))
             page = reply.entries or []
             out.extend(page)
             if not reply.more or not page or len(out) >= limit:
                 break
             after = page[-1].key
         return out
+
+    def list_many(self, prefixes: builtins.list[str], *, stale: bool = False,
+                  limit: int = 10_000) -> Listing:
+        """Every entry under any of ``prefixes`` (at most 64), read together at one revision:
+        one linearizable read (unless ``stale``) returning the entries and the revision it was
+        read at.
+
+        Rebuild a view from it and watch from ``listing.revision + 1``: no change is missed and
+        none is seen twice. Two separate :meth:`list` calls cannot promise that (a change under
+        the first prefix committed between them is in neither the lists nor the watch). A view
+        larger than one reply (more than ``limit`` entries, or about 60 MiB) is refused with
+        :class:`InvalidCommand`, never cut."""
+        if not isinstance(prefixes, (builtins.list, tuple)):
+            raise InvalidCommand(f"list_many: prefixes must be a list of prefixes "
+                                 f"(got {type(prefixes).__name__})")
+        request = _checked("list_many", ReadReq, id=0, what="list_many", limit=limit,
+                           stale=stale, prefixes=[check_prefix(p) for p in prefixes])
+        reply = self._send_read(request)
+        return Listing(revision=reply.revision, entries=reply.entries or [])
 
     def history(self, key: str, *, limit: int = 10_000) -> builtins.list[HistoryRecord]:
         """Retained audit records of ``key``: every committed version and refused attempt, with
@@ -720,7 +805,7 @@ class Board:
         return self._read("pending", key=check_key(key)).pending or []
 
     def lease(self, lease: int | LeaseInfo | Claim) -> LeaseInfo | None:
-        return self._read("lease", lease=_need_lease(lease)).lease
+        return self._read("lease", lease=_need_lease("lease", lease)).lease
 
     def status(self) -> ReplicaStatus:
         """The connected replica's view of the cluster."""
@@ -737,8 +822,16 @@ class Board:
         the beginning. Survives replica failures (resumes on another replica from the next
         revision). Raises :class:`RevisionCompacted` if the start was compacted away. Ends after
         ``idle_timeout_s`` without events, if given.
+
+        The arguments are checked here, at the call (not at the first ``next()``).
         """
-        check_prefix(prefix)
+        request = _checked("watch", WatchReq, id=0, prefix=check_prefix(prefix),
+                           start_revision=start_revision)
+        idle_s = _seconds("watch", "idle_timeout_s", idle_timeout_s, optional=True)
+        return self._watch(request.prefix, request.start_revision, idle_s)
+
+    def _watch(self, prefix: str, start_revision: int | None,
+               idle_timeout_s: float | None) -> Iterator[Event]:
         cursor = start_revision
         attempt = 0
         for _ in range(WATCH_RECONNECTS_MAX * 1_000):
@@ -748,6 +841,8 @@ class Board:
             attempt += 1
             try:
                 link = self._connect_to(address)
+            except AuthError:
+                raise
             except (OSError, BoardError):
                 _backoff(attempt, time.monotonic() + BACKOFF_MAX_S)
                 continue
@@ -806,12 +901,18 @@ class Board:
         :class:`Unavailable` if no replica accepted the wait at all (a timeout of 0 is a poll:
         it still gets :data:`WAIT_MIN_S` to connect).
         """
-        check_prefix(prefix)
         if isinstance(after_revision, bool) or not isinstance(after_revision, int) \
-                or after_revision < 0:
-            raise InvalidCommand(f"after_revision must be an integer >= 0, got {after_revision!r}")
-        if limit < 1:
-            raise InvalidCommand(f"limit must be >= 1, got {limit}")
+                or not 0 <= after_revision < INT_MAX:
+            raise InvalidCommand(f"wait_events: after_revision must be an integer >= 0 "
+                                 f"(got {after_revision!r:.80})")
+        request = _checked("wait_events", WatchReq, id=0, prefix=check_prefix(prefix),
+                           start_revision=after_revision + 1)
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) \
+                or not math.isfinite(timeout_s) or timeout_s < 0:
+            raise InvalidCommand(f"wait_events: timeout_s must be a finite number of seconds "
+                                 f">= 0 (got {timeout_s!r:.80})")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidCommand(f"wait_events: limit must be an integer >= 1 (got {limit!r:.80})")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(WAIT_MIN_S, timeout_s)
         cursor = _WaitCursor(after_revision)
@@ -824,8 +925,8 @@ class Board:
                 break
             try:
                 async with asyncio.timeout(remaining):
-                    events = await self._next_events(self._watch_address(attempt), prefix,
-                                                     cursor)
+                    events = await self._next_events(self._watch_address(attempt),
+                                                     request.prefix, cursor)
             except TimeoutError:
                 break
             except RevisionCompacted:
@@ -943,8 +1044,23 @@ def connect(endpoints: str | list[str], agent: str, *, secret: bytes | str | Non
     """A :class:`Board` for ``agent`` on the cluster at ``endpoints`` (``"host:port,..."``,
     the replicas' client ports). Finds the leader and fails over by itself."""
     eps = [e.strip() for e in endpoints.split(",")] if isinstance(endpoints, str) else endpoints
+    if not isinstance(eps, (list, tuple)):
+        raise InvalidCommand(f"endpoints must be 'host:port,...' or a list of them "
+                             f"(got {type(endpoints).__name__})")
     key = secret.encode() if isinstance(secret, str) else secret
     return Board([e for e in eps if e], agent, secret=key, timeout_s=timeout_s)
+
+
+def _check_endpoints(endpoints: object) -> list[str]:
+    """``host:port`` strings with a port in 1..65535; at least one."""
+    if not isinstance(endpoints, (list, tuple)) or not endpoints:
+        raise InvalidCommand("endpoints: give at least one 'host:port'")
+    for endpoint in endpoints:
+        host, _, port = endpoint.rpartition(":") if isinstance(endpoint, str) else ("", "", "")
+        if not host or not port.isdecimal() or not 0 < int(port) < 65_536:
+            raise InvalidCommand(f"endpoints: {endpoint!r:.80} is not 'host:port' with a port "
+                                 "in 1..65535")
+    return [str(e) for e in endpoints]
 
 
 def _backoff(attempt: int, deadline: float) -> None:
@@ -952,23 +1068,29 @@ def _backoff(attempt: int, deadline: float) -> None:
     time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
 
 
-def _lease_id(lease: int | LeaseInfo | Claim | None) -> int | None:
+def _lease_id(call: str, lease: int | LeaseInfo | Claim | None) -> int | None:
     if lease is None:
         return None
-    return _need_lease(lease)
+    return _need_lease(call, lease)
 
 
-def _need_lease(lease: int | LeaseInfo | Claim) -> int:
+def _need_lease(call: str, lease: int | LeaseInfo | Claim) -> int:
     if isinstance(lease, Claim):
         return lease.lease
     if isinstance(lease, LeaseInfo):
         return lease.id
+    if isinstance(lease, bool) or not isinstance(lease, int):
+        raise InvalidCommand(f"{call}: lease must be a lease id, a LeaseInfo or a Claim "
+                             f"(got {type(lease).__name__})")
     return lease
 
 
-def _fence(fence: Claim | FenceRef | None) -> FenceRef | None:
+def _fence(call: str, fence: Claim | FenceRef | None) -> FenceRef | None:
     if fence is None or isinstance(fence, FenceRef):
         return fence
+    if not isinstance(fence, Claim):
+        raise InvalidCommand(f"{call}: fence must be a Claim or a FenceRef "
+                             f"(got {type(fence).__name__})")
     return FenceRef(key=fence.key, fence=fence.fence)
 
 

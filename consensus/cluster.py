@@ -31,7 +31,8 @@ from quorumboard.consensus.client import Board, _Link, _Lost
 from quorumboard.consensus.clocks import ClockFault, write_clock_fault
 from quorumboard.consensus.errors import BoardError, InvalidCommand, Unavailable
 from quorumboard.consensus.invariant import check
-from quorumboard.consensus.logs import configure_logging
+from quorumboard.consensus.lifeline import Lifeline
+from quorumboard.consensus.logs import LOG_LEVELS, configure_logging
 from quorumboard.consensus.netfaults import NetworkFaults
 from quorumboard.consensus.protocol import ReplicaStatus, StatusReq
 from quorumboard.consensus.state import Limits
@@ -47,6 +48,15 @@ POLL_S = 0.05
 CLOCK_FAULT_FILE = "clock-fault.msgpack"
 
 _LIVE: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
+
+
+def _configure_embedded_logging(level: str) -> None:
+    """Log embedded replicas at ``level`` to stderr, unless structlog is configured already:
+    by the host program (its configuration decides) or by an earlier embedded cluster (loggers
+    cache their level on first use, so the first one's level stays). Leaves the stdlib root
+    logger alone."""
+    if not structlog.is_configured():
+        configure_logging(level, stdlib_root=False)
 
 
 @atexit.register
@@ -98,18 +108,31 @@ class LocalCluster:
     ``data_dir=None`` uses a fresh temporary directory, removed on stop. Passing an existing
     ``data_dir`` restarts the cluster from it (same ports are chosen anew; replica identity is
     its name ``r0..rN-1``, and membership is re-derived from the saved layout).
+
+    ``log_level`` (``debug`` … ``critical``): replica processes log to ``rI/replica.log`` at
+    ``info`` by default; ``embedded=True`` replicas log into this program's stderr, at
+    ``warning`` by default (a library is quiet unless asked: pass ``log_level="info"`` to see
+    elections and rejections). If the program configured structlog itself, its configuration
+    decides what embedded replicas print; otherwise the first embedded cluster of the process
+    sets the level.
     """
 
     def __init__(self, replicas: int = 3, data_dir: str | os.PathLike[str] | None = None, *,
                  secret: bytes | str | None = None, fsync: bool = False,
                  limits: Limits | None = None, policy_modules: list[str] | None = None,
-                 log_level: str = "info", host: str = "127.0.0.1",
+                 log_level: str | None = None, host: str = "127.0.0.1",
                  election_timeout_min_s: float = 0.4, election_timeout_max_s: float = 1.4,
                  embedded: bool = False, network_faults: bool = False,
                  clock_faults: bool = False, compaction_min_entries: int = 20_000,
                  start: bool = True) -> None:
         if not 1 <= replicas <= 15:
             raise InvalidCommand("replicas must be between 1 and 15")
+        if log_level is None:
+            # Embedded replicas log into the host program's stderr: a library stays quiet
+            # unless asked. Replica processes log into their own replica.log files.
+            log_level = "warning" if embedded else "info"
+        if log_level.lower() not in LOG_LEVELS:
+            raise InvalidCommand(f"log_level {log_level!r} is not one of {list(LOG_LEVELS)}")
         self.size = replicas
         self.embedded = embedded
         self._inproc: list[Replica | None] = [None] * replicas
@@ -122,6 +145,8 @@ class LocalCluster:
         self.host = host
         self._lock = threading.Lock()
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * replicas
+        self._lifeline: Lifeline | None = None
+        """Replicas stop by themselves when this process dies (see consensus/lifeline.py)."""
         self._network_faults = network_faults
         self.net: NetworkFaults | None = None
         """With ``network_faults=True``: partition / isolate / delay / heal the raft links."""
@@ -201,8 +226,7 @@ class LocalCluster:
             # only talks to replicas (or drives pysyncobj itself) should not pay for.
             from quorumboard.consensus.replica import Replica, ReplicaConfig
 
-            if not structlog.is_configured():
-                configure_logging(self._log_level)
+            _configure_embedded_logging(self._log_level)
             config = ReplicaConfig.model_validate_json(self._configs[i].read_text())
             replica = Replica(config, secret=self.secret)
             replica.start()
@@ -211,12 +235,15 @@ class LocalCluster:
         env = dict(os.environ)
         if self.secret is not None:
             env["QUORUMBOARD_SECRET"] = self.secret.decode()
+        if self._lifeline is None:
+            self._lifeline = Lifeline()
         log_file = open(self.data_dir / f"r{i}" / "replica.log", "ab")  # noqa: SIM115
         try:
             self._procs[i] = subprocess.Popen(
-                [sys.executable, "-m", "quorumboard.consensus.replica", str(self._configs[i])],
+                [sys.executable, "-m", "quorumboard.consensus.replica", str(self._configs[i]),
+                 *self._lifeline.child_args()],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
-                start_new_session=True)
+                start_new_session=True, pass_fds=(self._lifeline.read_fd,))
         finally:
             log_file.close()
 
@@ -337,6 +364,9 @@ class LocalCluster:
                 proc.wait(STOP_TIMEOUT_S)
         if self.net is not None:
             self.net.close()
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
         _LIVE.discard(self)
         if self._tmp is not None:
             with contextlib.suppress(OSError):

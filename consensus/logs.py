@@ -13,15 +13,19 @@ from typing import TextIO
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["LOG_LEVELS", "configure_logging"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR, "critical": logging.CRITICAL}
+LOG_LEVELS = tuple(_LEVELS)
 
 
 def configure_logging(level: str = "info", *, json: bool = True,
-                      stream: TextIO | None = None) -> None:
-    """Route structlog events to ``stream`` (stderr) as JSON lines (or console text)."""
+                      stream: TextIO | None = None, stdlib_root: bool = True) -> None:
+    """Route structlog events to ``stream`` (stderr) as JSON lines (or console text).
+
+    ``stdlib_root=False`` leaves the stdlib root logger alone: a library running inside someone
+    else's program (an embedded replica) must not install handlers on it."""
     numeric = _LEVELS.get(level.lower(), logging.INFO)
     out = stream or sys.stderr
     renderer: structlog.typing.Processor = (
@@ -38,5 +42,6 @@ def configure_logging(level: str = "info", *, json: bool = True,
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=out,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if stdlib_root:
+        logging.basicConfig(level=max(numeric, logging.WARNING), stream=out,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")

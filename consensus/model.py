@@ -34,6 +34,7 @@ __all__ = [
     "HistoryRecord",
     "KeepAliveCmd",
     "LeaseInfo",
+    "Listing",
     "OpenSession",
     "Pending",
     "PolicyBinding",
@@ -190,6 +191,19 @@ class Entry(_Model):
     create_revision: int
     mod_revision: int
     lease: int | None = None
+
+
+class Listing(_Model):
+    """The entries under several prefixes, read together at one board revision (see
+    :meth:`Board.list_many`): a view rebuilt from it and then watched from ``revision + 1``
+    misses no change and sees none twice."""
+
+    revision: int
+    entries: list[Entry]
+
+    def under(self, prefix: str) -> list[Entry]:
+        """The entries whose key starts with ``prefix``, in key order."""
+        return [e for e in self.entries if e.key.startswith(prefix)]
 
 
 class Claim(_Model):

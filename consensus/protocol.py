@@ -62,7 +62,8 @@ class ProposeReq(_Msg):
     proposal: Proposal
 
 
-ReadKind = Literal["get", "list", "history", "pending", "lease"]
+ReadKind = Literal["get", "list", "history", "pending", "lease", "list_many"]
+PREFIXES_PER_READ_MAX = 64
 
 
 class ReadReq(_Msg):
@@ -76,6 +77,9 @@ class ReadReq(_Msg):
     limit: int = Field(default=10_000, ge=1, le=100_000)
     start_after: str = Field(default="", max_length=KEY_BYTES_MAX)
     stale: bool = False
+    prefixes: list[Annotated[str, Field(max_length=KEY_BYTES_MAX)]] = Field(
+        default_factory=list, max_length=PREFIXES_PER_READ_MAX)
+    """``list_many``: every entry under any of these, in one reply, at one revision."""
 
 
 class WatchReq(_Msg):

@@ -17,6 +17,11 @@ because we override private hooks. What we change and why (see docs/notes on pys
 * **Latency and backpressure.** Unbatched append entries (commit p50 ~1 ms on loopback instead of
   ~100 ms), a bounded number of proposals in flight (QUEUE_FULL is backpressure), a proposal
   timeout, and a short leader fallback so a partitioned leader stops believing it leads.
+* **A one-member group is not timer-bound.** pysyncobj commits only at the top of a tick, so
+  without followers' replies to wake it a lone leader's entry waited for the idle tick (50 ms
+  per put and per read barrier). Alone, the leader commits an entry as soon as it is in its
+  (fsynced) log, and answers a read barrier without an entry when nothing committed is
+  unapplied (``_Replica._qb_commit_alone``, :meth:`RaftNode.barrier`).
 
 Threads: one thread does all networking, applies entries and runs every callback (the *tick
 thread*). By default that is pysyncobj's own; given an asyncio ``loop``, the node runs on that
@@ -53,7 +58,7 @@ import pysyncobj.serializer
 import pysyncobj.syncobj
 import structlog
 from pysyncobj.config import FAIL_REASON, SyncObjConf
-from pysyncobj.syncobj import SyncObj
+from pysyncobj.syncobj import _RAFT_STATE, SyncObj
 
 from quorumboard.consensus.errors import (
     CorruptData,
@@ -134,6 +139,10 @@ class RaftSettings(pydantic.BaseModel, frozen=True):
     election_timeout_min_s: float = 0.4
     election_timeout_max_s: float = 1.4
     heartbeat_interval_s: float = 0.1
+    tick_period_s: float = TICK_PERIOD_S
+    """Longest wait between ticks when nothing arrives. Timers (elections, heartbeats, proposal
+    timeouts) only fire on a tick; nothing else waits for one: a proposal or a message wakes the
+    node at once (a lone node's proposals commit in the tick that appends them)."""
     # A leader that heard from no majority for this long steps down (pysyncobj default: 30 s).
     leader_fallback_timeout_s: float = 2.0
     connection_idle_timeout_s: float = 3.5
@@ -174,6 +183,10 @@ class RaftSettings(pydantic.BaseModel, frozen=True):
             raise ValueError("election_timeout_min_s must exceed 3 heartbeats")
         if not self.election_timeout_max_s > self.election_timeout_min_s:
             raise ValueError("election_timeout_max_s must exceed election_timeout_min_s")
+        if not self.tick_period_s > 0:
+            raise ValueError("tick_period_s must be positive")
+        if self.peers and self.tick_period_s > self.heartbeat_interval_s:
+            raise ValueError("with peers, tick_period_s must not exceed heartbeat_interval_s")
         if not self.leader_fallback_timeout_s > self.heartbeat_interval_s:
             raise ValueError("leader_fallback_timeout_s must exceed heartbeat_interval_s")
         if not self.connection_idle_timeout_s >= self.election_timeout_max_s:
@@ -567,6 +580,10 @@ def _trim_matching_entries(
 class _Replica(SyncObj):  # type: ignore[misc]
     """pysyncobj's SyncObj with our apply hook (no @replicated methods at all)."""
 
+    # pysyncobj's private state that _qb_commit_alone advances (declared for the type checker).
+    _SyncObj__raftCommitIndex: int
+    _SyncObj__leaderCommitIndex: int
+
     def __init__(self, owner: RaftNode, conf: SyncObjConf, wire: WireConfig) -> None:
         self._qb_owner = owner
         self._qb_wire = wire
@@ -609,6 +626,50 @@ class _Replica(SyncObj):  # type: ignore[misc]
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
 
+    def _checkCommandsToApply(self) -> None:
+        """Append queued proposals (pysyncobj), then commit them at once if we are alone.
+
+        pysyncobj advances a leader's commit index only at the top of a tick, from its
+        followers' match indexes, so an entry appended in this tick commits in the next one.
+        With followers that is the tick their AppendEntries reply wakes; a one-member group
+        gets no reply, and the entry waited for the idle tick (``tick_period_s``, 50 ms):
+        every put and every read barrier cost ~50 ms. See :meth:`_qb_commit_alone`.
+        """
+        SyncObj._checkCommandsToApply(self)
+        self._qb_commit_alone()
+
+    def _qb_alone_leading(self) -> bool:
+        return (not self._SyncObj__otherNodes
+                and self._SyncObj__raftState == _RAFT_STATE.LEADER)
+
+    def _qb_commit_alone(self) -> None:
+        """A one-member group's leader commits every entry of its term once it is durable.
+
+        Raft §5.3/§5.4: an entry of the leader's current term is committed once a majority
+        stores it; the majority of a one-member group is the leader itself, so appended (and,
+        with ``fsync``, fsynced) is committed. This is pysyncobj's own rule (the top of
+        ``_onTick``) applied without waiting for the next tick. With any other member nothing
+        changes here: commits still follow the members' replies.
+        """
+        if not self._qb_alone_leading():
+            return
+        last_index = self._SyncObj__getCurrentLogIndex()
+        if (last_index <= self._SyncObj__raftCommitIndex
+                or self._SyncObj__getCurrentLogTerm() != self._SyncObj__raftCurrentTerm):
+            return
+        self._qb_owner._journal.sync()  # fsync mode: durable before it counts as committed
+        self._SyncObj__raftCommitIndex = last_index
+        self._SyncObj__raftLog.setRaftCommitIndex(last_index)
+        self._SyncObj__leaderCommitIndex = last_index
+        self._SyncObj__applyLogEntries()
+
+    def _qb_alone_caught_up(self) -> bool:
+        """A one-member group's leader with every log entry committed and applied: a read now
+        sees every write acknowledged before it (Raft §8, with the majority being itself)."""
+        return (self._qb_alone_leading()
+                and self._SyncObj__raftLastApplied == self._SyncObj__raftCommitIndex
+                == self._SyncObj__getCurrentLogIndex())
+
     def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
         if getattr(self, "_qb_suppress_truncate", False):
             return
@@ -634,7 +695,8 @@ class RaftNode:
 
     Effective pysyncobj configuration (from :class:`RaftSettings` defaults): autoTick=True
     (False when driven by an asyncio ``loop``: :class:`LoopPoller`), a tick at least every
-    TICK_PERIOD_S=0.05 s, appendEntriesUseBatch=False (an entry is sent when proposed),
+    tick_period_s=0.05 s (a one-member group commits in the tick that appends, reads at once),
+    appendEntriesUseBatch=False (an entry is sent when proposed),
     appendEntriesPeriod=heartbeat_interval_s=0.1 s, raftMinTimeout/raftMaxTimeout=0.4/1.4 s,
     leaderFallbackTimeout=2.0 s, connectionTimeout=3.5 s, connectionRetryTime=0.5 s,
     commandsQueueSize=proposals_in_flight_max=2000, commandsWaitLeader=True,
@@ -703,7 +765,7 @@ class RaftNode:
         )
         conf = SyncObjConf(
             autoTick=loop is None,
-            autoTickPeriod=TICK_PERIOD_S,
+            autoTickPeriod=settings.tick_period_s,
             appendEntriesUseBatch=False,
             appendEntriesPeriod=settings.heartbeat_interval_s,
             raftMinTimeout=settings.election_timeout_min_s,
@@ -785,10 +847,19 @@ class RaftNode:
         self._submit(bytes(payload), _REGULAR, on_done)
 
     def barrier(self, on_done: OnDone) -> None:
-        """Linearizable-read barrier: a no-op entry; ``on_done(None, None)`` once applied here.
+        """Linearizable-read barrier: ``on_done(None, None)`` once every entry committed before
+        the call is applied here, and this node is confirmed as leader.
 
-        It never reaches ``machine.apply``, so state and digest are unchanged.
+        In general it commits a no-op entry (which never reaches ``machine.apply``: state and
+        digest are unchanged). A one-member group's leader is confirmed by itself, so on the
+        tick thread, with nothing committed still unapplied, it answers at once: no entry, no
+        journal write, no fsync. Otherwise (another thread, or called from inside an apply,
+        where the entry being applied is committed but not applied yet) it takes the entry path.
         """
+        if (not self.settings.peers and not self._closed and self._on_tick_thread()
+                and self._sync._qb_alone_caught_up()):
+            self._call_on_done(on_done, None, None)
+            return
         self._submit(b"", _NO_OP, on_done)
 
     def call_in_tick(self, fn: Callable[[], None]) -> None:
@@ -1049,6 +1120,11 @@ class RaftNode:
             with contextlib.suppress(OSError):
                 notifier.notify()
 
+    def _on_tick_thread(self) -> bool:
+        if self._loop is not None:
+            return _running_loop() is self._loop
+        return threading.current_thread() is getattr(self._sync, "_SyncObj__thread", None)
+
     def _wait_bindable(self) -> bool:
         """Loop mode: wait until the raft address can be bound (bounded attempts, a pause
         between them), so pysyncobj's own single attempt finds it free."""
@@ -1084,7 +1160,7 @@ class RaftNode:
         if self._closed or self._loop is None:
             return
         self._tick()
-        self._loop.call_later(TICK_PERIOD_S, self._tick_periodically)
+        self._loop.call_later(self.settings.tick_period_s, self._tick_periodically)
 
     def _on_loop_thread(self, fn: Callable[[], None]) -> None:
         """Loop mode: run ``fn`` on the loop's thread and wait (directly if the loop is not

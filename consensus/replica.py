@@ -36,6 +36,7 @@ from quorumboard.consensus.batching import GroupCommit
 from quorumboard.consensus.clocks import FaultClock
 from quorumboard.consensus.errors import CorruptData, ProtocolError
 from quorumboard.consensus.leases import LeaseTimers
+from quorumboard.consensus.lifeline import watch_parent
 from quorumboard.consensus.logs import configure_logging
 from quorumboard.consensus.model import (
     AnnouncePolicies,
@@ -402,6 +403,11 @@ class Replica:
         """Ask :meth:`wait` to return (safe from a signal handler)."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once the replica was asked to stop."""
+        return self._stop
+
     def close(self) -> None:
         self._stop.set()
         log.info("replica stopping", replica=self.config.name)
@@ -413,14 +419,19 @@ class Replica:
             t.join(2.0)
 
 
-def run(config: ReplicaConfig) -> int:
-    """Start the replica and block until SIGTERM/SIGINT. Returns the exit code."""
+def run(config: ReplicaConfig, parent: tuple[int, int | None, bool] | None = None) -> int:
+    """Start the replica and block until SIGTERM/SIGINT, or until the process that started it
+    is gone (``parent``: its pid, the lifeline's fd and whether to ask for the parent-death
+    signal; see :mod:`quorumboard.consensus.lifeline`). Returns the exit code."""
     if os.environ.get("QUORUMBOARD_FORBID_PICKLE") == "1":
         forbid_pickle()
     tune_gc()
     replica = Replica(config)
     signal.signal(signal.SIGTERM, lambda *_: replica.stop())
     signal.signal(signal.SIGINT, lambda *_: replica.stop())
+    signal.signal(signal.SIGHUP, lambda *_: replica.stop())
+    if parent is not None:
+        watch_parent(*parent, on_death=replica.stop, stopped=replica.stopping)
     try:
         replica.start()
     except CorruptData as exc:
@@ -448,8 +459,14 @@ def tune_gc() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consensus.replica")
+    parser = argparse.ArgumentParser(prog="python -m quorumboard.consensus.replica")
     parser.add_argument("config", type=Path, help="replica configuration (JSON)")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="stop when this process is gone (set by LocalCluster)")
+    parser.add_argument("--lifeline-fd", type=int, default=None,
+                        help="read end of the starter's lifeline pipe: end of file = it died")
+    parser.add_argument("--parent-death-signal", action="store_true",
+                        help="also ask Linux to SIGKILL this process when its parent dies")
     args = parser.parse_args(argv)
     try:
         config = ReplicaConfig.model_validate_json(args.config.read_text())
@@ -457,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid replica configuration {args.config}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(config.log_level)
-    return run(config)
+    parent = (None if args.parent_pid is None
+              else (args.parent_pid, args.lifeline_fd, args.parent_death_signal))
+    return run(config, parent)
 
 
 if __name__ == "__main__":

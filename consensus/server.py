@@ -25,17 +25,25 @@ from typing import Protocol, TypeVar
 import msgpack
 import structlog
 
-from quorumboard.consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
+from quorumboard.consensus.auth import (
+    CLIENT_LABEL,
+    SEAL_OVERHEAD_BYTES,
+    Channel,
+    new_nonce,
+    refusal_frame,
+)
 from quorumboard.consensus.errors import (
+    AuthError,
     BoardError,
     InvalidCommand,
     ProtocolError,
     RevisionCompacted,
 )
 from quorumboard.consensus.frames import FrameDecoder, encode_frame
-from quorumboard.consensus.model import CLIENT_OPS, ErrorInfo, Event, PutCmd, Result
+from quorumboard.consensus.model import CLIENT_OPS, Entry, ErrorInfo, Event, PutCmd, Result
 from quorumboard.consensus.protocol import (
     CLIENT_FRAME_BYTES_MAX,
+    REPLY_FRAME_BYTES_MAX,
     CancelReq,
     ProposeReq,
     ReadReq,
@@ -63,6 +71,11 @@ INFLIGHT_PER_CONNECTION_MAX = 1024
 WRITE_BUFFER_BYTES_MAX = 64 * 2**20
 WATCH_BATCH_EVENTS_MAX = 1_000
 REPLY_PAGE_BYTES_MAX = 8 * 2**20
+LIST_MANY_BYTES_MAX = REPLY_FRAME_BYTES_MAX - 4 * 2**20
+"""A ``list_many`` view travels whole in one reply: up to the client's frame bound, less
+headroom for the envelope."""
+ENTRY_OVERHEAD_BYTES = 256
+"""An entry's encoded metadata (field names, versions, revisions, author), an upper bound."""
 """A list page, a history reply or a watch batch stops growing past this many value bytes
 (always holding at least one item or revision), far below the client's 64 MiB frame bound."""
 WATCH_PROGRESS_S = 1.0
@@ -349,6 +362,9 @@ class ClientServer:
                     break
                 for frame in decoder.feed(data):
                     self._dispatch(conn, channel.open(frame))
+        except AuthError as exc:
+            log.warning("client failed authentication", reason=str(exc),
+                        peer=str(writer.get_extra_info("peername")))
         except (BoardError, TimeoutError, ConnectionError, asyncio.IncompleteReadError) as exc:
             log.info("client connection dropped", reason=f"{type(exc).__name__}: {exc}")
         except Exception:  # never let one connection take the endpoint down
@@ -377,9 +393,17 @@ class ClientServer:
                 frames.extend(decoder.feed(data))
             raise ProtocolError("handshake did not complete")
 
-        channel.accept_hello(await next_frame())
-        writer.write(encode_frame(channel.proof()))
-        channel.accept_proof(await next_frame())
+        try:
+            channel.accept_hello(await next_frame())
+            writer.write(encode_frame(channel.proof()))
+            channel.accept_proof(await next_frame())
+        except AuthError as exc:
+            # Say so before closing: a bare close reads as a network fault, and the client would
+            # retry until its deadline and report the cluster unavailable.
+            writer.write(encode_frame(refusal_frame(str(exc))))
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.drain(), HANDSHAKE_TIMEOUT_S)
+            raise
         if len(frames) > INFLIGHT_PER_CONNECTION_MAX:
             raise ProtocolError("too many frames right after the handshake")
         return frames
@@ -521,6 +545,8 @@ class ClientServer:
             page = state.entries(req.key, req.limit + 1, req.start_after)
             kept = _fit(page[: req.limit], lambda e: _value_bytes(e.key, e.value))
             return Reply(id=req.id, revision=rev, entries=kept, more=len(kept) < len(page))
+        if req.what == "list_many":
+            return self._list_many(req, rev)
         if req.what == "history":
             records = state.history(req.key)[-req.limit:]
             newest = _fit(records[::-1], lambda r: _value_bytes(r.key, r.value))[::-1]
@@ -533,6 +559,27 @@ class ClientServer:
             return Reply(id=req.id, revision=rev, error=ErrorInfo(
                 code="not_found", message=f"lease {req.lease} does not exist"))
         return Reply(id=req.id, revision=rev, lease=lease)
+
+    def _list_many(self, req: ReadReq, rev: int) -> Reply:
+        """Every entry under any of ``req.prefixes`` in one reply, read under one lock hold, so
+        all at revision ``rev``. Too many entries or bytes for one reply is an ``invalid`` error
+        naming the bound, never a silent cut: a partial view would defeat the purpose."""
+        state = self.core.state
+        found: dict[str, Entry] = {}
+        for prefix in sorted(set(req.prefixes)):
+            for entry in state.entries(prefix, req.limit + 1):
+                found[entry.key] = entry
+            if len(found) > req.limit:
+                return Reply(id=req.id, revision=rev, error=ErrorInfo(
+                    code="invalid", message=f"list_many: more than limit={req.limit} entries "
+                    "under these prefixes; raise the limit (up to 100000) or narrow them"))
+        entries = [found[k] for k in sorted(found)]
+        size = sum(_value_bytes(e.key, e.value) + ENTRY_OVERHEAD_BYTES for e in entries)
+        if size > LIST_MANY_BYTES_MAX:
+            return Reply(id=req.id, revision=rev, error=ErrorInfo(
+                code="invalid", message=f"list_many: {size} bytes of values under these "
+                f"prefixes, more than one reply carries ({LIST_MANY_BYTES_MAX}); narrow them"))
+        return Reply(id=req.id, revision=rev, entries=entries)
 
     # ------------------------------------------------------------------------------ watches
 

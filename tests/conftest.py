@@ -11,6 +11,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -59,3 +60,18 @@ def wait_until(predicate: Callable[[], T], timeout_s: float = 20.0, interval_s: 
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+def replicas_running_under(path: Path) -> list[int]:
+    """Pids of replica processes whose command line names ``path`` (their config lives there)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "quorumboard.consensus.replica" in cmdline and str(path) in cmdline:
+            pids.append(int(entry.name))
+    return pids

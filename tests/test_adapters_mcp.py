@@ -6,6 +6,7 @@ two-agent example on the public API."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -25,7 +26,14 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.types import CallToolResult
 
-from quorumboard.consensus import Board, Limits, LocalCluster, OutcomeUnknown, Unavailable
+from quorumboard.consensus import (
+    Board,
+    InvalidCommand,
+    Limits,
+    LocalCluster,
+    OutcomeUnknown,
+    Unavailable,
+)
 from quorumboard.consensus.adapters.mcp import (
     WAIT_EVENTS_MAX,
     main,
@@ -316,6 +324,31 @@ async def test_board_wait_pages_times_out_and_reports_compaction(cluster: LocalC
         compacted = refused(await client.call_tool("board_wait", {
             "prefix": "", "after_revision": 0, "timeout_s": 1}), "RevisionCompacted")
         assert compacted["compact_revision"] > 1
+
+
+@pytest.mark.parametrize(("args", "kwargs", "named"), [
+    (("/x", 0), {"timeout_s": 1}, "prefix"),
+    ((5, 0), {"timeout_s": 1}, "prefix"),
+    (("", -1), {"timeout_s": 1}, "after_revision"),
+    (("", 2**64), {"timeout_s": 1}, "after_revision"),
+    (("", "3"), {"timeout_s": 1}, "after_revision"),
+    (("", 1.5), {"timeout_s": 1}, "after_revision"),
+    (("", None), {"timeout_s": 1}, "after_revision"),
+    (("", 0), {"timeout_s": -1}, "timeout_s"),
+    (("", 0), {"timeout_s": math.nan}, "timeout_s"),
+    (("", 0), {"timeout_s": math.inf}, "timeout_s"),
+    (("", 0), {"timeout_s": "soon"}, "timeout_s"),
+    (("", 0), {"timeout_s": 1, "limit": 0}, "limit"),
+    (("", 0), {"timeout_s": 1, "limit": True}, "limit"),
+])
+async def test_wait_events_refuses_bad_arguments_at_once(
+        cluster: LocalCluster, args: tuple[Any, ...], kwargs: dict[str, Any], named: str) -> None:
+    board = cluster.board("fuzzer")
+    try:
+        with anyio.fail_after(2), pytest.raises(InvalidCommand, match=named):
+            await board.wait_events(*args, **kwargs)
+    finally:
+        board.close()
 
 
 async def test_a_wait_no_replica_accepts_is_an_error_not_silence(cluster: LocalCluster) -> None:

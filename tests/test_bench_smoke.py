@@ -91,3 +91,34 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
     assert all(v > 0 for v in ratios.values())
     assert {t["status"] for t in data["targets"]} <= {"PASS", "MISS", "n/a"}
     assert any("64 agents" in t["target"] and t["status"] == "n/a" for t in data["targets"])
+
+
+def test_lone_bench_pairs_each_one_member_run_with_the_three_replica_run() -> None:
+    """bench.lone: a ratio divides by the replicas=3 run of the same op and repeat only."""
+    from bench.lone import ONE_EMBEDDED, ONE_PROCESS, THREE, paired_ratios
+
+    def row(layout: str, op: str, repeat: int, ops_s: float, failed: str = "") -> Row:
+        return Row(system=f"{layout} {op}", agents=1, processes=1, repeat=repeat,
+                   puts_per_s=ops_s, failed=failed)
+
+    rows = [row(THREE, "put", 1, 1000.0), row(ONE_EMBEDDED, "put", 1, 3000.0),
+            row(THREE, "get", 1, 500.0), row(ONE_EMBEDDED, "get", 1, 4000.0),
+            row(THREE, "put", 2, 0.0, failed="boom"), row(ONE_EMBEDDED, "put", 2, 9000.0),
+            row(ONE_PROCESS, "put", 1, 2000.0)]
+    assert paired_ratios(rows, ONE_EMBEDDED, "put") == [3.0]  # repeat 2 has no valid pair
+    assert paired_ratios(rows, ONE_EMBEDDED, "get") == [8.0]
+    assert paired_ratios(rows, ONE_PROCESS, "put") == [2.0]
+    assert paired_ratios(rows, ONE_PROCESS, "get") == []
+
+
+@pytest.mark.timeout(60)
+def test_lone_bench_embedded_run_reads(tmp_path: Path) -> None:
+    """The embedded layout's worker starts its own one-member cluster and does linearizable
+    gets through it (one real run with tiny parameters; nothing timed is asserted)."""
+    from bench.lone import ONE_EMBEDDED, parse_args, run_one
+
+    cfg = parse_args(["--duration-s", "0.3", "--warmup-s", "0", "--repeats", "1",
+                      "--out", str(tmp_path / "lone.json")])
+    r = run_one(cfg, ONE_EMBEDDED, "get", tmp_path)
+    assert r.failed == "" and r.errors == 0, r
+    assert r.committed > 0 and 0 < r.p50_ms <= r.p99_ms, r

@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from conftest import replicas_running_under
 
 from quorumboard.consensus.chaos import EXIT_UNKNOWN, EXIT_VIOLATION, Scenario, load_scenario
 from quorumboard.consensus.errors import InvalidCommand
@@ -29,20 +30,6 @@ def _chaos(out: Path, *args: str, env: dict[str, str] | None = None
     return subprocess.run(
         [sys.executable, "-m", "quorumboard.consensus.cli", "chaos", "--out", str(out), *args],
         capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env or dict(os.environ))
-
-
-def _replicas_running_under(path: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "quorumboard.consensus.replica" in cmdline and str(path) in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -77,7 +64,7 @@ def test_short_campaign_with_every_nemesis_kind_is_valid(tmp_path: Path) -> None
     proc = _chaos(out, *CAMPAIGN, "--duration", "26", "--seed", "3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "verdict: valid" in proc.stdout
-    assert not _replicas_running_under(out), "every replica process was stopped"
+    assert not replicas_running_under(out), "every replica process was stopped"
 
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["verdict"] == "valid" and verdict["converged"]
@@ -118,7 +105,7 @@ def test_negative_control_planted_stale_reads_exit_with_the_violation_code(
     assert verdict["verdict"] == "invalid" and verdict["linearizable"] == "violation"
     assert "not linearizable" in (out / "verdict.txt").read_text()
     assert 'stroke="#b40000"' in (out / "timeline.html").read_text(), "window outlined"
-    assert not _replicas_running_under(out)
+    assert not replicas_running_under(out)
 
 
 def test_scenario_file_and_its_errors(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ loaded into every replica process."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -50,6 +51,11 @@ def test_cli_exit_codes_and_json(cluster: LocalCluster) -> None:
     assert [e["key"] for e in json.loads(listed.stdout)] == ["cli/a"]
     hist = qb(cluster, "history", "cli/a", "--json")
     assert [h["outcome"] for h in json.loads(hist.stdout)] == ["put", "put", "rejected"]
+    human = qb(cluster, "history", "cli/a")  # the human form of a history with a refusal
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert len(lines) == 3 and "put" in lines[0] and "version 1" in lines[0], lines
+    assert "rejected" in lines[2] and "by" in lines[2] and "reject-stale" in lines[2], lines
     watched = qb(cluster, "watch", "cli/", "--start-revision", "1", "--count", "2", "--json")
     assert [json.loads(line)["entry"]["version"] for line in watched.stdout.splitlines()] == [1, 2]
     status = qb(cluster, "status", "--json")
@@ -59,6 +65,21 @@ def test_cli_exit_codes_and_json(cluster: LocalCluster) -> None:
                            "127.0.0.1:9", "--timeout", "1"], capture_output=True, text=True,
                           timeout=60, check=False)
     assert down.returncode == 5
+
+
+def test_cli_auth_failure_exits_9_at_once(tmp_path: Path) -> None:
+    """A wrong secret is exit code 9 (not 5, which scripts retry), with the reason on stderr;
+    the timeout is long, so a client that retried until its deadline would fail the test's
+    own timeout rather than pass."""
+    with LocalCluster(replicas=1, data_dir=tmp_path, secret="the-right-secret-0123456789",
+                      log_level="warning") as secured:
+        r = subprocess.run(
+            [sys.executable, "-m", "quorumboard.consensus.cli", "get", "x", "--endpoints",
+             ",".join(secured.endpoints), "--timeout", "600"],
+            env={**os.environ, "QUORUMBOARD_SECRET": "a-wrong-secret-0123456789"},
+            capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 9, (r.returncode, r.stderr)
+    assert "AuthError" in r.stderr and "secret" in r.stderr
 
 
 def test_custom_policy_in_every_replica(cluster: LocalCluster) -> None:

@@ -20,7 +20,7 @@ import msgpack
 import pytest
 from conftest import wait_until
 
-from quorumboard.consensus import LocalCluster, Unavailable, connect
+from quorumboard.consensus import AuthError, LocalCluster, connect
 from quorumboard.consensus.auth import CLIENT_LABEL, Channel, new_nonce
 from quorumboard.consensus.frames import FrameDecoder, encode_frame
 
@@ -53,6 +53,28 @@ def _blast(address: str, payload: bytes, read: bool = True) -> bytes:
         except OSError:
             pass
     return b""
+
+
+def test_refused_handshake_is_answered_before_the_close(secured: LocalCluster) -> None:
+    """A handshake the replica refuses (here a hello for another service) gets a refusal frame
+    naming the reason before the close, which the client's channel raises as AuthError."""
+    ch = Channel(None, new_nonce(), initiator=True, label=b"qb-raft-v1")
+    host, _, port = secured.endpoints[0].rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(encode_frame(ch.hello("agent:wrong-port")))
+        decoder = FrameDecoder(4096)
+        frames: list[bytes] = []
+
+        def two_frames() -> bool:
+            data = s.recv(65536)
+            if data:
+                frames.extend(decoder.feed(data))
+            return len(frames) >= 2 or not data
+
+        wait_until(two_frames, what="the replica's hello and its refusal")
+    assert len(frames) >= 2, frames
+    with pytest.raises(AuthError, match="refused the handshake: hello for another service"):
+        ch.accept_hello(frames[1])
 
 
 def _attacks(marker: Path) -> list[bytes]:
@@ -146,12 +168,17 @@ def test_invalid_frames_after_handshake_get_error_replies(secured: LocalCluster)
 
 
 def test_wrong_secret_is_refused(secured: LocalCluster) -> None:
+    """A wrong or missing secret is an :class:`AuthError` naming the secret, raised at the first
+    connection: not ``Unavailable`` (which scripts retry) after the deadline. The deadline here
+    is long, so a client that still retried would fail the assertion on the type, not pass late."""
     intruder = connect(secured.endpoints, agent="intruder", secret="not the secret at all!!",
-                       timeout_s=2)
-    with pytest.raises(Unavailable):
+                       timeout_s=120)
+    with pytest.raises(AuthError, match="secret"):
         intruder.put("intruder/x", 1)
-    nobody = connect(secured.endpoints, agent="anon", timeout_s=2)
-    with pytest.raises(Unavailable):
+    with pytest.raises(AuthError):
+        next(iter(intruder.watch("", start_revision=0)))
+    nobody = connect(secured.endpoints, agent="anon", timeout_s=120)
+    with pytest.raises(AuthError, match="secret"):
         nobody.put("anon/x", 1)
     friend = connect(secured.endpoints, agent="friend", secret=SECRET)
     assert friend.put("friend/x", 1).version == 1

@@ -52,6 +52,7 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
 
 from quorumboard.consensus import (
+    AuthError,
     Board,
     BoardError,
     Claim,
@@ -115,6 +116,8 @@ _HINTS: list[tuple[type[BoardError], str]] = [
     (Unavailable, "the cluster is electing a leader or unreachable: retry the same call"),
     (NotFound, "the key or claim does not exist: board_list the prefix to see what does"),
     (InvalidCommand, "fix the argument named in the message; retrying it unchanged fails again"),
+    (AuthError, "the cluster refused this server's secret: the host config must pass the "
+                "cluster's secret in the variable --secret-env names"),
 ]
 
 

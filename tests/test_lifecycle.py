@@ -1,0 +1,93 @@
+"""Replicas never outlive the process that started them (issue: orphaned replicas).
+
+``quorumboard up`` stopped by SIGTERM or SIGHUP stops its replicas like Ctrl-C does, and a program
+using ``LocalCluster`` that is SIGKILLed (no ``finally``, no atexit) leaves nothing behind: the
+replicas notice by themselves, through the parent-death signal (Linux) and the lifeline pipe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import replicas_running_under, wait_until
+
+
+def _kill_leftovers(path: Path) -> None:
+    for pid in replicas_running_under(path):
+        try:
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _read_until(proc: subprocess.Popen[str], prefix: str) -> str:
+    assert proc.stdout is not None
+    for _ in range(200):  # bounded: the banner is a few lines
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    raise AssertionError(f"the program never printed {prefix!r} (exit {proc.poll()})")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_up_stops_its_replicas_on_sigterm_and_sighup(tmp_path: Path, sig: signal.Signals) -> None:
+    data = tmp_path / "bb"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quorumboard.consensus.cli", "up", "--replicas", "3",
+         "--data-dir", str(data), "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    try:
+        _read_until(proc, "endpoints: ")
+        assert len(replicas_running_under(data)) == 3
+        proc.send_signal(sig)
+        assert proc.wait(60) == 0, f"up exits 0 after {sig.name}"
+        # up waited for its replicas in stop(): none may be left, not even briefly.
+        assert replicas_running_under(data) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        _kill_leftovers(data)
+
+
+_PROGRAM = textwrap.dedent("""
+    import sys, threading
+    from quorumboard.consensus import LocalCluster
+
+    cluster = LocalCluster(replicas=3, data_dir=sys.argv[1], log_level="warning")
+    # r2 restarted from a thread that then ends: Linux's parent-death signal belongs to that
+    # thread, so only the lifeline can stop r2. r0 paused: no thread of it runs, so only the
+    # parent-death signal (SIGKILL) can stop it.
+    t = threading.Thread(target=cluster.restart, args=(2,))
+    t.start()
+    t.join()
+    cluster.pause(0)
+    print("READY", flush=True)
+    threading.Event().wait()
+""")
+
+
+def test_local_cluster_replicas_exit_when_their_parent_is_sigkilled(tmp_path: Path) -> None:
+    data = tmp_path / "bb"
+    proc = subprocess.Popen([sys.executable, "-c", _PROGRAM, str(data)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    try:
+        _read_until(proc, "READY")
+        assert len(replicas_running_under(data)) == 3
+        proc.kill()
+        proc.wait(10)
+        wait_until(lambda: replicas_running_under(data) == [], timeout_s=30,
+                   what="every replica to exit after its parent was SIGKILLed")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        _kill_leftovers(data)
