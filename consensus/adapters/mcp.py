@@ -315,7 +315,9 @@ class BoardAgent:
             try:
                 status = await anyio.to_thread.run_sync(self.board.status)
                 cursor = status.revision
-                while bus.listeners:
+                for _ in range(2**62):  # until nobody listens (or the server exits)
+                    if not bus.listeners:
+                        break
                     page = await self.board.wait_events("", cursor, timeout_s=WAIT_TIMEOUT_S_MAX)
                     for key in dict.fromkeys(e.key for e in page.events):
                         await bus.publish(ResourceUpdated(uri=f"board://{key}"))
