@@ -24,7 +24,7 @@ from quorumboard.consensus.checker import (
     SetModel,
     check_operations,
 )
-from quorumboard.consensus.client import Board, connect
+from quorumboard.consensus.client import Board, EventPage, connect
 from quorumboard.consensus.cluster import LocalCluster
 from quorumboard.consensus.errors import (
     AuthError,
@@ -93,6 +93,7 @@ __all__ = [
     "Current",
     "Entry",
     "Event",
+    "EventPage",
     "FaultEvent",
     "FenceRef",
     "FencedOut",

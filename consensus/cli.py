@@ -392,6 +392,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("experiment", add_help=False,
                    help="agent-team experiments: 'experiment run ...', 'experiment report DIR'"
                         " (the agents package)")
+    sub.add_parser("mcp", add_help=False,
+                   help="serve one agent's seat at the board over MCP (stdio or HTTP; the "
+                        "[mcp] extra): 'mcp --endpoints ... --agent NAME'")
     sub.add_parser("prove", add_help=False,
                    help="re-check every SPIN model and z3 proof and print the table "
                         "(the proofs package; --large for the larger bounds)")
@@ -461,6 +464,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The agents package builds on this one: reach it by name, not by a static import.
         experiment: Callable[[Sequence[str]], int] = importlib.import_module("quorumboard.agents.cli").main
         return experiment(argv[1:])
+    if argv[:1] == ["mcp"]:
+        # Optional (the [mcp] extra): loaded only for this command, never by the core.
+        try:
+            module = importlib.import_module("quorumboard.consensus.adapters.mcp")
+        except ModuleNotFoundError as exc:
+            print(f"error: quorumboard mcp needs the MCP SDK ({exc}): "
+                  "pip install 'quorumboard[mcp]'", file=sys.stderr)
+            return EXIT_USAGE
+        serve_mcp: Callable[[Sequence[str]], int] = module.main
+        return serve_mcp(argv[1:])
     if argv[:1] == ["prove"]:
         prove: Callable[[Sequence[str]], int] = importlib.import_module("quorumboard.proofs.run").main
         return prove(argv[1:])

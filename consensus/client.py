@@ -11,6 +11,7 @@ Thread-safe: several threads may share one ``Board`` (requests are pipelined on 
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import itertools
@@ -22,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgpack
 from pydantic import BaseModel, ValidationError
@@ -89,7 +90,7 @@ from quorumboard.consensus.protocol import (
     encode,
 )
 
-__all__ = ["Board", "connect"]
+__all__ = ["Board", "EventPage", "connect"]
 
 CONNECT_TIMEOUT_S = 2.0
 ATTEMPT_TIMEOUT_S = 6.0
@@ -112,6 +113,29 @@ CLOSE_CHECK_IDLE_S = 0.05
 non-blocking recv), so the request is known unsent. A link that just delivered a reply skips
 the check: it costs a syscall per request, it is a race either way (a close can follow it),
 and what it buys is ``Unavailable`` rather than ``OutcomeUnknown`` when every retry fails."""
+WAIT_MIN_S = 0.5
+""":meth:`Board.wait_events` with a shorter timeout still gets this long to connect and read
+what is already there (a poll)."""
+
+
+class EventPage(NamedTuple):
+    """What :meth:`Board.wait_events` returns: ``events`` (whole revisions, in order), the
+    ``revision`` to pass as the next ``after_revision`` (nothing under the prefix was skipped up
+    to it), and ``more`` when the page was cut at ``limit`` (call again at once)."""
+
+    events: list[Event]
+    revision: int
+    more: bool
+
+
+class _WaitCursor:
+    """Where a wait stands: the highest revision a replica said it had scanned, and whether
+    any replica served it at all (a wait nobody served is an error, not an empty answer)."""
+
+    def __init__(self, revision: int) -> None:
+        self.revision = revision
+        self.served = False
+
 
 _ERRORS: dict[str, type[BoardError]] = {
     "stale_version": StaleVersion,
@@ -746,18 +770,19 @@ class Board:
         served from the connected replica's applied state, possibly behind)."""
         return self._read("get", key=check_key(key), stale=stale).entry
 
-    def list(self, prefix: str = "", *, stale: bool = False,
-             limit: int = 10_000) -> builtins.list[Entry]:
-        """Entries under ``prefix`` in key order (at most ``limit``).
+    def list(self, prefix: str = "", *, stale: bool = False, limit: int = 10_000,
+             start_after: str = "") -> builtins.list[Entry]:
+        """Entries under ``prefix`` in key order (at most ``limit``), after the key
+        ``start_after`` if given (the last key of the previous page, to page through a prefix).
 
         A listing larger than one reply (8 MiB of values) is read in pages, each page a
         linearizable read of its own: the whole list is then not one snapshot (compare the
         entries' ``revision``)."""
         first = _checked("list", ReadReq, id=0, what="list", key=check_prefix(prefix),
-                         limit=limit, stale=stale)
+                         limit=limit, stale=stale, start_after=start_after)
         limit = first.limit
         out: builtins.list[Entry] = []
-        after = ""
+        after = first.start_after
         for _ in range(limit):  # bounded: every page holds at least one entry
             reply = self._send_read(first.model_copy(update={"limit": limit - len(out),
                                                              "start_after": after}))
@@ -878,6 +903,126 @@ class Board:
                 link.close()
             _backoff(min(attempt, 5), time.monotonic() + BACKOFF_MAX_S)
         raise Unavailable("watch could not reconnect")
+
+    async def wait_events(self, prefix: str, after_revision: int, *, timeout_s: float,
+                          limit: int = 1_000) -> EventPage:
+        """Long poll on asyncio: the committed events under ``prefix`` with revision
+        ``> after_revision``, returned as soon as some exist, or none after ``timeout_s``.
+
+        The same gap-free stream as :meth:`watch`, but awaitable, so an async server can hold
+        many waits without a thread each, and cancelling the awaiting task ends the wait (its
+        connection is closed). A replica lost mid-wait is replaced by the next endpoint, resuming
+        after the last revision it reported. The page holds whole revisions: it is cut at
+        ``limit`` events on a revision boundary (``more=True``), except that a single revision
+        larger than ``limit`` comes whole. ``revision`` is the last revision covered, which is
+        the replica's progress when no event came, and never below ``after_revision``. Raises
+        :class:`RevisionCompacted` if ``after_revision + 1`` was compacted away, and
+        :class:`Unavailable` if no replica accepted the wait at all (a timeout of 0 is a poll:
+        it still gets :data:`WAIT_MIN_S` to connect).
+        """
+        if isinstance(after_revision, bool) or not isinstance(after_revision, int) \
+                or not 0 <= after_revision < INT_MAX:
+            raise InvalidCommand(f"wait_events: after_revision must be an integer >= 0 "
+                                 f"(got {after_revision!r:.80})")
+        request = _checked("wait_events", WatchReq, id=0, prefix=check_prefix(prefix),
+                           start_revision=after_revision + 1)
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) \
+                or not math.isfinite(timeout_s) or timeout_s < 0:
+            raise InvalidCommand(f"wait_events: timeout_s must be a finite number of seconds "
+                                 f">= 0 (got {timeout_s!r:.80})")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidCommand(f"wait_events: limit must be an integer >= 1 (got {limit!r:.80})")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(WAIT_MIN_S, timeout_s)
+        cursor = _WaitCursor(after_revision)
+        last = "no attempt made"
+        for attempt in range(WATCH_RECONNECTS_MAX):
+            if self._closed:
+                raise Unavailable("board is closed")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    events = await self._next_events(self._watch_address(attempt),
+                                                     request.prefix, cursor)
+            except TimeoutError:
+                break
+            except RevisionCompacted:
+                raise
+            except (OSError, BoardError, _Lost, ValueError, TypeError) as exc:
+                # The replica died, refused or sent garbage: resume on the next one.
+                last = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(max(0.0, min(BACKOFF_MIN_S * 2 ** min(attempt, 4),
+                                                 BACKOFF_MAX_S, deadline - loop.time())))
+                continue
+            cut = len(events)
+            if cut > limit:
+                cut = limit
+                while cut > 0 and events[cut - 1].revision == events[cut].revision:
+                    cut -= 1
+                if cut == 0:  # one revision larger than the limit: never split a revision
+                    first = events[0].revision
+                    cut = sum(1 for e in events if e.revision == first)
+            if cut < len(events):
+                return EventPage(events[:cut], events[cut - 1].revision, True)
+            return EventPage(events, max(cursor.revision, events[-1].revision), False)
+        if not cursor.served:
+            raise Unavailable(f"no replica could serve the wait in time ({last})")
+        return EventPage([], cursor.revision, False)
+
+    async def _next_events(self, address: str, prefix: str, cursor: _WaitCursor
+                           ) -> builtins.list[Event]:
+        """One watch connection to ``address`` from ``cursor.revision + 1``: the first
+        non-empty batch's events. The cursor follows the replica's ``through`` as batches
+        arrive, so a caller that times out or loses the replica knows where to resume."""
+        host, _, port = address.rpartition(":")
+        try:  # a replica that does not answer must not use up the whole wait
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                reader, writer = await asyncio.open_connection(host, int(port))
+        except TimeoutError:
+            raise _Lost(f"cannot connect to {address} in {CONNECT_TIMEOUT_S}s",
+                        sent=False) from None
+        try:
+            channel = Channel(self._secret, new_nonce(), initiator=True, label=CLIENT_LABEL)
+            decoder = FrameDecoder(HELLO_BYTES_MAX)
+            frames: builtins.list[bytes] = []
+
+            async def next_frame() -> bytes:
+                for _ in range(2**62):  # bounded by the caller's deadline
+                    if frames:
+                        return frames.pop(0)
+                    data = await reader.read(2**16)
+                    if not data:
+                        raise _Lost(f"{address} closed the connection", sent=False)
+                    frames.extend(decoder.feed(data))
+                raise _Lost("unreachable", sent=False)
+
+            writer.write(encode_frame(channel.hello(f"agent:{self.agent}")))
+            channel.accept_hello(await next_frame())
+            writer.write(encode_frame(channel.proof()))
+            channel.accept_proof(await next_frame())
+            decoder.set_limit(REPLY_FRAME_BYTES_MAX + SEAL_OVERHEAD_BYTES)
+            writer.write(encode_frame(channel.seal(encode(WatchReq(
+                id=1, prefix=prefix, start_revision=cursor.revision + 1)))))
+            await writer.drain()
+            for _ in range(2**62):  # bounded by the caller's deadline
+                obj = msgpack.unpackb(channel.open(await next_frame()), raw=False)
+                if isinstance(obj, dict) and obj.get("watch"):
+                    batch = WatchBatch.model_validate(obj)
+                    cursor.revision = max(cursor.revision, batch.through)  # >= its last event
+                    if batch.events:
+                        return batch.events
+                    continue
+                reply = Reply.model_validate(obj)
+                if reply.wire_error == "compacted":
+                    raise RevisionCompacted(reply.message, compact_revision=reply.compact_revision)
+                if reply.wire_error:
+                    raise _Lost(f"{address}: {reply.wire_error}: {reply.message}", sent=False)
+                cursor.served = True  # the watch is on: quiet from here on means no events
+            raise _Lost("unreachable", sent=False)
+        finally:
+            writer.close()  # not awaited: a cancelled wait must end now, the loop finishes it
 
     def _watch_address(self, attempt: int) -> str:
         with self._lock:

@@ -21,6 +21,8 @@ Behaviours:
   (the client must bound what it reads, not trust a header).
 * ``scripted``: answers exactly ``script`` (a list of ``(tool name, arguments)``; arguments
   a string is sent verbatim, anything else JSON-encoded); an empty script = no tool calls.
+* ``sequence``: request n answers the n-th call of ``script`` alone, then no tool calls (a
+  final answer): an agent loop that runs tools and asks again, step by step.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 
 __all__ = ["BEHAVIOURS", "FakeLLM", "worker_policy"]
 
-BEHAVIOURS = ("worker", "invalid", "flaky", "slow", "garbage", "huge", "scripted")
+BEHAVIOURS = ("worker", "invalid", "flaky", "slow", "garbage", "huge", "scripted", "sequence")
 HUGE_BYTES_MAX = 64 * 1024 * 1024
 REQUEST_BYTES_MAX = 8 * 1024 * 1024
 RECORDED_MAX = 1_000
@@ -308,6 +310,7 @@ def _handler_for(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             if b == "slow" and fake._stop.wait(fake.slow_s):
                 self.close_connection = True
                 return  # shutting down: drop the request
-            self._json(200, fake._completion(body, fake._calls(body)))
+            calls = (fake.script[n - 1:n] if b == "sequence" else fake._calls(body))
+            self._json(200, fake._completion(body, calls))
 
     return Handler

@@ -105,7 +105,8 @@ CALLS: dict[str, st.SearchStrategy[tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "set_policy": st.tuples(st.tuples(prefixes, st.one_of(st.sampled_from(
         ["counter", "no-such-policy", "lww"]), anything)), _kwargs(step=anything)),
     "get": st.tuples(st.tuples(keys), _kwargs(stale=anything)),
-    "list": st.tuples(st.tuples(prefixes), _kwargs(stale=anything, limit=small)),
+    "list": st.tuples(st.tuples(prefixes), _kwargs(stale=anything, limit=small,
+                                                   start_after=anything)),
     "list_many": st.tuples(st.tuples(st.one_of(st.lists(prefixes, max_size=3), anything)),
                            _kwargs(stale=anything, limit=small)),
     "history": st.tuples(st.tuples(keys), _kwargs(limit=small)),
