@@ -665,16 +665,17 @@ class Board:
         served from the connected replica's applied state, possibly behind)."""
         return self._read("get", key=check_key(key), stale=stale).entry
 
-    def list(self, prefix: str = "", *, stale: bool = False,
-             limit: int = 10_000) -> builtins.list[Entry]:
-        """Entries under ``prefix`` in key order (at most ``limit``).
+    def list(self, prefix: str = "", *, stale: bool = False, limit: int = 10_000,
+             start_after: str = "") -> builtins.list[Entry]:
+        """Entries under ``prefix`` in key order (at most ``limit``), only keys sorting after
+        ``start_after`` if given: pass the last key of one call to get the next page.
 
         A listing larger than one reply (8 MiB of values) is read in pages, each page a
         linearizable read of its own: the whole list is then not one snapshot (compare the
         entries' ``revision``)."""
         check_prefix(prefix)
         out: builtins.list[Entry] = []
-        after = ""
+        after = start_after
         for _ in range(limit):  # bounded: every page holds at least one entry
             reply = self._read("list", key=prefix, limit=limit - len(out), stale=stale,
                                start_after=after)
