@@ -30,6 +30,7 @@ from quorumboard.consensus import (
     ClaimHeld,
     CorruptData,
     FencedOut,
+    FenceRef,
     LocalCluster,
     StaleVersion,
 )
@@ -214,31 +215,48 @@ def test_two_workers_one_thread_second_refused_then_takes_over(cluster: LocalClu
         proc.wait(10)
 
 
-def test_lapsed_claim_is_fenced_and_a_stale_head_is_refused(cluster: LocalCluster) -> None:
-    """A saver whose claim lapsed is fenced out after another takes over; two savers sharing
-    one identity (so one claim) cannot fork the chain: the head compare-and-set refuses."""
-    prefix = _prefix("fence")
-    zombie = BoardCheckpointSaver(cluster.board(agent="zombie"), prefix=prefix, claim_ttl_s=1.0)
-    first = _put(zombie, "t", {"a": 1})
-    observer = cluster.board(agent="observer")
-    wait_until(lambda: observer.get(f"{prefix}claims/_t") is None, timeout_s=20.0,
-               what="the zombie's claim to lapse")
-    with BoardCheckpointSaver(cluster.board(agent="heir"), prefix=prefix) as heir:
-        second = _put(heir, "t", {"a": 2}, parent=first)
-        with pytest.raises(FencedOut, match="lapsed"):
-            _put(zombie, "t", {"a": 3}, parent=first)
-        with pytest.raises(ClaimHeld):  # and it cannot claim the thread back while heir lives
-            _put(zombie, "t", {"a": 3}, parent=first)
-        assert _assert_one_chain(heir, "t") == [second, first]
+class _KeepsStaleClaim(BoardCheckpointSaver):
+    """Planted bug: never renews nor re-checks its claim, so it writes with whatever fence it
+    first got. Only the fence every write carries can stop it."""
 
-    twin_board = cluster.board(agent="twin")
-    twin1 = BoardCheckpointSaver(twin_board, prefix=prefix)
+    def _claim(self, thread: str) -> FenceRef:
+        held = self._claims.get(thread)
+        return FenceRef(key=held.key, fence=held.fence) if held else super()._claim(thread)
+
+
+def test_lapsed_claim_fenced_and_stale_head_refused(cluster: LocalCluster) -> None:
+    """After writers' claims lapse and another worker takes their threads: a write with an old
+    fence is fenced out (planted saver that never renews), a live saver is refused the claim,
+    and once the thread is free again its stale view of the head is refused. Two savers sharing
+    one identity (hence one claim) cannot fork a chain either."""
+    prefix = _prefix("fence")
+    stale = _KeepsStaleClaim(cluster.board(agent="stale"), prefix=prefix, claim_ttl_s=1.0)
+    zombie = BoardCheckpointSaver(cluster.board(agent="zombie"), prefix=prefix, claim_ttl_s=1.0)
+    t1 = _put(stale, "t", {"a": 1})
+    u1 = _put(zombie, "u", {"a": 1})
+    observer = cluster.board(agent="observer")
+    wait_until(lambda: not observer.list(f"{prefix}claims/"), timeout_s=20.0,
+               what="both claims to lapse")
+    with BoardCheckpointSaver(cluster.board(agent="heir"), prefix=prefix) as heir:
+        t2 = _put(heir, "t", {"a": 2}, parent=t1)
+        u2 = _put(heir, "u", {"a": 2}, parent=u1)
+        with pytest.raises(FencedOut):
+            _put(stale, "t", {"a": 3}, parent=t1)
+        with pytest.raises(ClaimHeld, match="one writer per thread"):
+            _put(zombie, "u", {"a": 3}, parent=u1)
+    with pytest.raises(StaleVersion, match="fork"):  # free again, but zombie missed u2
+        _put(zombie, "u", {"a": 3}, parent=u1)
+    zombie.close()
+    assert _assert_one_chain(heir, "t") == [t2, t1]
+    assert _assert_one_chain(heir, "u") == [u2, u1]
+
+    twin1 = BoardCheckpointSaver(cluster.board(agent="twin"), prefix=prefix)
     twin2 = BoardCheckpointSaver(cluster.board(agent="twin"), prefix=prefix)
-    third = _put(twin1, "t", {"a": 4}, parent=second)
-    fourth = _put(twin2, "t", {"a": 5}, parent=third)  # same identity: shares twin1's claim
+    v1 = _put(twin1, "v", {"a": 1})
+    v2 = _put(twin2, "v", {"a": 2}, parent=v1)  # same identity: shares twin1's claim
     with pytest.raises(StaleVersion, match="fork"):
-        _put(twin1, "t", {"a": 6}, parent=third)  # twin1 last saw the head before fourth
-    assert _assert_one_chain(twin2, "t") == [fourth, third, second, first]
+        _put(twin1, "v", {"a": 3}, parent=v1)  # twin1 last saw the head before v2
+    assert _assert_one_chain(twin2, "v") == [v2, v1]
     twin1.close()
 
 

@@ -430,10 +430,13 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
     (:class:`~quorumboard.consensus.ClaimHeld` if another agent holds it), renewed on each
     write, released by :meth:`close` (and by :meth:`delete_thread`), and lapses
     ``claim_ttl_s`` after the holder's last write, after which another worker can claim the
-    thread and continue its chain. A saver whose claim lapsed gets
-    :class:`~quorumboard.consensus.FencedOut` on its next write and must start over from
-    ``get_tuple``; a saver whose view of a head is stale (another writer advanced the chain)
-    gets :class:`~quorumboard.consensus.StaleVersion`.
+    thread and continue its chain. A saver whose claim lapsed claims the thread again on its
+    next write (:class:`~quorumboard.consensus.ClaimHeld` if another worker has it now); a
+    write that reaches the board after its claim was taken over is refused with
+    :class:`~quorumboard.consensus.FencedOut`; a saver whose view of a head is stale (another
+    writer advanced the chain meanwhile) gets :class:`~quorumboard.consensus.StaleVersion`.
+    After any of these, the run must start over from ``get_tuple`` (a new ``invoke``): a
+    blind retry of the same ``put`` would extend a chain this worker has not seen.
 
     Values are the serializer's bytes, base64 in board values; one larger than the board's
     value bound (``value_bytes_max``) is split across part keys written before the record that
@@ -498,27 +501,26 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         """The fence for a write to ``thread`` (thread lock held): claims the thread on first
         use, renews the claim's lease otherwise."""
         held = self._claims.get(thread)
-        if held is None:
-            try:
-                held = self.board.claim(self._claim_key(thread), self.claim_ttl_s,
-                                        {"thread": thread, "owner": self.board.agent})
-            except ClaimHeld as exc:
-                owner = exc.detail.get("owner", "another agent")
-                raise ClaimHeld(
-                    f"thread {thread!r} is being written by {owner}: one writer per thread; "
-                    f"its claim lapses {self.claim_ttl_s:g}s after its holder's last write",
-                    current=exc.current, policy=exc.policy, reason="thread-held",
-                    detail=exc.detail) from exc
-            self._claims[thread] = held
-        else:
+        if held is not None:
             try:
                 self.board.keepalive(held)
+                return FenceRef(key=held.key, fence=held.fence)
             except NotFound:
+                # Lapsed (no write for claim_ttl_s, e.g. a human took a while to answer).
+                # Claiming afresh is safe: if another worker wrote the thread in between, the
+                # head compare-and-set below refuses this saver's stale view.
                 del self._claims[thread]
-                raise FencedOut(
-                    f"this saver's claim on thread {thread!r} lapsed (no write for "
-                    f"{self.claim_ttl_s:g}s); another worker may own the thread now: start "
-                    "again from get_tuple", reason="claim-lapsed") from None
+        try:
+            held = self.board.claim(self._claim_key(thread), self.claim_ttl_s,
+                                    {"thread": thread, "owner": self.board.agent})
+        except ClaimHeld as exc:
+            owner = exc.detail.get("owner", "another agent")
+            raise ClaimHeld(
+                f"thread {thread!r} is being written by {owner}: one writer per thread; "
+                f"its claim lapses {self.claim_ttl_s:g}s after its holder's last write",
+                current=exc.current, policy=exc.policy, reason="thread-held",
+                detail=exc.detail) from exc
+        self._claims[thread] = held
         return FenceRef(key=held.key, fence=held.fence)
 
     def _guarded(self, thread: str, write: Any) -> Any:
