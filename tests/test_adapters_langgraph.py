@@ -289,8 +289,11 @@ def test_sync_methods_and_claim_release(cluster: LocalCluster) -> None:
     saver.close()
     assert board.get(f"{prefix}claims/_t1") is None  # released at once, no lapse to wait for
     third = _put(other, "t1", {"x": "three"}, parent=second)
-    assert _assert_one_chain(other, "t1") == [third, second, first]
-    other.delete_thread("t1")
+    other.close()
+    # Handed back: the first holder reads the head afresh on its new claim, no stale refusal.
+    fourth = _put(saver, "t1", {"x": "four"}, parent=third)
+    assert _assert_one_chain(other, "t1") == [fourth, third, second, first]
+    saver.delete_thread("t1")
     assert other.get_tuple(_config("t1")) is None
     assert list(other.list(_config("t1"))) == []
     assert board.list(prefix) == []  # checkpoints, values, writes and the claim are all gone

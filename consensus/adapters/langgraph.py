@@ -533,9 +533,14 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
 
     def close(self) -> None:
         """Release every thread this saver claimed (best effort: a lapsed claim is already
-        gone). The saver may be used again: it claims threads anew on their next write."""
+        gone). The saver may be used again: it claims threads anew on their next write, and
+        reads their heads afresh then (a handed-over thread is expected to move on; a claim
+        that merely lapsed keeps this saver's view, so a stale one is refused)."""
         with self._lock:
             claims, self._claims = list(self._claims.values()), {}
+            released = {c.key for c in claims}
+            for chain in [k for k in self._heads if self._claim_key(k[0]) in released]:
+                self._heads.pop(chain, None)
         for claim in claims:
             with contextlib.suppress(BoardError):
                 self.board.release(claim)
