@@ -20,8 +20,9 @@ from typing import Any
 
 import ormsgpack
 import pytest
-from langgraph.checkpoint.base import Checkpoint, empty_checkpoint
+from langgraph.checkpoint.base import BaseCheckpointSaver, Checkpoint, empty_checkpoint
 from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.store.base import BaseStore
 
@@ -68,7 +69,7 @@ def _team() -> ModuleType:
     return module
 
 
-def _checkpoint(saver: BoardCheckpointSaver, values: dict[str, Any]) -> Checkpoint:
+def _checkpoint(saver: BaseCheckpointSaver[Any], values: dict[str, Any]) -> Checkpoint:
     cp = empty_checkpoint()
     cp["channel_values"] = dict(values)
     cp["channel_versions"] = {k: saver.get_next_version(None, None) for k in values}
@@ -82,7 +83,7 @@ def _config(thread: str, checkpoint_id: str | None = None) -> Any:
     return {"configurable": conf}
 
 
-def _put(saver: BoardCheckpointSaver, thread: str, values: dict[str, Any],
+def _put(saver: BaseCheckpointSaver[Any], thread: str, values: dict[str, Any],
          parent: str | None = None, **metadata: Any) -> str:
     cp = _checkpoint(saver, values)
     saver.put(_config(thread, parent), cp, {"source": "loop", "step": 0, **metadata},
@@ -90,7 +91,7 @@ def _put(saver: BoardCheckpointSaver, thread: str, values: dict[str, Any],
     return cp["id"]
 
 
-def _assert_one_chain(saver: BoardCheckpointSaver, thread: str) -> list[str]:
+def _assert_one_chain(saver: BaseCheckpointSaver[Any], thread: str) -> list[str]:
     """The thread's checkpoints, newest first, form one chain: each one's parent is the next."""
     tuples = list(saver.list(_config(thread)))
     ids = [t.config["configurable"]["checkpoint_id"] for t in tuples]
@@ -222,6 +223,17 @@ class _KeepsStaleClaim(BoardCheckpointSaver):
     def _claim(self, thread: str) -> FenceRef:
         held = self._claims.get(thread)
         return FenceRef(key=held.key, fence=held.fence) if held else super()._claim(thread)
+
+
+def test_chain_checker_catches_the_fork_langgraphs_own_saver_allows() -> None:
+    """Negative control of ``_assert_one_chain``: two workers sharing LangGraph's in-memory
+    saver both extend the same checkpoint (LangGraph issue #8796), and the checker says so."""
+    shared = InMemorySaver()
+    root = _put(shared, "t", {"a": 0})
+    _put(shared, "t", {"a": 1}, parent=root)  # worker 1
+    _put(shared, "t", {"a": 2}, parent=root)  # worker 2, unaware of worker 1
+    with pytest.raises(AssertionError, match="forked"):
+        _assert_one_chain(shared, "t")
 
 
 def test_lapsed_claim_fenced_and_stale_head_refused(cluster: LocalCluster) -> None:
