@@ -32,6 +32,7 @@ from quorumboard.consensus import (
     CorruptData,
     FencedOut,
     FenceRef,
+    InvalidCommand,
     LocalCluster,
     StaleVersion,
 )
@@ -442,6 +443,9 @@ def test_store_namespaces_timestamps_ttl_search_and_compare_and_set(
     assert sorted(x.value["i"] for x in odd) == [*range(1, 23, 2), 99]
     page = store.search(docs, filter={"i": {"$gte": 10}}, offset=4, limit=5)
     assert [x.value["i"] for x in page] == [14, 15, 16, 17, 18]
+    assert store.search(docs, filter={"missing": {"$gt": 1}}) == []  # no match, no error
+    with pytest.raises(InvalidCommand, match="unknown operator"):
+        store.search(docs, filter={"i": {"$gtt": 1}})
     with pytest.raises(UnsupportedOperation, match="vector index"):
         store.search(docs, query="semantic please")
     assert store.list_namespaces(prefix=("docs",)) == [docs, (*docs, "deeper")]

@@ -32,10 +32,11 @@ import hashlib
 import random
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
 from langchain_core.runnables import RunnableConfig
@@ -82,6 +83,7 @@ from quorumboard.consensus import (
     FenceRef,
     InvalidCommand,
     InvalidKey,
+    InvalidValue,
     NotFound,
     PolicyRejected,
     StaleVersion,
@@ -89,6 +91,8 @@ from quorumboard.consensus import (
 from quorumboard.consensus.model import VALUE_BYTES_MAX, check_prefix
 
 __all__ = ["BoardCheckpointSaver", "BoardStore", "UnsupportedOperation"]
+
+_T = TypeVar("_T")
 
 STORE_POLICY = "last-writer-wins"
 """The policy :class:`BoardStore` binds to its prefix. LangGraph's ``put`` is an upsert in every
@@ -109,6 +113,9 @@ PAGES_MAX = 1_000_000 // PAGE_ENTRIES + 2
 """Bound on pages in one scan: the board holds at most ``Limits.keys_max`` (10**6) keys."""
 PUT_ATTEMPTS_MAX = 8
 """Bound on one plain store put's retries when a concurrent put of the same key lands first."""
+PARTS_MAX = 1 << 16
+"""Most parts one stored byte string may name (48 GiB at the default bound): a reference read
+back from the board is data, and a forged count must not start an endless run of reads."""
 VALUE_MARGIN_BYTES = 4096
 """Room left in a board value for the record around an inline byte string."""
 SAFE_SERDE_TYPES = frozenset({"msgpack", "null", "bytes", "bytearray"})
@@ -138,9 +145,13 @@ def _seg(text: str) -> str:
 
 
 def _unseg(segment: str) -> str:
-    if not segment.startswith("_"):
-        raise CorruptData(f"key segment {segment!r} was not written by this adapter")
-    return unquote(segment[1:], errors="strict")
+    try:
+        if not segment.startswith("_"):
+            raise ValueError("no '_' in front")
+        return unquote(segment[1:], errors="strict")
+    except ValueError as exc:  # UnicodeDecodeError is one
+        raise CorruptData(f"key segment {segment!r} was not written by this adapter: "
+                          f"{exc}") from None
 
 
 def _check_adapter_prefix(prefix: str) -> str:
@@ -162,6 +173,44 @@ def _scan(board: Board, prefix: str, page_entries: int = PAGE_ENTRIES) -> Iterat
         after = page[-1].key
     raise BoardError(f"listing {prefix!r} did not end within {PAGES_MAX} pages; refusing to "
                      "return a truncated result")
+
+
+FILTER_OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte"})
+"""The comparison operators of LangGraph's store filters (as its in-memory store has them)."""
+
+
+def _check_filter(filter_: object, path: str = "filter") -> None:
+    """Refuse an operator LangGraph's filters do not have, before any item is compared (so a
+    typo is an error, not an empty result)."""
+    if isinstance(filter_, dict):
+        for key, sub in filter_.items():
+            if isinstance(key, str) and key.startswith("$") and key not in FILTER_OPERATORS:
+                raise InvalidCommand(f"{path}: unknown operator {key!r}; "
+                                     f"use one of {sorted(FILTER_OPERATORS)}")
+            _check_filter(sub, f"{path}.{key}")
+
+
+def _matches(value: Mapping[str, Any], filter_: Mapping[str, Any]) -> bool:
+    """LangGraph's filter semantics (its in-memory store's comparison); an ordering operator
+    against a missing or non-numeric field is no match, as in Postgres' JSONB, not an error."""
+    try:
+        return all(_compare_values(value.get(k), v) for k, v in filter_.items())
+    except (TypeError, ValueError):
+        return False
+
+
+_RECORD_FIELDS = ("id", "parent", "checkpoint", "metadata")
+_WRITE_FIELDS = ("task", "channel", "path", "idx", "t")
+
+
+def _shaped(entry: Entry, fields: tuple[str, ...]) -> dict[str, Any]:
+    """``entry``'s value if it is an object with ``fields`` (what the saver writes), else
+    :class:`CorruptData` naming the key: data under the prefix is read as data, never trusted."""
+    value = entry.value
+    if not isinstance(value, dict) or any(f not in value for f in fields):
+        raise CorruptData(f"{entry.key} does not hold what the checkpointer writes "
+                          f"(an object with {', '.join(fields)})")
+    return value
 
 
 def _now_iso() -> str:
@@ -201,6 +250,8 @@ class BoardStore(BaseStore):
         self.board = board
         self.prefix = _check_adapter_prefix(prefix)
         self.ttl_config = ttl_config
+        if page_entries < 1:
+            raise InvalidCommand("page_entries must be >= 1")
         self.page_entries = page_entries
         if policy is not None:
             board.set_policy(self.prefix, policy)
@@ -216,24 +267,27 @@ class BoardStore(BaseStore):
     def _decode(self, board_key: str) -> tuple[tuple[str, ...], str]:
         if not board_key.startswith(self.prefix):
             raise CorruptData(f"{board_key!r} is not under the store prefix {self.prefix!r}")
-        segments = board_key[len(self.prefix):].split("/")
-        labels = tuple(_unseg(s) for s in segments)
+        labels = tuple(_unseg(s) for s in board_key[len(self.prefix):].split("/"))
         return labels[:-1], labels[-1]
 
-    def _item(self, entry: Entry, cls: type[Item] = Item) -> Item:
+    def _search_item(self, entry: Entry) -> SearchItem:
+        """The item an entry holds (a :class:`SearchItem` is an ``Item`` with a score)."""
         namespace, key = self._decode(entry.key)
         record = entry.value
-        if not (isinstance(record, dict) and isinstance(record.get("value"), dict)
-                and isinstance(record.get("created_at"), str)
-                and isinstance(record.get("updated_at"), str)):
+        try:
+            if not isinstance(record, dict) or not isinstance(record.get("value"), dict):
+                raise TypeError("no value object")
+            created = datetime.fromisoformat(record["created_at"])
+            updated = datetime.fromisoformat(record["updated_at"])
+        except (KeyError, TypeError, ValueError) as exc:
             raise CorruptData(f"{entry.key} does not hold a store record (value, created_at, "
-                              "updated_at)")
-        created = datetime.fromisoformat(record["created_at"])
-        updated = datetime.fromisoformat(record["updated_at"])
-        if cls is SearchItem:
-            return SearchItem(namespace, key, record["value"], created, updated)
-        return Item(value=record["value"], key=key, namespace=namespace, created_at=created,
-                    updated_at=updated)
+                              f"updated_at): {exc}") from None
+        return SearchItem(namespace, key, record["value"], created, updated)
+
+    def _item(self, entry: Entry) -> Item:
+        found = self._search_item(entry)
+        return Item(value=found.value, key=found.key, namespace=found.namespace,
+                    created_at=found.created_at, updated_at=found.updated_at)
 
     def _refresh(self, entry: Entry) -> None:
         """Renew the item's TTL lease if this store's agent holds it (see the class doc)."""
@@ -277,22 +331,21 @@ class BoardStore(BaseStore):
             raise UnsupportedOperation(
                 "BoardStore has no vector index: search(query=...) (semantic search) is not "
                 "supported; search with filter=... instead")
+        _check_filter(op.filter)
         if op.limit <= 0:
             return []
         out: list[SearchItem] = []
         skipped = 0
         for entry in _scan(self.board, self._ns_prefix(op.namespace_prefix),
                            self.page_entries):
-            item = self._item(entry, SearchItem)
-            if op.filter and not all(_compare_values(item.value.get(k), v)
-                                     for k, v in op.filter.items()):
+            item = self._search_item(entry)
+            if op.filter and not _matches(item.value, op.filter):
                 continue
             if skipped < op.offset:
                 skipped += 1
                 continue
             if op.refresh_ttl:
                 self._refresh(entry)
-            assert isinstance(item, SearchItem)
             out.append(item)
             if len(out) >= op.limit:
                 break
@@ -517,13 +570,13 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
             owner = exc.detail.get("owner", "another agent")
             raise ClaimHeld(
                 f"thread {thread!r} is being written by {owner}: one writer per thread; "
-                f"its claim lapses {self.claim_ttl_s:g}s after its holder's last write",
+                "the claim lapses once its holder has not written for the claim's TTL",
                 current=exc.current, policy=exc.policy, reason="thread-held",
                 detail=exc.detail) from exc
         self._claims[thread] = held
         return FenceRef(key=held.key, fence=held.fence)
 
-    def _guarded(self, thread: str, write: Any) -> Any:
+    def _guarded(self, thread: str, write: Callable[[], _T]) -> _T:
         """Run ``write`` and forget the claim if the board says it is no longer ours."""
         try:
             return write()
@@ -569,27 +622,34 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
             return {"b64": base64.b64encode(data).decode("ascii")}
         gen = uuid.uuid4().hex
         parts = range(0, len(data), self._part_bytes)
+        if len(parts) > PARTS_MAX:
+            raise InvalidValue(f"a value of {len(data)} bytes needs more than {PARTS_MAX} parts")
         for n, start in enumerate(parts):
             chunk = base64.b64encode(data[start:start + self._part_bytes]).decode("ascii")
             key = f"{self._thread_prefix(thread)}p/{gen}/{n:06d}"
-            self._guarded(thread, lambda k=key, c=chunk: self.board.put(k, {"b64": c},
-                                                                        fence=fence))
+            self._guarded(thread, partial(self.board.put, key, {"b64": chunk}, fence=fence))
         return {"gen": gen, "parts": len(parts), "size": len(data),
                 "sha256": hashlib.sha256(data).hexdigest()}
 
     def _get_bytes(self, thread: str, ref: Mapping[str, Any]) -> bytes:
-        if "b64" in ref:
-            return base64.b64decode(ref["b64"], validate=True)
-        gen, count, size = ref.get("gen"), ref.get("parts"), ref.get("size")
-        if not (isinstance(gen, str) and isinstance(count, int) and isinstance(size, int)):
-            raise CorruptData(f"thread {thread!r}: a value reference is malformed: {ref!r}")
-        chunks = []
-        for n in range(count):
-            key = f"{self._thread_prefix(thread)}p/{gen}/{n:06d}"
-            entry = self.board.get(key)
-            if entry is None or not isinstance(entry.value, dict):
-                raise CorruptData(f"part {n} of {count} of a value is missing ({key})")
-            chunks.append(base64.b64decode(entry.value["b64"], validate=True))
+        """The bytes ``ref`` names (inline or in parts), checked; :class:`CorruptData` if they
+        are not what was written."""
+        try:
+            if "b64" in ref:
+                return base64.b64decode(ref["b64"], validate=True)
+            gen, count, size = ref["gen"], ref["parts"], ref["size"]
+            if not (isinstance(gen, str) and isinstance(count, int) and isinstance(size, int)
+                    and 0 < count <= PARTS_MAX):
+                raise ValueError(f"malformed reference {ref!r}")
+            chunks = []
+            for n in range(count):
+                entry = self.board.get(f"{self._thread_prefix(thread)}p/{gen}/{n:06d}")
+                if entry is None or not isinstance(entry.value, dict):
+                    raise ValueError(f"part {n} of {count} is missing")
+                chunks.append(base64.b64decode(entry.value["b64"], validate=True))
+        except (KeyError, TypeError, ValueError) as exc:  # binascii.Error is a ValueError
+            raise CorruptData(f"thread {thread!r}: a stored value does not decode: {exc}") \
+                from None
         data = b"".join(chunks)
         if len(data) != size or hashlib.sha256(data).hexdigest() != ref.get("sha256"):
             raise CorruptData(f"thread {thread!r}: a value split in {count} parts does not "
@@ -627,7 +687,7 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
                 ref = (self._dump(thread, values[channel], fence, self._part_bytes)
                        if channel in values else {"t": "empty"})
                 vkey = self._value_key(thread, ns, channel, channel_version)
-                self._guarded(thread, lambda k=vkey, r=ref: self.board.put(k, r, fence=fence))
+                self._guarded(thread, partial(self.board.put, vkey, ref, fence=fence))
             inline_max = self._part_bytes // 4
             record = {"id": cid, "parent": parent,
                       "checkpoint": self._dump(thread, stored, fence, inline_max),
@@ -671,8 +731,8 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
                 # A regular write is kept once (a retried task must not replace it); the
                 # special ones (error, interrupt, ...) are replaced, as LangGraph's savers do.
                 try:
-                    self._guarded(thread, lambda k=key, r=record, i=idx: self.board.put(
-                        k, r, expect_version=0 if i >= 0 else None, fence=fence))
+                    self._guarded(thread, partial(self.board.put, key, record, fence=fence,
+                                                  expect_version=0 if idx >= 0 else None))
                 except StaleVersion:
                     continue
 
@@ -688,8 +748,8 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
                     page = self.board.list(prefix, limit=PAGE_ENTRIES)
                     for entry in page:
                         with contextlib.suppress(NotFound):
-                            self._guarded(thread, lambda k=entry.key: self.board.delete(
-                                k, fence=fence))
+                            self._guarded(thread, partial(self.board.delete, entry.key,
+                                                          fence=fence))
                     if len(page) < PAGE_ENTRIES:
                         break
             for key in [k for k in self._heads if k[0] == thread]:
@@ -702,17 +762,23 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
     # -------------------------------------------------------------------------- reading
 
     def _tuple(self, thread: str, ns: str, record: Mapping[str, Any]) -> CheckpointTuple:
+        """The checkpoint a record (checked by :func:`_shaped`) names, with its channel values
+        and pending writes read from the board."""
         cid = str(record["id"])
         checkpoint: Checkpoint = self._load(thread, record["checkpoint"])
         metadata: CheckpointMetadata = self._load(thread, record["metadata"])
+        if not (isinstance(checkpoint, dict) and isinstance(metadata, dict)
+                and isinstance(checkpoint.get("channel_versions"), dict)):
+            raise CorruptData(f"thread {thread!r}: checkpoint {cid} does not decode to a "
+                              "checkpoint and its metadata")
         values: dict[str, Any] = {}
         for channel, version in checkpoint["channel_versions"].items():
             entry = self.board.get(self._value_key(thread, ns, channel, version))
             if entry is not None and isinstance(entry.value, dict) \
                     and entry.value.get("t") != "empty":
                 values[channel] = self._load(thread, entry.value)
-        stored = [e.value for e in _scan(self.board, self._writes_prefix(thread, ns, cid))
-                  if isinstance(e.value, dict)]
+        stored = [_shaped(e, _WRITE_FIELDS)
+                  for e in _scan(self.board, self._writes_prefix(thread, ns, cid))]
         stored.sort(key=lambda w: writes_sort_key(str(w["path"]), str(w["task"]),
                                                   int(w["idx"])))
         pending: list[PendingWrite] = [(str(w["task"]), str(w["channel"]), self._load(thread, w))
@@ -733,10 +799,11 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         head = self.board.get(self._head_key(thread, ns))
         by_id: dict[str, dict[str, Any]] = {}
         for entry in _scan(self.board, f"{self._thread_prefix(thread)}c/{_seg(ns)}/"):
-            if isinstance(entry.value, dict):
-                by_id[str(entry.value["id"])] = entry.value
-        if head is not None and isinstance(head.value, dict):
-            by_id[str(head.value["id"])] = head.value
+            record = _shaped(entry, _RECORD_FIELDS)
+            by_id[str(record["id"])] = record
+        if head is not None:
+            record = _shaped(head, _RECORD_FIELDS)
+            by_id[str(record["id"])] = record
         return [by_id[k] for k in sorted(by_id, reverse=True)]
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -744,13 +811,11 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         thread, ns = str(conf["thread_id"]), str(conf.get("checkpoint_ns", ""))
         cid = get_checkpoint_id(config)
         head = self.board.get(self._head_key(thread, ns))
-        record: Any = head.value if head is not None else None
-        if cid and (record is None or record.get("id") != cid):
+        record = _shaped(head, _RECORD_FIELDS) if head is not None else None
+        if cid and (record is None or record["id"] != cid):
             entry = self.board.get(self._record_key(thread, ns, cid))
-            record = entry.value if entry is not None else None
-        if not isinstance(record, dict):
-            return None
-        return self._tuple(thread, ns, record)
+            record = _shaped(entry, _RECORD_FIELDS) if entry is not None else None
+        return None if record is None else self._tuple(thread, ns, record)
 
     def _chains(self, config: RunnableConfig | None) -> Iterator[tuple[str, str]]:
         """(thread, namespace) pairs a ``list`` call covers, from the chains' heads."""
