@@ -5,6 +5,7 @@ large checkpoints, the strict serializer, and the example."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import os
 import select
@@ -348,6 +349,11 @@ def test_large_checkpoint_split_across_keys(cluster: LocalCluster) -> None:
 PLANTED = "qb_planted_module"
 
 
+@dataclasses.dataclass
+class _Note:
+    text: str
+
+
 class _Planting:
     """A serializer that writes crafted bytes for the marker values (what an attacker with
     write access to the board could store), and LangGraph's serializer otherwise."""
@@ -379,9 +385,11 @@ def test_strict_serializer_never_imports_a_module_named_in_the_data(
     prefix = _prefix("strict")
     sys.path.insert(0, str(tmp_path))
     try:
-        with BoardCheckpointSaver(board, prefix=prefix, serde=_Planting(payload)) as writer:
-            _put(writer, "t", {"x": "PLANT"})
-            _put(writer, "p", {"x": "PICKLE"})
+        planter = BoardCheckpointSaver(board, prefix=prefix, serde=_Planting(payload))
+        _put(planter, "t", {"x": "PLANT"})
+        _put(planter, "p", {"x": "PICKLE"})
+        planter.close()
+        writer = BoardCheckpointSaver(board, prefix=prefix)
         reader = BoardCheckpointSaver(board, prefix=prefix, policy=None)
         tup = reader.get_tuple(_config("t"))
         assert tup is not None
@@ -389,6 +397,16 @@ def test_strict_serializer_never_imports_a_module_named_in_the_data(
         assert PLANTED not in sys.modules and not marker.exists()
         with pytest.raises(CorruptData, match="pickle"):
             reader.get_tuple(_config("p"))
+
+        # A type of the user's own is rebuilt only once named in code: LangGraph derives such
+        # an allowlist from the graph's schema (LANGGRAPH_STRICT_MSGPACK=true) via
+        # with_allowlist, which the saver honours; until then it reads back as plain data.
+        _put(writer, "n", {"note": _Note("hi")})
+        plain = reader.get_tuple(_config("n"))
+        assert plain is not None and plain.checkpoint["channel_values"]["note"] == {"text": "hi"}
+        allowed = reader.with_allowlist({(_Note.__module__, "_Note")})
+        rebuilt = allowed.get_tuple(_config("n"))
+        assert rebuilt is not None and rebuilt.checkpoint["channel_values"]["note"] == _Note("hi")
 
         # Negative control: LangGraph's permissive default would have imported and run it.
         revived = JsonPlusSerializer(allowed_msgpack_modules=True).loads_typed(

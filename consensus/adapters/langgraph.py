@@ -495,10 +495,13 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
     value bound (``value_bytes_max``) is split across part keys written before the record that
     names them, and read back checked against its length and SHA-256. The default serializer is
     LangGraph's in strict mode (``allowed_msgpack_modules=None``): only its fixed list of safe
-    types (datetime, uuid, LangChain messages, ...) is rebuilt, plus exact types the graph's own
-    schema names if LangGraph derives an allowlist (``with_allowlist``); a checkpoint naming any
-    other module gets its plain payload back and the module is never imported. ``pickle`` and
+    types (datetime, uuid, LangChain messages, ...) is rebuilt; a checkpoint naming any other
+    module gets its plain payload back and the module is never imported. ``pickle`` and
     ``json`` typed data are refused outright (:class:`~quorumboard.consensus.CorruptData`).
+    Types of your own in a graph's state therefore read back as plain data until code names
+    them: set ``LANGGRAPH_STRICT_MSGPACK=true`` (LangGraph then allowlists the exact types the
+    graph's schema declares, through ``with_allowlist``, which this saver honours) or pass
+    ``serde=JsonPlusSerializer(allowed_msgpack_modules=[(module, name), ...])``.
     """
 
     def __init__(self, board: Board, prefix: str = "langgraph/checkpoints/", *,
