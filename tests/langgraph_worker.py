@@ -1,6 +1,6 @@
 """A LangGraph worker in its own process, for the takeover test: it runs the example team's
-graph once on a thread (so it holds the thread's claim), prints ``READY``, then waits on stdin
-until the test kills it (SIGKILL) or closes the pipe.
+graph once on a thread (so it holds the thread's claim), prints ``READY``, then keeps the claim
+alive without writing until the test kills it (SIGKILL) or closes the pipe.
 
 Usage: python tests/langgraph_worker.py ENDPOINTS THREAD AGENT CLAIM_TTL_S
 """
@@ -8,12 +8,14 @@ Usage: python tests/langgraph_worker.py ENDPOINTS THREAD AGENT CLAIM_TTL_S
 from __future__ import annotations
 
 import importlib.util
+import select
 import sys
 from pathlib import Path
 
 from quorumboard.consensus import connect
 from quorumboard.consensus.adapters.langgraph import BoardCheckpointSaver, BoardStore
 
+RENEWALS_MAX = 10_000
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "langgraph_team.py"
 
 
@@ -30,7 +32,14 @@ def main() -> int:
     graph.invoke({"topic": agent, "log": []}, {"configurable": {"thread_id": thread}},
                  durability="sync")
     print("READY", flush=True)
-    sys.stdin.readline()  # until killed, or the test closes the pipe
+    # Alive but idle: keep the thread (as a worker waiting on a slow model call would) until
+    # killed, or until the test closes the pipe; bounded by the count as well.
+    for _ in range(RENEWALS_MAX):
+        ready, _, _ = select.select([sys.stdin], [], [], float(ttl) / 6)
+        if ready and not sys.stdin.readline():
+            break
+        if saver.keepalive() != [thread]:
+            return 1
     return 0
 
 

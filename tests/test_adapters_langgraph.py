@@ -47,9 +47,9 @@ from tests.conftest import wait_until
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "langgraph_team.py"
 WORKER = ROOT / "tests" / "langgraph_worker.py"
-SHORT_TTL_S = 1.5
-"""Claim lease of the takeover tests: long enough for a write under contention, short enough
-that waiting for a lapse costs little."""
+SHORT_TTL_S = 2.0
+"""Claim lease of the takeover tests: long enough for a write (or a renewal) under contention,
+short enough that waiting for a lapse costs little."""
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +293,14 @@ def test_sync_methods_and_claim_release(cluster: LocalCluster) -> None:
     assert [t.metadata["step"] for t in saver.list(_config("t1"))] == [2, 1]
     assert [t.checkpoint["id"] for t in saver.list(None, filter={"step": 1})] == [first]
     assert [t.checkpoint["id"] for t in saver.list(_config("t1"), limit=1)] == [second]
+
+    claim = board.get(f"{prefix}claims/_t1")
+    assert claim is not None and claim.lease is not None
+    before = board.lease(claim.lease)
+    assert saver.keepalive() == ["t1"]  # renewed without a write
+    after = board.lease(claim.lease)
+    assert before is not None and after is not None
+    assert after.refreshes == before.refreshes + 1
 
     other = BoardCheckpointSaver(cluster.board(agent="sync-b"), prefix=prefix)
     with pytest.raises(ClaimHeld):

@@ -481,9 +481,9 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
 
     Every write carries the thread claim's fence; the claim is taken on the first write
     (:class:`~quorumboard.consensus.ClaimHeld` if another agent holds it), renewed on each
-    write, released by :meth:`close` (and by :meth:`delete_thread`), and lapses
-    ``claim_ttl_s`` after the holder's last write, after which another worker can claim the
-    thread and continue its chain. A saver whose claim lapsed claims the thread again on its
+    write (and by :meth:`keepalive`), released by :meth:`close` (and by :meth:`delete_thread`),
+    and lapses ``claim_ttl_s`` after the holder's last renewal, after which another worker can
+    claim the thread and continue its chain. A saver whose claim lapsed claims the thread again on its
     next write (:class:`~quorumboard.consensus.ClaimHeld` if another worker has it now); a
     write that reaches the board after its claim was taken over is refused with
     :class:`~quorumboard.consensus.FencedOut`; a saver whose view of a head is stale (another
@@ -586,6 +586,27 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         except FencedOut:
             self._claims.pop(thread, None)
             raise
+
+    def keepalive(self) -> list[str]:
+        """Renew every thread claim this saver holds, without writing; returns those threads.
+
+        For a worker that is alive but will not write for longer than ``claim_ttl_s`` (a slow
+        model call, a human in the loop) and wants to keep its threads meanwhile. A claim that
+        already lapsed is dropped here (the next write claims the thread afresh, and the head
+        compare-and-set refuses it if another worker wrote in between)."""
+        kept = []
+        with self._lock:
+            held = list(self._claims.items())
+        for thread, claim in held:
+            with self._thread_lock(thread):
+                if self._claims.get(thread) is not claim:
+                    continue
+                try:
+                    self.board.keepalive(claim)
+                    kept.append(thread)
+                except NotFound:
+                    del self._claims[thread]
+        return kept
 
     def close(self) -> None:
         """Release every thread this saver claimed (best effort: a lapsed claim is already
