@@ -79,7 +79,7 @@ def run(endpoints: list[str]) -> int:
             else:
                 print("bob: was NOT refused while alice held the thread")
                 return 1
-            alice_saver.close()
+            alice_saver.release(thread["configurable"]["thread_id"])
             print("alice: handed the thread over")
             state = bob.invoke({"topic": "leases"}, thread, durability="sync")
             print(f"bob: took over: {state['log']}")

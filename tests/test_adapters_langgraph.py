@@ -311,7 +311,7 @@ def test_sync_methods_and_claim_release(cluster: LocalCluster) -> None:
     saver.close()
     assert board.get(f"{prefix}claims/_t1") is None  # released at once, no lapse to wait for
     third = _put(other, "t1", {"x": "three"}, parent=second)
-    other.close()
+    assert other.release("t1") and not other.release("t1")
     # Handed back: the first holder reads the head afresh on its new claim, no stale refusal.
     fourth = _put(saver, "t1", {"x": "four"}, parent=third)
     assert _assert_one_chain(other, "t1") == [fourth, third, second, first]

@@ -15,8 +15,8 @@ revision (``board.history``) when the order matters.
 :class:`BoardCheckpointSaver` is a ``BaseCheckpointSaver`` that passes LangGraph's own
 conformance suite at every base capability, and adds what no LangGraph backend has: one writer per
 thread. A saver claims a thread on its first write (a board claim whose lease lapses
-``claim_ttl_s`` after the last write), renews it on every write, releases it on :meth:`close`,
-and every write carries the claim's fence, so a worker that lost the thread (stalled past its
+``claim_ttl_s`` after the last renewal), renews it on every write, releases it on
+:meth:`~BoardCheckpointSaver.release` or :meth:`~BoardCheckpointSaver.close`, and every write carries the claim's fence, so a worker that lost the thread (stalled past its
 lease, taken over) is refused with :class:`~quorumboard.consensus.FencedOut`. On top of that the
 head of each checkpoint chain is advanced with a compare-and-set on the version this saver last
 saw, so even two savers under the same agent identity (which share a claim) cannot fork a chain:
@@ -113,6 +113,9 @@ PAGES_MAX = 1_000_000 // PAGE_ENTRIES + 2
 """Bound on pages in one scan: the board holds at most ``Limits.keys_max`` (10**6) keys."""
 PUT_ATTEMPTS_MAX = 8
 """Bound on one plain store put's retries when a concurrent put of the same key lands first."""
+THREAD_LOCKS = 64
+"""Stripes of the locks that order one saver's writes per thread (LangGraph may run a step's
+tasks, hence their ``put_writes``, on several threads at once)."""
 PARTS_MAX = 1 << 16
 """Most parts one stored byte string may name (48 GiB at the default bound): a reference read
 back from the board is data, and a forged count must not start an endless run of reads."""
@@ -519,7 +522,7 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         self._part_bytes = (value_bytes_max - VALUE_MARGIN_BYTES) // 4 * 3
         """Raw bytes per part: its base64 plus the record around it fits one board value."""
         self._lock = threading.Lock()
-        self._thread_locks: dict[str, threading.Lock] = {}
+        self._thread_locks = [threading.Lock() for _ in range(THREAD_LOCKS)]
         self._claims: dict[str, Claim] = {}
         self._heads: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {}
         """(thread, ns) -> (version, record) of the head as this saver last wrote or first saw
@@ -550,8 +553,9 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
     # ------------------------------------------------------------------ claims and fences
 
     def _thread_lock(self, thread: str) -> threading.Lock:
-        with self._lock:
-            return self._thread_locks.setdefault(thread, threading.Lock())
+        """The lock that orders this saver's writes to ``thread`` (striped: bounded memory)."""
+        digest = hashlib.blake2b(thread.encode("utf-8", "surrogatepass"), digest_size=4)
+        return self._thread_locks[int.from_bytes(digest.digest(), "big") % THREAD_LOCKS]
 
     def _claim(self, thread: str) -> FenceRef:
         """The fence for a write to ``thread`` (thread lock held): claims the thread on first
@@ -608,19 +612,33 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
                     del self._claims[thread]
         return kept
 
+    def release(self, thread_id: str) -> bool:
+        """Hand ``thread_id`` over: release its claim now (no lapse to wait for) and forget this
+        saver's view of its heads, so a later write here claims it and reads them afresh.
+        Returns whether a claim was released (``False``: not held, or already lapsed)."""
+        thread = str(thread_id)
+        with self._thread_lock(thread):
+            claim = self._claims.pop(thread, None)
+            for chain in [k for k in list(self._heads) if k[0] == thread]:
+                self._heads.pop(chain, None)
+        if claim is None:
+            return False
+        try:
+            self.board.release(claim)
+        except NotFound:  # lapsed meanwhile: released all the same
+            return False
+        return True
+
     def close(self) -> None:
         """Release every thread this saver claimed (best effort: a lapsed claim is already
         gone). The saver may be used again: it claims threads anew on their next write, and
         reads their heads afresh then (a handed-over thread is expected to move on; a claim
         that merely lapsed keeps this saver's view, so a stale one is refused)."""
         with self._lock:
-            claims, self._claims = list(self._claims.values()), {}
-            released = {c.key for c in claims}
-            for chain in [k for k in self._heads if self._claim_key(k[0]) in released]:
-                self._heads.pop(chain, None)
-        for claim in claims:
+            threads = list(self._claims)
+        for thread in threads:
             with contextlib.suppress(BoardError):
-                self.board.release(claim)
+                self.release(thread)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
@@ -704,8 +722,8 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
             key = self._head_key(thread, ns)
             if (thread, ns) not in self._heads:
                 entry = self.board.get(key)
-                self._heads[(thread, ns)] = ((entry.version, entry.value) if entry is not None
-                                             else (0, None))
+                self._heads[(thread, ns)] = ((entry.version, _shaped(entry, _RECORD_FIELDS))
+                                             if entry is not None else (0, None))
             version, head = self._heads[(thread, ns)]
             for channel, channel_version in new_versions.items():
                 ref = (self._dump(thread, values[channel], fence, self._part_bytes)
@@ -776,12 +794,8 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
                                                           fence=fence))
                     if len(page) < PAGE_ENTRIES:
                         break
-            for key in [k for k in self._heads if k[0] == thread]:
-                del self._heads[key]
-            claim = self._claims.pop(thread, None)
-            if claim is not None:
-                with contextlib.suppress(BoardError):
-                    self.board.release(claim)
+        with contextlib.suppress(BoardError):
+            self.release(thread)
 
     # -------------------------------------------------------------------------- reading
 
