@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import operator
 import os
 import select
 import signal
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import ormsgpack
 import pytest
@@ -25,7 +26,9 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, Checkpoint, empty_che
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.graph import END, START, StateGraph
 from langgraph.store.base import BaseStore
+from langgraph.types import Command, interrupt
 
 from quorumboard.consensus import (
     BoardError,
@@ -159,6 +162,41 @@ def test_graph_compiled_with_store_and_checkpointer(cluster: LocalCluster) -> No
         _assert_one_chain(saver, "t-graph")
         notes = store.search(team.NOTES)
         assert {n.key: n.value["by"] for n in notes} == {"raft": "ann", "paxos": "ann"}
+
+
+class _Log(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+def _ask(state: _Log) -> dict[str, Any]:
+    return {"log": [f"answer {interrupt('need input')}"]}
+
+
+def test_graph_subgraph_interrupt_and_resume(cluster: LocalCluster) -> None:
+    """A subgraph (its own checkpoint namespace) that interrupts for input and resumes: the
+    interrupt and resume writes go through put_writes, across two savers of one worker."""
+    inner = StateGraph(_Log)
+    inner.add_node("ask", _ask)
+    inner.add_edge(START, "ask")
+    inner.add_edge("ask", END)
+    outer = StateGraph(_Log)
+    outer.add_node("pre", lambda state: {"log": ["pre"]})
+    outer.add_node("sub", inner.compile())
+    outer.add_edge(START, "pre")
+    outer.add_edge("pre", "sub")
+    outer.add_edge("sub", END)
+    prefix = _prefix("interrupt")
+    board = cluster.board(agent="asker")
+    config: Any = {"configurable": {"thread_id": "t"}}
+    with BoardCheckpointSaver(board, prefix=prefix) as saver:
+        paused = outer.compile(checkpointer=saver).invoke({"log": []}, config)
+        assert [i.value for i in paused["__interrupt__"]] == ["need input"]
+    with BoardCheckpointSaver(board, prefix=prefix) as saver:  # e.g. after a restart
+        done = outer.compile(checkpointer=saver).invoke(Command(resume="42"), config)
+        assert done["log"][-1] == "answer 42"
+        namespaces = {t.config["configurable"]["checkpoint_ns"]
+                      for t in saver.list({"configurable": {"thread_id": "t"}})}
+        assert "" in namespaces and any(ns.startswith("sub:") for ns in namespaces)
 
 
 # ----------------------------------------------------------- one writer per thread
