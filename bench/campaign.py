@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quorumboard.consensus.chaos import EXIT_UNKNOWN, EXIT_VIOLATION, Scenario, run_chaos
-from quorumboard.consensus.history import FAULT_KINDS, FaultKind
 from quorumboard.consensus.logs import configure_logging
+from quorumboard.consensus.testing.chaos import EXIT_UNKNOWN, EXIT_VIOLATION, Scenario, run_chaos
+from quorumboard.consensus.testing.history import FAULT_KINDS, FaultKind
 
 NEMESIS_SETS: tuple[tuple[tuple[FaultKind, ...], dict[str, Any]], ...] = (
     (FAULT_KINDS, {}),

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quorumboard.consensus.checker import UNKNOWN, CasRegister, Operation, check_operations
+from quorumboard.consensus.testing.checker import UNKNOWN, CasRegister, Operation, check_operations
 
 
 def simulate(ops_total: int, clients: int, keys: int, seed: int,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.metadata
 import json
 import os
 import signal
@@ -22,8 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from quorumboard.consensus.client import Board, connect
+from quorumboard.consensus.client.board import Board, connect
 from quorumboard.consensus.cluster import LocalCluster
+from quorumboard.consensus.core.model import HistoryRecord
 from quorumboard.consensus.errors import (
     AuthError,
     BoardError,
@@ -35,7 +37,6 @@ from quorumboard.consensus.errors import (
     Unavailable,
 )
 from quorumboard.consensus.logs import configure_logging
-from quorumboard.consensus.model import HistoryRecord
 
 __all__ = ["main"]
 
@@ -292,7 +293,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_chaos(args: argparse.Namespace) -> int:
-    from quorumboard.consensus.chaos import load_scenario, print_summary, run_chaos, scenario_from
+    from quorumboard.consensus.testing.chaos import (
+        load_scenario,
+        print_summary,
+        run_chaos,
+        scenario_from,
+    )
 
     overrides = {
         "replicas": args.replicas, "workload": args.workload, "clients": args.clients,
@@ -317,7 +323,7 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from quorumboard.consensus.replica import ReplicaConfig, run
+    from quorumboard.consensus.replica.machine import ReplicaConfig, run
 
     peers: dict[str, str] = {}
     for item in args.peer or []:
@@ -389,15 +395,12 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--json", action="store_true", help="print verdict.json")
     ch.add_argument("--log-level", default="warning")
 
-    sub.add_parser("experiment", add_help=False,
-                   help="agent-team experiments: 'experiment run ...', 'experiment report DIR'"
-                        " (the agents package)")
+    for name, entry in sorted(_registered().items()):
+        sub.add_parser(name, add_help=False,
+                       help=f"registered by {entry.value.split(':')[0]} ('{name} --help')")
     sub.add_parser("mcp", add_help=False,
                    help="serve one agent's seat at the board over MCP (stdio or HTTP; the "
                         "[mcp] extra): 'mcp --endpoints ... --agent NAME'")
-    sub.add_parser("prove", add_help=False,
-                   help="re-check every SPIN model and z3 proof and print the table "
-                        "(the proofs package; --large for the larger bounds)")
 
     def client(name: str, help_: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_)
@@ -458,12 +461,22 @@ def _terminate_as_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+COMMANDS_GROUP = "quorumboard.commands"
+"""Entry-point group through which other packages add subcommands: ``quorumboard experiment``
+(the agents package) and ``quorumboard prove`` (the proofs package) register there, so this
+package never imports the packages built on it. A command is ``main(argv) -> exit code``."""
+
+
+def _registered() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["experiment"]:
-        # The agents package builds on this one: reach it by name, not by a static import.
-        experiment: Callable[[Sequence[str]], int] = importlib.import_module("quorumboard.agents.cli").main
-        return experiment(argv[1:])
+    registered = _registered().get(argv[0]) if argv else None
+    if registered is not None:
+        command: Callable[[Sequence[str]], int] = registered.load()
+        return command(argv[1:])
     if argv[:1] == ["mcp"]:
         # Optional (the [mcp] extra): loaded only for this command, never by the core.
         try:
@@ -474,9 +487,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         serve_mcp: Callable[[Sequence[str]], int] = module.main
         return serve_mcp(argv[1:])
-    if argv[:1] == ["prove"]:
-        prove: Callable[[Sequence[str]], int] = importlib.import_module("quorumboard.proofs.run").main
-        return prove(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:

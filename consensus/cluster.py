@@ -27,18 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from quorumboard.consensus.client import Board, _Link, _Lost
-from quorumboard.consensus.clocks import ClockFault, write_clock_fault
+from quorumboard.consensus.client.board import Board, _Link, _Lost
+from quorumboard.consensus.core.invariant import check
+from quorumboard.consensus.core.state import Limits
 from quorumboard.consensus.errors import BoardError, InvalidCommand, Unavailable
-from quorumboard.consensus.invariant import check
-from quorumboard.consensus.lifeline import Lifeline
 from quorumboard.consensus.logs import LOG_LEVELS, configure_logging
-from quorumboard.consensus.netfaults import NetworkFaults
-from quorumboard.consensus.protocol import ReplicaStatus, StatusReq
-from quorumboard.consensus.state import Limits
+from quorumboard.consensus.replica.lifeline import Lifeline
+from quorumboard.consensus.wire.protocol import ReplicaStatus, StatusReq
 
 if TYPE_CHECKING:
-    from quorumboard.consensus.replica import Replica
+    from quorumboard.consensus.replica.machine import Replica
+    from quorumboard.consensus.testing.netfaults import NetworkFaults
 
 __all__ = ["LocalCluster"]
 
@@ -146,7 +145,7 @@ class LocalCluster:
         self._lock = threading.Lock()
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * replicas
         self._lifeline: Lifeline | None = None
-        """Replicas stop by themselves when this process dies (see consensus/lifeline.py)."""
+        """Replicas stop by themselves when this process dies (see consensus/replica/lifeline.py)."""
         self._network_faults = network_faults
         self.net: NetworkFaults | None = None
         """With ``network_faults=True``: partition / isolate / delay / heal the raft links."""
@@ -182,6 +181,8 @@ class LocalCluster:
             raft = saved or [f"{self.host}:{p}" for p in ports[self.size:]]
             client = [f"{self.host}:{p}" for p in ports[:self.size]]
             if self._network_faults:  # proxies bind while every replica port is held
+                from quorumboard.consensus.testing.netfaults import NetworkFaults
+
                 self.net = NetworkFaults([_split_address(a) for a in raft])
                 proxies = {self.net.dial_address(i, j) for i in range(self.size)
                            for j in range(self.size) if i != j}
@@ -224,7 +225,7 @@ class LocalCluster:
         if self.embedded:
             # Imported here: consensus.raft patches pysyncobj at import, which a process that
             # only talks to replicas (or drives pysyncobj itself) should not pay for.
-            from quorumboard.consensus.replica import Replica, ReplicaConfig
+            from quorumboard.consensus.replica.machine import Replica, ReplicaConfig
 
             _configure_embedded_logging(self._log_level)
             config = ReplicaConfig.model_validate_json(self._configs[i].read_text())
@@ -304,12 +305,14 @@ class LocalCluster:
     def skew_clock(self, i: int, *, jump_s: float = 0.0, rate: float = 1.0) -> None:
         """Clock fault (``clock_faults=True`` only): replica ``i``'s lease clock jumps by
         ``jump_s`` now and runs ``rate`` times real time from now on. ``rate=1.0`` with no jump
-        keeps whatever offset earlier jumps left; see :mod:`consensus.clocks`."""
+        keeps whatever offset earlier jumps left; see :mod:`quorumboard.consensus.testing.clocks`."""
         if not self._clock_faults:
             raise InvalidCommand("clock faults need LocalCluster(clock_faults=True)")
         with self._lock:
             self._clock_serial += 1
             serial = self._clock_serial
+        from quorumboard.consensus.testing.clocks import ClockFault, write_clock_fault
+
         write_clock_fault(self.data_dir / f"r{i}" / CLOCK_FAULT_FILE,
                           ClockFault(serial=serial, jump_s=jump_s, rate=rate))
 

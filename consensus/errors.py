@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from quorumboard.consensus.model import Entry
+    from quorumboard.consensus.core.model import Entry
 
 __all__ = [
     "AuthError",

@@ -1,6 +1,6 @@
 """The lease/claim/fencing and exactly-once-session rows: ``proofs/spin/leases.pml`` and
 ``proofs/spin/sessions.pml`` checked by SPIN, both built on the shared transcription of
-``consensus/state.py`` in ``proofs/spin/board_sm.pml`` (the one the conformance test checks).
+``consensus/core/state.py`` in ``proofs/spin/board_sm.pml`` (the one the conformance test checks).
 
 A property row holds only after a complete search; a negative control passes only when SPIN
 refutes it with an *assertion* counterexample (a deadlock or a tool failure is an error, not the

@@ -1,4 +1,4 @@
-"""z3 proofs of the conflict-policy laws, run on the shipped functions of consensus/policies.py.
+"""z3 proofs of the conflict-policy laws, run on the shipped functions of consensus/core/policies.py.
 
 Method: symbolic execution of the real code. The proofs call ``policies.reject_stale``,
 ``policies.merge``, ``policies.priority``, ``policies.vote`` and ``policies.tally`` themselves
@@ -36,9 +36,9 @@ from typing import Any, Literal
 
 import z3
 
-from quorumboard.consensus import policies
-from quorumboard.consensus.model import INT_MAX, INT_MIN
-from quorumboard.consensus.policies import Accept, Current, Decision, Defer, Reject, Write
+from quorumboard.consensus.core import policies
+from quorumboard.consensus.core.model import INT_MAX, INT_MIN
+from quorumboard.consensus.core.policies import Accept, Current, Decision, Defer, Reject, Write
 from quorumboard.proofs.common import Check, Outcome
 
 __all__ = ["SymBool", "SymInt", "Unsupported", "checks", "impure_names", "mutant"]
@@ -586,7 +586,7 @@ def _cas_all(fns: dict[str, Callable[[], PolicyFn]]) -> Callable[[], Iterator[Ca
 # --------------------------------------------------------------------------- determinism
 
 _PURE_IMPORTS = {"__future__", "collections.abc", "dataclasses", "typing", "msgpack",
-                 "quorumboard.consensus.errors", "quorumboard.consensus.model", "quorumboard.consensus.policy_ops"}
+                 "quorumboard.consensus.errors", "quorumboard.consensus.core.model", "quorumboard.consensus.core.policy_ops"}
 _IMPURE_NAMES = {"id", "hash", "open", "input", "print", "globals", "vars", "locals", "eval",
                  "exec", "compile", "__import__", "setattr", "delattr", "breakpoint", "iter"}
 
@@ -611,7 +611,7 @@ def impure_names(source: str) -> list[str]:
 def _static_purity(extra: str = "") -> Callable[[], Outcome]:
     def run() -> Outcome:
         t0 = time.perf_counter()
-        root = Path(__file__).resolve().parent.parent / "consensus"
+        root = Path(__file__).resolve().parent.parent / "consensus" / "core"
         found: list[str] = []
         for name in ("policies.py", "policy_ops.py"):
             found += [f"{name}: {f}" for f in impure_names((root / name).read_text() + extra)]
@@ -928,7 +928,7 @@ def _priority_cases(fn: Callable[[], PolicyFn], law: Literal["safety", "liveness
 def _vote_run(tally_fn: TallyFn, vote_fn: PolicyFn, k: int, approve: Sequence[Any],
               voters: list[str] | None, proposer_approves: bool, freeze: bool = True
               ) -> tuple[list[str], list[list[str]]]:
-    """One proposal through the state machine's vote rules (consensus/state.py) around the
+    """One proposal through the state machine's vote rules (consensus/core/state.py) around the
     shipped ``vote`` and ``tally``: ``_open_vote`` counts the proposer's approval unless
     ``proposer_approves=False`` and settles at once; ``_vote`` adds one distinct agent's vote (a
     repeat is refused as already-voted, a stranger as not-a-voter: the model draws only

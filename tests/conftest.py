@@ -1,4 +1,10 @@
-"""Suite-wide rules: pickle is forbidden everywhere, and cluster helpers.
+"""Suite-wide rules: pickle is forbidden everywhere, every test file belongs to one tier, and
+cluster helpers.
+
+Tiers are markers, one per test file (``TIERS`` below), so each runs alone: ``pytest -m unit``
+(pure, no process started), ``static`` (ruff, mypy, a fresh install), ``cluster``, ``stateful``,
+``chaos``, ``proofs`` (SPIN and z3), ``agents``, ``adapters``. The default run is all of them.
+A new test file must be given a tier here, or collection fails.
 
 The whole suite runs with ``pickle.loads``/``pickle.load`` patched to raise, in this process and
 in every replica process (``QUORUMBOARD_FORBID_PICKLE=1``): if any path of quorumboard
@@ -29,13 +35,48 @@ def _refuse(*_a: Any, **_k: Any) -> Any:
     raise PickleForbidden("pickle.loads/load called: quorumboard must never unpickle")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    """The proof tests need SPIN (a Debian package, not a pip one): install it up front when
-    it is missing and we are root, as ``quorumboard prove`` does; otherwise those tests fail
-    naming the command."""
-    from quorumboard.proofs.run import ensure_spin
+TIERS: dict[str, str] = {
+    **dict.fromkeys(["test_auth", "test_batching", "test_checker", "test_checks", "test_frames",
+                     "test_journal", "test_leases_pure", "test_model", "test_policies",
+                     "test_state", "test_state_machine_props", "test_summary",
+                     "test_workload_rules"], "unit"),
+    **dict.fromkeys(["test_static", "test_install"], "static"),
+    **dict.fromkeys(["test_cluster", "test_raft", "test_hostile", "test_cli_and_plugins",
+                     "test_cli_serve", "test_lifecycle", "test_list_many", "test_lone_replica",
+                     "test_public_api_fuzz", "test_netfaults", "test_clock_faults",
+                     "test_bench_smoke", "test_review_findings"], "cluster"),
+    "test_live_stateful": "stateful",
+    **dict.fromkeys(["test_chaos", "test_nemesis", "test_workload", "test_negative_controls"],
+                    "chaos"),
+    **dict.fromkeys(["test_metrics", "test_report", "test_llm_brain"], "agents"),
+}
+TIER_PREFIXES = {"test_proofs_": "proofs", "test_agents_": "agents", "test_study_": "agents",
+                 "test_adapters_": "adapters"}
 
-    ensure_spin()
+
+def tier_of(path: Path) -> str:
+    name = path.stem
+    for prefix, tier in TIER_PREFIXES.items():
+        if name.startswith(prefix):
+            return tier
+    if name not in TIERS:
+        raise pytest.UsageError(f"{path.name} has no tier: add it to TIERS in tests/conftest.py")
+    return TIERS[name]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(getattr(pytest.mark, tier_of(Path(str(item.path)))))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Only the proofs tier needs SPIN (a Debian package, not a pip one): when a selected test
+    is in it, install SPIN up front if it is missing and we are root, as ``quorumboard prove``
+    does; otherwise those tests fail naming the command. Other tiers never touch apt."""
+    if any(item.get_closest_marker("proofs") for item in session.items):
+        from quorumboard.proofs.run import ensure_spin
+
+        ensure_spin()
 
 
 @pytest.fixture(autouse=True, scope="session")

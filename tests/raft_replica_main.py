@@ -19,7 +19,7 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from quorumboard.consensus.raft import ProposeFailure, RaftNode, RaftSettings
+from quorumboard.consensus.raft.node import ProposeFailure, RaftNode, RaftSettings
 
 REQUEST_TIMEOUT_S = 30.0
 

@@ -39,7 +39,7 @@ from quorumboard.consensus.adapters.mcp import (
     main,
     serving,
 )
-from quorumboard.consensus.server import PLANTED_BUG_ENV
+from quorumboard.consensus.replica.server import PLANTED_BUG_ENV
 from tests.conftest import wait_until
 from tests.fake_llm import FakeLLM
 

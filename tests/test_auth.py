@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quorumboard.consensus.auth import CLIENT_LABEL, RAFT_LABEL, Channel, new_nonce
 from quorumboard.consensus.errors import AuthError
+from quorumboard.consensus.wire.auth import CLIENT_LABEL, RAFT_LABEL, Channel, new_nonce
 
 SECRET = b"s" * 32
 

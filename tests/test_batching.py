@@ -1,4 +1,4 @@
-"""Group commit (consensus/batching.py): batching, bounds, and no wedge on a failing submit."""
+"""Group commit (consensus/replica/batching.py): batching, bounds, and no wedge on a failing submit."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import msgpack
 
-from quorumboard.consensus.batching import GroupCommit, pack_batch
+from quorumboard.consensus.replica.batching import GroupCommit, pack_batch
 
 Done = Callable[[object, object], None]
 

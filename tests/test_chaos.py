@@ -17,10 +17,15 @@ from pathlib import Path
 import pytest
 from conftest import replicas_running_under
 
-from quorumboard.consensus.chaos import EXIT_UNKNOWN, EXIT_VIOLATION, Scenario, load_scenario
 from quorumboard.consensus.errors import InvalidCommand
-from quorumboard.consensus.history import FAULT_KINDS, read_faults
-from quorumboard.consensus.server import PLANTED_BUG_ENV
+from quorumboard.consensus.replica.server import PLANTED_BUG_ENV
+from quorumboard.consensus.testing.chaos import (
+    EXIT_UNKNOWN,
+    EXIT_VIOLATION,
+    Scenario,
+    load_scenario,
+)
+from quorumboard.consensus.testing.history import FAULT_KINDS, read_faults
 
 RUN_TIMEOUT_S = 240.0
 

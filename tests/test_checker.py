@@ -1,4 +1,4 @@
-"""The linearizability checker (consensus/checker.py): known verdicts, simulated histories,
+"""The linearizability checker (consensus/testing/checker.py): known verdicts, simulated histories,
 indeterminate operations, budgets, and its negative control (a planted stale read)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.checker import plant_stale_read, simulate
-from quorumboard.consensus.checker import (
+from quorumboard.consensus.errors import InvariantViolation
+from quorumboard.consensus.testing.checker import (
     UNKNOWN,
     CasRegister,
     Counter,
@@ -20,7 +21,6 @@ from quorumboard.consensus.checker import (
     SetModel,
     check_operations,
 )
-from quorumboard.consensus.errors import InvariantViolation
 
 
 def op(i: int, inp: tuple[object, ...], out: object, call: float, ret: float,

@@ -1,4 +1,4 @@
-"""The run checks of consensus/checks.py on hand-made histories: each passes a correct one and
+"""The run checks of consensus/testing/checks.py on hand-made histories: each passes a correct one and
 names what is wrong in a broken one (lost or doubled increments, lost or phantom set elements,
 watch gaps and reorderings, two claim holders, a stale fence's write)."""
 
@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from quorumboard.consensus.checks import (
+from quorumboard.consensus.testing.checks import (
     check_claims,
     check_exactly_once,
     check_set_complete,
     check_watch,
 )
-from quorumboard.consensus.history import OpRecord
+from quorumboard.consensus.testing.history import OpRecord
 
 
 def _ops(*ops: tuple[str, str, str, Any, str, Any]) -> list[OpRecord]:
@@ -85,7 +85,7 @@ def test_claims_safety() -> None:
 
 
 def test_versions_reveal_a_missing_event_nobody_was_told_about() -> None:
-    from quorumboard.consensus.checks import check_versions
+    from quorumboard.consensus.testing.checks import check_versions
 
     full = [(1, "put", "k", 1), (2, "put", "j", 1), (3, "put", "k", 2), (4, "delete", "k", None),
             (5, "put", "k", 1)]

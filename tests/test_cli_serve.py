@@ -14,9 +14,9 @@ import pytest
 from conftest import wait_until
 
 from quorumboard.consensus import connect
-from quorumboard.consensus.client import _Link
+from quorumboard.consensus.client.board import _Link
 from quorumboard.consensus.cluster import _free_ports as free_ports
-from quorumboard.consensus.protocol import ReplicaStatus, StatusReq
+from quorumboard.consensus.wire.protocol import ReplicaStatus, StatusReq
 
 SECRET = "serve-test-shared-secret-0123456789"
 

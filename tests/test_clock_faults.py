@@ -1,4 +1,4 @@
-"""Clock faults for the lease-expiry decision (consensus/clocks.py): the fault clock itself, and
+"""Clock faults for the lease-expiry decision (consensus/testing/clocks.py): the fault clock itself, and
 on a real cluster, a leader whose clock runs fast expires a lease early — through the log, so
 every replica agrees."""
 
@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 from quorumboard.consensus import LocalCluster
-from quorumboard.consensus.clocks import ClockFault, FaultClock, read_clock_fault, write_clock_fault
 from quorumboard.consensus.errors import InvalidCommand
+from quorumboard.consensus.testing.clocks import (
+    ClockFault,
+    FaultClock,
+    read_clock_fault,
+    write_clock_fault,
+)
 from tests.conftest import wait_until
 
 

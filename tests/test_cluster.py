@@ -25,7 +25,7 @@ from quorumboard.consensus import (
     UnknownPolicy,
     connect,
 )
-from quorumboard.consensus.model import Event
+from quorumboard.consensus.core.model import Event
 
 
 @pytest.fixture(scope="module")

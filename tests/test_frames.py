@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quorumboard.consensus.errors import FrameTooLarge, ProtocolError
-from quorumboard.consensus.frames import FrameDecoder, encode_frame
+from quorumboard.consensus.wire.frames import FrameDecoder, encode_frame
 
 
 @given(

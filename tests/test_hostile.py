@@ -21,8 +21,8 @@ import pytest
 from conftest import wait_until
 
 from quorumboard.consensus import AuthError, LocalCluster, connect
-from quorumboard.consensus.auth import CLIENT_LABEL, Channel, new_nonce
-from quorumboard.consensus.frames import FrameDecoder, encode_frame
+from quorumboard.consensus.wire.auth import CLIENT_LABEL, Channel, new_nonce
+from quorumboard.consensus.wire.frames import FrameDecoder, encode_frame
 
 SECRET = "correct horse battery staple 42"
 

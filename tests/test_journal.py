@@ -9,7 +9,7 @@ import pytest
 import structlog
 
 from quorumboard.consensus.errors import CorruptData
-from quorumboard.consensus.journal import JOURNAL_MAGIC, Journal
+from quorumboard.consensus.raft.journal import JOURNAL_MAGIC, Journal
 
 RECORD_MAX = 1 << 20
 

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorumboard.consensus.leases import LeaseTimers
+from quorumboard.consensus.core.leases import LeaseTimers
 
 
 def test_expires_only_after_a_full_ttl() -> None:

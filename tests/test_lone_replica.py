@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 import msgpack
 import pytest
 
-from quorumboard.consensus.raft import ProposeFailure, RaftNode, RaftSettings, _Replica
+from quorumboard.consensus.raft.node import ProposeFailure, RaftNode, RaftSettings, _Replica
 from tests.conftest import wait_until
 from tests.raft_replica_main import CounterMachine, Waiter
 from tests.test_raft import REPO_ROOT, free_port

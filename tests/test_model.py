@@ -1,4 +1,4 @@
-"""Validation of keys, prefixes and values, and round-trips of commands (consensus/model.py)."""
+"""Validation of keys, prefixes and values, and round-trips of commands (consensus/core/model.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from quorumboard.consensus.errors import InvalidCommand, InvalidKey, InvalidValue
-from quorumboard.consensus.model import (
+from quorumboard.consensus.core.model import (
     KEY_BYTES_MAX,
     VALUE_BYTES_MAX,
     VALUE_DEPTH_MAX,
@@ -25,7 +24,8 @@ from quorumboard.consensus.model import (
     check_prefix,
     check_value,
 )
-from quorumboard.consensus.state import decode_proposal
+from quorumboard.consensus.core.state import decode_proposal
+from quorumboard.consensus.errors import InvalidCommand, InvalidKey, InvalidValue
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -294,7 +294,8 @@ def test_decode_proposal_reports_invalid_input_without_raising(data: object) -> 
 
 
 def _models() -> list[type[BaseModel]]:
-    from quorumboard.consensus import model, protocol
+    from quorumboard.consensus.core import model
+    from quorumboard.consensus.wire import protocol
 
     found: list[type[BaseModel]] = []
     for module in (model, protocol):
@@ -321,7 +322,7 @@ def test_every_nullable_field_defaults_to_none() -> None:
 
 
 def test_encode_keeps_json_nulls_inside_values_and_round_trips() -> None:
-    from quorumboard.consensus.protocol import Reply, decode, encode
+    from quorumboard.consensus.wire.protocol import Reply, decode, encode
 
     entry = Entry(key="a/b", value={"x": None, "y": [None, 1]}, version=1, revision=2,
                   author="ag", create_revision=2, mod_revision=2)

@@ -1,5 +1,5 @@
 """Negative controls: each checker of a chaos run catches the bug planted for it (switchable only
-through ``QUORUMBOARD_PLANTED_BUG`` in the replicas' environment; see consensus/server.py), and
+through ``QUORUMBOARD_PLANTED_BUG`` in the replicas' environment; see consensus/replica/server.py), and
 passes the same run without it.
 
 * ``retry-bypass`` (a retry that skips the session table) -> the counter's exactly-once check;
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from quorumboard.consensus.chaos import ChaosReport, Scenario, run_chaos
-from quorumboard.consensus.server import PLANTED_BUG_ENV
+from quorumboard.consensus.replica.server import PLANTED_BUG_ENV
+from quorumboard.consensus.testing.chaos import ChaosReport, Scenario, run_chaos
 
 
 def _run(tmp_path: Path, workload: str) -> ChaosReport:

@@ -1,4 +1,4 @@
-"""The nemesis's choices (pure parts of consensus/nemesis.py): victims, halves, rings and
+"""The nemesis's choices (pure parts of consensus/testing/nemesis.py): victims, halves, rings and
 bridges over replica indices, for 3, 4, 5 and 7 replicas."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from quorumboard.consensus.nemesis import MODES, Nemesis
+from quorumboard.consensus.testing.nemesis import MODES, Nemesis
 
 
 class _Cluster:
@@ -83,8 +83,8 @@ def test_a_corrupt_flip_lands_where_the_journal_must_refuse_it(tmp_path: Any) ->
     """Inside the first record while another follows (a flip in the last record would be
     dropped as a torn append); nowhere when the journal holds a single record."""
     from quorumboard.consensus.errors import CorruptData
-    from quorumboard.consensus.journal import Journal
-    from quorumboard.consensus.nemesis import _flip_position
+    from quorumboard.consensus.raft.journal import Journal
+    from quorumboard.consensus.testing.nemesis import _flip_position
 
     rnd = random.Random(3)
     for count, refusable in ((1, False), (3, True), (50, True)):

@@ -1,4 +1,4 @@
-"""Network faults between replicas (consensus/netfaults.py) on a real 3-process cluster."""
+"""Network faults between replicas (consensus/testing/netfaults.py) on a real 3-process cluster."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_close_forwards_nothing_held_and_stops_everything() -> None:
     the proxy thread and loop end."""
     import socket
 
-    from quorumboard.consensus.netfaults import NetworkFaults
+    from quorumboard.consensus.testing.netfaults import NetworkFaults
 
     accepted: list[socket.socket] = []
     target = socket.socket()
@@ -78,7 +78,7 @@ def test_one_way_cut_holds_one_direction_and_delay_is_a_latency_not_a_cap() -> N
     import socket
     import time
 
-    from quorumboard.consensus.netfaults import NetworkFaults
+    from quorumboard.consensus.testing.netfaults import NetworkFaults
 
     target = socket.socket()
     target.bind(("127.0.0.1", 0))
@@ -128,7 +128,7 @@ def test_a_destination_lost_during_a_cut_frees_the_connection_after_heal() -> No
     holding it (and its slot on the link) for ever."""
     import socket
 
-    from quorumboard.consensus.netfaults import NetworkFaults
+    from quorumboard.consensus.testing.netfaults import NetworkFaults
 
     target = socket.socket()
     target.bind(("127.0.0.1", 0))

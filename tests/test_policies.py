@@ -1,6 +1,6 @@
 """Conflict policies: every accept and reject path, directly and through ``apply``.
 
-Expectations come from the documented semantics in consensus/policies.py (the README table):
+Expectations come from the documented semantics in consensus/core/policies.py (the README table):
 reject-stale is compare-and-set, last-writer-wins is log order (+CAS if asked), merge is
 type-aware (RFC 7386 patch, counter, set union, list append), priority is by rank, vote needs
 ``k`` approvals. CRDT laws are checked as properties.
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorumboard.consensus.model import (
+from quorumboard.consensus.core.model import (
     AnnouncePolicies,
     DeleteCmd,
     GrantCmd,
@@ -29,7 +29,7 @@ from quorumboard.consensus.model import (
     VoteCmd,
     WithdrawCmd,
 )
-from quorumboard.consensus.policies import (
+from quorumboard.consensus.core.policies import (
     BUILTIN,
     Accept,
     Current,
@@ -47,7 +47,7 @@ from quorumboard.consensus.policies import (
     tally,
     vote,
 )
-from quorumboard.consensus.state import Applied, BoardState, apply
+from quorumboard.consensus.core.state import Applied, BoardState, apply
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
@@ -597,7 +597,7 @@ class TestVote:
         ok(b.put("alice", "v/x", "orig", lease=lease.id))  # version 1, default policy
         ok(b.bind("v/", "vote", k=2))
         p_old = ok(b.put("alice", "v/x", "A")).pending.id  # type: ignore[union-attr]
-        from quorumboard.consensus.model import RevokeCmd
+        from quorumboard.consensus.core.model import RevokeCmd
 
         ok(b.do("alice", RevokeCmd(lease=lease.id)).result)  # v/x deleted
         p_new = ok(b.put("bob", "v/x", "B")).pending.id  # type: ignore[union-attr]

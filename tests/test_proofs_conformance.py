@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quorumboard.consensus.model import (
+from quorumboard.consensus.core.model import (
     ClaimCmd,
     CloseSession,
     Command,
@@ -42,7 +42,7 @@ from quorumboard.consensus.model import (
     Result,
     RevokeCmd,
 )
-from quorumboard.consensus.state import BoardState, Limits, apply
+from quorumboard.consensus.core.state import BoardState, Limits, apply
 
 SPIN_DIR = Path(__file__).resolve().parent.parent / "proofs" / "spin"
 SPIN = shutil.which("spin")
@@ -323,10 +323,10 @@ def test_board_retry_after_outcome_unknown_and_eviction_applies_once(
     real apply: put -> applied, reply lost (OutcomeUnknown) -> another agent's session evicts
     ours (sessions_max=1) -> the user's retry. Before the fix the retry was re-sent under a new
     session and applied a second time; now it raises SessionExpired and applies nothing."""
-    from quorumboard.consensus.client import Board
+    from quorumboard.consensus.client.board import Board
+    from quorumboard.consensus.core.model import SetPolicyCmd
     from quorumboard.consensus.errors import OutcomeUnknown, SessionExpired
-    from quorumboard.consensus.model import SetPolicyCmd
-    from quorumboard.consensus.protocol import ProposeReq, Reply
+    from quorumboard.consensus.wire.protocol import ProposeReq, Reply
 
     state = BoardState(Limits(sessions_max=1))
     # last-writer-wins, so a second application shows as version 2 instead of a refusal

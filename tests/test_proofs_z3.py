@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("z3")
 
-from quorumboard.consensus import policies
-from quorumboard.consensus.model import Proposal, PutCmd, SetPolicyCmd, VoteCmd
-from quorumboard.consensus.policies import Accept, Current, Write
-from quorumboard.consensus.policy_ops import as_int
-from quorumboard.consensus.state import BoardState, apply
+from quorumboard.consensus.core import policies
+from quorumboard.consensus.core.model import Proposal, PutCmd, SetPolicyCmd, VoteCmd
+from quorumboard.consensus.core.policies import Accept, Current, Write
+from quorumboard.consensus.core.policy_ops import as_int
+from quorumboard.consensus.core.state import BoardState, apply
 from quorumboard.proofs import z3_checks
 from quorumboard.proofs.common import Check, Outcome
 from quorumboard.proofs.z3_checks import SymInt, Unsupported, checks, impure_names, mutant
@@ -115,7 +115,7 @@ def test_purity_scan_flags_impure_code() -> None:
     assert impure_names("import time\n") == ["import time"]
     assert impure_names("def f():\n    global n\n    return id(f)\n") == ["global n",
                                                                         "id() at line 3"]
-    assert impure_names("from quorumboard.consensus.model import Value\n") == []
+    assert impure_names("from quorumboard.consensus.core.model import Value\n") == []
 
 
 def test_canonical_bytes_is_restored_after_the_proofs() -> None:

@@ -25,8 +25,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from quorumboard.consensus.auth import RAFT_LABEL, Channel, new_nonce
-from quorumboard.consensus.frames import FrameDecoder, encode_frame
+from quorumboard.consensus.wire.auth import RAFT_LABEL, Channel, new_nonce
+from quorumboard.consensus.wire.frames import FrameDecoder, encode_frame
 
 REPLICA_MAIN = pathlib.Path(__file__).with_name("raft_replica_main.py")
 REPO_ROOT = REPLICA_MAIN.parent.parent
@@ -484,7 +484,7 @@ def test_loop_mode_bind_conflict_fails_cleanly(tmp_path: pathlib.Path) -> None:
     import asyncio
 
     from quorumboard.consensus.errors import Unavailable
-    from quorumboard.consensus.raft import RaftNode, RaftSettings
+    from quorumboard.consensus.raft.node import RaftNode, RaftSettings
     from tests.raft_replica_main import CounterMachine
 
     taken = socket.socket()
@@ -512,7 +512,7 @@ def test_loop_mode_node_commits_and_closes(tmp_path: pathlib.Path) -> None:
     and after close the node no longer claims to lead."""
     import asyncio
 
-    from quorumboard.consensus.raft import RaftNode, RaftSettings
+    from quorumboard.consensus.raft.node import RaftNode, RaftSettings
     from tests.raft_replica_main import CounterMachine, Waiter
 
     loop = asyncio.new_event_loop()

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from quorumboard.consensus import LocalCluster, OutcomeUnknown, RevisionCompacted, Unavailable
-from quorumboard.consensus.model import ClaimCmd, Event, Proposal, PutCmd, SetPolicyCmd
-from quorumboard.consensus.state import BoardState, Limits, apply
+from quorumboard.consensus.core.model import ClaimCmd, Event, Proposal, PutCmd, SetPolicyCmd
+from quorumboard.consensus.core.state import BoardState, Limits, apply
 
 
 class _Precondition(RuntimeError):
@@ -226,8 +226,8 @@ def test_answered_proposal_leaves_nothing_but_its_id_in_the_deadline_queue() -> 
     that must not keep the connection (or through it the request and its value) alive."""
     import gc
 
-    from quorumboard.consensus.protocol import Reply
-    from quorumboard.consensus.server import _Answer
+    from quorumboard.consensus.replica.server import _Answer
+    from quorumboard.consensus.wire.protocol import Reply
 
     sent: list[Reply] = []
 
@@ -251,7 +251,7 @@ def test_answered_proposal_leaves_nothing_but_its_id_in_the_deadline_queue() -> 
 
 
 def test_deadline_sweep_survives_a_raising_handler() -> None:
-    from quorumboard.consensus.server import _Deadlines
+    from quorumboard.consensus.replica.server import _Deadlines
 
     fired: list[str] = []
     deadlines = _Deadlines()

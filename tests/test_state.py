@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorumboard.consensus.errors import RevisionCompacted
-from quorumboard.consensus.model import (
+from quorumboard.consensus.core.model import (
     ClaimCmd,
     CloseSession,
     DeleteCmd,
@@ -31,8 +30,9 @@ from quorumboard.consensus.model import (
     SetPolicyCmd,
     VoteCmd,
 )
-from quorumboard.consensus.policies import PolicyRegistry
-from quorumboard.consensus.state import Applied, BoardState, Limits, apply, decode_proposal
+from quorumboard.consensus.core.policies import PolicyRegistry
+from quorumboard.consensus.core.state import Applied, BoardState, Limits, apply, decode_proposal
+from quorumboard.consensus.errors import RevisionCompacted
 
 REG = PolicyRegistry()
 

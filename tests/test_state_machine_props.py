@@ -33,7 +33,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from quorumboard.consensus.model import (
+from quorumboard.consensus.core.model import (
     ClaimCmd,
     CloseSession,
     DeleteCmd,
@@ -49,8 +49,8 @@ from quorumboard.consensus.model import (
     RevokeCmd,
     SetPolicyCmd,
 )
-from quorumboard.consensus.policies import PolicyRegistry
-from quorumboard.consensus.state import Applied, BoardState, apply, decode_proposal
+from quorumboard.consensus.core.policies import PolicyRegistry
+from quorumboard.consensus.core.state import Applied, BoardState, apply, decode_proposal
 
 AGENTS = ["alice", "bob", "boss", "carol"]
 KEYS = ["k/a", "k/b", "m/x", "m/y", "z"]

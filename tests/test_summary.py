@@ -1,4 +1,4 @@
-"""Chaos-run figures (consensus/summary.py) and pictures (consensus/picture.py), from hand-made
+"""Chaos-run figures (consensus/testing/summary.py) and pictures (consensus/testing/picture.py), from hand-made
 histories whose answers are known."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from quorumboard.consensus.history import FaultEvent, OpRecord
-from quorumboard.consensus.picture import Band, Bar, Timeline, to_png, to_svg
-from quorumboard.consensus.summary import summarize
+from quorumboard.consensus.testing.history import FaultEvent, OpRecord
+from quorumboard.consensus.testing.picture import Band, Bar, Timeline, to_png, to_svg
+from quorumboard.consensus.testing.summary import summarize
 
 S = 1_000_000_000
 

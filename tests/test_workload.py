@@ -17,9 +17,9 @@ import pytest
 
 from quorumboard.consensus import LocalCluster, connect
 from quorumboard.consensus.errors import CorruptData
-from quorumboard.consensus.history import HistoryWriter, read_history, to_operations
-from quorumboard.consensus.server import PLANTED_BUG_ENV
-from quorumboard.consensus.workload import CasRegisterWorkload, check_cas_register
+from quorumboard.consensus.replica.server import PLANTED_BUG_ENV
+from quorumboard.consensus.testing.history import HistoryWriter, read_history, to_operations
+from quorumboard.consensus.testing.workload import CasRegisterWorkload, check_cas_register
 
 WORKLOAD = CasRegisterWorkload(clients=6, keys=2, ops_per_client=120, duration_s=20.0,
                                rate_per_s=300.0, read_share=0.5, seed=5)

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from quorumboard.consensus.errors import OutcomeUnknown
-from quorumboard.consensus.history import HistoryWriter, read_history
-from quorumboard.consensus.workload import CounterWorkload
+from quorumboard.consensus.testing.history import HistoryWriter, read_history
+from quorumboard.consensus.testing.workload import CounterWorkload
 
 
 class _Entry:

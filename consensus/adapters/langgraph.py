@@ -88,7 +88,7 @@ from quorumboard.consensus import (
     PolicyRejected,
     StaleVersion,
 )
-from quorumboard.consensus.model import VALUE_BYTES_MAX, check_prefix
+from quorumboard.consensus.core.model import VALUE_BYTES_MAX, check_prefix
 
 __all__ = ["BoardCheckpointSaver", "BoardStore", "UnsupportedOperation"]
 

@@ -1,5 +1,5 @@
 /*
- * board_sm.pml -- the replicated state machine of consensus/state.py, transcribed for SPIN.
+ * board_sm.pml -- the replicated state machine of consensus/core/state.py, transcribed for SPIN.
  *
  * Shared by leases.pml, sessions.pml (the exhaustive models) and conform.pml (the deterministic
  * harness that tests/test_proofs_conformance.py runs against the real consensus.state.apply), so
@@ -40,7 +40,7 @@
 
 #define NONE 255
 
-/* result codes: ErrorCode in consensus/model.py, plus OK */
+/* result codes: ErrorCode in consensus/core/model.py, plus OK */
 #define C_OK          0
 #define C_CLAIM_HELD  1
 #define C_FENCED_OUT  2

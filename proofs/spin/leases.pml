@@ -1,7 +1,7 @@
 /*
  * leases.pml -- leases whose expiry enters through the log, claims and fencing tokens.
  *
- * The replicated state machine is board_sm.pml (the transcription of consensus/state.py that the
+ * The replicated state machine is board_sm.pml (the transcription of consensus/core/state.py that the
  * conformance test checks against the real apply). Around it, this file models:
  *
  *   * the log          one committed sequence `log[]` (Raft's agreement on it is raft.pml's job);
@@ -19,7 +19,7 @@
  *                      replies are not modelled separately: they can only make an agent hold a
  *                      token it was issued earlier, and an agent that lost the newer reply holds
  *                      the same token -- the proposals it can send are the same set.
- *   * the leader clock consensus/leases.py LeaseTimers.due + replica.py lease_tick: a replica that
+ *   * the leader clock consensus/core/leases.py LeaseTimers.due + replica.py lease_tick: a replica that
  *                      believes it leads may, at any moment (time is not modelled, so every
  *                      timing of the TTL is explored), propose ExpireLease(lease, refreshes) for a
  *                      lease live in ITS applied state, with the refresh count it sees there.

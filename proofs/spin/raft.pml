@@ -1,11 +1,11 @@
 /*
  * raft.pml -- leader-based log replication with crash-restart, 3 replicas: Raft (Ongaro &
  * Ousterhout, "In Search of an Understandable Consensus Algorithm", extended version, 2014) as
- * quorumboard runs it in consensus/raft.py (pysyncobj 0.3.17 plus the project's hardening).
+ * quorumboard runs it in consensus/raft/node.py (pysyncobj 0.3.17 plus the project's hardening).
  *
  * WHAT IS MODELLED
  *   Replicas. proctype Replica, _pid 0..2. Persistent state: currentTerm, votedFor, log (the
- *     journal and its .meta, consensus/journal.py, which syncs "before we talk": every step here
+ *     journal and its .meta, consensus/raft/journal.py, which syncs "before we talk": every step here
  *     persists before anything it sends can be seen). Volatile state: role and the leader's
  *     matchIndex[], lost by a crash-restart. commitIndex is volatile too and not a variable
  *     here (see COMMIT below).
@@ -74,7 +74,7 @@
  *   BUG_COMMIT_OLD_TERM   the leader commits an entry of an older term by counting replicas
  *                         (Figure 8; needs 4 terms: MAXTERM=4, MAXLOG=1)    -> Leader Completeness
  *   BUG_TRUNCATE_MATCHING the follower truncates after prevLogIndex although the entry matches:
- *                         pysyncobj 0.3.17's own behaviour, which consensus/raft.py
+ *                         pysyncobj 0.3.17's own behaviour, which consensus/raft/node.py
  *                         (_trim_matching_entries) removes; a delayed or duplicated append then
  *                         erases an acknowledged entry                      -> Leader Completeness
  *   BUG_NO_UPTODATE       voters skip the election restriction (§5.4.1)    -> Leader Completeness
@@ -128,7 +128,7 @@
 #endif
 
 /* ---- replica state ----------------------------------------------------------------------- */
-/* persistent (journal + .meta, consensus/journal.py) */
+/* persistent (journal + .meta, consensus/raft/journal.py) */
 byte currentTerm[N];
 byte votedFor[N] = NONE;
 byte loglen[N];
@@ -400,7 +400,7 @@ inline observe_term(t) {
 		:: else -> skip \
 		fi; gc() }
 
-/* AppendEntries receiver (§5.3, Figure 2 receiver rules 1-5) as consensus/raft.py hardens it:
+/* AppendEntries receiver (§5.3, Figure 2 receiver rules 1-5) as consensus/raft/node.py hardens it:
  * an entry that matches is NOT truncated (_trim_matching_entries), and commitIndex advances to
  * min(leaderCommit, index of the last entry this message verified). A stale-term append is
  * refused (rule 1); its reply would only carry a term (see LearnTerm). */

@@ -1,6 +1,6 @@
 /*
- * sessions.pml -- exactly-once client sessions: consensus/client.py retrying into the session
- * table of consensus/state.py (board_sm.pml: sm_apply <- _apply, sm_open <- _open_session).
+ * sessions.pml -- exactly-once client sessions: consensus/client/board.py retrying into the session
+ * table of consensus/core/state.py (board_sm.pml: sm_apply <- _apply, sm_open <- _open_session).
  *
  * Model:
  *   * the client       agent 1 runs Board._propose for NCALLS sequential calls; call j is

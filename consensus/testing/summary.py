@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from quorumboard.consensus.history import FaultEvent, OpRecord, pair_records
+from quorumboard.consensus.testing.history import FaultEvent, OpRecord, pair_records
 
 __all__ = ["FaultSpan", "OpWindowStats", "RunSummary", "Span", "fault_spans", "pair_ops",
            "summarize"]

@@ -1,10 +1,10 @@
 """The hardened Raft layer: pysyncobj 0.3.17 with its unsafe parts replaced.
 
-Only this module and its wire half (consensus/transport.py) import pysyncobj; the pin is exact
+Only this module and its wire half (consensus/raft/transport.py) import pysyncobj; the pin is exact
 because we override private hooks. What we change and why (see docs/notes on pysyncobj):
 
 * **No pickle on any input path.** The wire is our own transport (msgpack, authenticated,
-  size-bounded); the journal and its meta are our own crc'd msgpack files (consensus/journal.py);
+  size-bounded); the journal and its meta are our own crc'd msgpack files (consensus/raft/journal.py);
   snapshots go through pysyncobj's ``serializer``/``deserializer`` hooks into a crc'd msgpack file;
   ``pysyncobj.pickle`` itself is replaced by a restricted msgpack codec (tuples via an ext type,
   anything else refused) so the internal paths we do not use can never unpickle either.
@@ -66,7 +66,7 @@ from quorumboard.consensus.errors import (
     InvariantViolation,
     Unavailable,
 )
-from quorumboard.consensus.journal import (
+from quorumboard.consensus.raft.journal import (
     JOURNAL_FILE,
     SNAPSHOT_FILE,
     Entry,
@@ -75,7 +75,7 @@ from quorumboard.consensus.journal import (
     seal_file,
     unseal_file,
 )
-from quorumboard.consensus.transport import QbTransport, WireConfig, listen_socket
+from quorumboard.consensus.raft.transport import QbTransport, WireConfig, listen_socket
 
 __all__ = [
     "ApplyError",
@@ -417,7 +417,7 @@ def _install_pysyncobj_patches() -> None:
     installed = getattr(pysyncobj.syncobj, "_qb_patched", False)
     version = getattr(pysyncobj, "__version__", None) or _pysyncobj_version()
     if version != PYSYNCOBJ_VERSION:
-        raise ImportError(f"quorumboard.consensus.raft needs pysyncobj=={PYSYNCOBJ_VERSION}, found {version}")
+        raise ImportError(f"quorumboard.consensus.raft.node needs pysyncobj=={PYSYNCOBJ_VERSION}, found {version}")
     if installed:
         return
     for module in (pysyncobj.pickle, pysyncobj.journal):

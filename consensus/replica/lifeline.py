@@ -37,7 +37,7 @@ import structlog
 
 __all__ = ["Lifeline", "watch_parent"]
 
-log = structlog.get_logger("quorumboard.consensus.lifeline")
+log = structlog.get_logger("quorumboard.consensus.replica.lifeline")
 
 POLL_S = 1.0
 """How often the watcher re-checks the parent pid between lifeline reads."""

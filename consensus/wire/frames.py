@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import struct
 
+from quorumboard.consensus.core.invariant import check
 from quorumboard.consensus.errors import FrameTooLarge, ProtocolError
-from quorumboard.consensus.invariant import check
 
 __all__ = ["FRAME_PREFIX_BYTES", "FrameDecoder", "encode_frame"]
 

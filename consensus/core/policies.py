@@ -33,9 +33,9 @@ from typing import Any, Literal, TypeAlias
 
 import msgpack
 
+from quorumboard.consensus.core.model import INT_MAX, INT_MIN, Value
+from quorumboard.consensus.core.policy_ops import as_int
 from quorumboard.consensus.errors import UnknownPolicy
-from quorumboard.consensus.model import INT_MAX, INT_MIN, Value
-from quorumboard.consensus.policy_ops import as_int
 
 __all__ = [
     "BUILTIN",

@@ -31,9 +31,9 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
-from quorumboard.consensus.auth import RAFT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
 from quorumboard.consensus.errors import AuthError, ProtocolError
-from quorumboard.consensus.frames import FrameDecoder, encode_frame
+from quorumboard.consensus.wire.auth import RAFT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
+from quorumboard.consensus.wire.frames import FrameDecoder, encode_frame
 
 __all__ = ["MESSAGE_TYPES", "QbConnection", "QbTransport", "WireConfig", "validate_message"]
 

@@ -34,8 +34,8 @@ from typing import Any, overload
 import msgpack
 import structlog
 
+from quorumboard.consensus.core.invariant import check
 from quorumboard.consensus.errors import CorruptData
-from quorumboard.consensus.invariant import check
 
 __all__ = ["JOURNAL_FILE", "JOURNAL_MAGIC", "META_MAGIC", "SNAPSHOT_FILE", "Entry", "Journal"]
 

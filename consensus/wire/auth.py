@@ -39,8 +39,8 @@ from typing import Final, NoReturn
 
 import msgpack
 
+from quorumboard.consensus.core.invariant import check
 from quorumboard.consensus.errors import AuthError, InvariantViolation
-from quorumboard.consensus.invariant import check
 
 __all__ = [
     "CLIENT_LABEL",

@@ -52,12 +52,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from quorumboard.consensus.cluster import LocalCluster
 from quorumboard.consensus.errors import BoardError, InvalidCommand
-from quorumboard.consensus.history import FaultEvent, FaultKind
-from quorumboard.consensus.journal import JOURNAL_FILE, JOURNAL_MAGIC
+from quorumboard.consensus.raft.journal import JOURNAL_FILE, JOURNAL_MAGIC
+from quorumboard.consensus.testing.history import FaultEvent, FaultKind
 
 __all__ = ["MODES", "NEEDS_NETWORK", "Nemesis", "NemesisConfig"]
 
-log = structlog.get_logger("quorumboard.consensus.nemesis")
+log = structlog.get_logger("quorumboard.consensus.testing.nemesis")
 
 MODES: dict[FaultKind, tuple[str, ...]] = {
     "kill": ("leader", "one", "minority", "majority"),

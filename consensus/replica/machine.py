@@ -32,13 +32,8 @@ import msgpack
 import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from quorumboard.consensus.batching import GroupCommit
-from quorumboard.consensus.clocks import FaultClock
-from quorumboard.consensus.errors import CorruptData, ProtocolError
-from quorumboard.consensus.leases import LeaseTimers
-from quorumboard.consensus.lifeline import watch_parent
-from quorumboard.consensus.logs import configure_logging
-from quorumboard.consensus.model import (
+from quorumboard.consensus.core.leases import LeaseTimers
+from quorumboard.consensus.core.model import (
     AnnouncePolicies,
     ErrorInfo,
     ExpireLease,
@@ -46,11 +41,15 @@ from quorumboard.consensus.model import (
     PutCmd,
     Result,
 )
-from quorumboard.consensus.policies import registry
-from quorumboard.consensus.protocol import CLIENT_FRAME_BYTES_MAX, ReplicaStatus, encode
-from quorumboard.consensus.raft import ProposeFailure, RaftNode, RaftSettings, forbid_pickle
-from quorumboard.consensus.server import PLANTED_BUG_ENV, ClientServer, Done
-from quorumboard.consensus.state import BoardState, Limits, apply, decode_proposal
+from quorumboard.consensus.core.policies import registry
+from quorumboard.consensus.core.state import BoardState, Limits, apply, decode_proposal
+from quorumboard.consensus.errors import CorruptData, ProtocolError
+from quorumboard.consensus.logs import configure_logging
+from quorumboard.consensus.raft.node import ProposeFailure, RaftNode, RaftSettings, forbid_pickle
+from quorumboard.consensus.replica.batching import GroupCommit
+from quorumboard.consensus.replica.lifeline import watch_parent
+from quorumboard.consensus.replica.server import PLANTED_BUG_ENV, ClientServer, Done
+from quorumboard.consensus.wire.protocol import CLIENT_FRAME_BYTES_MAX, ReplicaStatus, encode
 
 __all__ = [
     "EXIT_CORRUPT",
@@ -61,7 +60,7 @@ __all__ = [
     "main",
 ]
 
-log = structlog.get_logger("quorumboard.consensus.replica")
+log = structlog.get_logger("quorumboard.consensus.replica.machine")
 
 EXIT_CONFIG = 2
 EXIT_CORRUPT = 3
@@ -101,7 +100,7 @@ class ReplicaConfig(BaseModel):
     compaction_min_entries: int = Field(default=20_000, ge=2)
     """Snapshot and compact the log past this many entries (small values stress snapshots)."""
     clock_fault_file: Path | None = None
-    """Fault injection only: read the lease clock through :class:`~consensus.clocks.FaultClock`
+    """Fault injection only: read the lease clock through :class:`~quorumboard.consensus.testing.clocks.FaultClock`
     controlled by this file (LocalCluster(clock_faults=True) sets it)."""
 
 
@@ -338,8 +337,11 @@ class Replica:
     def __init__(self, config: ReplicaConfig, *, secret: bytes | None = None) -> None:
         self.config = config
         self._secret = secret
-        clock = time.monotonic if config.clock_fault_file is None \
-            else FaultClock(config.clock_fault_file)
+        clock: Callable[[], float] = time.monotonic
+        if config.clock_fault_file is not None:  # a fault-injection run asked for it
+            from quorumboard.consensus.testing.clocks import FaultClock
+
+            clock = FaultClock(config.clock_fault_file)
         self.machine = ReplicaMachine(config, clock)
         self._stop = threading.Event()
         self._raft: RaftNode | None = None
@@ -356,7 +358,7 @@ class Replica:
             secret = secret_text.encode() if secret_text else None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         # One event loop thread runs both the Raft node and the client endpoint: a commit is
-        # applied and answered without waking another thread (see consensus/raft.py).
+        # applied and answered without waking another thread (see consensus/raft/node.py).
         loop = asyncio.new_event_loop()
         try:
             self._raft = self._start_raft(secret, loop)
@@ -422,7 +424,7 @@ class Replica:
 def run(config: ReplicaConfig, parent: tuple[int, int | None, bool] | None = None) -> int:
     """Start the replica and block until SIGTERM/SIGINT, or until the process that started it
     is gone (``parent``: its pid, the lifeline's fd and whether to ask for the parent-death
-    signal; see :mod:`quorumboard.consensus.lifeline`). Returns the exit code."""
+    signal; see :mod:`quorumboard.consensus.replica.lifeline`). Returns the exit code."""
     if os.environ.get("QUORUMBOARD_FORBID_PICKLE") == "1":
         forbid_pickle()
     tune_gc()

@@ -21,8 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from quorumboard.consensus.errors import BoardError, InvalidValue, RevisionCompacted, UnknownPolicy
-from quorumboard.consensus.model import (
+from quorumboard.consensus.core.model import (
     AnnouncePolicies,
     Claim,
     ClaimCmd,
@@ -49,7 +48,7 @@ from quorumboard.consensus.model import (
     WithdrawCmd,
     check_value,
 )
-from quorumboard.consensus.policies import (
+from quorumboard.consensus.core.policies import (
     BUILTIN,
     DEFAULT_POLICY,
     Current,
@@ -62,6 +61,7 @@ from quorumboard.consensus.policies import (
     registry,
     tally,
 )
+from quorumboard.consensus.errors import BoardError, InvalidValue, RevisionCompacted, UnknownPolicy
 
 PendingStatus = Literal["pending", "approved", "rejected", "withdrawn", "superseded"]
 

@@ -25,13 +25,8 @@ from typing import Protocol, TypeVar
 import msgpack
 import structlog
 
-from quorumboard.consensus.auth import (
-    CLIENT_LABEL,
-    SEAL_OVERHEAD_BYTES,
-    Channel,
-    new_nonce,
-    refusal_frame,
-)
+from quorumboard.consensus.core.model import CLIENT_OPS, Entry, ErrorInfo, Event, PutCmd, Result
+from quorumboard.consensus.core.state import BoardState
 from quorumboard.consensus.errors import (
     AuthError,
     BoardError,
@@ -39,9 +34,15 @@ from quorumboard.consensus.errors import (
     ProtocolError,
     RevisionCompacted,
 )
-from quorumboard.consensus.frames import FrameDecoder, encode_frame
-from quorumboard.consensus.model import CLIENT_OPS, Entry, ErrorInfo, Event, PutCmd, Result
-from quorumboard.consensus.protocol import (
+from quorumboard.consensus.wire.auth import (
+    CLIENT_LABEL,
+    SEAL_OVERHEAD_BYTES,
+    Channel,
+    new_nonce,
+    refusal_frame,
+)
+from quorumboard.consensus.wire.frames import FrameDecoder, encode_frame
+from quorumboard.consensus.wire.protocol import (
     CLIENT_FRAME_BYTES_MAX,
     REPLY_FRAME_BYTES_MAX,
     CancelReq,
@@ -56,11 +57,10 @@ from quorumboard.consensus.protocol import (
     encode,
     request_id,
 )
-from quorumboard.consensus.state import BoardState
 
 __all__ = ["ClientServer", "Core"]
 
-log = structlog.get_logger("quorumboard.consensus.server")
+log = structlog.get_logger("quorumboard.consensus.replica.server")
 
 T = TypeVar("T")
 

@@ -35,12 +35,12 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from quorumboard.consensus.checker import CheckResult
-from quorumboard.consensus.checks import Finding
-from quorumboard.consensus.client import connect
+from quorumboard.consensus.client.board import connect
 from quorumboard.consensus.cluster import LocalCluster
 from quorumboard.consensus.errors import InvalidCommand
-from quorumboard.consensus.history import (
+from quorumboard.consensus.testing.checker import CheckResult
+from quorumboard.consensus.testing.checks import Finding
+from quorumboard.consensus.testing.history import (
     FaultKind,
     HistoryWriter,
     OpRecord,
@@ -48,15 +48,15 @@ from quorumboard.consensus.history import (
     read_faults,
     read_history,
 )
-from quorumboard.consensus.nemesis import NEEDS_NETWORK, Nemesis, NemesisConfig
-from quorumboard.consensus.picture import Band, Bar, Timeline, to_png, to_svg
-from quorumboard.consensus.summary import RunSummary, fault_spans, pair_ops, summarize
-from quorumboard.consensus.workload import STUCK_CLIENT, WORKLOADS, WorkloadStats
+from quorumboard.consensus.testing.nemesis import NEEDS_NETWORK, Nemesis, NemesisConfig
+from quorumboard.consensus.testing.picture import Band, Bar, Timeline, to_png, to_svg
+from quorumboard.consensus.testing.summary import RunSummary, fault_spans, pair_ops, summarize
+from quorumboard.consensus.testing.workload import STUCK_CLIENT, WORKLOADS, WorkloadStats
 
 __all__ = ["EXIT_UNKNOWN", "EXIT_VIOLATION", "ChaosReport", "Scenario", "load_scenario",
            "run_chaos"]
 
-log = structlog.get_logger("quorumboard.consensus.chaos")
+log = structlog.get_logger("quorumboard.consensus.testing.chaos")
 
 EXIT_VIOLATION = 7
 """``quorumboard chaos`` exit code: the history was checked and a violation found."""

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = ["ClockFault", "FaultClock", "read_clock_fault", "write_clock_fault"]
 
-log = structlog.get_logger("quorumboard.consensus.clocks")
+log = structlog.get_logger("quorumboard.consensus.testing.clocks")
 
 CLOCK_FILE_BYTES_MAX = 4096
 JUMP_S_MAX = 1e6

@@ -38,7 +38,7 @@ import structlog
 
 __all__ = ["NetworkFaults"]
 
-log = structlog.get_logger("quorumboard.consensus.netfaults")
+log = structlog.get_logger("quorumboard.consensus.testing.netfaults")
 
 CHUNK_BYTES = 65_536
 RETRANSMIT_S = 0.2

@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 
-from quorumboard.consensus.invariant import check
+from quorumboard.consensus.core.invariant import check
 
 __all__ = [
     "UNKNOWN",

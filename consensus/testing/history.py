@@ -22,8 +22,8 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from quorumboard.consensus.checker import UNKNOWN, Operation
 from quorumboard.consensus.errors import CorruptData
+from quorumboard.consensus.testing.checker import UNKNOWN, Operation
 
 __all__ = [
     "FAULT_KINDS",

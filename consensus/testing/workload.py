@@ -41,7 +41,15 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from quorumboard.consensus.checker import (
+from quorumboard.consensus.client.board import Board
+from quorumboard.consensus.errors import (
+    BoardError,
+    ClaimHeld,
+    Conflict,
+    OutcomeUnknown,
+    Unavailable,
+)
+from quorumboard.consensus.testing.checker import (
     CasRegister,
     CheckResult,
     Counter,
@@ -50,7 +58,7 @@ from quorumboard.consensus.checker import (
     SetModel,
     check_operations,
 )
-from quorumboard.consensus.checks import (
+from quorumboard.consensus.testing.checks import (
     Event,
     Finding,
     check_claims,
@@ -59,15 +67,12 @@ from quorumboard.consensus.checks import (
     check_versions,
     check_watch,
 )
-from quorumboard.consensus.client import Board
-from quorumboard.consensus.errors import (
-    BoardError,
-    ClaimHeld,
-    Conflict,
-    OutcomeUnknown,
-    Unavailable,
+from quorumboard.consensus.testing.history import (
+    HistoryWriter,
+    OpRecord,
+    read_history,
+    to_operations,
 )
-from quorumboard.consensus.history import HistoryWriter, OpRecord, read_history, to_operations
 
 __all__ = [
     "STUCK_CLIENT",

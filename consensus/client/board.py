@@ -28,26 +28,7 @@ from typing import Any, NamedTuple, TypeVar
 import msgpack
 from pydantic import BaseModel, ValidationError
 
-from quorumboard.consensus.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
-from quorumboard.consensus.errors import (
-    AuthError,
-    BoardError,
-    ClaimHeld,
-    Conflict,
-    FencedOut,
-    InvalidCommand,
-    NotFound,
-    OutcomeUnknown,
-    PolicyRejected,
-    ProtocolError,
-    RevisionCompacted,
-    SessionExpired,
-    StaleVersion,
-    Unavailable,
-    UnknownPolicy,
-)
-from quorumboard.consensus.frames import FrameDecoder, encode_frame
-from quorumboard.consensus.model import (
+from quorumboard.consensus.core.model import (
     INT_MAX,
     INT_MIN,
     Claim,
@@ -77,7 +58,26 @@ from quorumboard.consensus.model import (
     check_key,
     check_prefix,
 )
-from quorumboard.consensus.protocol import (
+from quorumboard.consensus.errors import (
+    AuthError,
+    BoardError,
+    ClaimHeld,
+    Conflict,
+    FencedOut,
+    InvalidCommand,
+    NotFound,
+    OutcomeUnknown,
+    PolicyRejected,
+    ProtocolError,
+    RevisionCompacted,
+    SessionExpired,
+    StaleVersion,
+    Unavailable,
+    UnknownPolicy,
+)
+from quorumboard.consensus.wire.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
+from quorumboard.consensus.wire.frames import FrameDecoder, encode_frame
+from quorumboard.consensus.wire.protocol import (
     REPLY_FRAME_BYTES_MAX,
     ProposeReq,
     ReadKind,

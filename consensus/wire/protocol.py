@@ -14,8 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from quorumboard.consensus.errors import ProtocolError
-from quorumboard.consensus.model import (
+from quorumboard.consensus.core.model import (
     KEY_BYTES_MAX,
     VALUE_BYTES_MAX,
     Entry,
@@ -27,6 +26,7 @@ from quorumboard.consensus.model import (
     Proposal,
     Result,
 )
+from quorumboard.consensus.errors import ProtocolError
 
 __all__ = [
     "CLIENT_FRAME_BYTES_MAX",

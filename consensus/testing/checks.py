@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from quorumboard.consensus.history import OpRecord, pair_records
+from quorumboard.consensus.testing.history import OpRecord, pair_records
 
 __all__ = [
     "Finding",
