@@ -222,7 +222,7 @@ def test_counter_merge_is_order_independent() -> None:
 
 
 def test_answered_proposal_leaves_nothing_but_its_id_in_the_deadline_queue() -> None:
-    """The timeout sweep holds each proposal's expiry for PROPOSE_TIMEOUT_S; once answered,
+    """The budget sweep holds each proposal's expiry for its budget (budget_s); once answered,
     that must not keep the connection (or through it the request and its value) alive."""
     import gc
 
@@ -242,7 +242,7 @@ def test_answered_proposal_leaves_nothing_but_its_id_in_the_deadline_queue() -> 
     answer.finish(Reply(id=7))
     answer.expire()  # the sweep, later: no second reply
     answer.finish(Reply(id=7, wire_error="unavailable"))
-    assert [r.id for r in sent] == [7] and sent[0].wire_error == "" and conn.inflight == 0
+    assert [r.id for r in sent] == [7] and sent[0].wire_error is None and conn.inflight == 0
     assert conn not in gc.get_referents(answer) and answer.conn is None
 
     late = _Answer(Conn(), 8)  # type: ignore[arg-type]

@@ -78,7 +78,9 @@ from quorumboard.consensus.errors import (
 from quorumboard.consensus.wire.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
 from quorumboard.consensus.wire.frames import FrameDecoder, encode_frame
 from quorumboard.consensus.wire.protocol import (
+    BUDGET_S_MAX,
     REPLY_FRAME_BYTES_MAX,
+    Failure,
     ProposeReq,
     ReadKind,
     ReadReq,
@@ -94,6 +96,9 @@ __all__ = ["Board", "EventPage", "connect"]
 
 CONNECT_TIMEOUT_S = 2.0
 ATTEMPT_TIMEOUT_S = 6.0
+"""One attempt's wait; the request carries it as its budget (less ``REPLY_MARGIN_S``)."""
+REPLY_MARGIN_S = 0.25
+BUDGET_S_MIN = 0.05
 ATTEMPTS_MAX = 64
 BACKOFF_MIN_S = 0.02
 BACKOFF_MAX_S = 0.5
@@ -401,10 +406,15 @@ class _Link:
             raise _Lost(f"send to {self.address} failed: {exc}", sent=True) from None
 
     def request(self, build: Callable[[int], Any], timeout_s: float) -> Reply:
+        """Send ``build(rid)`` and wait up to ``timeout_s`` for its reply. A proposal or read
+        carries that wait as its budget: the one time limit from here to the Raft log."""
         rid, box = self.open_box()
         try:
             self._notice_close()
-            self.send(build(rid), timeout_s)
+            message = build(rid)
+            if isinstance(message, ProposeReq | ReadReq):
+                message = message.model_copy(update={"budget_s": _budget(timeout_s)})
+            self.send(message, timeout_s)
             try:
                 msg = self.wait(box, timeout_s)
             except queue.Empty:
@@ -543,28 +553,21 @@ class Board:
                     link.close()
                 _backoff(attempt, deadline)
                 continue
-            if reply.wire_error == "":
+            failure = reply.wire_error
+            if failure is None:
                 return reply, maybe_applied
-            last = f"{reply.wire_error}: {reply.message}"
-            if reply.wire_error == "not_leader":
+            last = f"{failure}: {reply.message}"
+            if failure in _RETRY_ELSEWHERE:
+                maybe_applied = maybe_applied or failure is Failure.OUTCOME_UNKNOWN
+                # Move on: to the hinted leader, or (no hint: a replica cut off from its
+                # majority knows none) to the next endpoint, instead of asking again the
+                # replica that just could not serve until the deadline runs out. A hint to
+                # follow needs no pause.
                 self._drop(link, reply.leader_hint or None)
-                if reply.leader_hint is None:
+                if failure is not Failure.NOT_LEADER or reply.leader_hint is None:
                     _backoff(attempt, deadline)
                 continue
-            if reply.wire_error in ("unavailable", "outcome_unknown"):
-                maybe_applied = maybe_applied or reply.wire_error == "outcome_unknown"
-                # Move on either way: to the hinted leader, or (no hint: a replica cut off from
-                # its majority knows none) to the next endpoint, instead of asking again the
-                # replica that just could not serve until the deadline runs out.
-                self._drop(link, reply.leader_hint or None)
-                _backoff(attempt, deadline)
-                continue
-            if reply.wire_error == "compacted":
-                raise RevisionCompacted(reply.message, compact_revision=reply.compact_revision)
-            if maybe_applied and not idempotent:  # this refusal says nothing of the earlier try
-                raise OutcomeUnknown(f"an earlier attempt may have applied; then: "
-                                     f"{reply.message}") from InvalidCommand(reply.message)
-            raise InvalidCommand(reply.message)
+            raise _final_error(reply, uncertain=maybe_applied and not idempotent)
         if maybe_applied and not idempotent:
             raise OutcomeUnknown(f"outcome unknown after retries until the deadline ({last}); "
                                  "retrying through this Board is safe")
@@ -881,7 +884,7 @@ class Board:
                     if msg is None:
                         break
                     if isinstance(msg, Reply):
-                        if msg.wire_error == "compacted":
+                        if msg.wire_error is Failure.COMPACTED:
                             raise RevisionCompacted(msg.message,
                                                     compact_revision=msg.compact_revision)
                         if msg.wire_error:
@@ -1015,7 +1018,7 @@ class Board:
                         return batch.events
                     continue
                 reply = Reply.model_validate(obj)
-                if reply.wire_error == "compacted":
+                if reply.wire_error is Failure.COMPACTED:
                     raise RevisionCompacted(reply.message, compact_revision=reply.compact_revision)
                 if reply.wire_error:
                     raise _Lost(f"{address}: {reply.wire_error}: {reply.message}", sent=False)
@@ -1068,6 +1071,30 @@ def connect(endpoints: str | list[str], agent: str, *, secret: bytes | str | Non
                              f"(got {type(endpoints).__name__})")
     key = secret.encode() if isinstance(secret, str) else secret
     return Board([e for e in eps if e], agent, secret=key, timeout_s=timeout_s)
+
+
+_RETRY_ELSEWHERE = frozenset({Failure.NOT_LEADER, Failure.UNAVAILABLE, Failure.OUTCOME_UNKNOWN})
+"""Failures after which another attempt (same session and seq) may succeed."""
+
+
+def _final_error(reply: Reply, *, uncertain: bool) -> BoardError:
+    """The exception for a failure no retry can mend (the client's one mapping of the wire's
+    :class:`Failure` onto exceptions, with :func:`error_from` for committed refusals).
+    ``uncertain``: an earlier attempt of this proposal may have applied, which this refusal
+    says nothing about."""
+    if reply.wire_error is Failure.COMPACTED:
+        return RevisionCompacted(reply.message, compact_revision=reply.compact_revision)
+    if uncertain:
+        error = OutcomeUnknown(f"an earlier attempt may have applied; then: {reply.message}")
+        error.__cause__ = InvalidCommand(reply.message)
+        return error
+    return InvalidCommand(reply.message)
+
+
+def _budget(attempt_s: float) -> float:
+    """The budget an attempt sends: its own wait less the time the answer needs to travel back,
+    so the replica's verdict (``OUTCOME_UNKNOWN`` at worst) arrives before the client gives up."""
+    return min(BUDGET_S_MAX, max(BUDGET_S_MIN, attempt_s - REPLY_MARGIN_S))
 
 
 def _raise_if_all_refused(refusal: _Refused, refused: set[str], endpoints: list[str]) -> None:

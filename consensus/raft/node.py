@@ -76,6 +76,7 @@ from quorumboard.consensus.raft.journal import (
     unseal_file,
 )
 from quorumboard.consensus.raft.transport import QbTransport, WireConfig, listen_socket
+from quorumboard.consensus.wire.protocol import BUDGET_S_MAX, Failure
 
 __all__ = [
     "ApplyError",
@@ -183,6 +184,9 @@ class RaftSettings(pydantic.BaseModel, frozen=True):
             raise ValueError("election_timeout_min_s must exceed 3 heartbeats")
         if not self.election_timeout_max_s > self.election_timeout_min_s:
             raise ValueError("election_timeout_max_s must exceed election_timeout_min_s")
+        if self.propose_timeout_s < BUDGET_S_MAX:
+            raise ValueError(f"propose_timeout_s must be at least a request's largest budget "
+                             f"({BUDGET_S_MAX} s), so the replica answers its client first")
         if not self.tick_period_s > 0:
             raise ValueError("tick_period_s must be positive")
         if self.peers and self.tick_period_s > self.heartbeat_interval_s:
@@ -221,6 +225,12 @@ class ProposeFailure(enum.Enum):
     @property
     def may_have_committed(self) -> bool:
         return self in _MAYBE_COMMITTED
+
+    @property
+    def outcome(self) -> Failure:
+        """The one failure vocabulary callers see (:class:`Failure`): ``OUTCOME_UNKNOWN`` when
+        the entry may still commit, ``UNAVAILABLE`` when it certainly did not."""
+        return Failure.OUTCOME_UNKNOWN if self.may_have_committed else Failure.UNAVAILABLE
 
 
 _MAYBE_COMMITTED: Final = frozenset(
@@ -275,7 +285,10 @@ class StateMachine(Protocol):
         ...
 
 
-OnDone = Callable[[object | None, ProposeFailure | None], None]
+OnDone = Callable[[object | None, Failure | None], None]
+"""A proposal's or barrier's completion: ``(result, None)``, or ``(None, failure)`` in the one
+failure vocabulary of :class:`~quorumboard.consensus.wire.protocol.Failure`. The Raft-level
+reason (:class:`ProposeFailure`) is logged at debug level where it is translated, once."""
 
 
 # --- pickle replacement ------------------------------------------------------------------------
@@ -977,9 +990,11 @@ class RaftNode:
 
     @staticmethod
     def _call_on_done(on_done: OnDone, result: object, failure: ProposeFailure | None) -> None:
+        if failure is not None:
+            log.debug("proposal_failed", reason=failure.value)
         # A raising callback inside pysyncobj's apply loop would re-apply the entry every tick.
         try:
-            on_done(result, failure)
+            on_done(result, None if failure is None else failure.outcome)
         except Exception:
             log.exception("raft_on_done_raised")
 

@@ -16,10 +16,12 @@ import struct
 import threading
 from collections.abc import Callable
 
+from quorumboard.consensus.wire.protocol import Failure
+
 __all__ = ["GroupCommit", "pack_batch"]
 
-Done = Callable[[object | None, str | None], None]
-Submit = Callable[[bytes, Callable[[object | None, str | None], None]], None]
+Done = Callable[[object | None, Failure | None], None]
+Submit = Callable[[bytes, Done], None]
 
 _ARRAY32 = struct.Struct(">BI")
 
@@ -32,7 +34,7 @@ def pack_batch(payloads: list[bytes]) -> bytes:
 class GroupCommit:
     """Adaptive batching in front of a ``submit(payload, on_done)`` function (Raft propose).
 
-    Bounded: at most ``queue_max`` proposals wait (beyond that, ``done(None, "unavailable")``
+    Bounded: at most ``queue_max`` proposals wait (beyond that, ``done(None, UNAVAILABLE)``
     at once: backpressure), a batch holds at most ``batch_items_max`` proposals and
     ``batch_bytes_max`` bytes, and at most ``inflight_max`` batches await commit.
     """
@@ -59,7 +61,7 @@ class GroupCommit:
                 self._queue.append((payload, done))
                 batch = self._take() if self._inflight < self._inflight_max else None
         if full:
-            done(None, "unavailable")
+            done(None, Failure.UNAVAILABLE)
             return
         if batch:
             self._send(batch)
@@ -82,13 +84,13 @@ class GroupCommit:
         self.batches += 1
         self.proposals += len(batch)
 
-        def on_done(result: object | None, failure: str | None) -> None:
+        def on_done(result: object | None, failure: Failure | None) -> None:
             results = result if isinstance(result, list) and len(result) == len(batch) else None
             for i, (_, done) in enumerate(batch):
                 if failure is None and results is not None:
                     done(results[i], None)
                 else:
-                    done(result if failure is None else None, failure or "outcome_unknown")
+                    done(result if failure is None else None, failure or Failure.OUTCOME_UNKNOWN)
             with self._lock:
                 self._inflight -= 1
                 nxt = self._take() if self._queue else None
@@ -98,4 +100,4 @@ class GroupCommit:
         try:
             self._submit(pack_batch([payload for payload, _ in batch]), on_done)
         except Exception:  # e.g. over the raft entry bound: nothing was proposed
-            on_done(None, "unavailable")
+            on_done(None, Failure.UNAVAILABLE)

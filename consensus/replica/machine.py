@@ -45,7 +45,7 @@ from quorumboard.consensus.core.policies import registry
 from quorumboard.consensus.core.state import BoardState, Limits, apply, decode_proposal
 from quorumboard.consensus.errors import CorruptData, ProtocolError
 from quorumboard.consensus.logs import configure_logging
-from quorumboard.consensus.raft.node import ProposeFailure, RaftNode, RaftSettings, forbid_pickle
+from quorumboard.consensus.raft.node import RaftNode, RaftSettings, forbid_pickle
 from quorumboard.consensus.replica.batching import GroupCommit
 from quorumboard.consensus.replica.lifeline import watch_parent
 from quorumboard.consensus.replica.server import PLANTED_BUG_ENV, ClientServer, Done
@@ -217,9 +217,8 @@ class ReplicaMachine:
     def attach(self, raft: RaftNode) -> None:
         """Connect the started Raft node; proposals go through group commit from now on."""
         self.raft = raft
-        self._group = GroupCommit(
-            lambda payload, done: raft.propose(payload, lambda res, fail: done(res, _failure(fail))),
-            batch_items_max=BATCH_ITEMS_MAX, batch_bytes_max=CLIENT_FRAME_BYTES_MAX - 64)
+        self._group = GroupCommit(raft.propose, batch_items_max=BATCH_ITEMS_MAX,
+                                  batch_bytes_max=CLIENT_FRAME_BYTES_MAX - 64)
 
     def propose(self, payload: bytes, done: Done) -> None:
         if self._group is None:
@@ -227,7 +226,7 @@ class ReplicaMachine:
         self._group.propose(payload, done)
 
     def barrier(self, done: Done) -> None:
-        self._raft().barrier(lambda res, fail: done(res, _failure(fail)))
+        self._raft().barrier(done)
 
     def is_leader(self) -> bool:
         return self._raft().is_leader()
@@ -296,12 +295,6 @@ class ReplicaMachine:
                     self._expiring.discard(lease_id)
 
             raft.propose(payload, done)
-
-
-def _failure(fail: ProposeFailure | None) -> str | None:
-    if fail is None:
-        return None
-    return "outcome_unknown" if fail.may_have_committed else "unavailable"
 
 
 def _announce(machine: ReplicaMachine, stop: threading.Event) -> None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -46,6 +47,7 @@ from quorumboard.consensus.wire.protocol import (
     CLIENT_FRAME_BYTES_MAX,
     REPLY_FRAME_BYTES_MAX,
     CancelReq,
+    Failure,
     ProposeReq,
     ReadReq,
     ReplicaStatus,
@@ -80,8 +82,6 @@ ENTRY_FIELDS_BYTES = 192
 """An upper bound on an encoded entry's bytes besides its key, author and value: eight field
 names, six 64-bit integers and the msgpack headers (about 140 bytes)."""
 WATCH_PROGRESS_S = 1.0
-PROPOSE_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 5.0
 HANDSHAKE_TIMEOUT_S = 5.0
 PLANTED_BUG_ENV = "QUORUMBOARD_PLANTED_BUG"
 """Negative controls only — each a bug one of the checkers must catch (tests/test_workload.py,
@@ -108,9 +108,17 @@ DEADLINE_SWEEP_S = 0.1
 much late, in exchange for no timer per request (a heap push and cancel per commit cost ~10 %
 of the leader's CPU at thousands of commits/s)."""
 
-Done = Callable[[object | None, str | None], None]
-"""(result, failure) callback: failure is ``None``, ``"unavailable"`` (not applied) or
-``"outcome_unknown"`` (may still commit)."""
+Done = Callable[[object | None, Failure | None], None]
+"""(result, failure) callback: failure is ``None``, ``UNAVAILABLE`` (not applied) or
+``OUTCOME_UNKNOWN`` (may still commit), passed through from the Raft layer unchanged."""
+
+_FAILURE_TEXT = {
+    Failure.NOT_LEADER: "this replica is not the leader",
+    Failure.UNAVAILABLE: "not committed",
+    Failure.OUTCOME_UNKNOWN: "the proposal may or may not have committed",
+    Failure.INVALID: "invalid request",
+    Failure.COMPACTED: "the start revision was compacted",
+}
 
 
 class Core(Protocol):
@@ -148,30 +156,32 @@ class _Answer:
 
     def expire(self) -> None:
         if self.conn is not None:  # swept for every proposal: build a reply only if needed
-            self.finish(Reply(id=self.rid, wire_error="outcome_unknown",
-                              message="commit timed out"))
+            self.finish(Reply(id=self.rid, wire_error=Failure.OUTCOME_UNKNOWN,
+                              message="not committed within the request's budget"))
 
 
 class _Deadlines:
-    """Timeouts of in-flight requests, swept periodically by the loop.
+    """The time budgets of in-flight requests, swept periodically by the loop.
 
-    Every request of one kind has the same timeout, so deadlines arrive in order and a FIFO
-    suffices. A callback that was answered in time is skipped by the sweep (its ``expire``
-    checks); the queue holds at most one timeout's worth of requests."""
+    Each request carries its own budget (``budget_s``, relative seconds: the only timeout its
+    caller sees), so deadlines do not arrive in order: a heap. A callback that was answered in
+    time is skipped by the sweep (its ``expire`` checks); the heap holds at most one budget's
+    worth of requests (``BUDGET_S_MAX``)."""
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[float, Callable[[], None]]] = deque()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._serial = itertools.count()
 
-    def add(self, timeout_s: float, expire: Callable[[], None]) -> None:
-        self._queue.append((time.monotonic() + timeout_s, expire))
+    def add(self, budget_s: float, expire: Callable[[], None]) -> None:
+        heapq.heappush(self._heap, (time.monotonic() + budget_s, next(self._serial), expire))
 
     def sweep(self, now: float) -> None:
         """Expire what is due; a raising callback is logged and does not stop the others."""
-        queue = self._queue
-        for _ in range(len(queue)):  # bounded by the queue's length
-            if queue[0][0] > now:
+        heap = self._heap
+        for _ in range(len(heap)):  # bounded by the heap's size
+            if heap[0][0] > now:
                 return
-            expire = queue.popleft()[1]
+            expire = heapq.heappop(heap)[2]
             try:
                 expire()
             except Exception:
@@ -415,7 +425,7 @@ class ClientServer:
         try:
             req = decode_request(data)
         except ProtocolError as exc:
-            conn.send(Reply(id=request_id(data), wire_error="invalid", message=str(exc)))
+            conn.send(Reply(id=request_id(data), wire_error=Failure.INVALID, message=str(exc)))
             return
         if isinstance(req, ProposeReq):
             self._propose(conn, req)
@@ -425,7 +435,7 @@ class ClientServer:
                     reply = self._read(req)
                 conn.send(reply)
             elif conn.inflight >= INFLIGHT_PER_CONNECTION_MAX:
-                conn.send(Reply(id=req.id, wire_error="unavailable",
+                conn.send(Reply(id=req.id, wire_error=Failure.UNAVAILABLE,
                                 message="too many requests in flight on this connection"))
             else:
                 conn.inflight += 1
@@ -442,40 +452,37 @@ class ClientServer:
             conn.send(Reply(id=req.id, status=self.core.status(req.digest)))
 
     def _not_leader(self, rid: int) -> Reply:
-        return Reply(id=rid, wire_error="not_leader", message="this replica is not the leader",
+        return Reply(id=rid, wire_error=Failure.NOT_LEADER, message="this replica is not the leader",
                      leader_hint=self.core.leader_client_address())
 
     def _propose(self, conn: _Conn, req: ProposeReq) -> None:
         if req.proposal.command.op not in CLIENT_OPS:
-            conn.send(Reply(id=req.id, wire_error="invalid",
+            conn.send(Reply(id=req.id, wire_error=Failure.INVALID,
                             message=f"op {req.proposal.command.op} is replica-internal"))
             return
         if not self.core.is_leader():
             conn.send(self._not_leader(req.id))
             return
         if conn.inflight >= INFLIGHT_PER_CONNECTION_MAX:
-            conn.send(Reply(id=req.id, wire_error="unavailable",
+            conn.send(Reply(id=req.id, wire_error=Failure.UNAVAILABLE,
                             message="too many requests in flight on this connection"))
             return
         conn.inflight += 1
         rid = req.id
         answer = _Answer(conn, rid)
 
-        def done(result: object | None, failure: str | None) -> None:  # on the tick thread
+        def done(result: object | None, failure: Failure | None) -> None:  # on the tick thread
             if failure is None and isinstance(result, Result):
                 reply = Reply(id=rid, result=result)
             elif failure is None:  # apply raised (a bug), identically on every replica
                 reply = Reply(id=rid, result=Result(revision=0, error=ErrorInfo(
                     code="internal", message=f"apply failed: {result!r}")))
-            elif failure == "unavailable":
-                reply = Reply(id=rid, wire_error="unavailable", message="not committed",
+            else:  # the failure passes through as it came from the Raft layer
+                reply = Reply(id=rid, wire_error=failure, message=_FAILURE_TEXT[failure],
                               leader_hint=self.core.leader_client_address())
-            else:
-                reply = Reply(id=rid, wire_error="outcome_unknown",
-                              message="the proposal may or may not have committed")
             self._hand_over(answer.finish, reply)
 
-        self._proposal_deadlines.add(PROPOSE_TIMEOUT_S, answer.expire)
+        self._proposal_deadlines.add(req.budget_s, answer.expire)
         proposal = req.proposal
         cmd = proposal.command
         if (self._planted_bug == "fence-bypass" and isinstance(cmd, PutCmd)
@@ -488,7 +495,7 @@ class ClientServer:
                 retry = req.proposal.model_copy(update={"session": 0, "seq": 0, "acked_below": 0})
                 self.core.propose(encode(retry), lambda _r, _f: None)
         except BoardError as exc:  # e.g. a payload over the raft command bound
-            answer.finish(Reply(id=rid, wire_error="invalid", message=str(exc)))
+            answer.finish(Reply(id=rid, wire_error=Failure.INVALID, message=str(exc)))
 
     # -------------------------------------------------------------------------------- reads
 
@@ -512,12 +519,12 @@ class ClientServer:
                 conn.send(reply)
             self._maybe_barrier()
 
-        def done(_result: object | None, failure: str | None) -> None:  # on the tick thread
+        def done(_result: object | None, failure: Failure | None) -> None:  # on the tick thread
             if failure is None:
                 with self.core.lock:
                     replies = [(c, self._read(r)) for c, r in batch]
             else:
-                replies = [(c, Reply(id=r.id, wire_error="unavailable",
+                replies = [(c, Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
                                      message="read barrier did not commit",
                                      leader_hint=self.core.leader_client_address()))
                            for c, r in batch]
@@ -526,10 +533,10 @@ class ClientServer:
 
         def timed_out() -> None:
             if not answered:
-                finish([(c, Reply(id=r.id, wire_error="unavailable",
+                finish([(c, Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
                                   message="read barrier timed out")) for c, r in batch])
 
-        self._read_deadlines.add(READ_TIMEOUT_S, timed_out)
+        self._read_deadlines.add(max(r.budget_s for _, r in batch), timed_out)
         self.core.barrier(done)
 
     def _read(self, req: ReadReq) -> Reply:
@@ -586,7 +593,7 @@ class ClientServer:
 
     def _watch(self, conn: _Conn, req: WatchReq) -> None:
         if len(conn.watches) >= WATCHES_PER_CONNECTION_MAX:
-            conn.send(Reply(id=req.id, wire_error="unavailable", message="too many watches"))
+            conn.send(Reply(id=req.id, wire_error=Failure.UNAVAILABLE, message="too many watches"))
             return
         with self.core.lock:
             start = self.core.state.revision + 1 if req.start_revision is None \
@@ -617,7 +624,7 @@ class ClientServer:
                     try:
                         events = state.events_since(req.prefix, cursor, WATCH_BATCH_EVENTS_MAX)
                     except RevisionCompacted as exc:
-                        conn.send(Reply(id=req.id, wire_error="compacted", message=str(exc),
+                        conn.send(Reply(id=req.id, wire_error=Failure.COMPACTED, message=str(exc),
                                         compact_revision=exc.compact_revision))
                         return
                     head = state.revision

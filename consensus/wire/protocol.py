@@ -9,6 +9,7 @@ a replica never crashes on bad bytes. Pure: no sockets, threads or clocks.
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgpack
@@ -29,8 +30,11 @@ from quorumboard.consensus.core.model import (
 from quorumboard.consensus.errors import ProtocolError
 
 __all__ = [
+    "BUDGET_S_DEFAULT",
+    "BUDGET_S_MAX",
     "CLIENT_FRAME_BYTES_MAX",
     "CancelReq",
+    "Failure",
     "ProposeReq",
     "ReadKind",
     "ReadReq",
@@ -52,6 +56,37 @@ REPLY_FRAME_BYTES_MAX = 64 * 2**20
 """Largest frame a client accepts (a ``list`` of many values)."""
 
 
+class Failure(enum.StrEnum):
+    """Why a request got no result: the one failure vocabulary from the Raft layer, through
+    group commit and the client endpoint, to the client's single mapping onto exceptions.
+
+    * ``NOT_LEADER``: sent to a follower; nothing applied. Retry at ``leader_hint``.
+    * ``UNAVAILABLE``: nothing applied (no quorum, a full queue, a read barrier that did not
+      commit in the request's budget). Retry anywhere.
+    * ``OUTCOME_UNKNOWN``: the proposal may or may not commit (a leader change, the budget
+      ran out while it was in the log). Retry only under the same session and seq.
+    * ``INVALID``: the request itself was refused; retrying it fails the same way.
+    * ``COMPACTED``: a watch start older than the retained events.
+    """
+
+    NOT_LEADER = "not_leader"
+    UNAVAILABLE = "unavailable"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    INVALID = "invalid"
+    COMPACTED = "compacted"
+
+
+BUDGET_S_DEFAULT = 5.0
+BUDGET_S_MAX = 10.0
+"""A request's time budget: how long the client will wait for this attempt, in *relative*
+seconds (an absolute deadline would break under clock skew between client and replica, which
+the chaos clock faults inject). The replica answers within it, ``OUTCOME_UNKNOWN`` or
+``UNAVAILABLE`` if nothing better; it is the only timeout a caller sees. At most the Raft
+node's bound on a pending proposal (``RaftSettings.propose_timeout_s``), so that bound never
+answers first."""
+Budget = Annotated[float, Field(gt=0, le=BUDGET_S_MAX)]
+
+
 class _Msg(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -60,6 +95,7 @@ class ProposeReq(_Msg):
     kind: Literal["propose"] = "propose"
     id: int
     proposal: Proposal
+    budget_s: Budget = BUDGET_S_DEFAULT
 
 
 ReadKind = Literal["get", "list", "history", "pending", "lease", "list_many"]
@@ -77,6 +113,7 @@ class ReadReq(_Msg):
     limit: int = Field(default=10_000, ge=1, le=100_000)
     start_after: str = Field(default="", max_length=KEY_BYTES_MAX)
     stale: bool = False
+    budget_s: Budget = BUDGET_S_DEFAULT
     prefixes: list[Annotated[str, Field(max_length=KEY_BYTES_MAX)]] = Field(
         default_factory=list, max_length=PREFIXES_PER_READ_MAX)
     """``list_many``: every entry under any of these, in one reply, at one revision."""
@@ -127,15 +164,13 @@ class ReplicaStatus(_Msg):
 
 
 class Reply(_Msg):
-    """Answer to one request. ``error`` set means the request failed at the replica
-    (``not_leader``, ``unavailable``, ``outcome_unknown``, ``invalid``, ``not_found``,
-    ``compacted``) — distinct from a committed :class:`Result` carrying a refusal."""
+    """Answer to one request. ``wire_error`` set means the request got no result
+    (:class:`Failure`); ``error`` is a read's refusal (``not_found``, ``invalid``) — both
+    distinct from a committed :class:`Result` carrying a policy's refusal."""
 
     id: int
     error: ErrorInfo | None = None
-    wire_error: Literal[
-        "", "not_leader", "unavailable", "outcome_unknown", "invalid", "compacted", "auth"
-    ] = ""
+    wire_error: Failure | None = None
     message: str = ""
     leader_hint: str | None = None
     compact_revision: int = 0
