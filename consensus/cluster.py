@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -41,7 +41,13 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalCluster"]
 
+Convergence = Literal["converged", "diverged", "unknown"]
+
 START_TIMEOUT_S = 30.0
+CONVERGE_POLL_S = 0.1
+DIVERGED_POLLS = 20
+"""Polls in a row (2 s) with different digests at one applied index before "diverged"."""
+CONVERGE_POLLS_MAX = 100_000
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.05
 CLOCK_FAULT_FILE = "clock-fault.msgpack"
@@ -447,18 +453,47 @@ class LocalCluster:
         return [st.digest if st else None for st in
                 (self._status_of(i, digest=True) for i in range(self.size))]
 
-    def wait_converged(self, timeout_s: float = 30.0) -> str:
-        """Wait until every live replica has applied the same log prefix and has the same
-        digest; return that digest."""
+    def convergence(self, timeout_s: float = 30.0, *, replicas: list[int] | None = None
+                    ) -> tuple[Convergence, list[str | None]]:
+        """The one definition of convergence (the chaos verdict and :meth:`wait_converged`
+        both use it): poll ``replicas`` (default: every replica) for their state digests.
+
+        * ``converged``: every one answers and all digests are equal. The digest covers the
+          count of applied proposals, so equal digests are equal state machines whatever Raft
+          index each reports (a restarted replica may report another index for a while).
+        * ``diverged``: different digests at the same applied index on ``DIVERGED_POLLS``
+          polls in a row (the log is quiet and they still differ): no need to wait out the
+          timeout.
+        * ``unknown``: neither by ``timeout_s``; a replica that never answers (down, or still
+          catching up) leaves it unknown, never diverged.
+
+        Returns the verdict and the last digests seen (``None``: no answer)."""
+        which = list(range(self.size)) if replicas is None else replicas
         deadline = time.monotonic() + timeout_s
-        last: list[str | None] = []
-        while time.monotonic() < deadline:
-            sts = [self._status_of(i, digest=True) for i in self.alive()]
-            if sts and all(s is not None for s in sts):
-                applied = {s.last_applied for s in sts if s}
-                digs = {s.digest for s in sts if s}
-                last = [s.digest if s else None for s in sts]
-                if len(applied) == 1 and len(digs) == 1:
-                    return digs.pop()
-            time.sleep(POLL_S * 2)
-        raise Unavailable(f"replicas did not converge within {timeout_s}s: {last}")
+        digests: list[str | None] = []
+        diverged = 0
+        for _ in range(CONVERGE_POLLS_MAX):  # bounded by the deadline too
+            if time.monotonic() >= deadline:
+                break
+            statuses = [self._status_of(i, digest=True) for i in which]
+            digests = [st.digest if st else None for st in statuses]
+            applied = {st.last_applied if st else None for st in statuses}
+            if which and None not in digests and len(set(digests)) == 1:
+                return "converged", digests
+            if len(applied) == 1 and None not in applied:
+                diverged += 1
+                if diverged >= DIVERGED_POLLS:
+                    return "diverged", digests
+            else:
+                diverged = 0
+            time.sleep(CONVERGE_POLL_S)
+        return "unknown", digests
+
+    def wait_converged(self, timeout_s: float = 30.0) -> str:
+        """Wait until every live replica has the same state digest (:meth:`convergence`);
+        return it. Raises :class:`Unavailable` otherwise, saying whether they diverged."""
+        verdict, digests = self.convergence(timeout_s, replicas=self.alive())
+        if verdict != "converged" or digests[0] is None:
+            raise Unavailable(f"replicas did not converge within {timeout_s}s ({verdict}): "
+                              f"{digests}")
+        return digests[0]

@@ -36,7 +36,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from quorumboard.consensus.client.board import connect
-from quorumboard.consensus.cluster import LocalCluster
+from quorumboard.consensus.cluster import Convergence, LocalCluster
 from quorumboard.consensus.errors import InvalidCommand
 from quorumboard.consensus.testing.checker import CheckResult
 from quorumboard.consensus.testing.checks import Finding
@@ -66,8 +66,6 @@ EXIT_UNKNOWN = 8
 Verdict = Literal["valid", "invalid", "unknown"]
 WorkloadName = Literal["cas-register", "counter", "set", "lww-register", "watch", "claims"]
 CONVERGE_TIMEOUT_S = 60.0
-CONVERGE_POLL_S = 0.2
-DIVERGED_POLLS = 10
 SCENARIO_BYTES_MAX = 1 << 16
 BARS_DRAWN_MAX = 100_000
 """More operations than this are thinned in the picture (every fail and info kept)."""
@@ -182,7 +180,9 @@ def run_chaos(scenario: Scenario, out: Path,
         # Converge first: the final reads and the committed history (read by a watch, from
         # whichever replica) then see everything every replica has.
         progress("waiting for the replicas to converge")
-        convergence, digests = _converge(cluster)
+        convergence, digests = cluster.convergence(CONVERGE_TIMEOUT_S)
+        if convergence != "converged":
+            log.error("replicas did not converge", verdict=convergence, digests=digests)
         workload.read_all(cluster.board(agent="final", timeout_s=CONVERGE_TIMEOUT_S), history)
     progress("checking the history")
     deadline = time.monotonic() + scenario.check_time_limit_s
@@ -219,38 +219,6 @@ def _run_findings(stats: WorkloadStats, nemesis: Nemesis, records: list[OpRecord
                            detail=f"the final read of {', '.join(failed[:5])} failed: "
                                   "lost writes on those keys cannot be ruled out"))
     return out
-
-
-Convergence = Literal["converged", "diverged", "unknown"]
-
-
-def _converge(cluster: LocalCluster) -> tuple[Convergence, list[str | None]]:
-    """Poll the replicas' state digests. All equal: converged. Different digests at the same
-    applied index, seen on DIVERGED_POLLS polls in a row (the run is over, the log is quiet):
-    diverged — no need to wait out the timeout. A replica that never answers (down, or still
-    catching up) leaves it unknown, not diverged."""
-    deadline = time.monotonic() + CONVERGE_TIMEOUT_S
-    digests: list[str | None] = []
-    diverged = 0
-    while time.monotonic() < deadline:
-        statuses = cluster.status(digest=True)
-        digests = [st.digest if st else None for st in statuses]
-        applied = {st.last_applied if st else None for st in statuses}
-        if None not in digests and len(set(digests)) == 1:
-            # The digest covers the count of applied proposals too: equal digests are equal
-            # state machines, whatever Raft index each replica reports (the long campaign saw
-            # a restarted replica report a different last-applied index for a minute).
-            return "converged", digests
-        if len(applied) == 1 and None not in applied:
-            diverged += 1
-            if diverged >= DIVERGED_POLLS:
-                log.error("replicas diverged", digests=digests)
-                return "diverged", digests
-        else:
-            diverged = 0
-        time.sleep(CONVERGE_POLL_S)
-    log.error("replicas did not all answer at one applied index", digests=digests)
-    return "unknown", digests
 
 
 def _report(result: CheckResult, findings: list[Finding], convergence: Convergence,
