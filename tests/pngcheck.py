@@ -46,5 +46,5 @@ def pixels_near(pixels: Any, hex_color: str, tolerance: int = 10) -> int:
     """How many pixels are within ``tolerance`` of ``hex_color`` on every channel."""
     import numpy as np
 
-    rgb = np.array(bytes.fromhex(hex_color.lstrip("#")), dtype=np.int16)
+    rgb = np.array(list(bytes.fromhex(hex_color.lstrip("#"))), dtype=np.int16)
     return int((np.abs(pixels.astype(np.int16) - rgb) <= tolerance).all(axis=2).sum())

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from quorumboard.consensus.testing.summary import Span
 
 __all__ = ["COLORS", "FAULT_COLORS", "Band", "Bar", "LegendEntry", "Series", "Timeline",
-           "label_rows", "legend", "series_of", "to_svg"]
+           "label_rows", "legend", "place_labels", "series_of", "to_svg"]
 
 COLORS: dict[str, str] = {
     "ok": "#2ea043", "fail": "#cf222e", "info": "#e69600", "mark": "#b40000",
@@ -112,6 +112,10 @@ class Timeline:
     def clamp(self, t_s: float) -> float:
         return max(0.0, min(t_s, self.end_s))
 
+    def labelled(self) -> list[Band]:
+        """The bands whose labels are drawn: every fault, then the violation window."""
+        return [*self.faults, *([self.mark] if self.mark else [])]
+
     def fault_kinds(self) -> list[str]:
         """The kinds of fault drawn, in order of first appearance (the legend's order)."""
         return list(dict.fromkeys(b.kind for b in self.faults))
@@ -167,6 +171,18 @@ def label_rows(starts_s: Sequence[float], widths_s: Sequence[float],
             row_end[row] = stop
         out[i] = row
     return out
+
+
+def place_labels(t: Timeline, widths_s: Sequence[float]) -> list[tuple[float, int] | None]:
+    """Where each label of :meth:`Timeline.labelled` goes: ``(start_s, row)``, or ``None``
+    (left out). A label starts at its band, or ends at the run's end if it would run past it."""
+    bands = t.labelled()
+    if len(bands) != len(widths_s):
+        raise ValueError("one width per label")
+    starts = [max(0.0, min(t.clamp(b.start_s), t.end_s - w)) for b, w in zip(bands, widths_s,
+                                                                             strict=True)]
+    return [None if row is None else (start, row)
+            for start, row in zip(starts, label_rows(starts, widths_s), strict=True)]
 
 
 def _percentile(sorted_vals: list[float], q: float) -> float | None:
@@ -226,10 +242,10 @@ def to_svg(t: Timeline) -> str:
     def x(t_s: float) -> float:
         return round(LEFT_PX + t.clamp(t_s) / t.end_s * usable, 1)
 
-    labels = [*t.faults, *([t.mark] if t.mark else [])]
-    rows = label_rows([b.start_s for b in labels],
-                      [(len(b.label) * SVG_CHAR_PX + 8) / usable * t.end_s for b in labels])
-    n_rows = max((r + 1 for r in rows if r is not None), default=0)
+    labels = t.labelled()
+    places = place_labels(t, [(len(b.label) * SVG_CHAR_PX + 8) / usable * t.end_s
+                              for b in labels])
+    n_rows = max((p[1] + 1 for p in places if p is not None), default=0)
     top = 24 + n_rows * LABEL_ROW_PX + 4
     lanes_h = len(t.lanes) * LANE_PX
     charts_top = top + lanes_h + 26
@@ -245,10 +261,10 @@ def to_svg(t: Timeline) -> str:
                    f'height="{bottom - top}" fill="{fault_color(band.kind)}">'
                    f'<title>{html.escape(band.label)} {band.start_s:.2f}-{band.end_s:.2f}s'
                    f'</title></rect>')
-    for band, row in zip(labels, rows, strict=True):
-        if row is not None:
+    for band, place in zip(labels, places, strict=True):
+        if place is not None:
             color = COLORS["mark"] if band is t.mark else COLORS["text"]
-            out.append(f'<text x="{x(band.start_s) + 1}" y="{24 + (row + 1) * LABEL_ROW_PX}" '
+            out.append(f'<text x="{x(place[0]) + 1}" y="{24 + (place[1] + 1) * LABEL_ROW_PX}" '
                        f'fill="{color}">{html.escape(band.label)}</text>')
     for i, name in enumerate(t.lanes):
         y = top + i * LANE_PX

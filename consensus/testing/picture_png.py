@@ -25,14 +25,13 @@ from matplotlib.patches import Patch, Rectangle
 
 from quorumboard.consensus.testing.picture import (
     COLORS,
-    Band,
     Timeline,
     fault_color,
-    label_rows,
     legend,
+    place_labels,
 )
 
-__all__ = ["draw_png"]
+__all__ = ["draw_png", "figure"]
 
 WIDTH_IN = 14.0
 DPI = 100
@@ -49,12 +48,14 @@ def draw_png(t: Timeline, path: Path) -> Path:
     ok/s with availability, then p50/p99 latency (log scale), all on one time axis; the
     legend under them."""
     with mpl_style.context("default"):
-        fig = _draw(t)
+        fig = figure(t)
         fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
     return path
 
 
-def _draw(t: Timeline) -> Figure:
+def figure(t: Timeline) -> Figure:
+    """The figure :func:`draw_png` saves (tests measure where its labels landed). Call it
+    under ``matplotlib.style.context("default")`` for the picture ``draw_png`` makes."""
     lanes_in = min(LANES_IN_MAX, max(1.2, len(t.lanes) * LANE_IN))
     charts = 2 if t.series is not None else 0
     fig = Figure(figsize=(WIDTH_IN, 1.0), dpi=DPI)
@@ -63,13 +64,13 @@ def _draw(t: Timeline) -> Figure:
     # Left and right margins in inches (lane names; the availability axis).
     left_in, right_in = 0.9, 0.75
     axis_px = (WIDTH_IN - left_in - right_in) * DPI
-    labelled = [*t.faults, *([t.mark] if t.mark else [])]
+    labelled = t.labelled()
     texts = [fig.text(0, 0, b.label, fontsize=LABEL_FONT_PT) for b in labelled]
     widths_s = [(tx.get_window_extent(renderer).width + 6) / axis_px * t.end_s for tx in texts]
     for tx in texts:
         tx.remove()
-    rows = label_rows([b.start_s for b in labelled], widths_s)
-    n_rows = max((r + 1 for r in rows if r is not None), default=0)
+    places = place_labels(t, widths_s)
+    n_rows = max((p[1] + 1 for p in places if p is not None), default=0)
     strip_in = max(1, n_rows) * LABEL_ROW_IN
     heights = [strip_in, lanes_in, *([CHART_IN] * charts)]
     top_in, gap_in, bottom_in = 0.45, 0.12, 0.95
@@ -87,7 +88,7 @@ def _draw(t: Timeline) -> Figure:
                  fontsize=11)
     strip, lanes_ax, *chart_axes = axes
     strip.set_xlim(0, t.end_s)
-    _label_strip(strip, t, labelled, rows, n_rows)
+    _label_strip(strip, t, places, n_rows)
     _lanes(lanes_ax, t)
     if t.series is not None:
         _throughput(chart_axes[0], t)
@@ -112,7 +113,7 @@ def _draw(t: Timeline) -> Figure:
     return fig
 
 
-def _label_strip(ax: Axes, t: Timeline, labelled: list[Band], rows: list[int | None],
+def _label_strip(ax: Axes, t: Timeline, places: list[tuple[float, int] | None],
                  n_rows: int) -> None:
     """Each fault's label in its row, over a tick of its kind's tint as long as the fault."""
     ax.set_ylim(max(1, n_rows), 0)
@@ -120,16 +121,17 @@ def _label_strip(ax: Axes, t: Timeline, labelled: list[Band], rows: list[int | N
     for side in ("top", "right", "left"):
         ax.spines[side].set_visible(False)
     left_out = 0
-    for band, row in zip(labelled, rows, strict=True):
-        start, end = t.clamp(band.start_s), t.clamp(band.end_s)
-        is_mark = band is t.mark
-        if row is None:
+    for band, place in zip(t.labelled(), places, strict=True):
+        if place is None:
             left_out += 1
             continue
+        at_s, row = place
+        start, end = t.clamp(band.start_s), t.clamp(band.end_s)
+        is_mark = band is t.mark
         if not is_mark:
             ax.add_patch(Rectangle((start, row + 0.72), max(end - start, t.end_s * 0.002),
                                    0.22, color=fault_color(band.kind), linewidth=0))
-        ax.text(start, row + 0.62, band.label, fontsize=LABEL_FONT_PT,
+        ax.text(at_s, row + 0.62, band.label, fontsize=LABEL_FONT_PT,
                 color=COLORS["mark"] if is_mark else COLORS["text"], va="bottom", ha="left",
                 clip_on=False)
     if left_out:
