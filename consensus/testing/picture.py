@@ -232,6 +232,9 @@ def tick_step(end_s: float, ticks_max: int = 12) -> float:
 
 # ------------------------------------------------------------------------------------ SVG
 
+SvgLine = tuple[list[float], list[float | None], str, str]
+"""x values (seconds), y values (``None`` breaks the line), colour, name."""
+
 
 def to_svg(t: Timeline) -> str:
     """The timeline as one SVG element for the HTML page: fault labels in rows above the lanes
@@ -285,10 +288,10 @@ def to_svg(t: Timeline) -> str:
                           [(mids, _opt(s.ok_per_s), COLORS["throughput"], "ok/s")],
                           right=("availability", [(mids, _opt(s.availability),
                                                    COLORS["availability"], "availability")]))
-        out += _svg_chart(x, charts_top + CHART_PX + 22, "latency ms", max(
+        out += _svg_chart(x, charts_top + CHART_PX + 22, "latency ms (log)", max(
             (v for v in s.latency_p99_ms if v is not None), default=0.0),
             [(mids, _opt(s.latency_p50_ms), COLORS["p50"], "p50"),
-             (mids, _opt(s.latency_p99_ms), COLORS["p99"], "p99")])
+             (mids, _opt(s.latency_p99_ms), COLORS["p99"], "p99")], log=True)
         out += _svg_axis(t, x, bottom)
     span = t.mark_span()
     if span is not None and t.mark is not None:
@@ -324,17 +327,19 @@ def _svg_axis(t: Timeline, x: Callable[[float], float], base: int) -> list[str]:
     return out
 
 
-SvgLine = tuple[list[float], list[float | None], str, str]
-
-
 def _svg_chart(x: Callable[[float], float], top: int, title: str, y_max: float,
-               lines: list[SvgLine],
-               right: tuple[str, list[SvgLine]] | None = None) -> list[str]:
-    """A small line chart under the lanes: left axis 0..``y_max``; ``right``: lines on a 0..1
-    axis (availability). A ``None`` value breaks the line."""
-    y_max = y_max or 1.0
+               lines: list[SvgLine], right: tuple[str, list[SvgLine]] | None = None,
+               log: bool = False) -> list[str]:
+    """A small line chart under the lanes: left axis 0..``y_max`` (``log``: 1..``y_max`` on a
+    log scale: a paused leader's seconds would flatten everything else); ``right``: lines on a
+    0..1 axis (availability). A ``None`` value breaks the line."""
     out = [f'<text x="4" y="{top + 10}">{html.escape(title)}</text>',
            f'<text x="4" y="{top + 22}" fill="{COLORS["axis"]}">max {y_max:.4g}</text>']
+    if log:
+        lines = [(xs, [None if v is None else math.log10(max(v, 1.0)) for v in ys], c, n)
+                 for xs, ys, c, n in lines]
+        y_max = math.log10(max(y_max, 1.0))
+    y_max = y_max or 1.0
     every: list[tuple[SvgLine, float]] = [(line, y_max) for line in lines]
     if right is not None:
         out.append(f'<text x="{WIDTH_PX - RIGHT_PX + 4}" y="{top + 10}">{right[0]}</text>'
