@@ -46,7 +46,7 @@ SERIES_BUCKETS = 120
 WIDTH_PX = 1400
 LANE_PX = 12
 LEFT_PX = 90
-RIGHT_PX = 60
+RIGHT_PX = 90
 LABEL_ROW_PX = 13
 CHART_PX = 90
 SVG_CHAR_PX = 6.2  # 10 px monospace: ~0.6 em per character
@@ -333,7 +333,9 @@ def _svg_chart(x: Callable[[float], float], top: int, title: str, y_max: float,
     """A small line chart under the lanes: left axis 0..``y_max`` (``log``: 1..``y_max`` on a
     log scale: a paused leader's seconds would flatten everything else); ``right``: lines on a
     0..1 axis (availability). A ``None`` value breaks the line."""
-    out = [f'<text x="4" y="{top + 10}">{html.escape(title)}</text>',
+    out = [f'<rect x="{LEFT_PX}" y="{top}" width="{WIDTH_PX - LEFT_PX - RIGHT_PX}" '
+           f'height="{CHART_PX}" fill="none" stroke="#d0d0d0"/>',
+           f'<text x="4" y="{top + 10}">{html.escape(title)}</text>',
            f'<text x="4" y="{top + 22}" fill="{COLORS["axis"]}">max {y_max:.4g}</text>']
     if log:
         lines = [(xs, [None if v is None else math.log10(max(v, 1.0)) for v in ys], c, n)
@@ -342,8 +344,9 @@ def _svg_chart(x: Callable[[float], float], top: int, title: str, y_max: float,
     y_max = y_max or 1.0
     every: list[tuple[SvgLine, float]] = [(line, y_max) for line in lines]
     if right is not None:
-        out.append(f'<text x="{WIDTH_PX - RIGHT_PX + 4}" y="{top + 10}">{right[0]}</text>'
-                   f'<text x="{WIDTH_PX - RIGHT_PX + 4}" y="{top + CHART_PX}">0</text>')
+        at = WIDTH_PX - RIGHT_PX + 4
+        out.append(f'<text x="{at}" y="{top + 10}">{html.escape(right[0])} 1</text>'
+                   f'<text x="{at}" y="{top + CHART_PX}">0</text>')
         every += [(line, 1.0) for line in right[1]]
     for (xs, ys, color, name), scale in every:
         parts: list[str] = []
