@@ -5,6 +5,7 @@ nowhere otherwise, each fault kind's tint is there, and fault labels never overl
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from pathlib import Path
@@ -65,9 +66,11 @@ def test_series_in_buckets() -> None:
     assert s.latency_p50_ms[1] is None and s.latency_p50_ms[3] == pytest.approx(100.0)
 
 
-def _timeline(mark: bool, *, faults: int = 12, lanes: int = 8) -> Timeline:
+@functools.cache
+def _timeline(mark: bool, *, faults: int = 12, lanes: int = 6) -> Timeline:
     """A 60 s run: ``lanes`` clients with short operations (a few failures), a fault of each
-    kind in turn every 5 s, and (``mark``) a violation window at 24.2-24.5 s."""
+    kind in turn every 5 s, and (``mark``) a violation window at 24.2-24.5 s. Not modified by
+    any test: cached."""
     rng = random.Random(7)
     spans: list[Span] = []
     for c in range(lanes):
@@ -77,12 +80,12 @@ def _timeline(mark: bool, *, faults: int = 12, lanes: int = 8) -> Timeline:
             kind = "fail" if rng.random() < 0.01 else "ok"
             spans.append(Span(process=f"c{c}", f="cas", key="k", start_s=t, end_s=t + latency,
                               kind=kind))
-            t += latency + 0.02
+            t += latency + 0.08
     kinds = list(FAULT_COLORS)
     bands = [Band(2 + 5 * i, 5 + 5 * i, f"{kinds[i % len(kinds)]} isolate-leader",
                   kinds[i % len(kinds)]) for i in range(faults)]
     return Timeline(
-        "cas-register <x8> & more", [*(f"c{i}" for i in range(lanes)), "final"], 60.0,
+        "cas-register <x6> & more", [*(f"c{i}" for i in range(lanes)), "final"], 60.0,
         [Bar(int(s.process[1:]), s.start_s, s.end_s or 60.0, s.kind) for s in spans], bands,
         Band(24.2, 24.5, "violation on k3") if mark else None, series_of(spans, 60.0))
 
@@ -120,7 +123,7 @@ def test_png_size_and_the_violation_window_colour(pngs: dict[bool, bytes]) -> No
         width, height, pixels = read_png(data)
         assert width == WIDTH_IN * DPI and 500 < height < 1400, (width, height)
         assert b"Software" not in data, "no tool name in the file"
-        assert pixels_near(pixels, COLORS["ok"]) > 20_000, "the operations are drawn"
+        assert pixels_near(pixels, COLORS["ok"]) > 5_000, "the operations are drawn"
         assert pixels_near(pixels, COLORS["fail"]) > 20, "the failures are drawn"
         for kind, tint in FAULT_COLORS.items():
             assert pixels_near(pixels, tint, 3) > 2_000, f"{kind} band"
