@@ -39,7 +39,7 @@ TIERS: dict[str, str] = {
     **dict.fromkeys(["test_auth", "test_batching", "test_checker", "test_checks", "test_frames",
                      "test_journal", "test_leases_pure", "test_model", "test_policies",
                      "test_state", "test_state_machine_props", "test_summary",
-                     "test_workload_rules"], "unit"),
+                     "test_workload_rules", "test_picture"], "unit"),
     **dict.fromkeys(["test_static", "test_install"], "static"),
     **dict.fromkeys(["test_cluster", "test_raft", "test_hostile", "test_cli_and_plugins",
                      "test_cli_serve", "test_lifecycle", "test_list_many", "test_lone_replica",

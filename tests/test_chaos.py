@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import pytest
 from conftest import replicas_running_under
+from pngcheck import pixels_near, read_png
 
 from quorumboard.consensus.errors import InvalidCommand
 from quorumboard.consensus.replica.server import PLANTED_BUG_ENV
@@ -26,6 +25,7 @@ from quorumboard.consensus.testing.chaos import (
     load_scenario,
 )
 from quorumboard.consensus.testing.history import FAULT_KINDS, read_faults
+from quorumboard.consensus.testing.picture import COLORS, FAULT_COLORS
 
 RUN_TIMEOUT_S = 240.0
 
@@ -35,27 +35,6 @@ def _chaos(out: Path, *args: str, env: dict[str, str] | None = None
     return subprocess.run(
         [sys.executable, "-m", "quorumboard.consensus.cli", "chaos", "--out", str(out), *args],
         capture_output=True, text=True, timeout=RUN_TIMEOUT_S, env=env or dict(os.environ))
-
-
-def _png_size(data: bytes) -> tuple[int, int]:
-    """Width and height of a PNG, after checking its signature, chunk CRCs and pixel data."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, size = 8, b"", (0, 0)
-    for _ in range(1000):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
-        assert zlib.crc32(tag + body) == crc, tag
-        if tag == b"IHDR":
-            size = struct.unpack(">II", body[:8])
-        elif tag == b"IDAT":
-            idat += body
-        elif tag == b"IEND":
-            break
-        pos += 12 + length
-    width, height = size
-    assert len(zlib.decompress(idat)) == height * (1 + 3 * width)
-    return width, height
 
 
 CAMPAIGN = ["--replicas", "3", "--clients", "6", "--rate", "150", "--keys", "3",
@@ -89,10 +68,15 @@ def test_short_campaign_with_every_nemesis_kind_is_valid(tmp_path: Path) -> None
     assert len(summary["faults"]) == verdict["faults_injected"] >= len(FAULT_KINDS)
     assert summary["total"]["invoked"] == summary["total"]["ok"] + summary["total"]["fail"] \
         + summary["total"]["info"]
-    width, height = _png_size((out / "timeline.png").read_bytes())
-    assert width > 500 and height > 6 * 12
+    width, height, pixels = read_png((out / "timeline.png").read_bytes())
+    assert width == 1400 and 500 < height < 1400, (width, height)
+    assert pixels_near(pixels, COLORS["ok"]) > 10_000, "the operations are drawn"
+    for kind in FAULT_KINDS:
+        assert pixels_near(pixels, FAULT_COLORS[kind], 3) > 500, f"a {kind} band is drawn"
+    assert pixels_near(pixels, COLORS["mark"]) == 0, "no violation, no window outlined"
     page = (out / "timeline.html").read_text()
     assert "<svg" in page and "Verdict: valid" in page and "kill leader" in page
+    assert f'stroke="{COLORS["mark"]}"' not in page
     assert (out / "cluster" / "r0" / "replica.log").exists()
 
 
@@ -109,7 +93,9 @@ def test_negative_control_planted_stale_reads_exit_with_the_violation_code(
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["verdict"] == "invalid" and verdict["linearizable"] == "violation"
     assert "not linearizable" in (out / "verdict.txt").read_text()
-    assert 'stroke="#b40000"' in (out / "timeline.html").read_text(), "window outlined"
+    assert f'stroke="{COLORS["mark"]}"' in (out / "timeline.html").read_text(), "outlined"
+    _, _, pixels = read_png((out / "timeline.png").read_bytes())
+    assert pixels_near(pixels, COLORS["mark"]) > 1_000, "the failing window is outlined"
     assert not replicas_running_under(out)
 
 
@@ -127,3 +113,29 @@ def test_scenario_file_and_its_errors(tmp_path: Path) -> None:
     proc = _chaos(tmp_path / "x", "--scenario", str(path))
     assert proc.returncode not in (0, EXIT_VIOLATION, EXIT_UNKNOWN)
     assert "chaos.toml" in proc.stderr
+
+
+def test_without_matplotlib_the_run_writes_its_data_and_page_and_says_how_to_get_the_png(
+        tmp_path: Path) -> None:
+    """The plotting library is an extra: with it unimportable (``sys.modules`` entry set to
+    ``None`` by this test, before the CLI loads) a run still writes every data file and the
+    HTML page, and its summary says how to get the PNG."""
+    out = tmp_path / "run"
+    script = ("import sys; sys.modules['matplotlib'] = None; "
+              "from quorumboard.consensus.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "chaos", "--out", str(out), "--replicas", "1",
+         "--clients", "2", "--rate", "40", "--keys", "1", "--nemesis", "pause",
+         "--interval", "0.3", "--fault-duration", "0.5", "--duration", "1.5", "--seed", "2"],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pip install 'quorumboard[plots]'" in proc.stdout, proc.stdout
+    assert not (out / "timeline.png").exists()
+    wrote = next(line for line in proc.stdout.splitlines() if line.startswith("wrote "))
+    assert "timeline.html" in wrote and "timeline.png" not in wrote, wrote
+    for name in ("verdict.json", "summary.json", "history.jsonl", "faults.jsonl"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "verdict.json").read_text())["verdict"] == "valid"
+    page = (out / "timeline.html").read_text()
+    assert "<svg" in page and "pause " in page and FAULT_COLORS["pause"] in page
+    assert not replicas_running_under(out)

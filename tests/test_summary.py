@@ -1,5 +1,5 @@
-"""Chaos-run figures (consensus/testing/summary.py) and pictures (consensus/testing/picture.py), from hand-made
-histories whose answers are known."""
+"""Chaos-run figures (consensus/testing/summary.py), from hand-made histories whose answers are
+known (the pictures: tests/test_picture.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from quorumboard.consensus.testing.history import FaultEvent, OpRecord
-from quorumboard.consensus.testing.picture import Band, Bar, Timeline, to_png, to_svg
 from quorumboard.consensus.testing.summary import summarize
 
 S = 1_000_000_000
@@ -55,19 +54,6 @@ def test_figures_per_fault_and_recovery() -> None:
     assert first.label == "kill leader [0]" and first.error == ""
     assert second.error == "never healed" and second.invoked == 1 and second.recover_s is None
     assert s.quiet.invoked == 3 and s.quiet.ok == 2
-
-
-def test_pictures_are_bounded_and_escaped() -> None:
-    t = Timeline("<run> & more", ["c0", "final"], 10.0,
-                 [Bar(0, -1.0, 99.0, "ok"), Bar(1, 2.0, 2.0, "info")],
-                 [Band(1.0, 2.0, "kill <leader>")], Band(3.0, 4.0, "violation"))
-    assert t.x(-5.0) == t.x(0.0) and t.x(50.0) == t.x(10.0), "clamped to the plot"
-    svg = to_svg(t)
-    assert "&lt;run&gt; &amp; more" in svg and "kill &lt;leader&gt;" in svg and "<run>" not in svg
-    png = to_png(t)
-    assert png.startswith(b"\x89PNG") and png.endswith(b"IEND\xaeB`\x82")
-    with pytest.raises(ValueError, match="lanes"):
-        Timeline("empty", [], 1.0)
 
 
 def test_a_failed_injection_and_the_fault_free_throughput() -> None:

@@ -14,9 +14,11 @@ converge, and checks:
 
 It writes, under ``out``: ``scenario.json``, ``history.jsonl``, ``faults.jsonl``,
 ``verdict.json`` (and the checker's explanation in ``verdict.txt``), ``summary.json`` (figures
-per fault: availability, latency, time to recover), ``timeline.png`` and ``timeline.html``
-(operations per client and faults over time; a violation's window is outlined), and the
-cluster's data dirs and replica logs under ``cluster/``.
+per fault: availability, latency, time to recover), ``timeline.html`` (operations per client,
+faults, throughput, availability and latency over time; a violation's window is outlined; drawn
+by the browser) and the same picture as ``timeline.png`` when matplotlib is installed (the
+``plots`` extra; without it the summary says how to get it), and the cluster's data dirs and
+replica logs under ``cluster/``.
 
 The verdict is ``valid`` (exit 0), ``invalid`` (a violation: :data:`EXIT_VIOLATION`) or
 ``unknown`` (not decided within the limit: :data:`EXIT_UNKNOWN`).
@@ -49,7 +51,7 @@ from quorumboard.consensus.testing.history import (
     read_history,
 )
 from quorumboard.consensus.testing.nemesis import NEEDS_NETWORK, Nemesis, NemesisConfig
-from quorumboard.consensus.testing.picture import Band, Bar, Timeline, to_png, to_svg
+from quorumboard.consensus.testing.picture import Band, Bar, Timeline, series_of, to_svg
 from quorumboard.consensus.testing.summary import RunSummary, fault_spans, pair_ops, summarize
 from quorumboard.consensus.testing.workload import STUCK_CLIENT, WORKLOADS, WorkloadStats
 
@@ -70,6 +72,10 @@ SCENARIO_BYTES_MAX = 1 << 16
 BARS_DRAWN_MAX = 100_000
 """More operations than this are thinned in the picture (every fail and info kept)."""
 DEFAULT_NEMESIS: tuple[FaultKind, ...] = ("kill", "pause", "partition")
+OUTPUTS = ("timeline.html", "timeline.png", "verdict.json", "verdict.txt", "summary.json",
+           "history.jsonl", "faults.jsonl", "scenario.json")
+PNG_HINT = ("timeline.png not drawn: it needs matplotlib: pip install 'quorumboard[plots]' "
+            "(timeline.html has the same picture, drawn by the browser)")
 
 
 class Scenario(BaseModel):
@@ -251,8 +257,23 @@ def _write_outputs(out: Path, scenario: Scenario, result: CheckResult, report: C
     (out / "verdict.txt").write_text(report.explanation + "\n")
     (out / "summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
     timeline = _timeline(scenario, records, events, result, report, summary)
-    (out / "timeline.png").write_bytes(to_png(timeline))
     (out / "timeline.html").write_text(_page(timeline, report, summary))
+    _draw_png(timeline, out / "timeline.png")
+
+
+def _draw_png(timeline: Timeline, path: Path) -> bool:
+    """The PNG, if the plotting library is installed (the ``plots`` extra); without it the
+    run's data and the HTML page are all there is, and :func:`print_summary` says how to get
+    the PNG. Only matplotlib's absence is forgiven: any other import error is a bug."""
+    try:
+        from quorumboard.consensus.testing.picture_png import draw_png
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] != "matplotlib":
+            raise
+        log.info("timeline.png not drawn: matplotlib is not installed")
+        return False
+    draw_png(timeline, path)
+    return True
 
 
 def _timeline(scenario: Scenario, records: list[Any], events: list[Any], result: CheckResult,
@@ -261,6 +282,7 @@ def _timeline(scenario: Scenario, records: list[Any], events: list[Any], result:
     t0 = min(times, default=0)
     end_s = summary.duration_s
     spans = pair_ops(records, t0)
+    series = series_of(spans, end_s)  # every operation, before thinning the bars
     stride = max(1, -(-len(spans) // BARS_DRAWN_MAX))
     if stride > 1:  # a long run: every fail and info bar, one ok bar in ``stride``
         spans = [s for k, s in enumerate(spans) if s.kind != "ok" or k % stride == 0]
@@ -268,7 +290,7 @@ def _timeline(scenario: Scenario, records: list[Any], events: list[Any], result:
     lane_of = {p: i for i, p in enumerate(lanes)}
     bars = [Bar(lane_of[s.process], s.start_s, end_s if s.end_s is None else s.end_s, s.kind)
             for s in spans]
-    faults = [Band(f.start_s, f.end_s, f"{f.event.kind} {f.event.mode}")
+    faults = [Band(f.start_s, f.end_s, f"{f.event.kind} {f.event.mode}", f.event.kind)
               for f in fault_spans(events, t0, end_s)]
     mark = None
     for key in result.violations:
@@ -281,7 +303,7 @@ def _timeline(scenario: Scenario, records: list[Any], events: list[Any], result:
     title = (f"{scenario.workload} x{scenario.clients} on {scenario.replicas} replicas, "
              f"nemesis {','.join(scenario.nemesis)}, seed {scenario.seed}: {report.verdict}"
              + (f" (1 in {stride} ok operations drawn)" if stride > 1 else ""))
-    return Timeline(title, lanes, end_s, bars, faults, mark)
+    return Timeline(title, lanes, end_s, bars, faults, mark, series)
 
 
 def _lane_order(process: str) -> tuple[int, int, str]:
@@ -306,8 +328,11 @@ td:first-child{{text-align:left}} pre{{background:#f4f4f4;padding:8px}}</style><
 operations checked: {report.operations}; faults injected: {report.faults_injected}</p>
 <p>availability: share of operations invoked in the window that completed ok; ok/s: ok
 completions inside it per second; longest gap: the longest time inside it with no ok completion.
-Green: ok; red: fail (certainly not applied); orange: indeterminate (may have applied).
-Shaded: faults. Outlined: the smallest failing window of a violation.</p>
+Bars, one lane per client: green ok; red fail (certainly not applied); orange indeterminate (may
+have applied). Bands: faults, tinted by kind (legend under the picture; hover for times).
+Outlined in dark red: the smallest failing window of a violation. Under the lanes: ok completions
+per second and availability (ok / invoked), then p50 and p99 latency of the operations invoked
+in each of {len(timeline.series.starts_s) if timeline.series else 0} slices of the run.</p>
 {to_svg(timeline)}
 <h2>Figures</h2>
 <table><tr><th>window</th><th>span s</th><th>invoked</th><th>ok</th><th>fail</th>
@@ -340,6 +365,9 @@ def print_summary(report: ChaosReport, summary_path: Path) -> str:
                      f"{_fmt(w.latency_p50_ms):>8} {_fmt(w.latency_p99_ms):>8} "
                      f"{_fmt(w.recover_s):>9}" + (f"  ({w.error})" if w.error else ""))
     lines += [f"problem: {p}" for p in report.problems]
-    lines.append(f"wrote {report.out}/ (timeline.html, timeline.png, verdict.json, "
-                 "summary.json, history.jsonl, faults.jsonl)")
+    out = Path(report.out)
+    written = [name for name in OUTPUTS if (out / name).exists()]
+    lines.append(f"wrote {report.out}/ ({', '.join(written)})")
+    if not (out / "timeline.png").exists():
+        lines.append(PNG_HINT)
     return "\n".join(lines)
