@@ -38,7 +38,7 @@ def _refuse(*_a: Any, **_k: Any) -> Any:
 TIERS: dict[str, str] = {
     **dict.fromkeys(["test_auth", "test_batching", "test_checker", "test_checks", "test_frames",
                      "test_journal", "test_leases_pure", "test_model", "test_policies",
-                     "test_state", "test_state_machine_props", "test_summary",
+                     "test_raft_rules", "test_state", "test_state_machine_props", "test_summary",
                      "test_workload_rules"], "unit"),
     **dict.fromkeys(["test_static", "test_install"], "static"),
     **dict.fromkeys(["test_cluster", "test_raft", "test_hostile", "test_cli_and_plugins",
