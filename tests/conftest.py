@@ -7,8 +7,9 @@ Tiers are markers, one per test file (``TIERS`` below), so each runs alone: ``py
 A new test file must be given a tier here, or collection fails.
 
 The whole suite runs with ``pickle.loads``/``pickle.load`` patched to raise, in this process and
-in every replica process (``QUORUMBOARD_FORBID_PICKLE=1``): if any path of quorumboard
-unpickled bytes, some test would fail.
+in every replica process (a replica process always forbids unpickling at start; the Raft test
+replicas of tests/raft_replica_main.py do when ``QUORUMBOARD_FORBID_PICKLE=1``): if any path of
+quorumboard unpickled bytes, some test would fail.
 """
 
 from __future__ import annotations
