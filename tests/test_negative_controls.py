@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from quorumboard.consensus import InvalidCommand, LocalCluster
 from quorumboard.consensus.testing.chaos import ChaosReport, Scenario, run_chaos
 
 
@@ -65,3 +66,12 @@ def test_a_replica_that_applies_differently_is_caught_by_convergence(tmp_path: P
     assert report.verdict == "invalid" and not report.converged
     assert len(set(report.digests)) > 1
     assert "did not converge" in " ".join(report.problems)
+
+
+def test_a_planted_bug_is_named_and_only_planted_in_replica_processes() -> None:
+    """``LocalCluster(planted_bug=...)`` refuses a name the harness does not know, and embedded
+    replicas (no harness entry point to plant it through)."""
+    with pytest.raises(InvalidCommand, match="not one of"):
+        LocalCluster(replicas=1, planted_bug="stale-read", start=False)
+    with pytest.raises(InvalidCommand, match="replica processes"):
+        LocalCluster(replicas=1, planted_bug="stale-reads", embedded=True, start=False)
