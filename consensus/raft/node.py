@@ -19,7 +19,8 @@ overridden private methods, the transport class) is in consensus/raft/_pysyncobj
   without followers' replies to wake it a lone leader's entry waited for the idle tick (50 ms
   per put and per read barrier). Alone, the leader commits an entry as soon as it is in its
   (fsynced) log, and answers a read barrier without an entry when nothing committed is
-  unapplied (``SyncObjReplica._qb_commit_alone`` in consensus/raft/_pysyncobj.py, :meth:`RaftNode.barrier`).
+  unapplied (``SyncObjReplica._qb_commit_alone`` in consensus/raft/_pysyncobj.py,
+  :meth:`RaftNode.barrier`).
 
 Threads: one thread does all networking, applies entries and runs every callback (the *tick
 thread*). By default that is pysyncobj's own; given an asyncio ``loop``, the node runs on that
