@@ -1,7 +1,8 @@
 """Shared pieces of the benchmark's load processes: the timed agent loop and the line protocol.
 
-This module must not import ``consensus``: the raw pysyncobj baseline (``bench.raw_node``) uses
-it, and importing ``consensus.raft`` would replace pysyncobj's pickle with quorumboard's codec.
+This module does not import ``consensus``: the raw pysyncobj baseline (``bench.raw_node``) uses
+it, and a quorumboard ``RaftNode`` built in the same process would replace pysyncobj's pickle
+with quorumboard's codec (consensus/raft/_pysyncobj.py ``install``).
 
 Timing: every process uses ``time.monotonic()``. On Linux (and macOS) that clock is system-wide,
 so the orchestrator can hand out one absolute measurement window that every load process on the

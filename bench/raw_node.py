@@ -7,7 +7,8 @@ through pysyncobj's own forwarding (``apply_command`` to the leader). This skips
 quorumboard pays, so it is the best case for raw pysyncobj. Pickle is pysyncobj's default
 serializer and is used here on purpose: it is the thing we compare against.
 
-Never import ``consensus`` here: ``consensus.raft`` patches pysyncobj's pickle process-wide.
+Never build a quorumboard ``RaftNode`` here: that installs quorumboard's changes to pysyncobj
+(its pickle codec among them) process-wide.
 """
 
 from __future__ import annotations

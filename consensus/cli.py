@@ -272,7 +272,7 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
         "rate": args.rate, "duration_s": args.duration, "keys": args.keys, "seed": args.seed,
         "interval_s": args.interval, "fault_s": args.fault_duration,
         "check_time_limit_s": args.check_time_limit,
-        "compaction_entries": args.compaction_entries,
+        "compaction_entries": args.compaction_entries, "planted_bug": args.planted_bug,
         "nemesis": None if args.nemesis is None else
         [k.strip() for k in args.nemesis.split(",") if k.strip()],
     }
@@ -305,7 +305,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         fsync=args.fsync, policy_modules=args.policy_module or [], secret_env=args.secret_env,
         log_level=args.log_level)
     configure_logging(args.log_level)
-    return run(config)
+    secret = os.environ.get(config.secret_env)
+    return run(config, secret=secret.encode() if secret else None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -358,6 +359,10 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("--check-time-limit", type=float, default=None)
     ch.add_argument("--compaction-entries", type=int, default=None,
                     help="compact the Raft log past this many entries (default 20000)")
+    ch.add_argument("--planted-bug", default=None,
+                    help="negative control: run replicas with this bug planted (stale-reads, "
+                    "retry-bypass, watch-gap, divergent-apply, fence-bypass, lost-write); a "
+                    "sound check judges the run invalid")
     ch.add_argument("--out", default=None, help="output dir (default runs/chaos-SEED-TIME)")
     ch.add_argument("--json", action="store_true", help="print verdict.json")
     ch.add_argument("--log-level", default="warning")

@@ -1,6 +1,7 @@
 """LocalCluster: N real replica processes on 127.0.0.1, for tests, demos and experiments.
 
-Each replica is a separate OS process (``python -m consensus.replica``) with its own data dir,
+Each replica is a separate OS process (``python -m quorumboard.consensus.replica``; with
+``planted_bug``, the test harness's ``python -m quorumboard.consensus.testing.replica``) with its own data dir,
 raft port and client port, so SIGKILL, SIGSTOP and restart are real faults. Every process this
 class starts is stopped on :meth:`stop`, on ``with`` exit (also when the body raises), and at
 interpreter exit as a last resort.
@@ -51,6 +52,10 @@ CONVERGE_POLLS_MAX = 100_000
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.05
 CLOCK_FAULT_FILE = "clock-fault.msgpack"
+REPLICA_MODULE = "quorumboard.consensus.replica"
+TESTING_REPLICA_MODULE = "quorumboard.consensus.testing.replica"
+SECRET_BYTES_MAX = 4096
+"""Longest secret handed to a replica process (through a pipe, which holds far more)."""
 
 _LIVE: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
 
@@ -120,6 +125,10 @@ class LocalCluster:
     elections and rejections). If the program configured structlog itself, its configuration
     decides what embedded replicas print; otherwise the first embedded cluster of the process
     sets the level.
+
+    ``planted_bug`` (negative controls only; replica processes only) starts every replica
+    through the test harness's entry point with that bug planted (see
+    :mod:`quorumboard.consensus.testing.replica`); without it the harness is never loaded.
     """
 
     def __init__(self, replicas: int = 3, data_dir: str | os.PathLike[str] | None = None, *,
@@ -129,9 +138,18 @@ class LocalCluster:
                  election_timeout_min_s: float = 0.4, election_timeout_max_s: float = 1.4,
                  embedded: bool = False, network_faults: bool = False,
                  clock_faults: bool = False, compaction_min_entries: int = 20_000,
-                 start: bool = True) -> None:
+                 planted_bug: str | None = None, start: bool = True) -> None:
         if not 1 <= replicas <= 15:
             raise InvalidCommand("replicas must be between 1 and 15")
+        if planted_bug is not None:
+            if embedded:
+                raise InvalidCommand("a planted bug needs replica processes: embedded=False")
+            from quorumboard.consensus.testing.planted import PLANTED_BUGS
+
+            if planted_bug not in PLANTED_BUGS:
+                raise InvalidCommand(f"planted_bug {planted_bug!r} is not one of "
+                                     f"{sorted(PLANTED_BUGS)}")
+        self._planted_bug = planted_bug
         if log_level is None:
             # Embedded replicas log into the host program's stderr: a library stays quiet
             # unless asked. Replica processes log into their own replica.log files.
@@ -147,6 +165,8 @@ class LocalCluster:
             data_dir = self._tmp.name
         self.data_dir = Path(data_dir).resolve()
         self.secret = secret.encode() if isinstance(secret, str) else secret
+        if self.secret is not None and len(self.secret) > SECRET_BYTES_MAX:
+            raise InvalidCommand(f"secret longer than {SECRET_BYTES_MAX} bytes")
         self.host = host
         self._lock = threading.Lock()
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * replicas
@@ -229,8 +249,7 @@ class LocalCluster:
 
     def _spawn_locked(self, i: int) -> None:
         if self.embedded:
-            # Imported here: consensus.raft patches pysyncobj at import, which a process that
-            # only talks to replicas (or drives pysyncobj itself) should not pay for.
+            # Imported here: a process that only talks to replicas need not load Raft.
             from quorumboard.consensus.replica.machine import Replica, ReplicaConfig
 
             _configure_embedded_logging(self._log_level)
@@ -239,20 +258,32 @@ class LocalCluster:
             replica.start()
             self._inproc[i] = replica
             return
-        env = dict(os.environ)
-        if self.secret is not None:
-            env["QUORUMBOARD_SECRET"] = self.secret.decode()
         if self._lifeline is None:
             self._lifeline = Lifeline()
+        args = [sys.executable, "-m", REPLICA_MODULE]
+        if self._planted_bug is not None:
+            args = [sys.executable, "-m", TESTING_REPLICA_MODULE, "--planted-bug",
+                    self._planted_bug]
+        args += [str(self._configs[i]), *self._lifeline.child_args()]
+        fds = [self._lifeline.read_fd]
+        secret_fd: int | None = None
+        if self.secret is not None:  # through a pipe: the secret is in no environment
+            secret_fd, write_fd = os.pipe()
+            try:
+                os.write(write_fd, self.secret)
+            finally:
+                os.close(write_fd)
+            args += ["--secret-fd", str(secret_fd)]
+            fds.append(secret_fd)
         log_file = open(self.data_dir / f"r{i}" / "replica.log", "ab")  # noqa: SIM115
         try:
             self._procs[i] = subprocess.Popen(
-                [sys.executable, "-m", "quorumboard.consensus.replica", str(self._configs[i]),
-                 *self._lifeline.child_args()],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
-                start_new_session=True, pass_fds=(self._lifeline.read_fd,))
+                args, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                start_new_session=True, pass_fds=fds)
         finally:
             log_file.close()
+            if secret_fd is not None:
+                os.close(secret_fd)
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start every replica and wait until a leader has been elected and is serving."""

@@ -7,8 +7,9 @@ Tiers are markers, one per test file (``TIERS`` below), so each runs alone: ``py
 A new test file must be given a tier here, or collection fails.
 
 The whole suite runs with ``pickle.loads``/``pickle.load`` patched to raise, in this process and
-in every replica process (``QUORUMBOARD_FORBID_PICKLE=1``): if any path of quorumboard
-unpickled bytes, some test would fail.
+in every replica process (a replica process always forbids unpickling at start; the Raft test
+replicas of tests/raft_replica_main.py do when ``QUORUMBOARD_FORBID_PICKLE=1``): if any path of
+quorumboard unpickled bytes, some test would fail.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _refuse(*_a: Any, **_k: Any) -> Any:
 TIERS: dict[str, str] = {
     **dict.fromkeys(["test_auth", "test_batching", "test_checker", "test_checks", "test_frames",
                      "test_journal", "test_leases_pure", "test_model", "test_policies",
-                     "test_state", "test_state_machine_props", "test_summary",
+                     "test_raft_rules", "test_state", "test_state_machine_props", "test_summary",
                      "test_workload_rules", "test_picture"], "unit"),
     **dict.fromkeys(["test_static", "test_install"], "static"),
     **dict.fromkeys(["test_cluster", "test_raft", "test_hostile", "test_cli_and_plugins",

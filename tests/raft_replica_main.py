@@ -2,12 +2,15 @@
 
 Run as ``python tests/raft_replica_main.py '<json config>'``. Each stdin line is one request
 (``{"op": ...}``); each stdout line is its JSON reply. Logs go to stderr. No pickle anywhere.
+With ``QUORUMBOARD_FORBID_PICKLE=1`` in its environment it forbids unpickling; with
+``QUORUMBOARD_FAULT_SKIP_COMPACTION_TRUNCATE=1`` it runs the harness's faulty node.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -19,7 +22,12 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from quorumboard.consensus.raft.node import ProposeFailure, RaftNode, RaftSettings
+from quorumboard.consensus.raft.node import ProposeFailure, RaftNode, RaftSettings, forbid_pickle
+from quorumboard.consensus.testing.replica import SkipFirstCompactionTruncate
+
+FORBID_PICKLE_ENV = "QUORUMBOARD_FORBID_PICKLE"
+FAULT_SKIP_TRUNCATE_ENV = "QUORUMBOARD_FAULT_SKIP_COMPACTION_TRUNCATE"
+"""Fault: skip the first journal truncation after a snapshot (a crash between the two steps)."""
 
 REQUEST_TIMEOUT_S = 30.0
 
@@ -178,8 +186,12 @@ def main() -> None:
         data_dir=Path(config.pop("data_dir")),
         **config,
     )
+    if os.environ.get(FORBID_PICKLE_ENV) == "1":
+        forbid_pickle()
+    faulty = os.environ.get(FAULT_SKIP_TRUNCATE_ENV) == "1"
+    node_class = SkipFirstCompactionTruncate if faulty else RaftNode
     machine = CounterMachine()
-    node = RaftNode(settings, machine)
+    node = node_class(settings, machine)
     print(json.dumps({"started": settings.self_address}), flush=True)
     try:
         for line in sys.stdin:

@@ -39,7 +39,6 @@ from quorumboard.consensus.adapters.mcp import (
     main,
     serving,
 )
-from quorumboard.consensus.replica.server import PLANTED_BUG_ENV
 from tests.conftest import wait_until
 from tests.fake_llm import FakeLLM
 
@@ -474,13 +473,11 @@ async def test_board_wait_loses_no_event_across_a_leader_sigkill(cluster: LocalC
         assert lost_or_repeated(seen, keys) == []
 
 
-async def test_the_gap_check_catches_a_stream_that_skips_events(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_gap_check_catches_a_stream_that_skips_events() -> None:
     """Negative control: replicas planted with ``watch-gap`` (every 50th revision is left out of
     watch streams) make the check above fail."""
-    monkeypatch.setenv(PLANTED_BUG_ENV, "watch-gap")  # inherited by the replica processes
     keys = [f"gap/{i:03}" for i in range(60)]
-    with LocalCluster(replicas=3, secret=SECRET) as bad:
+    with LocalCluster(replicas=3, secret=SECRET, planted_bug="watch-gap") as bad:
         bad.wait_for_leader()
         writer = bad.board("writer")
         try:

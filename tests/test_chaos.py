@@ -17,7 +17,6 @@ from conftest import replicas_running_under
 from pngcheck import pixels_near, read_png
 
 from quorumboard.consensus.errors import InvalidCommand
-from quorumboard.consensus.replica.server import PLANTED_BUG_ENV
 from quorumboard.consensus.testing.chaos import (
     EXIT_UNKNOWN,
     EXIT_VIOLATION,
@@ -85,10 +84,9 @@ def test_negative_control_planted_stale_reads_exit_with_the_violation_code(
     """Isolating the leader while clients still reach it: with the planted bug it answers
     reads from its stale state, and the run must be judged invalid."""
     out = tmp_path / "run"
-    env = dict(os.environ, **{PLANTED_BUG_ENV: "stale-reads"})
     proc = _chaos(out, "--replicas", "3", "--clients", "6", "--rate", "200", "--keys", "2",
                   "--nemesis", "partition", "--interval", "0.5", "--fault-duration", "3",
-                  "--duration", "12", "--seed", "1", env=env)
+                  "--duration", "12", "--seed", "1", "--planted-bug", "stale-reads")
     assert proc.returncode == EXIT_VIOLATION, proc.stdout + proc.stderr
     verdict = json.loads((out / "verdict.json").read_text())
     assert verdict["verdict"] == "invalid" and verdict["linearizable"] == "violation"

@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterator
 import msgpack
 import pytest
 
-from quorumboard.consensus.raft.node import ProposeFailure, RaftNode, RaftSettings, _Replica
+from quorumboard.consensus.raft._pysyncobj import SyncObjReplica
+from quorumboard.consensus.raft.node import ProposeFailure, RaftNode, RaftSettings
 from tests.conftest import wait_until
 from tests.raft_replica_main import CounterMachine, Waiter
 from tests.test_raft import REPO_ROOT, free_port
@@ -175,7 +176,7 @@ def test_negative_control_read_shortcut_without_the_applied_check(
         lone: Lone, monkeypatch: pytest.MonkeyPatch) -> None:
     """Planted bug, injected here: the shortcut checks leadership only. The read started inside
     apply then completes before the entry is applied, and the test above would catch it."""
-    monkeypatch.setattr(_Replica, "_qb_alone_caught_up", _Replica._qb_alone_leading)
+    monkeypatch.setattr(SyncObjReplica, "_qb_alone_caught_up", SyncObjReplica._qb_alone_leading)
     assert _read_inside_apply(lone) == 0
 
 

@@ -912,3 +912,30 @@ def test_merge_patch_commutes_iff_no_overlapping_members(p: dict[str, Any], q: d
     pq, qp = _apply_all([{"z": 9}, p, q], {}), _apply_all([{"z": 9}, q, p], {})
     clash = any(p[k] != q[k] for k in set(p) & set(q))
     assert (pq != qp) == clash
+
+
+# ------------------------------------------------------------------ the registry apply is given
+
+
+def test_apply_decides_with_the_registry_it_is_given_never_a_late_registration() -> None:
+    """``apply`` takes its policy registry as an argument (no default, so no process-global),
+    and a replica applies with a snapshot taken at start: a policy registered later in the
+    process (a late import) is not in the snapshot, so this replica halts on it exactly as a
+    peer without it would, instead of deciding differently from its peers."""
+    import inspect
+
+    assert inspect.signature(apply).parameters["policies"].default is inspect.Parameter.empty
+    process = PolicyRegistry()
+    process.register("early", last_writer_wins, version="1")
+    at_start = process.snapshot()
+    process.register("late", last_writer_wins, version="1")
+    assert at_start.get("early") is not None and at_start.get("late") is None
+    assert at_start.custom_versions() == {"early": "1"}
+    assert process.get("late") is not None
+
+    board = Board(process)
+    announce(board, {"early": "1", "late": "1"})  # as if every peer had it
+    assert board.bind("p/", "late").error is None  # the process's registry has it
+    board.reg = at_start
+    halted = board.do("a", PutCmd(key="p/x", value=1))
+    assert halted.halt is not None and "late" in halted.halt and "p/x" not in board.state.kv

@@ -42,7 +42,12 @@ from quorumboard.consensus.core.model import (
     Result,
     RevokeCmd,
 )
+from quorumboard.consensus.core.policies import PolicyRegistry
 from quorumboard.consensus.core.state import BoardState, Limits, apply
+
+BUILTINS = PolicyRegistry()
+"""The built-in policies only: ``apply`` takes its registry as an argument."""
+
 
 SPIN_DIR = Path(__file__).resolve().parent.parent / "proofs" / "spin"
 SPIN = shutil.which("spin")
@@ -168,7 +173,7 @@ def run_real(steps: Sequence[Step]) -> list[list[str]]:
     state = BoardState(LIMITS)
     out: list[list[str]] = []
     for step in steps:  # bounded by the generated list
-        applied = apply(state, step.proposal())
+        applied = apply(state, step.proposal(), BUILTINS)
         out.append(render(state, applied.result))
     return out
 
@@ -330,7 +335,8 @@ def test_board_retry_after_outcome_unknown_and_eviction_applies_once(
 
     state = BoardState(Limits(sessions_max=1))
     # last-writer-wins, so a second application shows as version 2 instead of a refusal
-    apply(state, Proposal(agent="admin", command=SetPolicyCmd(prefix="", name="last-writer-wins")))
+    apply(state, Proposal(agent="admin", command=SetPolicyCmd(prefix="", name="last-writer-wins")),
+          BUILTINS)
     lost = [False]
 
     def call_tracked(build: object, *, idempotent: bool,
@@ -338,7 +344,7 @@ def test_board_retry_after_outcome_unknown_and_eviction_applies_once(
         assert callable(build)
         req = build(1)
         assert isinstance(req, ProposeReq)
-        result = apply(state, req.proposal).result
+        result = apply(state, req.proposal, BUILTINS).result
         if req.proposal.command.op == "put" and not lost[0]:
             lost[0] = True
             raise OutcomeUnknown("the put committed; its reply was lost until the deadline")
@@ -348,7 +354,7 @@ def test_board_retry_after_outcome_unknown_and_eviction_applies_once(
     monkeypatch.setattr(board, "_call_tracked", call_tracked)
     with pytest.raises(OutcomeUnknown):
         board.put("k", 1)
-    apply(state, Proposal(agent="a2", command=OpenSession()))  # evicts a1's session (LRU)
+    apply(state, Proposal(agent="a2", command=OpenSession()), BUILTINS)  # evicts a1's session (LRU)
     with pytest.raises(SessionExpired, match="could apply it twice"):
         board.put("k", 1)  # the retry: its outcome is in the evicted session
     entry = state.entry("k")

@@ -14,12 +14,15 @@ pytest.importorskip("z3")
 
 from quorumboard.consensus.core import policies
 from quorumboard.consensus.core.model import Proposal, PutCmd, SetPolicyCmd, VoteCmd
-from quorumboard.consensus.core.policies import Accept, Current, Write
+from quorumboard.consensus.core.policies import Accept, Current, PolicyRegistry, Write
 from quorumboard.consensus.core.policy_ops import as_int
 from quorumboard.consensus.core.state import BoardState, apply
 from quorumboard.proofs import z3_checks
 from quorumboard.proofs.common import Check, Outcome
 from quorumboard.proofs.z3_checks import SymInt, Unsupported, checks, impure_names, mutant
+
+BUILTINS = PolicyRegistry()
+"""The built-in policies only: ``apply`` takes its registry as an argument."""
 
 ROWS = {c.name: c for c in checks()}
 
@@ -142,8 +145,8 @@ def _real_statuses(k: int, voters: list[str] | None, pa: bool, votes: list[bool]
     if voters is not None:
         params["voters"] = voters
     apply(s, Proposal(agent="admin", command=SetPolicyCmd(prefix="v/", name="vote",
-                                                          params=params)))
-    r = apply(s, Proposal(agent="p", command=PutCmd(key="v/x", value=1))).result
+                                                          params=params)), BUILTINS)
+    r = apply(s, Proposal(agent="p", command=PutCmd(key="v/x", value=1)), BUILTINS).result
     if r.pending is None:
         return ["refused"]
     pid = r.pending.id
@@ -151,7 +154,8 @@ def _real_statuses(k: int, voters: list[str] | None, pa: bool, votes: list[bool]
     pool = [v for v in voters if v != "p" or not pa] if voters is not None else [
         f"a{i}" for i in range(len(votes))]
     for agent, yes in zip(pool, votes, strict=False):
-        apply(s, Proposal(agent=agent, command=VoteCmd(key="v/x", proposal=pid, approve=yes)))
+        apply(s, Proposal(agent=agent, command=VoteCmd(key="v/x", proposal=pid, approve=yes)),
+              BUILTINS)
         statuses.append(s.pending[pid].status)
     return statuses
 

@@ -531,3 +531,55 @@ def test_loop_mode_node_commits_and_closes(tmp_path: pathlib.Path) -> None:
         thread.join(5.0)
         loop.close()
     assert node.closed and not node.is_leader()
+
+
+_PYSYNCOBJ_STATE = """
+import logging, pysyncobj.journal, pysyncobj.pickle, pysyncobj.syncobj
+def state():
+    return {
+        **{f"pickle.{n}": id(getattr(pysyncobj.pickle, n)) for n in ("loads", "dumps", "load", "dump")},
+        **{f"journal.{n}": id(getattr(pysyncobj.journal, n)) for n in ("loads", "dumps", "createJournal")},
+        **{f"syncobj.{n}": id(getattr(pysyncobj.syncobj, n)) for n in ("createJournal", "createPoller")},
+        "logging": [type(h).__name__ for h in logging.getLogger("pysyncobj").handlers],
+    }
+"""
+
+
+def test_pysyncobj_is_changed_by_constructing_a_node_never_by_an_import(
+        tmp_path: pathlib.Path) -> None:
+    """The hardening (consensus/raft/_pysyncobj.py) is installed explicitly: importing the Raft
+    node, the replica and the client API in a fresh interpreter leaves every pysyncobj module
+    attribute it replaces untouched; constructing a RaftNode installs them; installing again
+    is a no-op."""
+    script = _PYSYNCOBJ_STATE + f"""
+import json, sys
+before = state()
+import quorumboard.consensus, quorumboard.consensus.raft.node, quorumboard.consensus.replica.machine
+from quorumboard.consensus.raft import _pysyncobj
+imported = state()
+from quorumboard.consensus.raft.node import RaftNode, RaftSettings
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from tests.raft_replica_main import CounterMachine
+node = RaftNode(RaftSettings(self_address="127.0.0.1:{free_port()}", data_dir={str(tmp_path)!r}),
+                CounterMachine())
+try:
+    built = state()
+    _pysyncobj.install()
+    again = state()
+finally:
+    node.close()
+import pysyncobj.pickle
+print(json.dumps({{"before": before, "imported": imported, "built": built, "again": again,
+                  "codec": id(pysyncobj.pickle.loads) == id(_pysyncobj._codec_loads),
+                  "installed": _pysyncobj.installed()}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["imported"] == seen["before"], "an import changed pysyncobj"
+    changed = {k for k in seen["before"] if seen["built"][k] != seen["before"][k]}
+    assert changed == set(seen["before"]), f"not installed by RaftNode: {set(seen['before']) - changed}"
+    assert seen["built"]["logging"] == ["_StructlogBridge"]
+    assert seen["codec"] and seen["installed"]
+    assert seen["again"] == seen["built"], "a second install changed something"

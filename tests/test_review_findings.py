@@ -13,7 +13,12 @@ import pytest
 
 from quorumboard.consensus import LocalCluster, OutcomeUnknown, RevisionCompacted, Unavailable
 from quorumboard.consensus.core.model import ClaimCmd, Event, Proposal, PutCmd, SetPolicyCmd
+from quorumboard.consensus.core.policies import PolicyRegistry
 from quorumboard.consensus.core.state import BoardState, Limits, apply
+
+BUILTINS = PolicyRegistry()
+"""The built-in policies only: ``apply`` takes its registry as an argument."""
+
 
 
 class _Precondition(RuntimeError):
@@ -192,20 +197,22 @@ def _p(cmd: object, agent: str = "a") -> Proposal:
 def test_claim_respects_keys_max() -> None:
     s = BoardState(Limits(keys_max=2))
     for key in ("k/1", "k/2"):
-        _require(apply(s, _p(PutCmd(key=key, value=1))).result.error is None, "fill to quota")
-    refused = apply(s, _p(PutCmd(key="k/3", value=1))).result.error
+        applied = apply(s, _p(PutCmd(key=key, value=1)), BUILTINS)
+        _require(applied.result.error is None, "fill to quota")
+    refused = apply(s, _p(PutCmd(key="k/3", value=1)), BUILTINS).result.error
     _require(refused is not None and refused.reason == "quota", "put is refused at the quota")
     for i in range(5):
-        apply(s, _p(ClaimCmd(key=f"task/{i}", ttl=60)))
+        apply(s, _p(ClaimCmd(key=f"task/{i}", ttl=60)), BUILTINS)
     assert len(s.kv) <= s.limits.keys_max, f"{len(s.kv)} keys with keys_max=2"
 
 
 def test_counter_merge_is_order_independent() -> None:
     def run(deltas: list[float]) -> object:
         s = BoardState()
-        apply(s, _p(SetPolicyCmd(prefix="c/", name="merge", params={"kind": "counter"})))
+        apply(s, _p(SetPolicyCmd(prefix="c/", name="merge", params={"kind": "counter"})),
+              BUILTINS)
         for d in deltas:
-            err = apply(s, _p(PutCmd(key="c/x", value=d))).result.error
+            err = apply(s, _p(PutCmd(key="c/x", value=d)), BUILTINS).result.error
             _require(err is None, f"delta {d} accepted")
         entry = s.entry("c/x")
         return entry.value if entry else None

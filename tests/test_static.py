@@ -97,6 +97,63 @@ def test_no_back_arrows() -> None:
     assert out == "[]", f"importing the API and the replica loads {out}"
 
 
+ENVIRONMENT_READERS = {
+    "consensus/cli.py": "the CLI's configuration loading",
+    "consensus/replica/__main__.py": "the replica process's configuration loading (its secret)",
+}
+ENVIRONMENT_READING_FOLDERS = {
+    "consensus/testing": "the harness (its replica entry point reads a planted bug's name)",
+    "consensus/adapters": "the MCP server's --secret-env / --token-env loading",
+}
+
+
+def _environment_reads(path: Path) -> list[tuple[int, str]]:
+    """Where ``path`` reads the environment: ``os.environ``, ``os.getenv``, ``os.environb``,
+    ``os.putenv``, or any of them imported by name from os."""
+    import ast
+
+    names = {"environ", "environb", "getenv", "getenvb", "putenv"}
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Attribute) and node.attr in names
+                and isinstance(node.value, ast.Name) and node.value.id == "os"):
+            found.append((node.lineno, f"os.{node.attr}"))
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            found += [(node.lineno, f"from os import {a.name}") for a in node.names
+                      if a.name in names or a.name == "*"]
+    return found
+
+
+def test_no_production_module_reads_the_environment() -> None:
+    """No test switch in a production path (architecture rule): outside the configuration
+    loading of the CLI, the MCP server and the replica process, and outside the test harness,
+    no module under consensus/ reads an environment variable. Planted bugs and faults come in
+    through the harness's replica entry point, never through a variable a replica reads."""
+    repo = ROOT
+    offenders = []
+    modules = sorted((repo / "consensus").rglob("*.py"))
+    assert len(modules) >= 30
+    for path in modules:
+        rel = path.relative_to(repo).as_posix()
+        if rel in ENVIRONMENT_READERS or any(rel.startswith(f + "/")
+                                              for f in ENVIRONMENT_READING_FOLDERS):
+            continue
+        offenders += [f"{rel}:{line} {what}" for line, what in _environment_reads(path)]
+    assert offenders == [], offenders
+    # The check sees what it must: the allowed modules do read the environment.
+    assert _environment_reads(repo / "consensus" / "cli.py")
+    assert _environment_reads(repo / "consensus" / "testing" / "replica.py")
+
+
+def test_only_the_private_hardening_module_imports_pysyncobj() -> None:
+    """Every change quorumboard makes to pysyncobj is in consensus/raft/_pysyncobj.py, which
+    RaftNode installs explicitly (tests/test_raft.py checks no import changes pysyncobj)."""
+    importers = sorted(
+        path.relative_to(ROOT).as_posix() for path in (ROOT / "consensus").rglob("*.py")
+        if any(name.split(".")[0] == "pysyncobj" for _, name in _imports(path)))
+    assert importers == ["consensus/raft/_pysyncobj.py"]
+
+
 def test_agents_use_only_the_public_consensus_api() -> None:
     """agents/ builds on consensus as a user would: ``from quorumboard.consensus import <public name>``."""
     import ast

@@ -17,7 +17,6 @@ import pytest
 
 from quorumboard.consensus import LocalCluster, connect
 from quorumboard.consensus.errors import CorruptData
-from quorumboard.consensus.replica.server import PLANTED_BUG_ENV
 from quorumboard.consensus.testing.history import HistoryWriter, read_history, to_operations
 from quorumboard.consensus.testing.workload import CasRegisterWorkload, check_cas_register
 
@@ -107,9 +106,10 @@ PARTITION_WORKLOAD = CasRegisterWorkload(clients=6, keys=2, ops_per_client=60, d
                                          rate_per_s=120.0, read_share=0.5, seed=9)
 
 
-def _partition_run(tmp_path: Path) -> tuple[str, str]:
+def _partition_run(tmp_path: Path, planted_bug: str | None = None) -> tuple[str, str]:
     path = tmp_path / "history.jsonl"
-    with LocalCluster(replicas=3, data_dir=tmp_path / "bb", network_faults=True) as cluster:
+    with LocalCluster(replicas=3, data_dir=tmp_path / "bb", network_faults=True,
+                      planted_bug=planted_bug) as cluster:
         with _isolating_a_follower(cluster), HistoryWriter(path) as history:
             stats = PARTITION_WORKLOAD.run(
                 writer_for=lambda name: cluster.board(agent=f"{name}-w"),
@@ -130,10 +130,8 @@ def test_partitioned_follower_never_serves_a_stale_read(tmp_path: Path) -> None:
     assert verdict == "ok", explanation
 
 
-def test_negative_control_planted_stale_reads_are_caught(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PLANTED_BUG_ENV, "stale-reads")  # inherited by the replica processes
-    verdict, explanation = _partition_run(tmp_path)
+def test_negative_control_planted_stale_reads_are_caught(tmp_path: Path) -> None:
+    verdict, explanation = _partition_run(tmp_path, planted_bug="stale-reads")
     assert verdict == "violation", explanation
     assert "read()" in explanation
 

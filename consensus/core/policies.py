@@ -400,9 +400,19 @@ class PolicyRegistry:
     def custom_versions(self) -> dict[str, str]:
         return {name: d.version for name, d in sorted(self.custom.items())}
 
+    def snapshot(self) -> PolicyRegistry:
+        """A copy that later registrations here do not change.
+
+        A replica takes one at start, after importing its policy modules, and applies every
+        entry with it: a module imported later (by a policy, a plugin, a test) cannot change
+        how this replica decides, so every replica decides with the set it announced."""
+        return PolicyRegistry(custom=dict(self.custom))
+
 
 registry = PolicyRegistry()
-"""This process's registry. A replica announces its custom entries through the log."""
+"""The default registry, which :func:`register_policy` fills. Nothing applies with it
+directly: a replica applies with a :meth:`~PolicyRegistry.snapshot` of it taken at start and
+announces that snapshot's custom entries through the log."""
 
 
 def register_policy(

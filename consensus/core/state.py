@@ -1,6 +1,6 @@
 """The replicated state machine: :class:`BoardState` and the one function that changes it.
 
-``apply(state, proposal)`` runs on every replica, in log order, on committed entries only. It is
+``apply(state, proposal, policies)`` runs on every replica, in log order, on committed entries only. It is
 deterministic (same state + same proposal -> same result, same events, same digest), uses no
 clock, randomness or I/O, and never raises: pysyncobj retries a raising entry forever and wedges
 the node, so every refusal, and even an internal bug, becomes a :class:`~consensus.model.Result`
@@ -58,7 +58,6 @@ from quorumboard.consensus.core.policies import (
     Reject,
     Write,
     canonical_bytes,
-    registry,
     tally,
 )
 from quorumboard.consensus.errors import BoardError, InvalidValue, RevisionCompacted, UnknownPolicy
@@ -467,8 +466,12 @@ def decode_proposal(data: object) -> Proposal | ErrorInfo:
         return ErrorInfo(code="invalid", message=str(exc))
 
 
-def apply(state: BoardState, proposal: Proposal, policies: PolicyRegistry = registry) -> Applied:
-    """Apply one committed proposal. Deterministic, no I/O, never raises."""
+def apply(state: BoardState, proposal: Proposal, policies: PolicyRegistry) -> Applied:
+    """Apply one committed proposal. Deterministic, no I/O, never raises.
+
+    ``policies`` is passed in, never looked up: the replica applies with the registry it built
+    at start (:meth:`PolicyRegistry.snapshot`), so a late import that registers a policy in
+    this process cannot change how an entry is applied here and not on a peer."""
     try:
         return _apply(state, proposal, policies)
     except _Halt as halt:

@@ -1,13 +1,11 @@
 """The hardened Raft layer: pysyncobj 0.3.17 with its unsafe parts replaced.
 
-Only this module and its wire half (consensus/raft/transport.py) import pysyncobj; the pin is exact
-because we override private hooks. What we change and why (see docs/notes on pysyncobj):
+Every change to pysyncobj itself (the pickle codec, the journal and poller factories, the
+overridden private methods, the transport class) is in consensus/raft/_pysyncobj.py, installed by
+:class:`RaftNode` when it builds a node, never at import. What the node adds and why:
 
-* **No pickle on any input path.** The wire is our own transport (msgpack, authenticated,
-  size-bounded); the journal and its meta are our own crc'd msgpack files (consensus/raft/journal.py);
-  snapshots go through pysyncobj's ``serializer``/``deserializer`` hooks into a crc'd msgpack file;
-  ``pysyncobj.pickle`` itself is replaced by a restricted msgpack codec (tuples via an ext type,
-  anything else refused) so the internal paths we do not use can never unpickle either.
+* **No pickle on any input path** (see consensus/raft/_pysyncobj.py), and
+  :func:`forbid_pickle` for a process that must never unpickle (a replica process).
 * **A raising apply cannot wedge the node.** pysyncobj retries a raising entry every tick forever;
   we catch, log CRITICAL and return an :class:`ApplyError` value instead.
 * **Snapshot/journal crash window.** pysyncobj clears the whole journal at start when its first
@@ -21,7 +19,8 @@ because we override private hooks. What we change and why (see docs/notes on pys
   without followers' replies to wake it a lone leader's entry waited for the idle tick (50 ms
   per put and per read barrier). Alone, the leader commits an entry as soon as it is in its
   (fsynced) log, and answers a read barrier without an entry when nothing committed is
-  unapplied (``_Replica._qb_commit_alone``, :meth:`RaftNode.barrier`).
+  unapplied (``SyncObjReplica._qb_commit_alone`` in consensus/raft/_pysyncobj.py,
+  :meth:`RaftNode.barrier`).
 
 Threads: one thread does all networking, applies entries and runs every callback (the *tick
 thread*). By default that is pysyncobj's own; given an asyncio ``loop``, the node runs on that
@@ -39,7 +38,6 @@ import contextlib
 import dataclasses
 import enum
 import functools
-import logging
 import os
 import pathlib
 import pickle
@@ -47,24 +45,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, BinaryIO, Final, Protocol
+from typing import Any, Final, Protocol
 
-import msgpack
 import pydantic
-import pysyncobj.journal
-import pysyncobj.pickle
-import pysyncobj.poller
-import pysyncobj.serializer
-import pysyncobj.syncobj
 import structlog
-from pysyncobj.config import FAIL_REASON, SyncObjConf
-from pysyncobj.syncobj import _RAFT_STATE, SyncObj
 
 from quorumboard.consensus.errors import (
     CorruptData,
     InvalidCommand,
-    InvariantViolation,
     Unavailable,
+)
+from quorumboard.consensus.raft import _pysyncobj
+from quorumboard.consensus.raft._pysyncobj import (
+    FAIL_REASON,
+    POLL_EVENT_TYPE,
+    SyncObjConf,
+    SyncObjException,
+    SyncObjReplica,
 )
 from quorumboard.consensus.raft.journal import (
     JOURNAL_FILE,
@@ -75,7 +72,7 @@ from quorumboard.consensus.raft.journal import (
     seal_file,
     unseal_file,
 )
-from quorumboard.consensus.raft.transport import QbTransport, WireConfig, listen_socket
+from quorumboard.consensus.raft.transport import WireConfig, listen_socket
 from quorumboard.consensus.wire.protocol import BUDGET_S_MAX, Failure
 
 __all__ = [
@@ -91,12 +88,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-PYSYNCOBJ_VERSION: Final = "0.3.17"
-FORBID_PICKLE_ENV: Final = "QUORUMBOARD_FORBID_PICKLE"
-# Fault injection for tests only: skip the first journal truncation after a snapshot, which is
-# what a crash between "snapshot renamed" and "journal prefix dropped" leaves on disk.
-FAULT_SKIP_TRUNCATE_ENV: Final = "QUORUMBOARD_FAULT_SKIP_COMPACTION_TRUNCATE"
 
 SNAPSHOT_MAGIC: Final = b"QBSNAP01"
 
@@ -291,74 +282,8 @@ failure vocabulary of :class:`~quorumboard.consensus.wire.protocol.Failure`. The
 reason (:class:`ProposeFailure`) is logged at debug level where it is translated, once."""
 
 
-# --- pickle replacement ------------------------------------------------------------------------
-
-_TUPLE_EXT: Final = 1
-_CODEC_BYTES_MAX: Final = 64 * 2**20
-
-
-def _codec_default(obj: object) -> msgpack.ExtType:
-    if isinstance(obj, tuple):
-        return msgpack.ExtType(_TUPLE_EXT, _codec_dumps(list(obj)))
-    raise TypeError(f"refusing to serialize {type(obj).__name__} (pysyncobj pickle is disabled)")
-
-
-def _codec_ext_hook(code: int, data: bytes) -> tuple[Any, ...]:
-    if code != _TUPLE_EXT:
-        raise ValueError(f"unknown ext type {code}")
-    value = _codec_loads(data)
-    if not isinstance(value, list):
-        raise ValueError("tuple ext does not hold an array")
-    return tuple(value)
-
-
-def _codec_dumps(obj: object, protocol: int | None = None) -> bytes:
-    return bytes(msgpack.packb(obj, use_bin_type=True, strict_types=True, default=_codec_default))
-
-
-def _codec_loads(data: bytes | str) -> Any:
-    raw = data if isinstance(data, bytes) else bytes(data, "utf-8")
-    return msgpack.unpackb(
-        raw,
-        raw=False,
-        strict_map_key=True,
-        ext_hook=_codec_ext_hook,
-    )
-
-
-def _codec_dump(obj: object, file: BinaryIO, protocol: int | None = None) -> None:
-    file.write(_codec_dumps(obj))
-
-
-def _codec_load(file: BinaryIO) -> Any:
-    return _codec_loads(file.read(_CODEC_BYTES_MAX + 1))
-
-
-_journal_handoff = threading.local()
-
-
-def _create_journal(journalFile: str | None = None) -> Journal:
-    """Stands in for pysyncobj.journal.createJournal: hands over the journal RaftNode opened."""
-    journal: Journal | None = getattr(_journal_handoff, "journal", None)
-    _journal_handoff.journal = None
-    if journal is None or journalFile is None or str(journal.path) != journalFile:
-        raise InvariantViolation("pysyncobj asked for a journal RaftNode did not provide")
-    return journal
-
-
-_poller_handoff = threading.local()
-_create_pysyncobj_poller = pysyncobj.poller.createPoller
-
-
-def _create_poller(poller_type: str) -> Any:
-    """Stands in for pysyncobj's createPoller: the :class:`LoopPoller` RaftNode made, if any."""
-    poller = getattr(_poller_handoff, "poller", None)
-    _poller_handoff.poller = None
-    return poller if poller is not None else _create_pysyncobj_poller(poller_type)
-
-
-_POLL_READ: Final = pysyncobj.poller.POLL_EVENT_TYPE.READ
-_POLL_WRITE: Final = pysyncobj.poller.POLL_EVENT_TYPE.WRITE
+_POLL_READ: Final = POLL_EVENT_TYPE.READ
+_POLL_WRITE: Final = POLL_EVENT_TYPE.WRITE
 
 
 class LoopPoller:
@@ -405,59 +330,11 @@ class LoopPoller:
         self._after_event()
 
 
-_bridge_state = threading.local()
-
-
-class _StructlogBridge(logging.Handler):
-    """Forward pysyncobj's stdlib logging (WARNING and up) to structlog."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = record.getMessage()
-        except Exception:
-            message = str(record.msg)
-        if getattr(_bridge_state, "suppressing", False) and message.startswith("truncating"):
-            return  # pysyncobj warns about a truncation we suppressed (nothing conflicted)
-        logger = structlog.get_logger(record.name)
-        kwargs: dict[str, Any] = {}
-        if record.exc_info:
-            kwargs["exc_info"] = record.exc_info
-        logger.log(record.levelno, "pysyncobj", detail=message, **kwargs)
-
-
-def _install_pysyncobj_patches() -> None:
-    """Replace pysyncobj's pickle and journal factory; quiet its logging. Idempotent."""
-    installed = getattr(pysyncobj.syncobj, "_qb_patched", False)
-    version = getattr(pysyncobj, "__version__", None) or _pysyncobj_version()
-    if version != PYSYNCOBJ_VERSION:
-        raise ImportError(f"quorumboard.consensus.raft.node needs pysyncobj=={PYSYNCOBJ_VERSION}, found {version}")
-    if installed:
-        return
-    for module in (pysyncobj.pickle, pysyncobj.journal):
-        module.loads = _codec_loads
-        module.dumps = _codec_dumps
-    pysyncobj.pickle.load = _codec_load
-    pysyncobj.pickle.dump = _codec_dump
-    pysyncobj.syncobj.createJournal = _create_journal
-    pysyncobj.journal.createJournal = _create_journal
-    pysyncobj.syncobj.createPoller = _create_poller
-    root = logging.getLogger("pysyncobj")
-    root.setLevel(logging.WARNING)
-    root.propagate = False
-    root.handlers = [_StructlogBridge()]
-    pysyncobj.syncobj._qb_patched = True
-
-
-def _pysyncobj_version() -> str:
-    from pysyncobj.version import VERSION
-
-    return str(VERSION)
-
-
 def forbid_pickle() -> None:
     """Make every stdlib unpickling entry point raise in this process (tests, hardened replicas).
 
-    Called by :class:`RaftNode` when ``QUORUMBOARD_FORBID_PICKLE=1``; proves no path unpickles.
+    Called by the replica process at start (consensus/replica/machine.py ``run``) and by
+    test processes; proves no path unpickles.
     """
 
     def refuse(*_args: object, **_kwargs: object) -> Any:
@@ -474,8 +351,6 @@ def forbid_pickle() -> None:
     pickle.Unpickler = _ForbiddenUnpickler  # type: ignore[misc,assignment]
     setattr(pickle, "_Unpickler", _ForbiddenUnpickler)  # noqa: B010 (private name, no stub)
 
-
-_install_pysyncobj_patches()
 
 
 # --- snapshot file -----------------------------------------------------------------------------
@@ -553,147 +428,6 @@ def read_snapshot(path: pathlib.Path, snapshot_bytes_max: int) -> Snapshot:
 # --- the SyncObj subclass ---------------------------------------------------------------------
 
 
-def _trim_matching_entries(
-    journal: Journal, message: dict[str, Any]
-) -> tuple[dict[str, Any], bool]:
-    """Drop the prefix of ``entries`` our log already has; say whether nothing conflicts.
-
-    Returns the message to hand to pysyncobj and True when every entry matched (so pysyncobj
-    must not truncate our suffix). The commit index is clamped to the last index the message
-    verified (Raft Figure 2: commitIndex = min(leaderCommit, index of last new entry)).
-    """
-    prev_idx = message.get("prevLogIdx")
-    entries: list[Entry] = list(message.get("entries") or [])
-    if prev_idx is None or len(journal) == 0:
-        return message, False
-    first_idx = journal[0][1]
-    position = prev_idx - first_idx
-    if not 0 <= position < len(journal) or journal[position][2] != message.get("prevLogTerm"):
-        return message, False
-    if any(entry[1] != prev_idx + 1 + i for i, entry in enumerate(entries)):
-        return message, False
-    verified_last = prev_idx + len(entries)
-    matched = 0
-    # Bounded by the number of entries in the message.
-    for entry in entries:
-        at = entry[1] - first_idx
-        if at >= len(journal) or journal[at][2] != entry[2]:
-            break
-        matched += 1
-    trimmed = dict(message, commit_index=min(message["commit_index"], verified_last))
-    if matched:
-        last = entries[matched - 1]
-        trimmed.update(entries=entries[matched:], prevLogIdx=last[1], prevLogTerm=last[2])
-    return trimmed, matched == len(entries)
-
-
-# --- -------------------------------------------------------------------
-
-
-class _Replica(SyncObj):  # type: ignore[misc]
-    """pysyncobj's SyncObj with our apply hook (no @replicated methods at all)."""
-
-    # pysyncobj's private state that _qb_commit_alone advances (declared for the type checker).
-    _SyncObj__raftCommitIndex: int
-    _SyncObj__leaderCommitIndex: int
-
-    def __init__(self, owner: RaftNode, conf: SyncObjConf, wire: WireConfig) -> None:
-        self._qb_owner = owner
-        self._qb_wire = wire
-        settings = owner.settings
-        super().__init__(
-            settings.self_address, list(settings.peers), conf, transportClass=QbTransport
-        )
-
-    def _SyncObj__doApplyCommand(self, command: bytes) -> object:
-        return self._qb_owner._apply_entry(command)
-
-    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
-        """Fix two deviations from Raft §5.3 before pysyncobj handles a message.
-
-        Follower: pysyncobj truncates every entry after ``prevLogIdx`` even when the incoming
-        entries match, so a re-sent append can drop applied (and acked) entries from the
-        journal. We skip the matching prefix, suppress truncation when nothing conflicts, and
-        clamp the commit index to the last entry this message verified.
-        Leader: a late success reply moved ``nextIndex`` backwards, re-sending entries already
-        in flight; we keep the optimistic ``nextIndex`` (a failed append resets it).
-        """
-        kind = message.get("type")
-        if kind == "append_entries" and "prevLogIdx" in message:
-            message, suppress = _trim_matching_entries(self._qb_owner._journal, message)
-            self._qb_suppress_truncate = suppress
-            _bridge_state.suppressing = suppress
-            try:
-                SyncObj._SyncObj__onMessageReceived(self, node, message)
-            finally:
-                self._qb_suppress_truncate = False
-                _bridge_state.suppressing = False
-            return
-        if kind == "next_node_idx" and message["success"] and not message["reset"]:
-            next_index = self._SyncObj__raftNextIndex
-            before = next_index.get(node)
-            SyncObj._SyncObj__onMessageReceived(self, node, message)
-            after = next_index.get(node)
-            if before is not None and after is not None and after < before:
-                next_index[node] = before
-            return
-        SyncObj._SyncObj__onMessageReceived(self, node, message)
-
-    def _checkCommandsToApply(self) -> None:
-        """Append queued proposals (pysyncobj), then commit them at once if we are alone.
-
-        pysyncobj advances a leader's commit index only at the top of a tick, from its
-        followers' match indexes, so an entry appended in this tick commits in the next one.
-        With followers that is the tick their AppendEntries reply wakes; a one-member group
-        gets no reply, and the entry waited for the idle tick (``tick_period_s``, 50 ms):
-        every put and every read barrier cost ~50 ms. See :meth:`_qb_commit_alone`.
-        """
-        SyncObj._checkCommandsToApply(self)
-        self._qb_commit_alone()
-
-    def _qb_alone_leading(self) -> bool:
-        return (not self._SyncObj__otherNodes
-                and self._SyncObj__raftState == _RAFT_STATE.LEADER)
-
-    def _qb_commit_alone(self) -> None:
-        """A one-member group's leader commits every entry of its term once it is durable.
-
-        Raft §5.3/§5.4: an entry of the leader's current term is committed once a majority
-        stores it; the majority of a one-member group is the leader itself, so appended (and,
-        with ``fsync``, fsynced) is committed. This is pysyncobj's own rule (the top of
-        ``_onTick``) applied without waiting for the next tick. With any other member nothing
-        changes here: commits still follow the members' replies.
-        """
-        if not self._qb_alone_leading():
-            return
-        last_index = self._SyncObj__getCurrentLogIndex()
-        if (last_index <= self._SyncObj__raftCommitIndex
-                or self._SyncObj__getCurrentLogTerm() != self._SyncObj__raftCurrentTerm):
-            return
-        self._qb_owner._journal.sync()  # fsync mode: durable before it counts as committed
-        self._SyncObj__raftCommitIndex = last_index
-        self._SyncObj__raftLog.setRaftCommitIndex(last_index)
-        self._SyncObj__leaderCommitIndex = last_index
-        self._SyncObj__applyLogEntries()
-
-    def _qb_alone_caught_up(self) -> bool:
-        """A one-member group's leader with every log entry committed and applied: a read now
-        sees every write acknowledged before it (Raft §8, with the majority being itself)."""
-        return (self._qb_alone_leading()
-                and self._SyncObj__raftLastApplied == self._SyncObj__raftCommitIndex
-                == self._SyncObj__getCurrentLogIndex())
-
-    def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
-        if getattr(self, "_qb_suppress_truncate", False):
-            return
-        SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)
-
-    def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:
-        if self._qb_owner._consume_truncate_fault():
-            return
-        SyncObj._SyncObj__deleteEntriesTo(self, toIDx)
-
-
 # --- the public node ---------------------------------------------------------------------------
 
 
@@ -731,8 +465,7 @@ class RaftNode:
         """Start the node. With ``loop``, the node runs on that event loop (which must not be
         running yet: the caller runs it afterwards, on the thread that becomes the tick thread);
         otherwise on a thread of its own."""
-        if os.environ.get(FORBID_PICKLE_ENV) == "1":
-            forbid_pickle()
+        _pysyncobj.install()
         self.settings = settings
         self._machine = machine
         self._on_role_change = on_role_change
@@ -743,7 +476,6 @@ class RaftNode:
         self._closed = False
         self._loop = loop
         self._tick_scheduled = False
-        self._truncate_faults_left = 1 if os.environ.get(FAULT_SKIP_TRUNCATE_ENV) == "1" else 0
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self._snapshot_path = data_dir / SNAPSHOT_FILE
@@ -811,18 +543,14 @@ class RaftNode:
         if poller is not None and not self._wait_bindable():
             self._journal.close()
             raise Unavailable(f"cannot bind raft address {settings.self_address}")
-        _journal_handoff.journal = self._journal
-        _poller_handoff.poller = poller
         try:
-            self._sync = _Replica(self, conf, wire)
-        except pysyncobj.syncobj.SyncObjException as exc:  # without a tick thread: bind failed
+            with _pysyncobj.handing_over(self._journal, poller):
+                self._sync = SyncObjReplica(self, conf, wire)
+        except SyncObjException as exc:  # without a tick thread: bind failed
             if poller is not None:
                 poller.close()
             self._journal.close()
             raise Unavailable(f"cannot bind raft address {settings.self_address}") from exc
-        finally:
-            _journal_handoff.journal = None
-            _poller_handoff.poller = None
         # pysyncobj stops ticking when the constructing thread exits; tie it to the process.
         self._sync._SyncObj__mainThread = threading.main_thread()
         self._sync.addOnTickCallback(self._on_tick)
@@ -1118,15 +846,11 @@ class RaftNode:
             )
             journal.deleteEntriesTo(position)
 
-    def _consume_truncate_fault(self) -> bool:
-        """Test fault: leave the journal untruncated after the first snapshot and stop
-        compacting, as if the process had died between the two steps."""
-        if self._truncate_faults_left <= 0:
-            return False
-        self._truncate_faults_left -= 1
-        self._sync.conf.logCompactionMinEntries = 2**62
-        self._sync.conf.logCompactionMinTime = 1e12
-        log.warning("raft_fault_injected_skip_compaction_truncate")
+    def _compaction_truncates(self) -> bool:
+        """Called when pysyncobj is about to drop the journal prefix a new snapshot covers:
+        whether to drop it now. Always, here; the one extension point of the node, which the
+        test harness overrides to leave the journal as a crash between the two steps would
+        (consensus/testing/replica.py)."""
         return True
 
     # --- helpers ------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Replaces pysyncobj's ``TcpConnection`` (pickle + zlib, unbounded pre-auth buffering) and the
 parts of ``TCPTransport`` that let anyone on the raft port send admin/utility commands or attach
-as a read-only node and stream the whole log. Only raft.py uses this module; together they are the
-only code that imports pysyncobj.
+as a read-only node and stream the whole log (pysyncobj's side of that, ``QbTransport``, is in
+consensus/raft/_pysyncobj.py, the only module that imports pysyncobj). Only the raft package
+uses this module.
 
 Per connection: frames (consensus.frames) bounded by ``hello_bytes_max`` until the handshake
 (consensus.auth, label ``b"qb-raft-v1"``) completes, ``frame_bytes_max`` after; every post-handshake
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import functools
 import socket
 import time
 from collections import deque
@@ -26,16 +26,13 @@ from typing import Any
 
 import msgpack
 import structlog
-from pysyncobj.node import TCPNode
-from pysyncobj.poller import POLL_EVENT_TYPE
-from pysyncobj.tcp_connection import CONNECTION_STATE
-from pysyncobj.transport import TCPTransport
 
 from quorumboard.consensus.errors import AuthError, ProtocolError
+from quorumboard.consensus.raft._pysyncobj import CONNECTION_STATE, POLL_EVENT_TYPE
 from quorumboard.consensus.wire.auth import RAFT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
 from quorumboard.consensus.wire.frames import FrameDecoder, encode_frame
 
-__all__ = ["MESSAGE_TYPES", "QbConnection", "QbTransport", "WireConfig", "validate_message"]
+__all__ = ["MESSAGE_TYPES", "QbConnection", "WireConfig", "listen_socket", "validate_message"]
 
 log = structlog.get_logger(__name__)
 
@@ -668,102 +665,3 @@ class _Server:
                 log.warning("raft_accept_failed", error=str(exc))
                 return
             self._on_new_connection(conn_sock)
-
-
-class QbTransport(TCPTransport):  # type: ignore[misc]
-    """pysyncobj TCPTransport with our connection class, no utility messages, no read-only nodes.
-
-    Only configured peers that complete the handshake become nodes. The higher address dials the
-    lower one (pysyncobj's rule), so an inbound connection is accepted only from peers that dial
-    us.
-    """
-
-    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
-        self._wire: WireConfig = syncObj._qb_wire
-        super().__init__(syncObj, selfNode, otherNodes)
-
-    # pysyncobj hooks --------------------------------------------------------------------------
-
-    def setOnUtilityMessageCallback(self, message: str, callback: Any) -> None:
-        """Utility (admin) messages are never accepted on the raft port: ignore registrations."""
-
-    def _createServer(self) -> None:
-        host, port = self._selfNode.address.rsplit(":", 1)
-        self._server = _Server(self._syncObj._poller, host, int(port), self._on_accepted)
-
-    def _onTick(self) -> None:
-        super()._onTick()
-        now = time.monotonic()
-        for conn in list(self._connections.values()) + list(self._unknownConnections):
-            conn.check_timeouts(now)
-
-    def addNode(self, node: Any) -> None:
-        self._nodes.add(node)
-        self._nodeAddrToNode[node.address] = node
-        if self._shouldConnect(node):
-            conn = QbConnection(self._syncObj._poller, self._wire, expected_peer=node.address,
-                                dial=self._wire.dial.get(node.address))
-            conn.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, conn))
-            conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
-            conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
-            self._connections[node] = conn
-
-    def _onOutgoingConnected(self, conn: QbConnection) -> None:
-        node = self._connToNode(conn)
-        if node is not None:
-            self._onNodeConnected(node)
-
-    def _onNewIncomingConnection(self, conn: Any) -> None:
-        raise ProtocolError("pysyncobj connections are not used")
-
-    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
-        raise ProtocolError("pysyncobj's unauthenticated first-message path is disabled")
-
-    def _onOutgoingMessageReceived(self, conn: Any, message: Any) -> None:
-        raise ProtocolError("pysyncobj's key-exchange path is disabled")
-
-    def _onUtilityMessage(self, conn: Any, message: Any) -> bool:
-        return False
-
-    # ours -------------------------------------------------------------------------------------
-
-    def _peer_dials_us(self, identity: str) -> bool:
-        node = self._nodeAddrToNode.get(identity)
-        return isinstance(node, TCPNode) and not self._shouldConnect(node)
-
-    def _on_accepted(self, sock: socket.socket) -> None:
-        if len(self._unknownConnections) >= self._wire.pending_connections_max:
-            log.warning(
-                "raft_too_many_pending_connections", limit=self._wire.pending_connections_max
-            )
-            sock.close()
-            return
-        try:
-            conn = QbConnection(
-                self._syncObj._poller, self._wire, sock=sock, peer_allowed=self._peer_dials_us
-            )
-        except OSError as exc:
-            log.warning("raft_accept_setup_failed", error=str(exc))
-            sock.close()
-            return
-        if conn.state == CONNECTION_STATE.DISCONNECTED:
-            return
-        self._unknownConnections.add(conn)
-        conn.setOnConnectedCallback(functools.partial(self._on_incoming_authenticated, conn))
-        conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
-
-    def _on_incoming_authenticated(self, conn: QbConnection) -> None:
-        identity = conn.peer_identity
-        node = self._nodeAddrToNode.get(identity) if identity is not None else None
-        self._unknownConnections.discard(conn)
-        if node is None or not self._peer_dials_us(node.address):
-            conn.setOnDisconnectedCallback(None)
-            conn.disconnect()
-            return
-        old = self._connections.get(node)
-        self._connections[node] = conn
-        if old is not None and old is not conn:
-            old.setOnDisconnectedCallback(None)
-            old.disconnect()
-        conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
-        self._onNodeConnected(node)

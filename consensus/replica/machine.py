@@ -1,7 +1,8 @@
 """One replica process: hardened Raft + the board state machine + the client endpoint.
 
-Run as ``python -m consensus.replica CONFIG.json`` (``LocalCluster`` does this) or through
-``quorumboard serve``. The process owns:
+Run as ``python -m quorumboard.consensus.replica CONFIG.json`` (``LocalCluster`` does this; the
+entry point is :mod:`quorumboard.consensus.replica.__main__`) or through ``quorumboard serve``.
+The process owns:
 
 * :class:`ReplicaMachine` — the adapter Raft calls on the tick thread: decode the committed
   payload, :func:`~consensus.state.apply` it under the state lock, log it, wake watchers;
@@ -9,15 +10,17 @@ Run as ``python -m consensus.replica CONFIG.json`` (``LocalCluster`` does this) 
   whose TTL ran out on *its* monotonic clock (time enters the log, never the state machine);
 * the policy announcement — this replica's custom policies, proposed once at start.
 
+Nothing here reads the environment or holds a test switch: the secret is passed in by the entry
+point, and the test harness swaps in parts through the extension points of :class:`Replica` and
+:class:`ReplicaMachine` (consensus/testing/replica.py).
+
 Exit codes: 0 after SIGTERM/SIGINT; 2 bad configuration; 3 corrupt data dir; 78 the log needs a
 custom policy this process does not have (it stops instead of diverging).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import dataclasses
 import gc
 import importlib
 import os
@@ -38,17 +41,15 @@ from quorumboard.consensus.core.model import (
     ErrorInfo,
     ExpireLease,
     Proposal,
-    PutCmd,
     Result,
 )
-from quorumboard.consensus.core.policies import registry
-from quorumboard.consensus.core.state import BoardState, Limits, apply, decode_proposal
+from quorumboard.consensus.core.policies import PolicyRegistry, registry
+from quorumboard.consensus.core.state import Applied, BoardState, Limits, apply, decode_proposal
 from quorumboard.consensus.errors import CorruptData, ProtocolError
-from quorumboard.consensus.logs import configure_logging
 from quorumboard.consensus.raft.node import RaftNode, RaftSettings, forbid_pickle
 from quorumboard.consensus.replica.batching import GroupCommit
 from quorumboard.consensus.replica.lifeline import watch_parent
-from quorumboard.consensus.replica.server import PLANTED_BUG_ENV, ClientServer, Done
+from quorumboard.consensus.replica.server import ClientServer, Done
 from quorumboard.consensus.wire.protocol import CLIENT_FRAME_BYTES_MAX, ReplicaStatus, encode
 
 __all__ = [
@@ -57,7 +58,7 @@ __all__ = [
     "Replica",
     "ReplicaConfig",
     "ReplicaMachine",
-    "main",
+    "run",
 ]
 
 log = structlog.get_logger("quorumboard.consensus.replica.machine")
@@ -66,8 +67,6 @@ EXIT_CONFIG = 2
 EXIT_CORRUPT = 3
 EXIT_POLICY_MISSING = 78
 LEASE_TICK_S = 0.05
-DIVERGE_EVERY = 25
-LOSE_EVERY = 20
 EXPIRIES_INFLIGHT_MAX = 64
 ANNOUNCE_ATTEMPTS_MAX = 600
 BATCH_ITEMS_MAX = 256
@@ -110,10 +109,15 @@ def _split(address: str) -> tuple[str, int]:
 
 
 class ReplicaMachine:
-    """The state machine Raft drives, plus the hooks the client endpoint reads through."""
+    """The state machine Raft drives, plus the hooks the client endpoint reads through.
 
-    def __init__(self, config: ReplicaConfig, clock: Callable[[], float] = time.monotonic):
+    ``policies`` is the registry every entry is applied with, built once at start (see
+    :meth:`~quorumboard.consensus.core.policies.PolicyRegistry.snapshot`)."""
+
+    def __init__(self, config: ReplicaConfig, policies: PolicyRegistry,
+                 clock: Callable[[], float] = time.monotonic):
         self.config = config
+        self.policies = policies
         self.client_address = config.client_address
         self.state = BoardState(config.limits)
         self.lock = threading.Lock()
@@ -125,9 +129,6 @@ class ReplicaMachine:
         self._expiring_lock = threading.Lock()  # added on the lease thread, removed on Raft's
         self._leader = False
         self._group: GroupCommit | None = None
-        self._diverge = (os.environ.get(PLANTED_BUG_ENV) == "divergent-apply"
-                         and config.name == "r1")
-        self._lose = os.environ.get(PLANTED_BUG_ENV) == "lost-write"
 
     # ----------------------------------------------------------- StateMachine (tick thread)
 
@@ -163,25 +164,12 @@ class ReplicaMachine:
         if not isinstance(proposal, Proposal):
             log.error("invalid log entry", error=proposal.message)
             return Result(revision=self.state.revision, error=proposal), False
-        cmd = proposal.command
-        before = self.state.kv.get(cmd.key) if self._lose and isinstance(cmd, PutCmd) else None
-        applied = apply(self.state, proposal, registry)
+        applied = self._apply_proposal(proposal)
         if applied.halt is not None:
             log.critical("halting: cannot apply entry identically to peers", reason=applied.halt)
             sys.stderr.flush()
             os._exit(EXIT_POLICY_MISSING)
         result = applied.result
-        if self._diverge and result.entry is not None and result.revision % DIVERGE_EVERY == 0:
-            # Planted bug (see server.py): a key only this replica has, never overwritten.
-            stray = dataclasses.replace(self.state.kv[result.entry.key], value="diverged")
-            self.state.kv[f"diverged/{result.revision}"] = stray
-        if (self._lose and isinstance(cmd, PutCmd) and result.entry is not None
-                and result.revision % LOSE_EVERY == 0):
-            # Planted bug (see server.py), on every replica alike: acknowledge, then forget.
-            if before is None:
-                del self.state.kv[cmd.key]
-            else:
-                self.state.kv[cmd.key] = before
         op = proposal.command.op
         if result.error is not None:
             log.info("rejected", op=op, agent=proposal.agent, code=result.error.code,
@@ -194,6 +182,13 @@ class ReplicaMachine:
             log.debug("commit", op=op, agent=proposal.agent, revision=result.revision,
                       key=getattr(proposal.command, "key", None))
         return result, bool(applied.events)
+
+    def _apply_proposal(self, proposal: Proposal) -> Applied:
+        """Apply one decoded proposal to the state (caller holds the state lock).
+
+        The one step of the apply path a subclass may override: the test harness plants its
+        apply bugs here (consensus/testing/replica.py)."""
+        return apply(self.state, proposal, self.policies)
 
     def snapshot(self) -> bytes:
         with self.lock:
@@ -301,7 +296,7 @@ def _announce(machine: ReplicaMachine, stop: threading.Event) -> None:
     """Propose this replica's custom policies until the announcement commits."""
     proposal = Proposal(agent=f"replica:{machine.config.name}", command=AnnouncePolicies(
         replica=machine.config.raft_address, cluster_size=len(machine.config.peers) + 1,
-        policies=registry.custom_versions()))
+        policies=machine.policies.custom_versions()))
     payload = encode(proposal)
     committed = threading.Event()
     for _ in range(ANNOUNCE_ATTEMPTS_MAX):
@@ -322,10 +317,22 @@ def _lease_loop(machine: ReplicaMachine, stop: threading.Event) -> None:
 class Replica:
     """A running replica: Raft node, state machine, client endpoint and background loops.
 
-    Used by the replica process (``python -m consensus.replica``), by ``quorumboard serve``, and
-    in-process by ``LocalCluster(embedded=True)``. Raises :class:`CorruptData` from
-    :meth:`start` if the data dir fails its checksums.
+    Used by the replica process (``python -m quorumboard.consensus.replica``), by
+    ``quorumboard serve``, and in-process by ``LocalCluster(embedded=True)``. ``secret`` is the
+    cluster secret (``None``: unauthenticated); the caller loads it. Raises
+    :class:`CorruptData` from :meth:`start` if the data dir fails its checksums.
+
+    The policy modules are imported here, and the registry is snapshotted right after: the
+    replica applies with that snapshot and announces it.
+
+    Extension points: a subclass may set :attr:`machine_class`, :attr:`server_class` and
+    :attr:`raft_class` to subclasses of the parts (the test harness does, to plant bugs and
+    faults: consensus/testing/replica.py).
     """
+
+    machine_class: type[ReplicaMachine] = ReplicaMachine
+    server_class: type[ClientServer] = ClientServer
+    raft_class: type[RaftNode] = RaftNode
 
     def __init__(self, config: ReplicaConfig, *, secret: bytes | None = None) -> None:
         self.config = config
@@ -335,7 +342,9 @@ class Replica:
             from quorumboard.consensus.testing.clocks import FaultClock
 
             clock = FaultClock(config.clock_fault_file)
-        self.machine = ReplicaMachine(config, clock)
+        for module in config.policy_modules:
+            importlib.import_module(module)
+        self.machine = self.machine_class(config, registry.snapshot(), clock)
         self._stop = threading.Event()
         self._raft: RaftNode | None = None
         self._server: ClientServer | None = None
@@ -343,12 +352,7 @@ class Replica:
 
     def start(self) -> None:
         config = self.config
-        for module in config.policy_modules:
-            importlib.import_module(module)
         secret = self._secret
-        if secret is None:
-            secret_text = os.environ.get(config.secret_env)
-            secret = secret_text.encode() if secret_text else None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         # One event loop thread runs both the Raft node and the client endpoint: a commit is
         # applied and answered without waking another thread (see consensus/raft/node.py).
@@ -360,7 +364,7 @@ class Replica:
             raise
         self.machine.attach(self._raft)
         host, port = _split(config.client_address)
-        self._server = ClientServer(self.machine, host, port, secret, loop=loop)
+        self._server = self.server_class(self.machine, host, port, secret, loop=loop)
         try:
             self._server.start()
         except BaseException:
@@ -371,7 +375,7 @@ class Replica:
 
     def _start_raft(self, secret: bytes | None, loop: asyncio.AbstractEventLoop) -> RaftNode:
         config = self.config
-        return RaftNode(RaftSettings(
+        return self.raft_class(RaftSettings(
             self_address=config.raft_address, peers=tuple(config.peers),
             dial=tuple(sorted(config.raft_dial.items())),
             data_dir=config.data_dir, secret=secret, fsync=config.fsync,
@@ -414,14 +418,19 @@ class Replica:
             t.join(2.0)
 
 
-def run(config: ReplicaConfig, parent: tuple[int, int | None, bool] | None = None) -> int:
-    """Start the replica and block until SIGTERM/SIGINT, or until the process that started it
-    is gone (``parent``: its pid, the lifeline's fd and whether to ask for the parent-death
-    signal; see :mod:`quorumboard.consensus.replica.lifeline`). Returns the exit code."""
-    if os.environ.get("QUORUMBOARD_FORBID_PICKLE") == "1":
-        forbid_pickle()
+def run(config: ReplicaConfig, parent: tuple[int, int | None, bool] | None = None, *,
+        secret: bytes | None = None, replica_class: type[Replica] = Replica) -> int:
+    """Run this process as one replica of ``config``: start it and block until SIGTERM/SIGINT,
+    or until the process that started it is gone (``parent``: its pid, the lifeline's fd and
+    whether to ask for the parent-death signal; see
+    :mod:`quorumboard.consensus.replica.lifeline`). Returns the exit code.
+
+    A replica process never unpickles: stdlib unpickling is made to raise here, always, so a
+    path that tried would fail loudly instead of running attacker bytes (an embedded replica
+    leaves its host's pickle alone). ``replica_class`` is the test harness's extension point."""
+    forbid_pickle()
     tune_gc()
-    replica = Replica(config)
+    replica = replica_class(config, secret=secret)
     signal.signal(signal.SIGTERM, lambda *_: replica.stop())
     signal.signal(signal.SIGINT, lambda *_: replica.stop())
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's choice stands
@@ -452,28 +461,3 @@ def tune_gc() -> None:
     an embedded replica leaves its host's collector alone."""
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quorumboard.consensus.replica")
-    parser.add_argument("config", type=Path, help="replica configuration (JSON)")
-    parser.add_argument("--parent-pid", type=int, default=None,
-                        help="stop when this process is gone (set by LocalCluster)")
-    parser.add_argument("--lifeline-fd", type=int, default=None,
-                        help="read end of the starter's lifeline pipe: end of file = it died")
-    parser.add_argument("--parent-death-signal", action="store_true",
-                        help="also ask Linux to SIGKILL this process when its parent dies")
-    args = parser.parse_args(argv)
-    try:
-        config = ReplicaConfig.model_validate_json(args.config.read_text())
-    except Exception as exc:
-        print(f"invalid replica configuration {args.config}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    configure_logging(config.log_level)
-    parent = (None if args.parent_pid is None
-              else (args.parent_pid, args.lifeline_fd, args.parent_death_signal))
-    return run(config, parent)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

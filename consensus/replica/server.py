@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,12 +25,11 @@ from typing import Protocol, TypeVar
 import msgpack
 import structlog
 
-from quorumboard.consensus.core.model import CLIENT_OPS, Entry, ErrorInfo, Event, PutCmd, Result
+from quorumboard.consensus.core.model import CLIENT_OPS, Entry, ErrorInfo, Event, Proposal, Result
 from quorumboard.consensus.core.state import BoardState
 from quorumboard.consensus.errors import (
     AuthError,
     BoardError,
-    InvalidCommand,
     ProtocolError,
     RevisionCompacted,
 )
@@ -83,26 +81,6 @@ ENTRY_FIELDS_BYTES = 192
 names, six 64-bit integers and the msgpack headers (about 140 bytes)."""
 WATCH_PROGRESS_S = 1.0
 HANDSHAKE_TIMEOUT_S = 5.0
-PLANTED_BUG_ENV = "QUORUMBOARD_PLANTED_BUG"
-"""Negative controls only — each a bug one of the checkers must catch (tests/test_workload.py,
-tests/test_negative_controls.py):
-
-* ``stale-reads``: every replica, followers included, answers linearizable reads from its local
-  state at once, without a read barrier (linearizability);
-* ``retry-bypass``: the leader re-proposes every fifth client proposal as a retry *without* its
-  session, so the session table cannot deduplicate it (exactly-once);
-* ``watch-gap``: watch streams silently skip events whose revision is a multiple of 50 (watch);
-* ``divergent-apply``: replica ``r1`` keeps a stray key every 25 revisions (convergence);
-* ``fence-bypass``: the leader drops the fence from writes to keys other than the claimed one,
-  so a stalled holder's late write applies (claims safety);
-* ``lost-write``: every replica acknowledges each put committed at a revision divisible by 20
-  and then restores the key's previous value (no lost write / set completeness).
-
-Never set outside tests; a replica with a planted bug says so at CRITICAL level when it starts."""
-PLANTED_BUGS = frozenset({"stale-reads", "retry-bypass", "watch-gap", "divergent-apply",
-                          "fence-bypass", "lost-write"})
-RETRY_BYPASS_EVERY = 5
-WATCH_GAP_EVERY = 50
 DEADLINE_SWEEP_S = 0.1
 """How often expired proposals and reads are answered: a request's timeout fires up to this
 much late, in exchange for no timer per request (a heap push and cancel per commit cost ~10 %
@@ -257,13 +235,24 @@ class ClientServer:
         self._barrier_inflight = False
         self._proposal_deadlines = _Deadlines()
         self._read_deadlines = _Deadlines()
-        self._planted_bug = os.environ.get(PLANTED_BUG_ENV, "")
-        if self._planted_bug and self._planted_bug not in PLANTED_BUGS:
-            raise InvalidCommand(f"{PLANTED_BUG_ENV}={self._planted_bug!r} is not one of "
-                                 f"{sorted(PLANTED_BUGS)}")
-        if self._planted_bug:
-            log.critical("PLANTED BUG ACTIVE: this replica is deliberately wrong",
-                         bug=self._planted_bug)
+
+    # ------------------------------------------------------------------ extension points
+    # Small methods a subclass may override, each at one step of the request path. The test
+    # harness plants its bugs here (consensus/testing/replica.py), so this module holds no
+    # switch for them; in production they are the identity.
+
+    def _answers_locally(self, req: ReadReq) -> bool:
+        """Whether ``req`` is answered from this replica's applied state at once, without a
+        read barrier: only when the client asked for a stale read."""
+        return req.stale
+
+    def _submit(self, proposal: Proposal, done: Done) -> None:
+        """Hand one validated client proposal to the log."""
+        self.core.propose(encode(proposal), done)
+
+    def _events_to_send(self, events: list[Event]) -> list[Event]:
+        """The events of one watch batch, as sent (all of them)."""
+        return events
 
     # ------------------------------------------------------------------------ lifecycle
 
@@ -430,7 +419,7 @@ class ClientServer:
         if isinstance(req, ProposeReq):
             self._propose(conn, req)
         elif isinstance(req, ReadReq):
-            if req.stale or self._planted_bug == "stale-reads":
+            if self._answers_locally(req):
                 with self.core.lock:
                     reply = self._read(req)
                 conn.send(reply)
@@ -483,17 +472,8 @@ class ClientServer:
             self._hand_over(answer.finish, reply)
 
         self._proposal_deadlines.add(req.budget_s, answer.expire)
-        proposal = req.proposal
-        cmd = proposal.command
-        if (self._planted_bug == "fence-bypass" and isinstance(cmd, PutCmd)
-                and cmd.fence is not None and cmd.fence.key != cmd.key):
-            proposal = proposal.model_copy(update={"command": cmd.model_copy(
-                update={"fence": None})})
         try:
-            self.core.propose(encode(proposal), done)
-            if self._planted_bug == "retry-bypass" and req.proposal.seq % RETRY_BYPASS_EVERY == 0:
-                retry = req.proposal.model_copy(update={"session": 0, "seq": 0, "acked_below": 0})
-                self.core.propose(encode(retry), lambda _r, _f: None)
+            self._submit(req.proposal, done)
         except BoardError as exc:  # e.g. a payload over the raft command bound
             answer.finish(Reply(id=rid, wire_error=Failure.INVALID, message=str(exc)))
 
@@ -631,8 +611,7 @@ class ClientServer:
                     progress_every = max(1, state.limits.events_retained_max // 4)
                 events, full = _whole_revisions(events, full=len(events) >= WATCH_BATCH_EVENTS_MAX)
                 through = events[-1].revision if full else head
-                if self._planted_bug == "watch-gap":
-                    events = [e for e in events if e.revision % WATCH_GAP_EVERY]
+                events = self._events_to_send(events)
                 now = self._loop.time()
                 if events or (through > reported and (
                         through - reported >= progress_every

@@ -52,6 +52,7 @@ from quorumboard.consensus.testing.history import (
 )
 from quorumboard.consensus.testing.nemesis import NEEDS_NETWORK, Nemesis, NemesisConfig
 from quorumboard.consensus.testing.picture import Band, Bar, Timeline, series_of, to_svg
+from quorumboard.consensus.testing.planted import PlantedBug
 from quorumboard.consensus.testing.summary import RunSummary, fault_spans, pair_ops, summarize
 from quorumboard.consensus.testing.workload import STUCK_CLIENT, WORKLOADS, WorkloadStats
 
@@ -102,6 +103,9 @@ class Scenario(BaseModel):
     compaction_entries: int = Field(default=20_000, ge=2, le=10_000_000,
                                     description="snapshot + compact the log past this many "
                                     "entries: small values stress snapshot install")
+    planted_bug: PlantedBug | None = Field(default=None, description="negative control: the "
+                                           "replicas run with this bug planted (see "
+                                           "consensus/testing/replica.py)")
 
 
 class ChaosReport(BaseModel):
@@ -166,7 +170,8 @@ def run_chaos(scenario: Scenario, out: Path,
     with LocalCluster(replicas=scenario.replicas, data_dir=out / "cluster",
                       network_faults=bool(NEEDS_NETWORK & set(scenario.nemesis)),
                       clock_faults="clock" in scenario.nemesis, log_level="info",
-                      compaction_min_entries=scenario.compaction_entries) as cluster, \
+                      compaction_min_entries=scenario.compaction_entries,
+                      planted_bug=scenario.planted_bug) as cluster, \
             HistoryWriter(history_path) as history, \
             Nemesis(cluster, nemesis_config, faults_path) as nemesis:
         n = cluster.size

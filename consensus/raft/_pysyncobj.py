@@ -1,0 +1,483 @@
+"""Every change quorumboard makes to pysyncobj 0.3.17, in one place, installed explicitly.
+
+This is the only module that imports pysyncobj (a test checks). The pin is exact because we
+override private, name-mangled methods. Nothing here changes pysyncobj when imported:
+:func:`install` does, once per process, called by
+:class:`~quorumboard.consensus.raft.node.RaftNode` before it builds a node (a test checks that
+importing the node module leaves pysyncobj untouched). What we change and why (see the notes
+on pysyncobj):
+
+* **No pickle on any input path.** The wire is our own transport (msgpack, authenticated,
+  size-bounded: consensus/raft/transport.py, plugged in as :class:`QbTransport`); the journal
+  and its meta are our own crc'd msgpack files (consensus/raft/journal.py, handed over through
+  pysyncobj's journal factory); snapshots go through pysyncobj's ``serializer``/``deserializer``
+  hooks into a crc'd msgpack file; ``pysyncobj.pickle`` itself is replaced by a restricted
+  msgpack codec (tuples via an ext type, anything else refused) so the internal paths we do not
+  use can never unpickle either.
+* **Raft §5.3 on the follower** (:func:`_trim_matching_entries`): pysyncobj truncates every entry
+  after ``prevLogIdx`` even when the incoming entries match; we skip the matching prefix and
+  suppress the truncation when nothing conflicts.
+* **A one-member group is not timer-bound** (:meth:`SyncObjReplica._qb_commit_alone`).
+* **The apply hook**: entries reach the owner's ``_apply_entry``, which never raises.
+* **Compaction**: the owner's ``_compaction_truncates`` decides whether the journal prefix a
+  snapshot covers is dropped now (always, in production; the test harness overrides it to leave
+  the state a crash between the two steps leaves).
+* **Logging**: pysyncobj's stdlib logging goes to structlog at WARNING and above.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol
+
+import msgpack
+import pysyncobj
+import pysyncobj.journal
+import pysyncobj.pickle
+import pysyncobj.poller
+import pysyncobj.syncobj
+import structlog
+from pysyncobj.config import FAIL_REASON, SyncObjConf
+from pysyncobj.node import TCPNode
+from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.syncobj import _RAFT_STATE, SyncObj, SyncObjException
+from pysyncobj.tcp_connection import CONNECTION_STATE
+from pysyncobj.transport import TCPTransport
+
+from quorumboard.consensus.errors import InvariantViolation, ProtocolError
+from quorumboard.consensus.raft.journal import Entry, Journal
+
+if TYPE_CHECKING:
+    from quorumboard.consensus.raft.transport import QbConnection, WireConfig
+
+__all__ = [
+    "CONNECTION_STATE",
+    "FAIL_REASON",
+    "POLL_EVENT_TYPE",
+    "PYSYNCOBJ_VERSION",
+    "Owner",
+    "QbTransport",
+    "SyncObjConf",
+    "SyncObjException",
+    "SyncObjReplica",
+    "handing_over",
+    "install",
+    "installed",
+]
+
+log = structlog.get_logger("quorumboard.consensus.raft")
+
+PYSYNCOBJ_VERSION: Final = "0.3.17"
+
+
+class Owner(Protocol):
+    """What :class:`SyncObjReplica` calls back into (a RaftNode)."""
+
+    settings: Any
+    _journal: Journal
+
+    def _apply_entry(self, command: bytes) -> object: ...
+    def _compaction_truncates(self) -> bool: ...
+
+
+# --- pickle replacement ------------------------------------------------------------------------
+
+_TUPLE_EXT: Final = 1
+_CODEC_BYTES_MAX: Final = 64 * 2**20
+
+
+def _codec_default(obj: object) -> msgpack.ExtType:
+    if isinstance(obj, tuple):
+        return msgpack.ExtType(_TUPLE_EXT, _codec_dumps(list(obj)))
+    raise TypeError(f"refusing to serialize {type(obj).__name__} (pysyncobj pickle is disabled)")
+
+
+def _codec_ext_hook(code: int, data: bytes) -> tuple[Any, ...]:
+    if code != _TUPLE_EXT:
+        raise ValueError(f"unknown ext type {code}")
+    value = _codec_loads(data)
+    if not isinstance(value, list):
+        raise ValueError("tuple ext does not hold an array")
+    return tuple(value)
+
+
+def _codec_dumps(obj: object, protocol: int | None = None) -> bytes:
+    return bytes(msgpack.packb(obj, use_bin_type=True, strict_types=True, default=_codec_default))
+
+
+def _codec_loads(data: bytes | str) -> Any:
+    raw = data if isinstance(data, bytes) else bytes(data, "utf-8")
+    return msgpack.unpackb(
+        raw,
+        raw=False,
+        strict_map_key=True,
+        ext_hook=_codec_ext_hook,
+    )
+
+
+def _codec_dump(obj: object, file: BinaryIO, protocol: int | None = None) -> None:
+    file.write(_codec_dumps(obj))
+
+
+def _codec_load(file: BinaryIO) -> Any:
+    return _codec_loads(file.read(_CODEC_BYTES_MAX + 1))
+
+
+_journal_handoff = threading.local()
+
+
+def _create_journal(journalFile: str | None = None) -> Journal:
+    """Stands in for pysyncobj.journal.createJournal: hands over the journal RaftNode opened."""
+    journal: Journal | None = getattr(_journal_handoff, "journal", None)
+    _journal_handoff.journal = None
+    if journal is None or journalFile is None or str(journal.path) != journalFile:
+        raise InvariantViolation("pysyncobj asked for a journal RaftNode did not provide")
+    return journal
+
+
+_poller_handoff = threading.local()
+_create_pysyncobj_poller = pysyncobj.poller.createPoller
+
+
+def _create_poller(poller_type: str) -> Any:
+    """Stands in for pysyncobj's createPoller: the :class:`LoopPoller` RaftNode made, if any."""
+    poller = getattr(_poller_handoff, "poller", None)
+    _poller_handoff.poller = None
+    return poller if poller is not None else _create_pysyncobj_poller(poller_type)
+
+
+_bridge_state = threading.local()
+
+
+class _StructlogBridge(logging.Handler):
+    """Forward pysyncobj's stdlib logging (WARNING and up) to structlog."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        if getattr(_bridge_state, "suppressing", False) and message.startswith("truncating"):
+            return  # pysyncobj warns about a truncation we suppressed (nothing conflicted)
+        logger = structlog.get_logger(record.name)
+        kwargs: dict[str, Any] = {}
+        if record.exc_info:
+            kwargs["exc_info"] = record.exc_info
+        logger.log(record.levelno, "pysyncobj", detail=message, **kwargs)
+
+
+_installed = False
+_install_lock = threading.Lock()
+
+
+def install() -> None:
+    """Put quorumboard's replacements into pysyncobj, process-wide; idempotent.
+
+    Checks the pinned version, replaces ``pysyncobj.pickle`` (and the names ``pysyncobj.journal``
+    bound from it at import) with the restricted msgpack codec, routes pysyncobj's journal and
+    poller factories through :func:`handing_over`, and sends pysyncobj's logging to structlog.
+    Called by :class:`~quorumboard.consensus.raft.node.RaftNode` before it builds a node; never
+    at import, so a program that only imports quorumboard keeps pysyncobj as it is. Raises
+    :class:`ImportError` if the installed pysyncobj is not the pinned version."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        version = getattr(pysyncobj, "__version__", None) or _pysyncobj_version()
+        if version != PYSYNCOBJ_VERSION:
+            raise ImportError(f"quorumboard needs pysyncobj=={PYSYNCOBJ_VERSION}, found {version}")
+        for module in (pysyncobj.pickle, pysyncobj.journal):
+            module.loads = _codec_loads
+            module.dumps = _codec_dumps
+        pysyncobj.pickle.load = _codec_load
+        pysyncobj.pickle.dump = _codec_dump
+        pysyncobj.syncobj.createJournal = _create_journal
+        pysyncobj.journal.createJournal = _create_journal
+        pysyncobj.syncobj.createPoller = _create_poller
+        root = logging.getLogger("pysyncobj")
+        root.setLevel(logging.WARNING)
+        root.propagate = False
+        root.handlers = [_StructlogBridge()]
+        _installed = True
+
+
+def installed() -> bool:
+    """Whether :func:`install` has run in this process."""
+    return _installed
+
+
+def _pysyncobj_version() -> str:
+    from pysyncobj.version import VERSION
+
+    return str(VERSION)
+
+
+@contextlib.contextmanager
+def handing_over(journal: Journal, poller: Any) -> Iterator[None]:
+    """While building one :class:`SyncObjReplica` on this thread: pysyncobj's journal factory
+    returns ``journal`` and its poller factory ``poller`` (pysyncobj's own poller if ``None``).
+    pysyncobj creates both inside its constructor, with no parameter to pass them in."""
+    _journal_handoff.journal = journal
+    _poller_handoff.poller = poller
+    try:
+        yield
+    finally:
+        _journal_handoff.journal = None
+        _poller_handoff.poller = None
+
+
+# --- Raft fixes ---------------------------------------------------------------------------------
+
+
+def _trim_matching_entries(
+    journal: Journal, message: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Drop the prefix of ``entries`` our log already has; say whether nothing conflicts.
+
+    Returns the message to hand to pysyncobj and True when every entry matched (so pysyncobj
+    must not truncate our suffix). The commit index is clamped to the last index the message
+    verified (Raft Figure 2: commitIndex = min(leaderCommit, index of last new entry)).
+    """
+    prev_idx = message.get("prevLogIdx")
+    entries: list[Entry] = list(message.get("entries") or [])
+    if prev_idx is None or len(journal) == 0:
+        return message, False
+    first_idx = journal[0][1]
+    position = prev_idx - first_idx
+    if not 0 <= position < len(journal) or journal[position][2] != message.get("prevLogTerm"):
+        return message, False
+    if any(entry[1] != prev_idx + 1 + i for i, entry in enumerate(entries)):
+        return message, False
+    verified_last = prev_idx + len(entries)
+    matched = 0
+    # Bounded by the number of entries in the message.
+    for entry in entries:
+        at = entry[1] - first_idx
+        if at >= len(journal) or journal[at][2] != entry[2]:
+            break
+        matched += 1
+    trimmed = dict(message, commit_index=min(message["commit_index"], verified_last))
+    if matched:
+        last = entries[matched - 1]
+        trimmed.update(entries=entries[matched:], prevLogIdx=last[1], prevLogTerm=last[2])
+    return trimmed, matched == len(entries)
+
+
+class SyncObjReplica(SyncObj):  # type: ignore[misc]
+    """pysyncobj's SyncObj with our apply hook (no @replicated methods at all) and the Raft
+    fixes below, for one :class:`Owner` (a RaftNode). Build it inside :func:`handing_over`,
+    after :func:`install`."""
+
+    # pysyncobj's private state that _qb_commit_alone advances (declared for the type checker).
+    _SyncObj__raftCommitIndex: int
+    _SyncObj__leaderCommitIndex: int
+
+    def __init__(self, owner: Owner, conf: SyncObjConf, wire: WireConfig) -> None:
+        self._qb_owner = owner
+        self._qb_wire = wire
+        settings = owner.settings
+        super().__init__(
+            settings.self_address, list(settings.peers), conf, transportClass=QbTransport
+        )
+
+    def _SyncObj__doApplyCommand(self, command: bytes) -> object:
+        return self._qb_owner._apply_entry(command)
+
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        """Fix two deviations from Raft §5.3 before pysyncobj handles a message.
+
+        Follower: pysyncobj truncates every entry after ``prevLogIdx`` even when the incoming
+        entries match, so a re-sent append can drop applied (and acked) entries from the
+        journal. We skip the matching prefix, suppress truncation when nothing conflicts, and
+        clamp the commit index to the last entry this message verified.
+        Leader: a late success reply moved ``nextIndex`` backwards, re-sending entries already
+        in flight; we keep the optimistic ``nextIndex`` (a failed append resets it).
+        """
+        kind = message.get("type")
+        if kind == "append_entries" and "prevLogIdx" in message:
+            message, suppress = _trim_matching_entries(self._qb_owner._journal, message)
+            self._qb_suppress_truncate = suppress
+            _bridge_state.suppressing = suppress
+            try:
+                SyncObj._SyncObj__onMessageReceived(self, node, message)
+            finally:
+                self._qb_suppress_truncate = False
+                _bridge_state.suppressing = False
+            return
+        if kind == "next_node_idx" and message["success"] and not message["reset"]:
+            next_index = self._SyncObj__raftNextIndex
+            before = next_index.get(node)
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            after = next_index.get(node)
+            if before is not None and after is not None and after < before:
+                next_index[node] = before
+            return
+        SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _checkCommandsToApply(self) -> None:
+        """Append queued proposals (pysyncobj), then commit them at once if we are alone.
+
+        pysyncobj advances a leader's commit index only at the top of a tick, from its
+        followers' match indexes, so an entry appended in this tick commits in the next one.
+        With followers that is the tick their AppendEntries reply wakes; a one-member group
+        gets no reply, and the entry waited for the idle tick (``tick_period_s``, 50 ms):
+        every put and every read barrier cost ~50 ms. See :meth:`_qb_commit_alone`.
+        """
+        SyncObj._checkCommandsToApply(self)
+        self._qb_commit_alone()
+
+    def _qb_alone_leading(self) -> bool:
+        return (not self._SyncObj__otherNodes
+                and self._SyncObj__raftState == _RAFT_STATE.LEADER)
+
+    def _qb_commit_alone(self) -> None:
+        """A one-member group's leader commits every entry of its term once it is durable.
+
+        Raft §5.3/§5.4: an entry of the leader's current term is committed once a majority
+        stores it; the majority of a one-member group is the leader itself, so appended (and,
+        with ``fsync``, fsynced) is committed. This is pysyncobj's own rule (the top of
+        ``_onTick``) applied without waiting for the next tick. With any other member nothing
+        changes here: commits still follow the members' replies.
+        """
+        if not self._qb_alone_leading():
+            return
+        last_index = self._SyncObj__getCurrentLogIndex()
+        if (last_index <= self._SyncObj__raftCommitIndex
+                or self._SyncObj__getCurrentLogTerm() != self._SyncObj__raftCurrentTerm):
+            return
+        self._qb_owner._journal.sync()  # fsync mode: durable before it counts as committed
+        self._SyncObj__raftCommitIndex = last_index
+        self._SyncObj__raftLog.setRaftCommitIndex(last_index)
+        self._SyncObj__leaderCommitIndex = last_index
+        self._SyncObj__applyLogEntries()
+
+    def _qb_alone_caught_up(self) -> bool:
+        """A one-member group's leader with every log entry committed and applied: a read now
+        sees every write acknowledged before it (Raft §8, with the majority being itself)."""
+        return (self._qb_alone_leading()
+                and self._SyncObj__raftLastApplied == self._SyncObj__raftCommitIndex
+                == self._SyncObj__getCurrentLogIndex())
+
+    def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
+        if getattr(self, "_qb_suppress_truncate", False):
+            return
+        SyncObj._SyncObj__deleteEntriesFrom(self, fromIDx)
+
+    def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:
+        if not self._qb_owner._compaction_truncates():
+            return
+        SyncObj._SyncObj__deleteEntriesTo(self, toIDx)
+
+
+# --- transport -----------------------------------------------------------------------------------
+
+
+class QbTransport(TCPTransport):  # type: ignore[misc]
+    """pysyncobj TCPTransport with our connection class, no utility messages, no read-only nodes.
+
+    Only configured peers that complete the handshake become nodes. The higher address dials the
+    lower one (pysyncobj's rule), so an inbound connection is accepted only from peers that dial
+    us.
+    """
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        self._wire: WireConfig = syncObj._qb_wire
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    # pysyncobj hooks --------------------------------------------------------------------------
+
+    def setOnUtilityMessageCallback(self, message: str, callback: Any) -> None:
+        """Utility (admin) messages are never accepted on the raft port: ignore registrations."""
+
+    def _createServer(self) -> None:
+        from quorumboard.consensus.raft.transport import _Server
+
+        host, port = self._selfNode.address.rsplit(":", 1)
+        self._server = _Server(self._syncObj._poller, host, int(port), self._on_accepted)
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        now = time.monotonic()
+        for conn in list(self._connections.values()) + list(self._unknownConnections):
+            conn.check_timeouts(now)
+
+    def addNode(self, node: Any) -> None:
+        self._nodes.add(node)
+        self._nodeAddrToNode[node.address] = node
+        if self._shouldConnect(node):
+            from quorumboard.consensus.raft.transport import QbConnection
+
+            conn = QbConnection(self._syncObj._poller, self._wire, expected_peer=node.address,
+                                dial=self._wire.dial.get(node.address))
+            conn.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, conn))
+            conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
+            conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
+            self._connections[node] = conn
+
+    def _onOutgoingConnected(self, conn: QbConnection) -> None:
+        node = self._connToNode(conn)
+        if node is not None:
+            self._onNodeConnected(node)
+
+    def _onNewIncomingConnection(self, conn: Any) -> None:
+        raise ProtocolError("pysyncobj connections are not used")
+
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
+        raise ProtocolError("pysyncobj's unauthenticated first-message path is disabled")
+
+    def _onOutgoingMessageReceived(self, conn: Any, message: Any) -> None:
+        raise ProtocolError("pysyncobj's key-exchange path is disabled")
+
+    def _onUtilityMessage(self, conn: Any, message: Any) -> bool:
+        return False
+
+    # ours -------------------------------------------------------------------------------------
+
+    def _peer_dials_us(self, identity: str) -> bool:
+        node = self._nodeAddrToNode.get(identity)
+        return isinstance(node, TCPNode) and not self._shouldConnect(node)
+
+    def _on_accepted(self, sock: socket.socket) -> None:
+        if len(self._unknownConnections) >= self._wire.pending_connections_max:
+            log.warning(
+                "raft_too_many_pending_connections", limit=self._wire.pending_connections_max
+            )
+            sock.close()
+            return
+        from quorumboard.consensus.raft.transport import QbConnection
+
+        try:
+            conn = QbConnection(
+                self._syncObj._poller, self._wire, sock=sock, peer_allowed=self._peer_dials_us
+            )
+        except OSError as exc:
+            log.warning("raft_accept_setup_failed", error=str(exc))
+            sock.close()
+            return
+        if conn.state == CONNECTION_STATE.DISCONNECTED:
+            return
+        self._unknownConnections.add(conn)
+        conn.setOnConnectedCallback(functools.partial(self._on_incoming_authenticated, conn))
+        conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
+
+    def _on_incoming_authenticated(self, conn: QbConnection) -> None:
+        identity = conn.peer_identity
+        node = self._nodeAddrToNode.get(identity) if identity is not None else None
+        self._unknownConnections.discard(conn)
+        if node is None or not self._peer_dials_us(node.address):
+            conn.setOnDisconnectedCallback(None)
+            conn.disconnect()
+            return
+        old = self._connections.get(node)
+        self._connections[node] = conn
+        if old is not None and old is not conn:
+            old.setOnDisconnectedCallback(None)
+            old.disconnect()
+        conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
+        self._onNodeConnected(node)

@@ -1,0 +1,192 @@
+"""The harness's replica: ``python -m quorumboard.consensus.testing.replica [--planted-bug BUG]
+CONFIG``, the normal replica process with one deliberate bug planted in it.
+
+Every checker ships with a negative control: a bug it must catch. The bugs live here, not in
+production code: each is a subclass of a production part that overrides one of its extension
+points (:class:`~quorumboard.consensus.replica.server.ClientServer`'s ``_answers_locally``,
+``_submit``, ``_events_to_send``; :class:`~quorumboard.consensus.replica.machine.ReplicaMachine`'s
+``_apply_proposal``; :class:`~quorumboard.consensus.raft.node.RaftNode`'s
+``_compaction_truncates``), and this entry point runs the normal replica with that part swapped
+in. ``LocalCluster(planted_bug=...)`` starts its replicas here; nothing else does.
+
+The bugs (``--planted-bug``, else the ``QUORUMBOARD_PLANTED_BUG`` environment variable):
+
+* ``stale-reads``: every replica, followers included, answers linearizable reads from its local
+  state at once, without a read barrier (linearizability);
+* ``retry-bypass``: the leader re-proposes every fifth client proposal as a retry *without* its
+  session, so the session table cannot deduplicate it (exactly-once);
+* ``watch-gap``: watch streams silently skip events whose revision is a multiple of 50 (watch);
+* ``divergent-apply``: replica ``r1`` keeps a stray key every 25 revisions (convergence);
+* ``fence-bypass``: the leader drops the fence from writes to keys other than the claimed one,
+  so a stalled holder's late write applies (claims safety);
+* ``lost-write``: every replica acknowledges each put committed at a revision divisible by 20
+  and then restores the key's previous value (no lost write / set completeness).
+
+A replica with a planted bug says so at CRITICAL level when it starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Final
+
+import structlog
+
+from quorumboard.consensus.core.model import Event, Proposal, PutCmd
+from quorumboard.consensus.core.state import Applied
+from quorumboard.consensus.raft.node import RaftNode
+from quorumboard.consensus.replica import __main__ as replica_main
+from quorumboard.consensus.replica.machine import EXIT_CONFIG, Replica, ReplicaMachine
+from quorumboard.consensus.replica.server import ClientServer, Done
+from quorumboard.consensus.testing.planted import PLANTED_BUG_ENV, PLANTED_BUGS, PlantedBug
+from quorumboard.consensus.wire.protocol import ReadReq
+
+__all__ = [
+    "SkipFirstCompactionTruncate",
+    "main",
+    "replica_class",
+]
+
+log = structlog.get_logger("quorumboard.consensus.testing.replica")
+
+RETRY_BYPASS_EVERY: Final = 5
+WATCH_GAP_EVERY: Final = 50
+DIVERGE_EVERY: Final = 25
+DIVERGING_REPLICA: Final = "r1"
+LOSE_EVERY: Final = 20
+
+
+# --- the client endpoint -----------------------------------------------------------------------
+
+
+class StaleReadsServer(ClientServer):
+    def _answers_locally(self, req: ReadReq) -> bool:
+        return True
+
+
+class RetryBypassServer(ClientServer):
+    def _submit(self, proposal: Proposal, done: Done) -> None:
+        super()._submit(proposal, done)
+        if proposal.seq % RETRY_BYPASS_EVERY == 0:
+            retry = proposal.model_copy(update={"session": 0, "seq": 0, "acked_below": 0})
+            super()._submit(retry, lambda _r, _f: None)
+
+
+class FenceBypassServer(ClientServer):
+    def _submit(self, proposal: Proposal, done: Done) -> None:
+        cmd = proposal.command
+        if isinstance(cmd, PutCmd) and cmd.fence is not None and cmd.fence.key != cmd.key:
+            proposal = proposal.model_copy(update={"command": cmd.model_copy(
+                update={"fence": None})})
+        super()._submit(proposal, done)
+
+
+class WatchGapServer(ClientServer):
+    def _events_to_send(self, events: list[Event]) -> list[Event]:
+        return [e for e in events if e.revision % WATCH_GAP_EVERY]
+
+
+# --- the state machine -------------------------------------------------------------------------
+
+
+class DivergentApplyMachine(ReplicaMachine):
+    def _apply_proposal(self, proposal: Proposal) -> Applied:
+        applied = super()._apply_proposal(proposal)
+        result = applied.result
+        if (self.config.name == DIVERGING_REPLICA and result.entry is not None
+                and result.revision % DIVERGE_EVERY == 0):
+            # A key only this replica has, never overwritten.
+            stray = dataclasses.replace(self.state.kv[result.entry.key], value="diverged")
+            self.state.kv[f"diverged/{result.revision}"] = stray
+        return applied
+
+
+class LostWriteMachine(ReplicaMachine):
+    def _apply_proposal(self, proposal: Proposal) -> Applied:
+        cmd = proposal.command
+        if not isinstance(cmd, PutCmd):
+            return super()._apply_proposal(proposal)
+        before = self.state.kv.get(cmd.key)
+        applied = super()._apply_proposal(proposal)
+        result = applied.result
+        if result.entry is not None and result.revision % LOSE_EVERY == 0:
+            # On every replica alike: acknowledge, then forget.
+            if before is None:
+                del self.state.kv[cmd.key]
+            else:
+                self.state.kv[cmd.key] = before
+        return applied
+
+
+# --- the Raft node -----------------------------------------------------------------------------
+
+
+class SkipFirstCompactionTruncate(RaftNode):
+    """A fault, not a bug: the first journal truncation after a snapshot is skipped and
+    compaction stops, which leaves on disk what a crash between "snapshot renamed" and
+    "journal prefix dropped" leaves (tests/test_raft.py restarts from it)."""
+
+    _truncations_skipped = 0
+
+    def _compaction_truncates(self) -> bool:
+        if self._truncations_skipped:
+            return True
+        self._truncations_skipped = 1
+        self._sync.conf.logCompactionMinEntries = 2**62
+        self._sync.conf.logCompactionMinTime = 1e12
+        log.warning("raft_fault_injected_skip_compaction_truncate")
+        return False
+
+
+# --- the replica -------------------------------------------------------------------------------
+
+
+class _PlantedReplica(Replica):
+    bug: str = ""
+
+    def start(self) -> None:
+        log.critical("PLANTED BUG ACTIVE: this replica is deliberately wrong", bug=self.bug,
+                     replica=self.config.name)
+        super().start()
+
+
+_PARTS: Final[dict[str, tuple[type[ReplicaMachine], type[ClientServer]]]] = {
+    "stale-reads": (ReplicaMachine, StaleReadsServer),
+    "retry-bypass": (ReplicaMachine, RetryBypassServer),
+    "watch-gap": (ReplicaMachine, WatchGapServer),
+    "fence-bypass": (ReplicaMachine, FenceBypassServer),
+    "divergent-apply": (DivergentApplyMachine, ClientServer),
+    "lost-write": (LostWriteMachine, ClientServer),
+}
+assert set(_PARTS) == PLANTED_BUGS
+
+
+def replica_class(bug: PlantedBug | str | None) -> type[Replica]:
+    """The :class:`Replica` to run with ``bug`` planted (the normal one for ``None``)."""
+    if bug is None:
+        return Replica
+    if bug not in _PARTS:
+        raise ValueError(f"planted bug {bug!r} is not one of {sorted(PLANTED_BUGS)}")
+    machine, server = _PARTS[bug]
+    return type(f"Planted_{bug.replace('-', '_')}", (_PlantedReplica,),
+                {"bug": bug, "machine_class": machine, "server_class": server})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = replica_main.parser("python -m quorumboard.consensus.testing.replica")
+    parser.add_argument("--planted-bug", choices=sorted(PLANTED_BUGS), default=None,
+                        help=f"negative control: the bug to plant (default: ${PLANTED_BUG_ENV})")
+    args = parser.parse_args(argv)
+    bug = args.planted_bug or os.environ.get(PLANTED_BUG_ENV) or None
+    try:
+        cls = replica_class(bug)
+    except ValueError as exc:
+        print(f"{PLANTED_BUG_ENV}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return replica_main.main(args=args, replica_class=cls)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
