@@ -375,6 +375,13 @@ class _RacedHead(BoardCheckpointSaver):
         return seen
 
 
+class _DiesBeforeCleanup(_RacedHead):
+    """Harness: a worker that dies right after losing the race, before deleting what it wrote."""
+
+    def _discard(self, thread: str, written: Any, fence: FenceRef) -> None:
+        return None
+
+
 def test_head_compare_and_set_refuses_a_race_and_cleans_up(cluster: LocalCluster) -> None:
     """A put that loses the head compare-and-set is refused and deletes the values and parts
     it wrote; the head is the last accepted put even when ids would order it otherwise (a
@@ -401,6 +408,21 @@ def test_head_compare_and_set_refuses_a_race_and_cleans_up(cluster: LocalCluster
     latest = first.get_tuple(_config("t"))
     assert latest is not None and latest.checkpoint["id"] == ids[0]
     assert _assert_one_chain(first, "t") == ids
+
+    # What a crash leaves (values and parts no record names) is removed by sweep().
+    values = _keys(board, prefix, "v")
+    dead = _DiesBeforeCleanup(board, prefix=prefix, value_bytes_max=16_384)
+    dead.rival = first
+    with pytest.raises(StaleVersion):
+        _put(dead, "t", {"x": os.urandom(40_000)}, parent=ids[0])
+    assert len(_keys(board, prefix, "p")) > len(parts)
+    ids = _assert_one_chain(first, "t")
+    assert first.sweep("t") > 0
+    assert _keys(board, prefix, "p") == parts
+    assert len(_keys(board, prefix, "v")) == len(values) + 1  # the rival's new value stays
+    for cid in ids:
+        assert first.get_tuple(_config("t", cid)) is not None  # every checkpoint still reads
+    assert first.sweep("t") == 0
     first.close()
 
 

@@ -13,14 +13,19 @@ writers with skewed clocks can record an ``updated_at`` that runs backwards: ord
 revision (``board.history``) when the order matters.
 
 :class:`BoardCheckpointSaver` is a ``BaseCheckpointSaver`` that passes LangGraph's own
-conformance suite at every base capability, and adds what no LangGraph backend has: one writer per
-thread. A saver claims a thread on its first write (a board claim whose lease lapses
-``claim_ttl_s`` after the last renewal), renews it on every write, releases it on
-:meth:`~BoardCheckpointSaver.release` or :meth:`~BoardCheckpointSaver.close`, and every write carries the claim's fence, so a worker that lost the thread (stalled past its
-lease, taken over) is refused with :class:`~quorumboard.consensus.FencedOut`. On top of that the
-head of each checkpoint chain is advanced with a compare-and-set on the version this saver last
-saw, so even two savers under the same agent identity (which share a claim) cannot fork a chain:
-the second gets :class:`~quorumboard.consensus.StaleVersion`.
+conformance suite at every base capability (except two list tests that put several root
+checkpoints on one thread, a fork it refuses unless ``branching=True``), and adds what no
+LangGraph backend has: one writer per thread. A saver claims a thread on its first write (a
+board claim whose lease lapses ``claim_ttl_s`` after the last renewal), renews it on every write,
+releases it on :meth:`~BoardCheckpointSaver.release` or :meth:`~BoardCheckpointSaver.close`, and
+every write carries the claim's fence, so a worker that lost the thread (stalled past its lease,
+taken over) is refused with :class:`~quorumboard.consensus.FencedOut`. On top of that a
+checkpoint is accepted only if its parent is the chain's current head, checked against the head
+the put reads and made atomic by a compare-and-set on its version: a worker that read the thread
+before someone else extended it, or retries a refused put, gets
+:class:`~quorumboard.consensus.StaleVersion`, even when it shares the claim. Without
+``branching=True`` every accepted checkpoint's parent is the one accepted before it; the class
+doc says exactly what is guaranteed, for pending writes too.
 """
 
 from __future__ import annotations
