@@ -531,7 +531,10 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
     head this saver last read or wrote (``get_tuple``, which every graph run starts with, or
     ``put``), or for a checkpoint newer than the head (one of this saver's puts still in
     flight): a worker whose claim lapsed while another extended the thread cannot attach its
-    late task results to the new owner's checkpoints. A write of a task and index that is
+    late task results to the new owner's checkpoints. While a saver holds its claim without a
+    lapse, its writes are not checked against the head (nobody else wrote the thread meanwhile,
+    and LangGraph stores a step's writes on the checkpoint the step started from, with
+    ``durability="async"`` possibly after the next checkpoint was put). A write of a task and index that is
     already stored is kept once (a retry); a different value for it raises
     :class:`~quorumboard.consensus.StaleVersion` (reason ``write-kept``) instead of being
     dropped silently. Error and interrupt writes (negative indexes) are replaced, as in
