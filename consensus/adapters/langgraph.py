@@ -950,7 +950,10 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         """Delete the value and part keys of ``thread_id`` that no checkpoint or pending write
         references (left by a worker that crashed mid-put, or whose cleanup of a refused put
         could not reach the cluster). Runs under the thread's claim, like a write (so not
-        while another worker holds the thread); returns how many keys it deleted."""
+        while another worker holds the thread); a saver under the same agent identity shares
+        that claim, so do not sweep a thread such a saver is writing at the same time (its
+        put's values are unreferenced until its head compare-and-set). Returns how many keys
+        it deleted."""
         thread = str(thread_id)
         with self._thread_lock(thread):
             fence, _ = self._claim(thread)
