@@ -13,14 +13,15 @@ writers with skewed clocks can record an ``updated_at`` that runs backwards: ord
 revision (``board.history``) when the order matters.
 
 :class:`BoardCheckpointSaver` is a ``BaseCheckpointSaver`` that passes LangGraph's own
-conformance suite at every base capability (except two list tests that put several root
-checkpoints on one thread, a fork it refuses unless ``branching=True``), and adds what no
+conformance suite at every base capability, and adds what no
 LangGraph backend has: one writer per thread. A saver claims a thread on its first write (a
 board claim whose lease lapses ``claim_ttl_s`` after the last renewal), renews it on every write,
 releases it on :meth:`~BoardCheckpointSaver.release` or :meth:`~BoardCheckpointSaver.close`, and
 every write carries the claim's fence, so a worker that lost the thread (stalled past its lease,
 taken over) is refused with :class:`~quorumboard.consensus.FencedOut`. On top of that a
-checkpoint is accepted only if its parent is the chain's current head, checked against the head
+checkpoint is accepted only if its parent is the chain's current head (or it has no parent and
+this saver has seen the current head: the one writer starting the thread afresh), checked
+against the head
 the put reads and made atomic by a compare-and-set on its version: a worker that read the thread
 before someone else extended it, or retries a refused put, gets
 :class:`~quorumboard.consensus.StaleVersion`, even when it shares the claim. Without
@@ -801,7 +802,12 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         """Refuse a put that would fork the chain or break its id order (see the class doc)."""
         where = f"thread {thread!r} (namespace {ns!r})"
         head_id = None if head is None else str(head["id"])
-        if parent != head_id and not self.branching:
+        # A put with no parent starts the thread afresh (LangGraph's checkpointers accept that;
+        # its conformance suite does it): allowed when this saver has seen the current head, so
+        # it is the one writer moving on, never a second writer with a stale view.
+        fresh_start = parent is None and head_id is not None \
+            and self._seen.get((thread, ns)) == head_id
+        if parent != head_id and not fresh_start and not self.branching:
             raise StaleVersion(
                 f"the head of {where} is {head_id}, not this put's parent {parent}: another "
                 "writer advanced the chain since it was read, and writing on would fork it; "
