@@ -365,16 +365,21 @@ async def test_waits_hold_no_thread_and_end_with_their_request(cluster: LocalClu
     async with agents(cluster, "waiter", "poker") as (waiter, poker):
         start = ok(await waiter.call_tool("board_status", {}))["revision"]
         threads_before = threading.active_count()
+        sockets_before = open_sockets()
         answers: list[dict[str, Any]] = []
 
         async def wait() -> None:
             answers.append(ok(await waiter.call_tool("board_wait", {
                 "prefix": prefix, "after_revision": start, "timeout_s": 20})))
 
+        async def all_pending() -> bool:  # each pending wait holds its own watch connection
+            return open_sockets() - sockets_before >= 30
+
         async with anyio.create_task_group() as group:
             for _ in range(30):
                 group.start_soon(wait)
-            await anyio.sleep(0.5)
+            await poll(all_pending)
+            assert not answers
             # 30 pending waits: no thread each (a few for the SDK and the board at most).
             assert threading.active_count() - threads_before < 10
             ok(await poker.call_tool("board_put", {"key": f"{prefix}x", "value": 1}))
@@ -524,14 +529,17 @@ async def test_hostile_arguments_are_tool_errors_and_the_server_stays_up(
     async with agents(cluster, "hostile") as (client,):
         for tool, arguments, error in cases:
             refused(await client.call_tool(tool, arguments), error)
-        # Arguments that fail the tools' schema are refused by the SDK, also as tool errors.
-        for tool, arguments in [("board_put", {"key": 5, "value": 1}),
-                                ("board_get", {}),
-                                ("board_wait", {"prefix": "", "after_revision": "soon"})]:
-            result = await client.call_tool(tool, arguments)
-            assert result.is_error, (tool, arguments)
-        result = await client.call_tool("launch_missiles", {"target": "moon"})
-        assert result.is_error
+        # Arguments that fail the tools' schema (checked by the SDK) and an unknown tool are
+        # refused in the same contract: class first, then the JSON object naming the field.
+        for tool, arguments, field in [
+                ("board_put", {"key": 5, "value": 1}, "key"),
+                ("board_get", {}, "key"),
+                ("board_wait", {"prefix": "", "after_revision": "soon"}, "after_revision")]:
+            body = refused(await client.call_tool(tool, arguments), "InvalidCommand")
+            assert f"{field}:" in body["message"] and tool in body["message"], body
+        body = refused(await client.call_tool("launch_missiles", {"target": "moon"}),
+                       "InvalidCommand")
+        assert "launch_missiles" in body["message"] and "board_put" in body["message"]
         assert ok(await client.call_tool("board_status", {}))["agent"] == "hostile"
         k = key("after")
         assert ok(await client.call_tool("board_put", {"key": k, "value": [1]}))["version"] == 1
@@ -651,6 +659,60 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def test_the_bearer_guard_lets_only_lifespan_through_without_the_token() -> None:
+    """The guard in front of the HTTP app, served by uvicorn on loopback, with an app behind
+    it that would accept anything: lifespan events reach it, HTTP only with the token, and a
+    websocket never (token or not)."""
+    import uvicorn
+    from websockets.asyncio.client import connect as ws_connect
+    from websockets.exceptions import InvalidStatus
+
+    from quorumboard.consensus.adapters.mcp import require_bearer
+
+    reached: list[str] = []
+
+    async def open_door(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["type"])
+        if scope["type"] == "lifespan":
+            for _ in range(2):  # startup, then shutdown
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+        elif scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1000})
+        else:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"in"})
+
+    port, token = _free_port(), "tok-" + "7" * 24
+    server = uvicorn.Server(uvicorn.Config(require_bearer(open_door, token), host="127.0.0.1",
+                                           port=port, lifespan="on", log_level="warning"))
+    async with anyio.create_task_group() as group:
+        group.start_soon(server.serve)
+        try:
+            async def started() -> bool:
+                return bool(server.started)
+
+            await poll(started)
+            assert reached == ["lifespan"]
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with create_mcp_http_client() as plain:
+                assert (await plain.get(url)).status_code == 401
+            async with create_mcp_http_client(
+                    headers={"Authorization": f"Bearer {token}"}) as authorized:
+                assert (await authorized.get(url)).status_code == 200
+            assert reached == ["lifespan", "http"]
+            for headers in ({}, {"Authorization": f"Bearer {token}"}):
+                with pytest.raises(InvalidStatus):
+                    async with ws_connect(f"ws://127.0.0.1:{port}/mcp",
+                                          additional_headers=headers, open_timeout=10):
+                        pass
+            assert reached == ["lifespan", "http"]
+        finally:
+            server.should_exit = True
 
 
 async def test_http_transport_needs_its_bearer_token_and_releases_claims_on_sigterm(

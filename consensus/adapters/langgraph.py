@@ -13,14 +13,20 @@ writers with skewed clocks can record an ``updated_at`` that runs backwards: ord
 revision (``board.history``) when the order matters.
 
 :class:`BoardCheckpointSaver` is a ``BaseCheckpointSaver`` that passes LangGraph's own
-conformance suite at every base capability, and adds what no LangGraph backend has: one writer per
-thread. A saver claims a thread on its first write (a board claim whose lease lapses
-``claim_ttl_s`` after the last renewal), renews it on every write, releases it on
-:meth:`~BoardCheckpointSaver.release` or :meth:`~BoardCheckpointSaver.close`, and every write carries the claim's fence, so a worker that lost the thread (stalled past its
-lease, taken over) is refused with :class:`~quorumboard.consensus.FencedOut`. On top of that the
-head of each checkpoint chain is advanced with a compare-and-set on the version this saver last
-saw, so even two savers under the same agent identity (which share a claim) cannot fork a chain:
-the second gets :class:`~quorumboard.consensus.StaleVersion`.
+conformance suite at every base capability, and adds what no
+LangGraph backend has: one writer per thread. A saver claims a thread on its first write (a
+board claim whose lease lapses ``claim_ttl_s`` after the last renewal), renews it on every write,
+releases it on :meth:`~BoardCheckpointSaver.release` or :meth:`~BoardCheckpointSaver.close`, and
+every write carries the claim's fence, so a worker that lost the thread (stalled past its lease,
+taken over) is refused with :class:`~quorumboard.consensus.FencedOut`. On top of that a
+checkpoint is accepted only if its parent is the chain's current head (or it has no parent and
+this saver has seen the current head: the one writer starting the thread afresh), checked
+against the head
+the put reads and made atomic by a compare-and-set on its version: a worker that read the thread
+before someone else extended it, or retries a refused put, gets
+:class:`~quorumboard.consensus.StaleVersion`, even when it shares the claim. Without
+``branching=True`` every accepted checkpoint's parent is the one accepted before it; the class
+doc says exactly what is guaranteed, for pending writes too.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote
 
+import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -77,6 +84,7 @@ from quorumboard.consensus import (
     BoardError,
     Claim,
     ClaimHeld,
+    Conflict,
     CorruptData,
     Entry,
     FencedOut,
@@ -87,8 +95,11 @@ from quorumboard.consensus import (
     NotFound,
     PolicyRejected,
     StaleVersion,
+    Unavailable,
 )
 from quorumboard.consensus.core.model import VALUE_BYTES_MAX, check_prefix
+
+_log = structlog.get_logger("quorumboard.adapters.langgraph")
 
 __all__ = ["BoardCheckpointSaver", "BoardStore", "UnsupportedOperation"]
 
@@ -111,8 +122,6 @@ PAGE_ENTRIES = 256
 """Entries per board ``list`` call when paging (search, namespaces, deletion, checkpoint lists)."""
 PAGES_MAX = 1_000_000 // PAGE_ENTRIES + 2
 """Bound on pages in one scan: the board holds at most ``Limits.keys_max`` (10**6) keys."""
-PUT_ATTEMPTS_MAX = 8
-"""Bound on one plain store put's retries when a concurrent put of the same key lands first."""
 THREAD_LOCKS = 64
 """Stripes of the locks that order one saver's writes per thread (LangGraph may run a step's
 tasks, hence their ``put_writes``, on several threads at once)."""
@@ -122,9 +131,12 @@ back from the board is data, and a forged count must not start an endless run of
 VALUE_MARGIN_BYTES = 4096
 """Room left in a board value for the record around an inline byte string."""
 SAFE_SERDE_TYPES = frozenset({"msgpack", "null", "bytes", "bytearray"})
-"""Serializer type tags the saver decodes with its default serializer. ``pickle`` runs code by
-design and ``json`` revives constructors by module name; the default serializer never writes
-either, so finding one in the data means somebody else wrote it, and it is refused."""
+"""Serializer type tags the saver decodes by default: what LangGraph's serializer writes in
+strict mode (``msgpack``, and its raw ``null``/``bytes``/``bytearray``). Anything else is refused
+with :class:`~quorumboard.consensus.CorruptData` before the serializer sees it: ``pickle`` runs
+code by design, ``json`` revives constructors by module name, and an unknown tag is data this
+saver did not write. A serializer of your own with other tags (e.g. an encrypting one) passes
+its tags as ``serde_types``."""
 
 
 class UnsupportedOperation(InvalidCommand):
@@ -216,6 +228,13 @@ def _shaped(entry: Entry, fields: tuple[str, ...]) -> dict[str, Any]:
     return value
 
 
+def _same_write(kept: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+    """Whether a stored pending write is ``record`` again (the part generation aside: a
+    rewrite of a large value names new parts for the same bytes)."""
+    return ({k: v for k, v in kept.items() if k != "gen"}
+            == {k: v for k, v in record.items() if k != "gen"})
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -293,11 +312,20 @@ class BoardStore(BaseStore):
                     created_at=found.created_at, updated_at=found.updated_at)
 
     def _refresh(self, entry: Entry) -> None:
-        """Renew the item's TTL lease if this store's agent holds it (see the class doc)."""
+        """Renew the item's TTL lease if this store's agent holds it (see the class doc).
+
+        Never fails the read it rides on: a lease that expired meanwhile or is not ours is
+        skipped, and a cluster that cannot be reached right now is logged and skipped too (the
+        item was read; its TTL is renewed by the next read or put that gets through)."""
         if entry.lease is None or entry.author != self.board.agent:
             return
-        with contextlib.suppress(NotFound, PolicyRejected):  # expired meanwhile / not ours
+        try:
             self.board.keepalive(entry.lease)
+        except (NotFound, PolicyRejected):  # expired meanwhile / not ours
+            return
+        except Unavailable as exc:
+            _log.warning("store_ttl_refresh_failed", key=entry.key, lease=entry.lease,
+                         error=f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------------------ ops
 
@@ -469,38 +497,70 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
     Layout under ``prefix`` (every variable part one escaped segment, see :func:`_seg`)::
 
         claims/<thread>                           the thread's claim (owner, fence, lease)
-        heads/<thread>/<ns>                       the chain's newest checkpoint record
-        threads/<thread>/c/<ns>/<id>              older checkpoint records
+        heads/<thread>/<ns>                       the chain's head: its last accepted checkpoint
+        threads/<thread>/c/<ns>/<id>              earlier accepted checkpoint records
         threads/<thread>/v/<ns>/<channel>/<ver>   channel values, one per (channel, version)
         threads/<thread>/w/<ns>/<id>/<task>/<idx> pending writes
         threads/<thread>/p/<gen>/<n>              parts of a byte string too large for a value
 
-    Writing a checkpoint: the new channel values first, then the previous head's record is
-    copied to ``c/`` and the head is replaced by a compare-and-set on the version this saver
-    last saw. A checkpoint exists for readers only once it is the head, so a writer that dies,
-    is fenced out or loses the compare-and-set midway leaves no half-written checkpoint in any
-    chain (only unreferenced values). Readers read the head first, then ``c/``, so a concurrent
-    put can never hide a checkpoint from them.
+    **What is guaranteed.** A chain is the sequence of accepted puts of one (thread,
+    namespace); the head key holds the last one. A put is accepted only if
 
-    Every write carries the thread claim's fence; the claim is taken on the first write
-    (:class:`~quorumboard.consensus.ClaimHeld` if another agent holds it), renewed on each
-    write (and by :meth:`keepalive`), released by :meth:`close` (and by :meth:`delete_thread`),
-    and lapses ``claim_ttl_s`` after the holder's last renewal, after which another worker can
-    claim the thread and continue its chain. A saver whose claim lapsed claims the thread again on its
-    next write (:class:`~quorumboard.consensus.ClaimHeld` if another worker has it now); a
-    write that reaches the board after its claim was taken over is refused with
-    :class:`~quorumboard.consensus.FencedOut`; a saver whose view of a head is stale (another
-    writer advanced the chain meanwhile) gets :class:`~quorumboard.consensus.StaleVersion`.
-    After any of these, the run must start over from ``get_tuple`` (a new ``invoke``): a
-    blind retry of the same ``put`` would extend a chain this worker has not seen.
+    1. it carries the fence of the thread's live claim (another agent holding the thread gets
+       :class:`~quorumboard.consensus.ClaimHeld`; a writer whose claim was taken over is refused
+       with :class:`~quorumboard.consensus.FencedOut`);
+    2. its parent (the ``checkpoint_id`` of the config it is put with) is the chain's current
+       head (none for the first checkpoint of a chain), checked against the head as the put
+       reads it and made atomic by a compare-and-set on the head's version: a writer that read
+       the chain before someone else extended it, or retries a refused put, gets
+       :class:`~quorumboard.consensus.StaleVersion` (reason ``head-moved``), whatever its claim
+       state and whether or not it shares the claim (two savers under one agent identity);
+    3. its id sorts after the head's (LangGraph's ids are time-ordered): a worker whose clock
+       is behind the one that wrote the head gets :class:`~quorumboard.consensus.InvalidCommand`
+       instead of writing a checkpoint that lists below older ones.
+
+    So without opt-in, each accepted checkpoint's parent is the one accepted before it: the
+    chain does not fork, and ``list`` (newest id first) is the chain in reverse order of
+    acceptance. **Branching** (LangGraph's time travel: ``invoke`` or ``update_state`` from an
+    older ``checkpoint_id``) puts a checkpoint whose parent is not the head; it is refused by
+    default and allowed with ``branching=True``: the new checkpoint still goes through the
+    claim, the compare-and-set and the id order, and becomes the head, but its parent may be
+    any checkpoint. The old branch's checkpoints stay readable by id.
+
+    Pending writes (:meth:`put_writes`) carry the fence too. After this saver (re)claims a
+    thread (its first write, or after its claim lapsed), writes are accepted only for the
+    head this saver last read or wrote (``get_tuple``, which every graph run starts with, or
+    ``put``), or for a checkpoint newer than the head (one of this saver's puts still in
+    flight): a worker whose claim lapsed while another extended the thread cannot attach its
+    late task results to the new owner's checkpoints. While a saver holds its claim without a
+    lapse, its writes are not checked against the head (nobody else wrote the thread meanwhile,
+    and LangGraph stores a step's writes on the checkpoint the step started from, with
+    ``durability="async"`` possibly after the next checkpoint was put). A write of a task and index that is
+    already stored is kept once (a retry); a different value for it raises
+    :class:`~quorumboard.consensus.StaleVersion` (reason ``write-kept``) instead of being
+    dropped silently. Error and interrupt writes (negative indexes) are replaced, as in
+    LangGraph's savers.
+
+    Writing a checkpoint: the checks above (one read of the head), the new channel values,
+    the current head's record copied to ``c/``, then the head compare-and-set. Only accepted
+    records are ever visible: a put refused at any step deletes the values and parts it wrote.
+    A worker that crashes mid-put can leave unreferenced value and part keys (never a record):
+    :meth:`sweep` deletes them, and :meth:`delete_thread` deletes everything of a thread.
+
+    The claim is taken on the first write, renewed on each write (and by :meth:`keepalive`),
+    released by :meth:`close` (and by :meth:`delete_thread`), and lapses ``claim_ttl_s``
+    after the holder's last renewal, after which another worker can claim the thread and
+    continue its chain. After any refusal the run must start over from ``get_tuple`` (a new
+    ``invoke``); retrying the same ``put`` is refused again.
 
     Values are the serializer's bytes, base64 in board values; one larger than the board's
     value bound (``value_bytes_max``) is split across part keys written before the record that
     names them, and read back checked against its length and SHA-256. The default serializer is
     LangGraph's in strict mode (``allowed_msgpack_modules=None``): only its fixed list of safe
     types (datetime, uuid, LangChain messages, ...) is rebuilt; a checkpoint naming any other
-    module gets its plain payload back and the module is never imported. ``pickle`` and
-    ``json`` typed data are refused outright (:class:`~quorumboard.consensus.CorruptData`).
+    module gets its plain payload back and the module is never imported. Only the type tags in
+    ``serde_types`` (default :data:`SAFE_SERDE_TYPES`) are decoded; ``pickle``, ``json`` and
+    any other tag are refused outright (:class:`~quorumboard.consensus.CorruptData`).
     Types of your own in a graph's state therefore read back as plain data until code names
     them: set ``LANGGRAPH_STRICT_MSGPACK=true`` (LangGraph then allowlists the exact types the
     graph's schema declares, through ``with_allowlist``, which this saver honours) or pass
@@ -510,7 +570,8 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
     def __init__(self, board: Board, prefix: str = "langgraph/checkpoints/", *,
                  claim_ttl_s: float = 30.0, serde: SerializerProtocol | None = None,
                  policy: str | None = CHECKPOINT_POLICY,
-                 value_bytes_max: int = VALUE_BYTES_MAX) -> None:
+                 value_bytes_max: int = VALUE_BYTES_MAX, branching: bool = False,
+                 serde_types: Iterable[str] = SAFE_SERDE_TYPES) -> None:
         super().__init__(serde=serde or JsonPlusSerializer(allowed_msgpack_modules=None))
         self.board = board
         self.prefix = _check_adapter_prefix(prefix)
@@ -521,12 +582,18 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
             raise InvalidCommand(f"value_bytes_max must be at least {4 * VALUE_MARGIN_BYTES}")
         self._part_bytes = (value_bytes_max - VALUE_MARGIN_BYTES) // 4 * 3
         """Raw bytes per part: its base64 plus the record around it fits one board value."""
+        self.branching = branching
+        """Accept a put whose parent is not the head (time travel); see the class doc."""
+        self.serde_types = frozenset(serde_types)
+        if {"pickle", "json"} & self.serde_types:
+            raise InvalidCommand("serde_types must not include 'pickle' or 'json': those "
+                                 "formats run code or import modules named in the data")
         self._lock = threading.Lock()
         self._thread_locks = [threading.Lock() for _ in range(THREAD_LOCKS)]
         self._claims: dict[str, Claim] = {}
-        self._heads: dict[tuple[str, str], tuple[int, dict[str, Any] | None]] = {}
-        """(thread, ns) -> (version, record) of the head as this saver last wrote or first saw
-        it: the compare-and-set of the next put expects exactly that version."""
+        self._seen: dict[tuple[str, str], str] = {}
+        """(thread, ns) -> id of the head as this saver last read (get_tuple) or wrote it: after
+        a fresh claim, pending writes are accepted only for that head (see the class doc)."""
         if policy is not None:
             board.set_policy(self.prefix, policy)
 
@@ -557,18 +624,18 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         digest = hashlib.blake2b(thread.encode("utf-8", "surrogatepass"), digest_size=4)
         return self._thread_locks[int.from_bytes(digest.digest(), "big") % THREAD_LOCKS]
 
-    def _claim(self, thread: str) -> FenceRef:
-        """The fence for a write to ``thread`` (thread lock held): claims the thread on first
-        use, renews the claim's lease otherwise."""
+    def _claim(self, thread: str) -> tuple[FenceRef, bool]:
+        """The fence for a write to ``thread`` (thread lock held), and whether the claim is
+        fresh: taken now (first use, or the old one lapsed) rather than renewed. Between a
+        lapse and a fresh claim another worker may have written the thread, so a caller
+        re-checks what it writes against the chain (the put's parent check always does)."""
         held = self._claims.get(thread)
         if held is not None:
             try:
                 self.board.keepalive(held)
-                return FenceRef(key=held.key, fence=held.fence)
+                return FenceRef(key=held.key, fence=held.fence), False
             except NotFound:
                 # Lapsed (no write for claim_ttl_s, e.g. a human took a while to answer).
-                # Claiming afresh is safe: if another worker wrote the thread in between, the
-                # head compare-and-set below refuses this saver's stale view.
                 del self._claims[thread]
         try:
             held = self.board.claim(self._claim_key(thread), self.claim_ttl_s,
@@ -581,7 +648,7 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
                 current=exc.current, policy=exc.policy, reason="thread-held",
                 detail=exc.detail) from exc
         self._claims[thread] = held
-        return FenceRef(key=held.key, fence=held.fence)
+        return FenceRef(key=held.key, fence=held.fence), True
 
     def _guarded(self, thread: str, write: Callable[[], _T]) -> _T:
         """Run ``write`` and forget the claim if the board says it is no longer ours."""
@@ -596,8 +663,8 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
 
         For a worker that is alive but will not write for longer than ``claim_ttl_s`` (a slow
         model call, a human in the loop) and wants to keep its threads meanwhile. A claim that
-        already lapsed is dropped here (the next write claims the thread afresh, and the head
-        compare-and-set refuses it if another worker wrote in between)."""
+        already lapsed is dropped here (the next write claims the thread afresh, and is checked
+        against the chain as it is then)."""
         kept = []
         with self._lock:
             held = list(self._claims.items())
@@ -613,14 +680,12 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         return kept
 
     def release(self, thread_id: str) -> bool:
-        """Hand ``thread_id`` over: release its claim now (no lapse to wait for) and forget this
-        saver's view of its heads, so a later write here claims it and reads them afresh.
-        Returns whether a claim was released (``False``: not held, or already lapsed)."""
+        """Hand ``thread_id`` over: release its claim now (no lapse to wait for). A later write
+        here claims it afresh and is checked against the chain as it is then. Returns whether a
+        claim was released (``False``: not held, or already lapsed)."""
         thread = str(thread_id)
         with self._thread_lock(thread):
             claim = self._claims.pop(thread, None)
-            for chain in [k for k in list(self._heads) if k[0] == thread]:
-                self._heads.pop(chain, None)
         if claim is None:
             return False
         try:
@@ -631,9 +696,7 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
 
     def close(self) -> None:
         """Release every thread this saver claimed (best effort: a lapsed claim is already
-        gone). The saver may be used again: it claims threads anew on their next write, and
-        reads their heads afresh then (a handed-over thread is expected to move on; a claim
-        that merely lapsed keeps this saver's view, so a stale one is refused)."""
+        gone). The saver may be used again: it claims threads anew on their next write."""
         with self._lock:
             threads = list(self._claims)
         for thread in threads:
@@ -652,14 +715,16 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
 
     # ---------------------------------------------------------------- bytes <-> board values
 
-    def _dump(self, thread: str, obj: Any, fence: FenceRef, inline_max: int) -> dict[str, Any]:
+    def _dump(self, thread: str, obj: Any, fence: FenceRef, inline_max: int,
+              written: list[str]) -> dict[str, Any]:
         type_, data = self.serde.dumps_typed(obj)
-        return {"t": type_, **self._put_bytes(thread, bytes(data), fence, inline_max)}
+        return {"t": type_, **self._put_bytes(thread, bytes(data), fence, inline_max, written)}
 
-    def _put_bytes(self, thread: str, data: bytes, fence: FenceRef,
-                   inline_max: int) -> dict[str, Any]:
+    def _put_bytes(self, thread: str, data: bytes, fence: FenceRef, inline_max: int,
+                   written: list[str]) -> dict[str, Any]:
         """A reference to ``data``: inline base64 if at most ``inline_max`` bytes, else parts
-        written now (under a fresh generation, so a rewrite never mixes parts)."""
+        written now (under a fresh generation, so a rewrite never mixes parts). Every key
+        written is appended to ``written``, for the caller to delete if its write is refused."""
         if len(data) <= inline_max:
             return {"b64": base64.b64encode(data).decode("ascii")}
         gen = uuid.uuid4().hex
@@ -668,10 +733,28 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
             raise InvalidValue(f"a value of {len(data)} bytes needs more than {PARTS_MAX} parts")
         for n, start in enumerate(parts):
             chunk = base64.b64encode(data[start:start + self._part_bytes]).decode("ascii")
-            key = f"{self._thread_prefix(thread)}p/{gen}/{n:06d}"
+            key = self._part_key(thread, gen, n)
+            written.append(key)
             self._guarded(thread, partial(self.board.put, key, {"b64": chunk}, fence=fence))
         return {"gen": gen, "parts": len(parts), "size": len(data),
                 "sha256": hashlib.sha256(data).hexdigest()}
+
+    def _part_key(self, thread: str, gen: str, n: int) -> str:
+        return f"{self._thread_prefix(thread)}p/{gen}/{n:06d}"
+
+    def _discard(self, thread: str, written: Sequence[str], fence: FenceRef) -> None:
+        """Delete what a refused write left (values, parts), best effort: what cannot be
+        deleted now (fenced out, cluster unreachable) is unreferenced and :meth:`sweep` or
+        :meth:`delete_thread` removes it later."""
+        for key in written:
+            try:
+                self.board.delete(key, fence=fence)
+            except NotFound:
+                continue
+            except BoardError as exc:
+                _log.warning("checkpoint_cleanup_incomplete", thread=thread, left=len(written),
+                             error=f"{type(exc).__name__}: {exc}")
+                return
 
     def _get_bytes(self, thread: str, ref: Mapping[str, Any]) -> bytes:
         """The bytes ``ref`` names (inline or in parts), checked; :class:`CorruptData` if they
@@ -685,7 +768,7 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
                 raise ValueError(f"malformed reference {ref!r}")
             chunks = []
             for n in range(count):
-                entry = self.board.get(f"{self._thread_prefix(thread)}p/{gen}/{n:06d}")
+                entry = self.board.get(self._part_key(thread, gen, n))
                 if entry is None or not isinstance(entry.value, dict):
                     raise ValueError(f"part {n} of {count} is missing")
                 chunks.append(base64.b64decode(entry.value["b64"], validate=True))
@@ -702,60 +785,110 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         type_ = ref.get("t")
         if not isinstance(type_, str):
             raise CorruptData(f"thread {thread!r}: a stored value has no type tag")
-        if type_ in ("pickle", "json"):
-            raise CorruptData(f"thread {thread!r}: refusing to decode {type_!r} data: that "
-                              "format can run code or import modules named in the data")
+        if type_ not in self.serde_types:
+            raise CorruptData(f"thread {thread!r}: refusing to decode {type_!r} data: only "
+                              f"{sorted(self.serde_types)} are decoded ('pickle' and 'json' "
+                              "can run code or import modules named in the data)")
         return self.serde.loads_typed((type_, self._get_bytes(thread, ref)))
 
     # -------------------------------------------------------------------------- writing
+
+    def _read_head(self, thread: str, ns: str) -> tuple[int, dict[str, Any] | None]:
+        entry = self.board.get(self._head_key(thread, ns))
+        return (0, None) if entry is None else (entry.version, _shaped(entry, _RECORD_FIELDS))
+
+    def _check_extends(self, thread: str, ns: str, head: Mapping[str, Any] | None,
+                       parent: str | None, cid: str) -> None:
+        """Refuse a put that would fork the chain or break its id order (see the class doc)."""
+        where = f"thread {thread!r} (namespace {ns!r})"
+        head_id = None if head is None else str(head["id"])
+        # A put with no parent starts the thread afresh (LangGraph's checkpointers accept that;
+        # its conformance suite does it): allowed when this saver has seen the current head, so
+        # it is the one writer moving on, never a second writer with a stale view.
+        fresh_start = parent is None and head_id is not None \
+            and self._seen.get((thread, ns)) == head_id
+        if parent != head_id and not fresh_start and not self.branching:
+            raise StaleVersion(
+                f"the head of {where} is {head_id}, not this put's parent {parent}: another "
+                "writer advanced the chain since it was read, and writing on would fork it; "
+                "start over from get_tuple (or construct the saver with branching=True to "
+                "branch from an older checkpoint on purpose)",
+                reason="head-moved", detail={"head": head_id, "parent": parent})
+        if head_id is not None and cid <= head_id:
+            raise InvalidCommand(
+                f"checkpoint {cid} of {where} does not sort after the head {head_id}: "
+                "LangGraph's ids are time-ordered, so this worker's clock is behind the one "
+                "that wrote the head (or the id was reused); fix the clock and start over")
 
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
         conf = config["configurable"]
         thread, ns = str(conf["thread_id"]), str(conf.get("checkpoint_ns", ""))
         parent = conf.get("checkpoint_id")
-        cid = checkpoint["id"]
+        parent = None if parent is None else str(parent)
+        cid = str(checkpoint["id"])
         stored = checkpoint.copy()
         values: dict[str, Any] = stored.pop("channel_values")  # type: ignore[misc]
+        result: RunnableConfig = {"configurable": {"thread_id": thread, "checkpoint_ns": ns,
+                                                   "checkpoint_id": cid}}
         with self._thread_lock(thread):
-            fence = self._claim(thread)
-            key = self._head_key(thread, ns)
-            if (thread, ns) not in self._heads:
-                entry = self.board.get(key)
-                self._heads[(thread, ns)] = ((entry.version, _shaped(entry, _RECORD_FIELDS))
-                                             if entry is not None else (0, None))
-            version, head = self._heads[(thread, ns)]
-            for channel, channel_version in new_versions.items():
-                ref = (self._dump(thread, values[channel], fence, self._part_bytes)
-                       if channel in values else {"t": "empty"})
-                vkey = self._value_key(thread, ns, channel, channel_version)
-                self._guarded(thread, partial(self.board.put, vkey, ref, fence=fence))
-            inline_max = self._part_bytes // 4
-            record = {"id": cid, "parent": parent,
-                      "checkpoint": self._dump(thread, stored, fence, inline_max),
-                      "metadata": self._dump(thread, get_checkpoint_metadata(config, metadata),
-                                             fence, inline_max)}
-            new_head = record
-            if head is not None and head.get("id") != cid:
-                older, newer = sorted((head, record), key=lambda r: str(r["id"]))
-                # The head is the chain's newest id (as in LangGraph's in-memory saver); the
-                # other record goes to c/ first, so it is never out of readers' sight.
-                self._guarded(thread, lambda: self.board.put(
-                    self._record_key(thread, ns, str(older["id"])), older, fence=fence))
-                new_head = newer
+            fence, _ = self._claim(thread)
+            version, head = self._read_head(thread, ns)
+            if head is not None and str(head["id"]) == cid and head.get("parent") == parent:
+                self._seen[(thread, ns)] = cid  # this very put landed already (a retry)
+                return result
+            self._check_extends(thread, ns, head, parent, cid)
+            written: list[str] = []
             try:
-                entry = self._guarded(thread, lambda: self.board.put(
-                    key, new_head, expect_version=version, fence=fence))
-            except StaleVersion as exc:
-                del self._heads[(thread, ns)]
-                raise StaleVersion(
-                    f"the head of thread {thread!r} (namespace {ns!r}) moved since this saver "
-                    f"last saw it at version {version}: another writer advanced the chain, and "
-                    "writing on would fork it", current=exc.current, policy=exc.policy,
-                    reason="head-moved", detail=exc.detail) from exc
-            self._heads[(thread, ns)] = (entry.version, new_head)
-        return {"configurable": {"thread_id": thread, "checkpoint_ns": ns,
-                                 "checkpoint_id": cid}}
+                for channel, channel_version in new_versions.items():
+                    ref = (self._dump(thread, values[channel], fence, self._part_bytes, written)
+                           if channel in values else {"t": "empty"})
+                    vkey = self._value_key(thread, ns, channel, channel_version)
+                    written.append(vkey)
+                    self._guarded(thread, partial(self.board.put, vkey, ref, fence=fence))
+                inline_max = self._part_bytes // 4
+                record = {"id": cid, "parent": parent,
+                          "checkpoint": self._dump(thread, stored, fence, inline_max, written),
+                          "metadata": self._dump(thread,
+                                                 get_checkpoint_metadata(config, metadata),
+                                                 fence, inline_max, written)}
+                if head is not None:  # an accepted record: readers see it in c/ from now on
+                    old = head
+                    self._guarded(thread, lambda: self.board.put(
+                        self._record_key(thread, ns, str(old["id"])), old, fence=fence))
+                self._guarded(thread, lambda: self.board.put(
+                    self._head_key(thread, ns), record, expect_version=version, fence=fence))
+            except Conflict as exc:  # decided: nothing of this put is referenced
+                self._discard(thread, written, fence)
+                if isinstance(exc, StaleVersion):
+                    raise StaleVersion(
+                        f"the head of thread {thread!r} (namespace {ns!r}) moved while this "
+                        "put was written: another writer advanced the chain, and writing on "
+                        "would fork it; start over from get_tuple", current=exc.current,
+                        policy=exc.policy, reason="head-moved", detail=exc.detail) from exc
+                raise
+            self._seen[(thread, ns)] = cid
+        return result
+
+    def _check_writes_target(self, thread: str, ns: str, cid: str) -> None:
+        """After a fresh claim: refuse pending writes unless they are for the head this saver
+        last read or wrote, or for a checkpoint newer than the head (a put of this saver still
+        in flight); see the class doc."""
+        _, head = self._read_head(thread, ns)
+        if head is None:
+            return
+        head_id = str(head["id"])
+        if cid > head_id or (cid == head_id and self._seen.get((thread, ns)) == head_id):
+            return
+        if self.branching and cid != head_id \
+                and self.board.get(self._record_key(thread, ns, cid)) is not None:
+            return
+        raise StaleVersion(
+            f"pending writes for checkpoint {cid} of thread {thread!r} (namespace {ns!r}) "
+            f"refused: this saver claimed the thread afresh and the head is now {head_id}, "
+            f"which it has not read (it last saw {self._seen.get((thread, ns))}); another "
+            "worker may have continued the thread: start over from get_tuple",
+            reason="head-moved", detail={"head": head_id, "checkpoint": cid})
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                    task_id: str, task_path: str = "") -> None:
@@ -764,19 +897,41 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         cid = str(conf["checkpoint_id"])
         prefix = self._writes_prefix(thread, ns, cid)
         with self._thread_lock(thread):
-            fence = self._claim(thread)
+            fence, fresh = self._claim(thread)
+            if fresh:
+                try:
+                    self._check_writes_target(thread, ns, cid)
+                except StaleVersion:
+                    # Give the fresh claim back: holding it, the next write would be a
+                    # renewal, and a blind retry of this one would skip the check.
+                    claim = self._claims.pop(thread)
+                    with contextlib.suppress(BoardError):
+                        self.board.release(claim)
+                    raise
             for n, (channel, value) in enumerate(writes):
                 idx = WRITES_IDX_MAP.get(channel, n)
+                written: list[str] = []
                 record = {"task": task_id, "channel": channel, "path": task_path, "idx": idx,
-                          **self._dump(thread, value, fence, self._part_bytes)}
+                          **self._dump(thread, value, fence, self._part_bytes, written)}
                 key = f"{prefix}{_seg(task_id)}/{idx}"
                 # A regular write is kept once (a retried task must not replace it); the
                 # special ones (error, interrupt, ...) are replaced, as LangGraph's savers do.
                 try:
                     self._guarded(thread, partial(self.board.put, key, record, fence=fence,
                                                   expect_version=0 if idx >= 0 else None))
-                except StaleVersion:
-                    continue
+                except Conflict as exc:
+                    self._discard(thread, written, fence)
+                    if not isinstance(exc, StaleVersion):
+                        raise
+                    kept = exc.current.value if exc.current is not None else None
+                    if isinstance(kept, dict) and _same_write(kept, record):
+                        continue  # the same write again: kept once
+                    raise StaleVersion(
+                        f"task {task_id!r} already wrote {channel!r} (index {idx}) for "
+                        f"checkpoint {cid} of thread {thread!r} with a different value: the "
+                        "first write is kept; a task's writes are final once stored",
+                        current=exc.current, policy=exc.policy, reason="write-kept",
+                        detail={"task": task_id, "channel": channel, "idx": idx}) from exc
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint, value and write of the thread, under its claim (so a live
@@ -784,7 +939,7 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         release the claim."""
         thread = str(thread_id)
         with self._thread_lock(thread):
-            fence = self._claim(thread)
+            fence, _ = self._claim(thread)
             for prefix in (f"{self.prefix}heads/{_seg(thread)}/", self._thread_prefix(thread)):
                 for _ in range(PAGES_MAX):
                     page = self.board.list(prefix, limit=PAGE_ENTRIES)
@@ -797,7 +952,56 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         with contextlib.suppress(BoardError):
             self.release(thread)
 
+    def sweep(self, thread_id: str) -> int:
+        """Delete the value and part keys of ``thread_id`` that no checkpoint or pending write
+        references (left by a worker that crashed mid-put, or whose cleanup of a refused put
+        could not reach the cluster). Runs under the thread's claim, like a write (so not
+        while another worker holds the thread); a saver under the same agent identity shares
+        that claim, so do not sweep a thread such a saver is writing at the same time (its
+        put's values are unreferenced until its head compare-and-set). Returns how many keys
+        it deleted."""
+        thread = str(thread_id)
+        with self._thread_lock(thread):
+            fence, _ = self._claim(thread)
+            keep: set[str] = set()
+
+            def refs(ref: Mapping[str, Any]) -> None:
+                if isinstance(ref.get("gen"), str) and isinstance(ref.get("parts"), int):
+                    keep.update(self._part_key(thread, ref["gen"], n)
+                                for n in range(min(ref["parts"], PARTS_MAX)))
+
+            base = self._thread_prefix(thread)
+            chains = {ns for _, ns in self._chains({"configurable": {"thread_id": thread}})}
+            for ns in chains:
+                for record in self._records(thread, ns):
+                    refs(record["checkpoint"])
+                    refs(record["metadata"])
+                    checkpoint = self._load(thread, record["checkpoint"])
+                    if not isinstance(checkpoint, dict) \
+                            or not isinstance(checkpoint.get("channel_versions"), dict):
+                        raise CorruptData(f"thread {thread!r}: checkpoint {record['id']} does "
+                                          "not decode to a checkpoint")
+                    for channel, version in checkpoint["channel_versions"].items():
+                        vkey = self._value_key(thread, ns, channel, version)
+                        keep.add(vkey)
+                        entry = self.board.get(vkey)
+                        if entry is not None and isinstance(entry.value, dict):
+                            refs(entry.value)
+            for entry in _scan(self.board, f"{base}w/"):
+                if isinstance(entry.value, dict):
+                    refs(entry.value)
+            deleted = 0
+            for what in ("v/", "p/"):
+                for entry in list(_scan(self.board, base + what)):
+                    if entry.key not in keep:
+                        with contextlib.suppress(NotFound):
+                            self._guarded(thread, partial(self.board.delete, entry.key,
+                                                          fence=fence))
+                            deleted += 1
+        return deleted
+
     # -------------------------------------------------------------------------- reading
+
 
     def _tuple(self, thread: str, ns: str, record: Mapping[str, Any]) -> CheckpointTuple:
         """The checkpoint a record (checked by :func:`_shaped`) names, with its channel values
@@ -832,8 +1036,9 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
             pending_writes=pending)
 
     def _records(self, thread: str, ns: str) -> list[dict[str, Any]]:
-        """Every checkpoint record of one chain, newest id first (head read first: a put that
-        lands meanwhile moves the old head to c/ before replacing it, so none is missed)."""
+        """Every accepted checkpoint record of one chain, newest id first (head read first: a
+        put that lands meanwhile copies the old head to c/ before replacing it, so none is
+        missed)."""
         head = self.board.get(self._head_key(thread, ns))
         by_id: dict[str, dict[str, Any]] = {}
         for entry in _scan(self.board, f"{self._thread_prefix(thread)}c/{_seg(ns)}/"):
@@ -850,6 +1055,8 @@ class BoardCheckpointSaver(BaseCheckpointSaver[str]):
         cid = get_checkpoint_id(config)
         head = self.board.get(self._head_key(thread, ns))
         record = _shaped(head, _RECORD_FIELDS) if head is not None else None
+        if record is not None and (not cid or record["id"] == cid):
+            self._seen[(thread, ns)] = str(record["id"])  # this saver has read the head
         if cid and (record is None or record["id"] != cid):
             entry = self.board.get(self._record_key(thread, ns, cid))
             record = _shaped(entry, _RECORD_FIELDS) if entry is not None else None

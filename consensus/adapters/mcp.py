@@ -46,7 +46,12 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 from mcp.server import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.exceptions import (
+    ResourceError,
+    ResourceNotFoundError,
+    ToolError,
+    UnexpectedToolError,
+)
 from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated, ServerEvent
 from mcp.types import CallToolResult, TextContent
 from pydantic import ValidationError
@@ -258,7 +263,12 @@ class BoardAgent:
     async def renew(self, *, force: bool = False) -> None:
         """Keep every live claim alive (the agent just acted). A claim whose lease is gone is
         marked lapsed and kept: writes still carry its fence, so they are refused
-        (``FencedOut``) instead of going through unfenced."""
+        (``FencedOut``) instead of going through unfenced.
+
+        One keepalive at a time, on purpose: an agent holds a handful of claims, a renewal is
+        skipped within ttl/20 of the last one (so a burst of calls costs one round), and
+        sequential calls keep the board session's requests in order. An agent holding many
+        claims pays one round trip per claim on the first call after each ttl/20."""
         now = time.monotonic()
         for held in list(self.held.values()):
             if held.lapsed or (not force and
@@ -350,9 +360,35 @@ FencedOut). Follow changes with board_wait(prefix, after_revision): pass back th
 returns. Errors start with the error class, then a JSON object with a hint on what to do."""
 
 
+class _BoardServer(MCPServer):
+    """The SDK's server, with the refusals the SDK decides itself (arguments its schema check
+    rejects, an unknown tool) in the error contract too: ``Class: message`` first, then the
+    JSON object, as the tools' own refusals are. The SDK would answer them in its own words
+    ("Error executing tool ...: 1 validation error ..."), with no class and no JSON."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                refusal = tool_error(InvalidCommand(
+                    f"{name}: {_validation_text(exc.__cause__)}"))
+            elif self._tool_manager.get_tool(name) is None:
+                tools = ", ".join(sorted(t.name for t in self._tool_manager.list_tools()))
+                refusal = tool_error(InvalidCommand(f"no tool named {name!r}; the tools are "
+                                                    f"{tools}"))
+            else:
+                raise
+            return CallToolResult(content=[TextContent(type="text", text=str(refusal))],
+                                  is_error=True)
+
+
 def build_server(agent: BoardAgent, *, name: str = "quorumboard") -> MCPServer:
     """The MCP server for ``agent``: the ten tools and the ``board://{+key}`` resources."""
-    server = MCPServer(name, instructions=INSTRUCTIONS, subscriptions=agent.bus)
+    server = _BoardServer(name, instructions=INSTRUCTIONS, subscriptions=agent.bus)
     board = agent.board
 
     def tool(fn: Callable[..., Awaitable[dict[str, Any]]]) -> None:
@@ -594,19 +630,34 @@ async def running(agent: BoardAgent, *, close: bool = True) -> AsyncIterator[MCP
 
 
 def require_bearer(app: Any, token: str) -> Any:
-    """Wrap an ASGI app: HTTP requests without ``Authorization: Bearer <token>`` get 401."""
+    """Wrap an ASGI app: HTTP requests without ``Authorization: Bearer <token>`` get 401.
+
+    Only the server's own ``lifespan`` events pass without the token (they come from the
+    ASGI server, not a peer). A websocket is refused outright, token or not (the MCP app
+    serves none, and a connection it never answers must not reach it unauthenticated), and
+    any other scope type is an error: whatever a future ASGI server sends is refused rather
+    than passed through."""
     expected = f"Bearer {token}".encode()
 
     async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope.get("type") == "http":
-            got = dict(scope.get("headers") or []).get(b"authorization", b"")
-            if not hmac.compare_digest(got, expected):
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"text/plain"),
-                                        (b"www-authenticate", b"Bearer")]})
-                await send({"type": "http.response.body",
-                            "body": b"missing or wrong bearer token\n"})
-                return
+        kind = scope.get("type")
+        if kind == "lifespan":
+            await app(scope, receive, send)
+            return
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008,
+                        "reason": "this server has no websocket endpoint"})
+            return
+        if kind != "http":
+            raise InvalidCommand(f"ASGI scope type {kind!r} is not served (http only)")
+        got = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if not hmac.compare_digest(got, expected):
+            await send({"type": "http.response.start", "status": 401,
+                        "headers": [(b"content-type", b"text/plain"),
+                                    (b"www-authenticate", b"Bearer")]})
+            await send({"type": "http.response.body",
+                        "body": b"missing or wrong bearer token\n"})
+            return
         await app(scope, receive, send)
 
     return guarded
