@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from quorumboard.agents.events import RunEvent
 from quorumboard.agents.spec import RunSpec, SyncMode
+from quorumboard.agents.study import reply_stats
 
 __all__ = [
     "CONFLICT_KINDS",
@@ -122,6 +123,17 @@ class RunMetrics(BaseModel):
     """Injected board faults undone (``board_heal``: a replica restarted, a partition healed)."""
     board_errors: int = 0
     lost_work: int = 0
+    harness: str = "board"
+    """Whose rules the run followed (``board`` or ``study``: see ``RunSpec.harness``)."""
+    edits: int = 0
+    """Committed file writes (the study's ``edit_file`` events)."""
+    first_completions: int = 0
+    """Completions of a task not done before (the study harness also logs repeats)."""
+    multi_complete_replies: int = 0
+    """Replies completing >= 2 tasks for the first time."""
+    study_idle_replies: int = 0
+    """The study's idle replies: no edit, no granted claim, no first-time completion."""
+    test_runs: int = 0
 
 
 class RunRecord(BaseModel):
@@ -279,7 +291,7 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
 
     completed_tasks = {e.task for e in events if e.kind == "complete"}
     round_numbers = {e.round for e in events if e.kind == "round_start"}
-    complete_rounds = {e.round for e in events if e.kind == "complete"}
+    complete_rounds = {e.round for e in events if e.kind == "complete" and e.reason != "repeat"}
     replies = [e for e in events if e.kind == "reply"]
     writes = [e for e in events if e.kind == "write" and e.file is not None]
     attempts = [e for e in events if e.kind in ("write", "write_rejected") and e.file is not None]
@@ -316,6 +328,7 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
         "fenced_rejected": count("write_rejected", "fenced") + count("complete_refused", "fenced"),
     }
     rec = _recovery(events)
+    per_reply = reply_stats(events) if rounds_mode else []
     tokens_in = sum(e.tokens_in or 0 for e in replies)
     tokens_out = sum(e.tokens_out or 0 for e in replies)
     last_t = max((e.t_s for e in events), default=0.0)
@@ -358,6 +371,12 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
         board_heals=count("board_heal"),
         board_errors=count("board_error"),
         lost_work=_int(end_data.get("lost", 0)),
+        harness=str(end_data.get("harness", "board")),
+        edits=len(writes),
+        first_completions=sum(1 for e in events if e.kind == "complete" and e.reason != "repeat"),
+        multi_complete_replies=sum(1 for r in per_reply if r.completions >= 2),
+        study_idle_replies=sum(1 for r in per_reply if r.idle),
+        test_runs=count("tests"),
     )
 
 

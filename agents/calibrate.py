@@ -1,0 +1,337 @@
+"""Fit and re-measure the study brains on the study's per-reply tables.
+
+Inputs only: the per-reply rows of notes/paper-calibration.md §3-§4 (shipped as
+``agents/calibration/study_replies.json``). The fit uses the rows with n = 1 and n = 2; the rows
+with n = 3-5 are never seen by it (they are printed beside the simulated rates for validation).
+The outcome figures of the study (speedup, messages, idle rounds, conflicts, tokens per run) are
+not inputs anywhere.
+
+``python -m quorumboard.agents.calibrate fit [--model M] [--evals K]`` refits and rewrites the
+calibration files; ``... check`` prints simulated per-reply rates beside the study's for every
+row. Simulations here run the study's rules on :class:`~agents.study.MemoryStore` (the same code
+the board runs, without the board: a test checks the two agree event for event), on projects of
+the study's three shapes (:func:`study_shape`: the task files' dependency structure, not their
+text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from quorumboard.agents.events import EventLog
+from quorumboard.agents.study import MemoryStore, ReplyStats, StudyEngine, reply_stats
+from quorumboard.agents.studybrain import (
+    STUDY_MODELS,
+    Assumptions,
+    Calibration,
+    LatencyBin,
+    ModeParams,
+    StudyBrain,
+    load_calibration,
+)
+from quorumboard.agents.tasks import Project, Task
+
+__all__ = ["METRICS", "Rates", "StudyRow", "check_rows", "measure", "simulate", "study_rows",
+           "study_shape", "tolerance"]
+
+LEVELS = ("p02", "p05", "p09")
+METRICS = ("idle", "blocked", "edits", "completions", "multi", "claims")
+SHARES = frozenset({"idle", "blocked", "multi"})
+"""Metrics that are shares of replies (or of claim attempts): binomial errors."""
+Z = 3.0
+"""Tolerance in standard errors of the difference (study's and simulation's)."""
+MEAN_SE_FLOOR = 0.02
+
+
+def study_shape(level: str) -> Project:
+    """A project with the dependency structure of the study's task files at ``level``
+    (paper.md: p09 = 19 independent tasks + 1 depending on one of them; p05 = 11 roots + a
+    9-task chain hanging off a root; p02 = 5 roots + a 15-task chain), one file per task."""
+    chain = {"p02": 16, "p05": 10, "p09": 2}[level]
+    tasks = [Task(id=f"task-{i}", dependencies=(f"task-{i - 1}",) if 1 < i <= chain else (),
+                  files=(f"t{i}.py",)) for i in range(1, 21)]
+    return Project(name=f"shape-{level}", suite="shape", level=level, tasks=tuple(tasks))
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    model: str
+    mode: str
+    level: str
+    n: int
+    values: dict[str, float]
+    replies: int | None
+
+
+def study_rows() -> list[StudyRow]:
+    """The study's per-reply rows (§3, with §4's n = 1 reply counts)."""
+    text = (resources.files("quorumboard.agents") / "calibration" / "study_replies.json"
+            ).read_text(encoding="utf-8")
+    return [StudyRow(model=r["model"], mode=r["mode"], level=r["level"], n=r["n"],
+                     values={m: float(r[m]) for m in METRICS}, replies=r["replies"])
+            for r in json.loads(text)["rows"]]
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Per-reply rates of a set of replies, with what their errors need."""
+
+    replies: int
+    attempts: int
+    values: dict[str, float]
+    sd: dict[str, float]
+
+
+def measure(stats: Sequence[ReplyStats]) -> Rates:
+    """The study's per-reply figures of these replies (blocked: of logged claim attempts)."""
+    n = max(1, len(stats))
+    attempts = sum(s.claims for s in stats)
+    cols = {"edits": [float(s.edits) for s in stats],
+            "completions": [float(s.completions) for s in stats],
+            "claims": [float(s.claims) for s in stats]}
+    values = {k: statistics.fmean(v) if v else 0.0 for k, v in cols.items()}
+    values["idle"] = sum(1 for s in stats if s.idle) / n
+    values["multi"] = sum(1 for s in stats if s.completions >= 2) / n
+    values["blocked"] = sum(s.blocked for s in stats) / attempts if attempts else 0.0
+    sd = {k: statistics.pstdev(v) if len(v) > 1 else 0.0 for k, v in cols.items()}
+    return Rates(replies=len(stats), attempts=attempts, values=values, sd=sd)
+
+
+def simulate(cal: Calibration, mode: str, level: str, n: int, runs: int, seed: int = 0,
+             assumptions: Assumptions | None = None, params: ModeParams | None = None,
+             round_cap: int = 60) -> list[ReplyStats]:
+    """The replies of ``runs`` in-memory runs of one (model, mode, level, n)."""
+    project = study_shape(level)
+    team = tuple(f"a{i}" for i in range(n))
+    out: list[ReplyStats] = []
+    for r in range(runs):
+        s = seed * 1_000_003 + r * 7_919 + n * 31 + LEVELS.index(level)
+        brains = {a: StudyBrain(cal, mode, seed=s * 17 + i, assumptions=assumptions,
+                                params=params) for i, a in enumerate(team)}
+        log = EventLog(None)
+        engine = StudyEngine(project=project, team=team, mode=mode, store=MemoryStore(),
+                             brains=brains, log=log, round_cap=round_cap, seed=s)
+        engine.setup()
+        engine.run()
+        out += reply_stats(log.events)
+    return out
+
+
+def _se(metric: str, value: float, count: int, sd: float) -> float:
+    if metric in SHARES:
+        v = min(max(value, 0.5 / max(count, 1)), 1 - 0.5 / max(count, 1))
+        return math.sqrt(v * (1 - v) / max(count, 1))
+    return max(sd, MEAN_SE_FLOOR) / math.sqrt(max(count, 1))
+
+
+def tolerance(row: StudyRow, sim: Rates, metric: str) -> float:
+    """Z standard errors of (study - simulation): binomial for shares, with the study's reply
+    count (n >= 2: the n = 1 count of the same row, the note giving none; blocked: of claim
+    attempts, estimated as replies x claims per reply); for means the simulation's own spread
+    stands in for the study's."""
+    study_n = row.replies or 100
+    if metric == "blocked":
+        study_n = max(1, round(study_n * row.values["claims"]))
+        sim_n = sim.attempts
+    else:
+        sim_n = sim.replies
+    sd = sim.sd.get(metric, 0.0)
+    se = math.hypot(_se(metric, row.values[metric], study_n, sd),
+                    _se(metric, sim.values[metric], sim_n, sd))
+    return Z * se
+
+
+def check_rows(cal: Calibration, rows: Sequence[StudyRow], runs: int, seed: int = 0,
+               params: dict[str, ModeParams] | None = None
+               ) -> list[tuple[StudyRow, Rates, list[str]]]:
+    """Simulate each row's cell and list the metrics outside tolerance."""
+    out = []
+    for row in rows:
+        sim = measure(simulate(cal, row.mode, row.level, row.n, runs, seed,
+                               params=(params or {}).get(row.mode)))
+        bad = [m for m in METRICS
+               if abs(sim.values[m] - row.values[m]) > tolerance(row, sim, m)]
+        out.append((row, sim, bad))
+    return out
+
+
+# ------------------------------------------------------------------------------- fitting
+
+FIT_NAMES = {
+    "decentralized": ("engage0", "engage_n", "greedy", "beta", "same", "hazard", "edit_task",
+                      "extra", "extra_idle"),
+    "preassign": ("engage0", "engage_n", "sweep0", "sweep1", "claim_first", "edit_task",
+                  "extra", "extra_idle"),
+}
+_PROB = frozenset({"greedy", "beta", "same", "hazard", "claim_first"})
+_RATE = frozenset({"edit_task", "extra", "extra_idle"})
+SOURCES = {
+    "engage0": "§3 idle % and completions per reply, n = 1, p02/p05/p09",
+    "engage_n": "§3 idle % and completions per reply, n = 2 against n = 1, p02/p05/p09",
+    "greedy": "§3 claim attempts per reply and % replies completing >= 2, n = 1-2",
+    "beta": "§3 blocked % of claim attempts, n = 1-2, p02/p05/p09",
+    "same": "§3 first-time completions per reply and % >= 2, n = 1-2 (cf. §4: claim -> "
+            "completion in the same reply)",
+    "hazard": "§3 first-time completions per reply, n = 1-2 (cf. §4: completion in a later "
+              "reply)",
+    "sweep0": "§3 % replies completing >= 2 and completions per reply, n = 1-2",
+    "sweep1": "§3 % replies completing >= 2 across p02/p05/p09 (share of the dealt list "
+              "blocked), n = 1-2",
+    "claim_first": "§3 claim attempts per reply against completions per reply, n = 1-2",
+    "edit_task": "§3 edit_file per reply, n = 1-2",
+    "extra": "§3 edit_file per reply and idle %, n = 1-2",
+    "extra_idle": "§3 edit_file per reply and idle %, n = 1-2",
+    "tests": "§2 run_tests per reply (pooled over p and n; direct)",
+}
+
+
+def _to_params(base: ModeParams, names: Sequence[str], x: Sequence[float]) -> ModeParams:
+    vals: dict[str, float] = {}
+    for name, v in zip(names, x, strict=True):
+        if name in _PROB:
+            vals[name] = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, v))))
+        elif name in _RATE:
+            vals[name] = min(20.0, math.exp(max(-10.0, min(3.0, v))))
+        else:
+            vals[name] = v
+    return base.model_copy(update=vals)
+
+
+def _from_params(p: ModeParams, names: Sequence[str]) -> list[float]:
+    out = []
+    for name in names:
+        v = float(getattr(p, name))
+        if name in _PROB:
+            v = min(max(v, 1e-4), 1 - 1e-4)
+            out.append(math.log(v / (1 - v)))
+        elif name in _RATE:
+            out.append(math.log(max(v, 1e-4)))
+        else:
+            out.append(v)
+    return out
+
+
+def _loss(cal: Calibration, mode: str, params: ModeParams, rows: Sequence[StudyRow],
+          runs: int) -> float:
+    total = 0.0
+    for row in rows:
+        sim = measure(simulate(cal, mode, row.level, row.n, runs, seed=1, params=params))
+        for m in METRICS:
+            scale = max(tolerance(row, sim, m) / Z, 0.02 if m in SHARES
+                        else 0.05 * max(row.values[m], 0.2))
+            total += ((sim.values[m] - row.values[m]) / scale) ** 2
+    return total
+
+
+def fit_mode(cal: Calibration, mode: str, rows: Sequence[StudyRow], evals: int,
+             runs: int) -> tuple[ModeParams, float]:
+    """Nelder-Mead over the mode's propensities (common random numbers: fixed seeds)."""
+    from scipy.optimize import minimize
+
+    names = FIT_NAMES[mode]
+    base = cal.modes[mode]
+    x0 = _from_params(base, names)
+    res = minimize(lambda x: _loss(cal, mode, _to_params(base, names, x), rows, runs), x0,
+                   method="Nelder-Mead",
+                   options={"maxfev": evals, "xatol": 1e-2, "fatol": 1e-2, "adaptive": True})
+    return _to_params(base, names, res.x), float(res.fun)
+
+
+def calibration_path(model: str) -> Path:
+    return Path(__file__).parent / "calibration" / f"{model}.json"
+
+
+# §5 p50 / mean latency per edit count, §2 run_tests per reply, §6 helper-file share.
+_LATENCY = {
+    "claude-sonnet-4-6": ((1.9, 3.0), (5.8, 8.2), (10.6, 11.9), (16.8, 18.5), (31.4, 30.2),
+                          (37.7, 36.0)),
+    "gemini-3-flash-preview": ((3.6, 6.2), (3.9, 4.9), (7.2, 8.8), (9.2, 11.0), (13.7, 14.5),
+                               (15.1, 15.1)),
+    "gpt-5.2": ((1.3, 2.1), (3.6, 4.2), (7.0, 7.8), (11.8, 13.4), (20.7, 23.1), (41.2, 37.7)),
+}
+_BINS = ((0, 0), (1, 1), (2, 2), (3, 5), (6, 10), (11, 10_000))
+_TESTS = {"claude-sonnet-4-6": (0.36, 0.77), "gemini-3-flash-preview": (0.90, 0.57),
+          "gpt-5.2": (0.30, 0.46)}
+_HELPER = {"claude-sonnet-4-6": (0.21, 0.20), "gemini-3-flash-preview": (0.003, 0.002),
+           "gpt-5.2": (0.20, 0.18)}
+_TOKENS_PER_EDIT = {"claude-sonnet-4-6": 500, "gemini-3-flash-preview": 350, "gpt-5.2": 450}
+
+
+def initial_calibration(model: str) -> Calibration:
+    """A model's direct inputs (§2, §5, §6) and starting propensities before the fit."""
+    dec_t, pre_t = _TESTS[model]
+    return Calibration(
+        model=model,
+        modes={"decentralized": ModeParams(tests=dec_t),
+               "preassign": ModeParams(tests=pre_t, sweep0=0.0, sweep1=0.0)},
+        latency=tuple(LatencyBin(edits_min=lo, edits_max=hi, p50_s=p50, mean_s=mean)
+                      for (lo, hi), (p50, mean) in zip(_BINS, _LATENCY[model], strict=True)),
+        tokens_per_edit=_TOKENS_PER_EDIT[model],
+        helper_share={"decentralized": _HELPER[model][0], "preassign": _HELPER[model][1]},
+        sources={"latency": "§5 p50 / mean s by edits in reply (pooled)",
+                 "helper_share": "§6 edits to files of no task, dec / pre",
+                 "tokens_per_edit": "assumption: output tokens per edit, so that 11+ edits "
+                                    "reach the 8,192-token cap where §5's latency saturates"})
+
+
+def _fit(model: str, evals: int, runs: int, start: Calibration | None) -> Calibration:
+    cal = start or initial_calibration(model)
+    modes = dict(cal.modes)
+    sources: dict[str, Any] = dict(cal.sources)
+    for mode in ("decentralized", "preassign"):
+        rows = [r for r in study_rows() if r.model == model and r.mode == mode and r.n <= 2]
+        cal = cal.model_copy(update={"modes": modes})
+        fitted, loss = fit_mode(cal, mode, rows, evals, runs)
+        modes[mode] = fitted
+        cal = cal.model_copy(update={"modes": modes})
+        checked = check_rows(cal, rows, runs=40, seed=5)
+        sources[mode] = {
+            "parameters": {name: SOURCES[name] for name in (*FIT_NAMES[mode], "tests")},
+            "fit": {"rows": "n = 1, 2 of this model and mode (study_replies.json)",
+                    "loss": round(loss, 2), "evals": evals, "runs_per_row": runs},
+            "residuals": {f"{r.level} n={r.n}": {
+                m: [round(r.values[m], 3), round(s.values[m], 3)] for m in METRICS}
+                for r, s, _ in checked},
+            "outside_tolerance": {f"{r.level} n={r.n}": bad for r, s, bad in checked if bad},
+        }
+        print(f"{model} {mode}: loss {loss:.1f}; outside tolerance: "
+              f"{sources[mode]['outside_tolerance']}", file=sys.stderr)
+    return cal.model_copy(update={"modes": modes, "sources": sources})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m quorumboard.agents.calibrate")
+    p.add_argument("action", choices=["fit", "check"])
+    p.add_argument("--model", default=",".join(STUDY_MODELS))
+    p.add_argument("--evals", type=int, default=300)
+    p.add_argument("--runs", type=int, default=8, help="simulated runs per row in the fit")
+    p.add_argument("--fresh", action="store_true", help="start from the initial values")
+    args = p.parse_args(argv)
+    for model in (m.strip() for m in args.model.split(",") if m.strip()):
+        if args.action == "fit":
+            start = None if args.fresh or not calibration_path(model).exists() \
+                else load_calibration(model)
+            cal = _fit(model, args.evals, args.runs, start)
+            calibration_path(model).write_text(
+                json.dumps(cal.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8")
+            continue
+        cal = load_calibration(model)
+        for row, sim, bad in check_rows(cal, [r for r in study_rows() if r.model == model],
+                                        runs=20):
+            cells = "  ".join(f"{m} {row.values[m]:.2f}/{sim.values[m]:.2f}" for m in METRICS)
+            print(f"{model[:6]} {row.mode[:4]} {row.level} n={row.n}  {cells}  "
+                  f"{'OUT: ' + ','.join(bad) if bad else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
