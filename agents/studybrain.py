@@ -19,9 +19,10 @@ The state a reply depends on (what the study's agents could see on the board):
 task it sees (``greedy``) or one; it attempts each blocked task with probability ``beta``
 (refused: ``claim_blocked``); it completes each task it claimed in this reply with probability
 ``same`` and each task claimed earlier with probability ``hazard``. **Pre-assigned reply**: with
-probability ``engage(n)`` it completes its whole remaining list (probability ``sweep``, a
+probability ``engage(n)`` it works on its whole remaining list (probability ``sweep``, a
 logistic in the share of that list still blocked) or the next task of it, claiming those tasks
-first with probability ``claim_first``. Either way: edits are Poisson, ``edit_task`` per task
+first with probability ``claim_first`` and marking them done with probability ``same`` (else it
+only edits them). Either way: edits are Poisson, ``edit_task`` per task
 completed or claimed in the reply plus ``extra`` (engaged) or ``extra_idle`` (not); a test run
 with probability ``tests`` (§2, direct). Reply latency comes from the reply's content: a
 log-normal per edit count through the study's p50 and mean (§5, saturating with edits).
@@ -97,6 +98,8 @@ class ModeParams(_Frozen):
     greedy: float = Field(default=0.3, ge=0, le=1)
     beta: float = Field(default=0.1, ge=0, le=1)
     same: float = Field(default=0.6, ge=0, le=1)
+    """Decentralized: P(completing, in the same reply, a task claimed in it). Pre-assigned:
+    P(an engaged reply marks done the tasks it works on)."""
     hazard: float = Field(default=0.3, ge=0, le=1)
     sweep0: float = 0.0
     sweep1: float = 0.0
@@ -282,7 +285,8 @@ class StudyBrain:
         out += self._extra_edits(view, p.extra)
         if self._chance(p.claim_first):
             out += [ClaimTask(task=t.id) for t in tasks]
-        out += [CompleteTask(task=t.id) for t in tasks]
+        if self._chance(p.same):  # else the reply works on them without marking them done
+            out += [CompleteTask(task=t.id) for t in tasks]
         return out
 
     def _lead(self, view: View) -> list[Action]:

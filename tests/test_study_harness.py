@@ -4,14 +4,16 @@ the in-memory store agreeing event for event, and the study's pre-assignment dea
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from quorumboard.agents.actions import Action, ClaimTask, CompleteTask, Reply, View, WriteFile
 from quorumboard.agents.calibrate import study_shape
-from quorumboard.agents.events import EventLog, RunEvent
+from quorumboard.agents.events import EventLog, RunEvent, read_events
 from quorumboard.agents.experiment import SweepConfig, expand
 from quorumboard.agents.metrics import RunRecord
 from quorumboard.agents.runner import TeamEnv, run_team, study_brain
@@ -46,11 +48,6 @@ class Scripted:
 def _events_of(env: TeamEnv, project: Project, scripts: list[Script], **kw: object
                ) -> tuple[RunRecord, list[RunEvent]]:
     """Run on the board, keeping the event log (the runner writes it to disk only)."""
-    import tempfile
-    from pathlib import Path
-
-    from quorumboard.agents.events import read_events
-
     with tempfile.TemporaryDirectory() as tmp:
         lat = kw.pop("latencies", None) or [1.0] * len(scripts)
         tests = bool(kw.pop("tests", False))
@@ -203,11 +200,6 @@ def test_no_board_time_runs_repeat_and_match_the_in_memory_rules(env: TeamEnv,
     project = study_shape("p05")
     spec = spec_of(project, harness="study", mode=mode, agents=3, model="claude-sonnet-4-6",
                    seed=11)
-    import tempfile
-    from pathlib import Path
-
-    from quorumboard.agents.events import read_events
-
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(2):
@@ -224,3 +216,21 @@ def test_no_board_time_runs_repeat_and_match_the_in_memory_rules(env: TeamEnv,
     engine.run()
     board = [e for e in _strip(runs[0]) if e[0] not in ("run_start", "run_end")]
     assert board == _strip(log.events)
+
+
+def test_report_prints_per_reply_rates_beside_the_studys(env: TeamEnv, tmp_path: Path) -> None:
+    from quorumboard.agents.report import write_report
+
+    project = study_shape("p09")
+    with (tmp_path / "results.jsonl").open("w") as sink:
+        for mode in ("decentralized", "hybrid"):
+            for n in (1, 2):
+                spec = spec_of(project, harness="study", mode=mode, agents=n, model="gpt-5.2")
+                sink.write(run_team(spec, project, env, None).model_dump_json() + "\n")
+    text = write_report(tmp_path).read_text()
+    assert "harness: study" in text and "## Per-reply rates vs the study" in text
+    row = next(line for line in text.splitlines()
+               if line.startswith("| gpt-5.2 | decentralized | p09 | 1 | fit |"))
+    assert "/ 18%" in row  # the study's idle share of this row (§3) beside ours
+    assert "| gpt-5.2 | hybrid | p09 | 2 | no study data |" in text
+    assert (tmp_path / "speedup_gpt-5.2.png").stat().st_size > 0

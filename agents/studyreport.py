@@ -1,0 +1,150 @@
+"""The report's study sections: per-reply rates beside the study's, and the study's directions.
+
+For runs under ``--harness study``: the simulated brains' per-reply rates per (model, mode, p,
+n) beside the study's own (notes/paper-calibration.md §3; the rows with n = 1-2 are what the
+brains were fitted on, n = 3-5 were never seen by the fit), and, per model and p, whether the
+outcomes point the study's way (paper.md): decentralized above pre-assignment in messages, idle
+rounds, concurrent writes and tokens; teams below Amdahl; pre-assignment at least as fast at
+p = 0.9. ``lead`` and ``hybrid`` have no study data and are marked so.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from quorumboard.agents.calibrate import METRICS, study_rows
+from quorumboard.agents.metrics import RunMetrics, RunRecord, amdahl, cell_rows
+from quorumboard.agents.study import STUDY_MODES
+
+__all__ = ["LEVEL_OF_P", "direction_rows", "per_reply_rates", "study_sections"]
+
+LEVEL_OF_P = {0.2: "p02", 0.5: "p05", 0.9: "p09"}
+_NA = "—"
+
+
+def _level(p: float) -> str:
+    return LEVEL_OF_P.get(round(p, 2), f"p={p:.2f}")
+
+
+def per_reply_rates(ms: Sequence[RunMetrics]) -> dict[str, float] | None:
+    """Pooled per-reply rates of these runs (replies weigh equally, as in the study's tables)."""
+    replies = sum(m.messages for m in ms)
+    if not replies:
+        return None
+    attempts = sum(m.claim_attempts for m in ms)
+    return {"idle": sum(m.study_idle_replies for m in ms) / replies,
+            "blocked": sum(m.claims_blocked for m in ms) / attempts if attempts else 0.0,
+            "edits": sum(m.edits for m in ms) / replies,
+            "completions": sum(m.first_completions for m in ms) / replies,
+            "multi": sum(m.multi_complete_replies for m in ms) / replies,
+            "claims": attempts / replies}
+
+
+def _fmt(metric: str, v: float) -> str:
+    return f"{100 * v:.0f}%" if metric in ("idle", "blocked", "multi") else f"{v:.2f}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def per_reply_section(records: Sequence[RunRecord]) -> list[str]:
+    study = {(r.model, r.mode, r.level, r.n): r.values for r in study_rows()}
+    groups: dict[tuple[str, str, str, int], list[RunMetrics]] = defaultdict(list)
+    for r in records:
+        groups[(r.spec.model, r.spec.mode, _level(r.spec.p), r.spec.agents)].append(r.metrics)
+    rows = []
+    for key in sorted(groups):
+        model, mode, level, n = key
+        ours = per_reply_rates(groups[key])
+        if ours is None:
+            continue
+        theirs = study.get(key)
+        role = ("no study data" if mode not in STUDY_MODES else
+                "fit" if n <= 2 else "validation")
+        rows.append([model, mode, level, str(n), role, str(sum(m.messages for m in groups[key])),
+                     *(f"{_fmt(m, ours[m])} / {_fmt(m, theirs[m]) if theirs else _NA}"
+                       for m in METRICS)])
+    out = ["## Per-reply rates vs the study", "",
+           "Simulated / study per reply (notes/paper-calibration.md §3). The brains were "
+           "fitted on the n = 1-2 rows only (role `fit`); n = 3-5 rows (`validation`) were never "
+           "seen by the fit. idle: no edit, no granted claim, no first-time completion; blocked: "
+           "of logged claim attempts; multi: replies completing >= 2 tasks.", ""]
+    return [*out, *_table(["model", "mode", "p", "n", "role", "replies", *METRICS], rows), ""]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def direction_rows(records: Sequence[RunRecord]) -> list[list[str]]:
+    """Per model and p level, over n > 1: the study's directions, each with our figures."""
+    by: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+    for r in records:
+        if r.spec.agents > 1:
+            by[(r.spec.model, _level(r.spec.p), r.spec.mode)].append(r)
+    cells = cell_rows(records)
+    out: list[list[str]] = []
+    metrics: list[tuple[str, Callable[[RunMetrics], float | None]]] = [
+        ("messages", lambda m: float(m.messages)),
+        ("idle rounds", lambda m: None if m.idle_rounds is None else float(m.idle_rounds)),
+        ("concurrent writes",
+         lambda m: None if m.concurrent_writes is None else float(m.concurrent_writes)),
+        ("tokens", lambda m: float(m.tokens))]
+    for model, level in sorted({(m, lv) for m, lv, _ in by}):
+        dec, pre = by.get((model, level, "decentralized"), []), by.get(
+            (model, level, "preassign"), [])
+        if not dec or not pre:
+            continue
+        for name, get in metrics:
+            d = _mean([v for r in dec if (v := get(r.metrics)) is not None])
+            p = _mean([v for r in pre if (v := get(r.metrics)) is not None])
+            ok = d is not None and p is not None and d > p
+            out.append([model, level, f"decentralized > preassign in {name}",
+                        f"{_f(d)} vs {_f(p)}", "yes" if ok else "NO"])
+        below = [c for c in cells if c.model == model and _level(c.p) == level
+                 and c.agents > 1 and c.mode in STUDY_MODES and c.speedup_ratio is not None]
+        n_below = sum(1 for c in below if c.speedup_ratio is not None
+                      and c.speedup_ratio < amdahl(c.p, c.agents))
+        out.append([model, level, "teams below Amdahl (ratio speedup, per mode and n > 1)",
+                    f"{n_below} of {len(below)} cells", "yes" if below and n_below == len(
+                        below) else "NO"])
+        if level == "p09":
+            faster = []
+            for n in sorted({r.spec.agents for r in pre}):
+                ps = _mean([r.metrics.makespan_s for r in pre
+                            if r.spec.agents == n and r.metrics.success])
+                ds = _mean([r.metrics.makespan_s for r in dec
+                            if r.spec.agents == n and r.metrics.success])
+                if ps is not None and ds is not None:
+                    faster.append((n, ps, ds))
+            ok = bool(faster) and all(ps <= ds for _, ps, ds in faster)
+            out.append([model, level, "preassign at least as fast (makespan, each n > 1)",
+                        "; ".join(f"n={n} {ps:.0f} vs {ds:.0f} s" for n, ps, ds in faster),
+                        "yes" if ok else "NO"])
+    return out
+
+
+def _f(x: float | None) -> str:
+    return _NA if x is None else f"{x:.1f}" if abs(x) < 1e4 else f"{x / 1e3:.0f}k"
+
+
+def study_sections(records: Sequence[RunRecord]) -> list[str]:
+    """The report's study sections (empty without runs of the study harness)."""
+    study = [r for r in records if r.spec.harness == "study"]
+    if not study:
+        return []
+    out = per_reply_section(study)
+    out += ["## The study's directions", "",
+            "Per model and p, over team sizes n > 1 (paper.md's qualitative findings; the "
+            "calibration never saw an outcome).", ""]
+    out += _table(["model", "p", "direction", "decentralized vs preassign (or as said)",
+                   "holds"], direction_rows(study))
+    other = sorted({r.spec.mode for r in study} - set(STUDY_MODES))
+    if other:
+        out += ["", f"Modes {', '.join(other)}: no study data (the study released runs of "
+                "preassign and decentralized only)."]
+    return [*out, ""]
