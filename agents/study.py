@@ -481,6 +481,8 @@ class ReplyStats:
     blocked: int
     completions: int
     """First-time completions (repeats excluded)."""
+    run: int = 0
+    """Which run of a set the reply belongs to (for errors clustered by run)."""
 
     @property
     def idle(self) -> bool:

@@ -20,10 +20,11 @@ task it sees (``greedy``) or one; it attempts each blocked task with probability
 (refused: ``claim_blocked``); it completes each task it claimed in this reply with probability
 ``same`` and each task claimed earlier with probability ``hazard``. **Pre-assigned reply**: with
 probability ``engage(n)`` it works on its whole remaining list (probability ``sweep``, a
-logistic in the share of that list still blocked) or the next task of it, claiming those tasks
+logistic in the share of that list still blocked and in n) or the next task of it, claiming those tasks
 first with probability ``claim_first`` and marking them done with probability ``same`` (else it
 only edits them). Either way: edits are Poisson, ``edit_task`` per task
-completed or claimed in the reply plus ``extra`` (engaged) or ``extra_idle`` (not); a test run
+worked on in the reply (``edit_task`` for the first, ``edit_more`` per further one:
+saturating) plus ``extra`` (engaged) or ``extra_idle`` (not); a test run
 with probability ``tests`` (§2, direct). Reply latency comes from the reply's content: a
 log-normal per edit count through the study's p50 and mean (§5, saturating with edits).
 
@@ -101,10 +102,15 @@ class ModeParams(_Frozen):
     """Decentralized: P(completing, in the same reply, a task claimed in it). Pre-assigned:
     P(an engaged reply marks done the tasks it works on)."""
     hazard: float = Field(default=0.3, ge=0, le=1)
+    claim_held: float = Field(default=0.5, ge=0, le=1)
+    """Decentralized: P(claiming more ready tasks while holding a claimed one)."""
     sweep0: float = 0.0
     sweep1: float = 0.0
+    sweep_n: float = 0.0
+    """Change of the sweep logit per extra team member (team size as a feature)."""
     claim_first: float = Field(default=0.9, ge=0, le=1)
     edit_task: float = Field(default=1.0, ge=0, le=20)
+    edit_more: float = Field(default=0.5, ge=0, le=20)
     extra: float = Field(default=0.3, ge=0, le=50)
     extra_idle: float = Field(default=0.2, ge=0, le=50)
     tests: float = Field(default=0.5, ge=0, le=1)
@@ -245,8 +251,9 @@ class StudyBrain:
 
     def _self_claiming(self, view: View, held: list[TaskView], done: frozenset[str],
                        n: int) -> list[Action]:
-        p = self.p
-        ready = [t for t in view.tasks if t.status == "pending" and t.owner is None
+        p, me = self.p, view.agent
+        # Ready: unowned, or assigned to this agent (the hybrid monitor's reassignment).
+        ready = [t for t in view.tasks if t.status == "pending" and t.owner in (None, me)
                  and all(d in done for d in t.dependencies)]
         blocked = [t for t in view.tasks if t.status == "pending" and t.owner is None
                    and not all(d in done for d in t.dependencies)]
@@ -254,17 +261,14 @@ class StudyBrain:
         if actionable and not self._engage(n):
             return self._extra_edits(view, p.extra_idle)
         claims: list[TaskView] = []
-        if ready:
+        working = [t for t in held if t.status == "claimed"]
+        if ready and (not working or self._chance(p.claim_held)):
             order = ready if self._chance(self.a.pick_first) else self._rng.sample(
                 ready, len(ready))
             claims = order if self._chance(p.greedy) else order[:1]
         tries = [t for t in blocked if self._chance(p.beta)]
-        finish = self._completions(claims, p.same) + self._completions(
-            [t for t in held if t.status == "claimed"], p.hazard)
-        worked = claims + [t for t in finish if t not in claims]
-        out: list[Action] = []
-        for t in worked:
-            out += self._task_edits(t, self._poisson(p.edit_task))
+        finish = self._completions(claims, p.same) + self._completions(working, p.hazard)
+        out: list[Action] = self._task_edits(claims + working)
         out += self._extra_edits(view, p.extra if actionable else p.extra_idle)
         out += [ClaimTask(task=t.id) for t in claims + tries]
         out += [CompleteTask(task=t.id) for t in finish]
@@ -277,11 +281,10 @@ class StudyBrain:
             return self._extra_edits(view, p.extra_idle)
         blocked_share = sum(1 for t in held if not all(d in done for d in t.dependencies)) \
             / len(held)
-        k = len(held) if self._chance(_sigmoid(p.sweep0 + p.sweep1 * blocked_share)) else 1
+        sweep = _sigmoid(p.sweep0 + p.sweep1 * blocked_share + p.sweep_n * (n - 1))
+        k = len(held) if self._chance(sweep) else 1
         tasks = held[:k]  # the dealt list in the board's (topological) order
-        out: list[Action] = []
-        for t in tasks:
-            out += self._task_edits(t, self._poisson(p.edit_task))
+        out: list[Action] = self._task_edits(tasks)
         out += self._extra_edits(view, p.extra)
         if self._chance(p.claim_first):
             out += [ClaimTask(task=t.id) for t in tasks]
@@ -305,9 +308,17 @@ class StudyBrain:
                 out.append(Assign(task=t.id, agent=w))
         return out
 
-    def _task_edits(self, task: TaskView, count: int) -> list[Action]:
-        return [WriteFile(file=task.files[i % len(task.files)], task=task.id,
-                          content=f"# {task.id}\n") for i in range(count) if task.files]
+    def _task_edits(self, tasks: list[TaskView]) -> list[Action]:
+        """Edits of the files of the tasks the reply works on: Poisson with mean
+        ``edit_task`` for the first task plus ``edit_more`` per further one (a reply covering
+        many tasks writes less per task: the study's edits saturate), dealt over the tasks'
+        files in turn."""
+        files = [(t.id, f) for t in tasks for f in t.files]
+        if not files:
+            return []
+        count = self._poisson(self.p.edit_task + self.p.edit_more * (len(tasks) - 1))
+        return [WriteFile(file=files[i % len(files)][1], task=files[i % len(files)][0],
+                          content=f"# {files[i % len(files)][0]}\n") for i in range(count)]
 
     def _extra_edits(self, view: View, mean: float) -> list[Action]:
         """Edits beyond the reply's own tasks: a helper file (``helper_share``), else the file

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 
 from quorumboard.agents.calibrate import METRICS, study_rows
-from quorumboard.agents.metrics import RunMetrics, RunRecord, amdahl, cell_rows
+from quorumboard.agents.metrics import CellRow, RunMetrics, RunRecord, amdahl, cell_rows
 from quorumboard.agents.study import STUDY_MODES
 
 __all__ = ["LEVEL_OF_P", "direction_rows", "per_reply_rates", "study_sections"]
@@ -132,12 +132,53 @@ def _f(x: float | None) -> str:
     return _NA if x is None else f"{x:.1f}" if abs(x) < 1e4 else f"{x / 1e3:.0f}k"
 
 
+def reproduction_rows(records: Sequence[RunRecord], ns: Sequence[int] = (3, 5)
+                      ) -> list[list[str]]:
+    """Per model, p level and mode: outcomes at team sizes ``ns`` (means over the suites'
+    runs; speedup: mean n = 1 makespan of each suite's cell / mean makespan, averaged over
+    suites), as ``a / b`` cells."""
+    cells = [c for c in cell_rows(records) if c.agents in ns]
+    by: dict[tuple[str, str, str], dict[int, list[CellRow]]] = defaultdict(
+        lambda: defaultdict(list))
+    for c in cells:
+        by[(c.model, _level(c.p), c.mode)][c.agents].append(c)
+    out = []
+    for (model, level, mode), per_n in sorted(by.items()):
+        def col(get: Callable[[CellRow], float | None], digits: int = 1,
+                per_n: dict[int, list[CellRow]] = per_n) -> str:
+            vals = []
+            for n in ns:
+                xs = [v for c in per_n.get(n, []) if (v := get(c)) is not None]
+                vals.append(_NA if not xs else f"{statistics.fmean(xs):.{digits}f}")
+            return " / ".join(vals)
+
+        out.append([model, level, mode,
+                    col(lambda c: c.success_rate * 100, 0),
+                    col(lambda c: c.messages),
+                    col(lambda c: c.idle_rounds),
+                    col(lambda c: c.concurrent_writes),
+                    col(lambda c: c.tokens / 1e3, 0),
+                    col(lambda c: c.speedup_ratio, 2),
+                    " / ".join(f"{amdahl(_P[level], n):.2f}" for n in ns) if level in _P
+                    else _NA])
+    return out
+
+
+REPRODUCTION_HEADERS = ("model", "p", "mode", "success %", "messages", "idle rounds",
+                        "concurrent writes", "tokens (k)", "speedup (ratio)", "Amdahl")
+_P = {"p02": 0.2, "p05": 0.5, "p09": 0.9}
+
+
 def study_sections(records: Sequence[RunRecord]) -> list[str]:
     """The report's study sections (empty without runs of the study harness)."""
     study = [r for r in records if r.spec.harness == "study"]
     if not study:
         return []
-    out = per_reply_section(study)
+    out = ["## Reproduction per model (n = 3 / 5)", "",
+           "Means over the suites' cells; speedup: the ratio of mean makespans against the "
+           "same cell's n = 1 runs.", ""]
+    out += _table(REPRODUCTION_HEADERS, reproduction_rows(study))
+    out += ["", *per_reply_section(study)]
     out += ["## The study's directions", "",
             "Per model and p, over team sizes n > 1 (paper.md's qualitative findings; the "
             "calibration never saw an outcome).", ""]
