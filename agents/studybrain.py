@@ -13,7 +13,8 @@ The state a reply depends on (what the study's agents could see on the board):
   decentralized: its granted claims);
 * ``ready``: unowned pending tasks whose dependencies are done (what it may claim);
 * ``blocked``: tasks it might claim whose dependencies are not done;
-* the team size n (a feature of the engagement propensity).
+* whether the agent has teammates (n >= 2: a feature of the engagement and sweep
+  propensities; the fit sees n = 1 and 2 only, so no trend beyond is assumed).
 
 **Decentralized reply**: with probability ``engage(n)`` the agent works: it claims every ready
 task it sees (``greedy``) or one; it attempts each blocked task with probability ``beta``
@@ -95,7 +96,7 @@ class ModeParams(_Frozen):
     engage0: float = 2.0
     """logit P(a reply works on tasks) of a lone agent."""
     engage_n: float = 0.0
-    """Change of that logit per extra team member (team size as a feature)."""
+    """Change of that logit in a team (n >= 2; team size as a feature, see :func:`_team`)."""
     greedy: float = Field(default=0.3, ge=0, le=1)
     beta: float = Field(default=0.1, ge=0, le=1)
     same: float = Field(default=0.6, ge=0, le=1)
@@ -107,7 +108,7 @@ class ModeParams(_Frozen):
     sweep0: float = 0.0
     sweep1: float = 0.0
     sweep_n: float = 0.0
-    """Change of the sweep logit per extra team member (team size as a feature)."""
+    """Change of the sweep logit in a team (n >= 2, see :func:`_team`)."""
     claim_first: float = Field(default=0.9, ge=0, le=1)
     edit_task: float = Field(default=1.0, ge=0, le=20)
     edit_more: float = Field(default=0.5, ge=0, le=20)
@@ -172,6 +173,16 @@ def parse_assumptions(text: str, cal: Calibration, mode: str) -> Assumptions:
     return Assumptions(**values)
 
 
+def _team(n: int) -> float:
+    """The team-size feature: 0 alone, 1 with teammates. The fit sees n = 1 and 2 only, so it
+    can tell an agent alone from one in a team, not a trend in n: a logit linear in n - 1
+    fitted on two points drove a model's engagement to nothing at n = 5 (gpt-5.2's fell from
+    0.95 alone to 0.6 at n = 2, so 0.001 at n = 5), an extrapolation no row supports. Beyond
+    n = 2 the per-reply rates change only through the agent's state (fewer tasks held and
+    ready), which is what the n = 3-5 rows validate."""
+    return 0.0 if n <= 1 else 1.0
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, x))))
 
@@ -211,7 +222,7 @@ class StudyBrain:
         return k
 
     def _engage(self, n: int) -> bool:
-        fresh = self._chance(_sigmoid(self.p.engage0 + self.p.engage_n * (n - 1)))
+        fresh = self._chance(_sigmoid(self.p.engage0 + self.p.engage_n * _team(n)))
         if self._engaged is not None and self._chance(self.a.persist):
             fresh = self._engaged
         self._engaged = fresh
@@ -281,7 +292,7 @@ class StudyBrain:
             return self._extra_edits(view, p.extra_idle)
         blocked_share = sum(1 for t in held if not all(d in done for d in t.dependencies)) \
             / len(held)
-        sweep = _sigmoid(p.sweep0 + p.sweep1 * blocked_share + p.sweep_n * (n - 1))
+        sweep = _sigmoid(p.sweep0 + p.sweep1 * blocked_share + p.sweep_n * _team(n))
         k = len(held) if self._chance(sweep) else 1
         tasks = held[:k]  # the dealt list in the board's (topological) order
         out: list[Action] = self._task_edits(tasks)
