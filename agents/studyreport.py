@@ -68,12 +68,40 @@ def per_reply_section(records: Sequence[RunRecord]) -> list[str]:
         rows.append([model, mode, level, str(n), role, str(sum(m.messages for m in groups[key])),
                      *(f"{_fmt(m, ours[m])} / {_fmt(m, theirs[m]) if theirs else _NA}"
                        for m in METRICS)])
+    agree: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for key, ms in groups.items():
+        ours, theirs = per_reply_rates(ms), study.get(key)
+        if ours is None or theirs is None:
+            continue
+        role = "fit" if key[3] <= 2 else "validation"
+        for m in METRICS:
+            tally = agree[(key[0], key[1], role)]
+            tally[0] += close(m, ours[m], theirs[m])
+            tally[1] += 1
     out = ["## Per-reply rates vs the study", "",
+           "Agreement per model, mode and role: (row, metric) pairs whose simulated rate is "
+           f"within {100 * SHARE_CLOSE:.0f} points (shares) or {100 * MEAN_CLOSE:.0f} % (means: "
+           "of the study's value, at least 0.2) of the study's.", ""]
+    out += _table(["model", "mode", "role", "pairs close"],
+                  [[m, mode, role, f"{a} of {b}"] for (m, mode, role), (a, b)
+                   in sorted(agree.items())])
+    out += ["",
            "Simulated / study per reply (notes/paper-calibration.md §3). The brains were "
            "fitted on the n = 1-2 rows only (role `fit`); n = 3-5 rows (`validation`) were never "
            "seen by the fit. idle: no edit, no granted claim, no first-time completion; blocked: "
            "of logged claim attempts; multi: replies completing >= 2 tasks.", ""]
     return [*out, *_table(["model", "mode", "p", "n", "role", "replies", *METRICS], rows), ""]
+
+
+SHARE_CLOSE = 0.10
+MEAN_CLOSE = 0.25
+
+
+def close(metric: str, ours: float, theirs: float) -> bool:
+    """Whether a simulated per-reply rate is close to the study's (see :data:`SHARE_CLOSE`)."""
+    if metric in ("idle", "blocked", "multi"):
+        return abs(ours - theirs) <= SHARE_CLOSE
+    return abs(ours - theirs) <= MEAN_CLOSE * max(theirs, 0.2)
 
 
 def _mean(values: Sequence[float]) -> float | None:
