@@ -392,9 +392,42 @@ def initial_calibration(model: str) -> Calibration:
         tokens_per_edit=_TOKENS_PER_EDIT[model],
         helper_share={"decentralized": _HELPER[model][0], "preassign": _HELPER[model][1]},
         sources={"latency": "§5 p50 / mean s by edits in reply (pooled)",
-                 "helper_share": "§6 edits to files of no task, dec / pre",
                  "tokens_per_edit": "assumption: output tokens per edit, so that 11+ edits "
                                     "reach the 8,192-token cap where §5's latency saturates"})
+
+
+HELPER_RUNS = 40
+
+
+def fit_helper(cal: Calibration) -> Calibration:
+    """The ``helper_share`` default per mode, so that edits to files of no task make up the
+    study's share of *all* edits (§6). The knob sends that share of the *extra* edits to helper
+    files; the other edits are the reply's own tasks', so with ``helper_share`` = 1 the no-task
+    share is the extra edits' share s1, and h = target / s1 (capped at 1) hits the target (the
+    share is linear in h). Measured on the fitted rows' cells (n = 1, 2)."""
+    from quorumboard.agents.studybrain import parse_assumptions
+
+    shares = dict(cal.helper_share)
+    sources: dict[str, Any] = dict(cal.sources)
+    for mode in ("decentralized", "preassign"):
+        target = _HELPER[cal.model][0 if mode == "decentralized" else 1]
+        everything = parse_assumptions("helper_share=1", cal, mode)
+        edits = no_task = 0
+        for level in LEVELS:
+            for n in (1, 2):
+                for events in simulate_runs(cal, mode, level, n, HELPER_RUNS, seed=3,
+                                            assumptions=everything):
+                    m = run_metrics(events)
+                    edits += m.edits
+                    no_task += m.no_task_edits
+        s1 = no_task / edits if edits else 0.0
+        shares[mode] = round(min(1.0, target / s1), 4) if s1 > 0 else 1.0
+        sources[f"helper_share {mode}"] = (
+            f"§6 edits to files of no task ({100 * target:.1f} % of all edits): extra edits "
+            f"are {100 * s1:.1f} % of all edits in the n = 1-2 cells, so {shares[mode]} of "
+            "them go to helper files" + (" (capped: the target is not reached)"
+                                         if target > s1 else ""))
+    return cal.model_copy(update={"helper_share": shares, "sources": sources})
 
 
 def _fit(model: str, evals: int, runs: int, start: Calibration | None,
@@ -410,7 +443,7 @@ def _fit(model: str, evals: int, runs: int, start: Calibration | None,
         cal = cal.model_copy(update={"modes": modes})
         sources[mode] = {"fit": {"rows": "n = 1, 2 of this model and mode (study_replies.json)",
                                  "loss": round(loss, 2), "evals": evals, "runs_per_row": runs}}
-    return annotate(cal.model_copy(update={"modes": modes, "sources": sources}))
+    return annotate(fit_helper(cal.model_copy(update={"modes": modes, "sources": sources})))
 
 
 ANNOTATE_SEEDS = (5, 6, 7, 8, 9, 10)
@@ -448,7 +481,7 @@ def annotate(cal: Calibration) -> Calibration:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m quorumboard.agents.calibrate")
-    p.add_argument("action", choices=["fit", "annotate", "check", "sensitivity"])
+    p.add_argument("action", choices=["fit", "annotate", "helper", "check", "sensitivity"])
     p.add_argument("--model", default=",".join(STUDY_MODELS))
     p.add_argument("--evals", type=int, default=300)
     p.add_argument("--runs", type=int, default=8, help="simulated runs per row in the fit")
@@ -469,9 +502,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 json.dumps(cal.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8")
             continue
         cal = load_calibration(model)
-        if args.action == "annotate":
+        if args.action in ("annotate", "helper"):
+            cal = fit_helper(cal) if args.action == "helper" else annotate(cal)
             calibration_path(model).write_text(json.dumps(
-                annotate(cal).model_dump(mode="json"), indent=1) + "\n", encoding="utf-8")
+                cal.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8")
             continue
         for row, sim, bad in check_rows(cal, [r for r in study_rows() if r.model == model],
                                         runs=20):

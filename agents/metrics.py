@@ -134,6 +134,13 @@ class RunMetrics(BaseModel):
     study_idle_replies: int = 0
     """The study's idle replies: no edit, no granted claim, no first-time completion."""
     test_runs: int = 0
+    no_task_edits: int = 0
+    """Writes of a path that is no task's file (study harness: helpers, test dumps)."""
+    claims_done_same_reply: int = 0
+    claims_done_later: int = 0
+    claims_never_done: int = 0
+    """Granted claims by when the claimer first completed the task: in the same reply (the
+    same round: one reply per agent a round), in a later one, or never (rounds mode)."""
 
 
 class RunRecord(BaseModel):
@@ -277,6 +284,23 @@ def _idle_replies(events: Sequence[RunEvent]) -> int:
     return n
 
 
+def _claim_fates(events: Sequence[RunEvent]) -> dict[str, int]:
+    """Granted claims by when the same agent first completed the task (§4 of the study's
+    calibration note: same reply, a later one, never)."""
+    done: dict[tuple[str | None, str | None], int] = {}
+    for e in events:
+        if e.kind == "complete" and e.reason != "repeat":
+            done.setdefault((e.agent, e.task), e.round)
+    fates = {"claims_done_same_reply": 0, "claims_done_later": 0, "claims_never_done": 0}
+    for e in events:
+        if e.kind == "claim":
+            r = done.get((e.agent, e.task))
+            key = ("claims_never_done" if r is None or r < e.round else
+                   "claims_done_same_reply" if r == e.round else "claims_done_later")
+            fates[key] += 1
+    return fates
+
+
 def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
     """Recount one run's metrics from its events (see :class:`RunMetrics` and the study's
     definitions). A log without ``run_end`` (a killed run) yields ``ended=False``,
@@ -377,6 +401,8 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
         multi_complete_replies=sum(1 for r in per_reply if r.completions >= 2),
         study_idle_replies=sum(1 for r in per_reply if r.idle),
         test_runs=count("tests"),
+        no_task_edits=count("write", "no-task"),
+        **_claim_fates(events) if rounds_mode else {},
     )
 
 

@@ -276,6 +276,7 @@ class StudyEngine:
         self._ids = [t.id for t in self.project.tasks]
         self._files_of = {t.id: t.files for t in self.project.tasks}
         self._deps = {t.id: t.dependencies for t in self.project.tasks}
+        self._project_files = {f for t in self.project.tasks for f in t.files}
 
     # ------------------------------------------------------------------------------ setup
 
@@ -392,7 +393,8 @@ class StudyEngine:
         version = self.store.put_file(agent, path, w.content)
         self.log.emit(t_s, "write", agent=agent, round=round_, file=path, task=w.task,
                       version=version, base_version=seen.get(path, ("", 0))[1],
-                      passes=w.passes)
+                      passes=w.passes,
+                      reason=None if path in self._project_files else "no-task")
 
     def _claim(self, agent: str, task_id: str, t_s: float, round_: int) -> None:
         self.actions += 1

@@ -104,6 +104,67 @@ def close(metric: str, ours: float, theirs: float) -> bool:
     return abs(ours - theirs) <= MEAN_CLOSE * max(theirs, 0.2)
 
 
+# The study's pooled rates (notes/paper-calibration.md §2, §4, §6) per model: decentralized,
+# preassign. Test runs and no-task edits are inputs (the brains' test rate and the default of
+# the helper_share knob); the claim -> completion split and rewrites are not fitted.
+STUDY_OTHER: dict[str, dict[str, tuple[float | None, float | None]]] = {
+    "claude-sonnet-4-6": {"tests": (0.36, 0.77), "same": (0.61, None), "later": (0.37, None),
+                          "never": (0.023, None), "no_task": (0.21, 0.20),
+                          "rewrites": (0.62, 0.16)},
+    "gemini-3-flash-preview": {"tests": (0.90, 0.57), "same": (0.81, None),
+                               "later": (0.19, None), "never": (0.001, None),
+                               "no_task": (0.003, 0.002), "rewrites": (0.29, 0.14)},
+    "gpt-5.2": {"tests": (0.30, 0.46), "same": (0.50, None), "later": (0.44, None),
+                "never": (0.06, None), "no_task": (0.20, 0.18), "rewrites": (0.43, 0.35)},
+}
+_OTHER = (("tests", "test runs per reply (§2, input)"),
+          ("same", "claim -> completion in the same reply (§4)"),
+          ("later", "... in a later reply (§4)"), ("never", "... never (§4)"),
+          ("no_task", "edits to files of no task (§6, input)"),
+          ("rewrites", "edits of a path first written in an earlier round (§6)"))
+
+
+def _other_rates(ms: Sequence[RunMetrics]) -> dict[str, float | None]:
+    replies = sum(m.messages for m in ms)
+    edits = sum(m.edits for m in ms)
+    claims = sum(m.claims_done_same_reply + m.claims_done_later + m.claims_never_done
+                 for m in ms)
+    return {"tests": sum(m.test_runs for m in ms) / replies if replies else None,
+            "same": sum(m.claims_done_same_reply for m in ms) / claims if claims else None,
+            "later": sum(m.claims_done_later for m in ms) / claims if claims else None,
+            "never": sum(m.claims_never_done for m in ms) / claims if claims else None,
+            "no_task": sum(m.no_task_edits for m in ms) / edits if edits else None,
+            "rewrites": sum(m.rewrites for m in ms) / edits if edits else None}
+
+
+def other_rates_section(records: Sequence[RunRecord]) -> list[str]:
+    """Rates pooled over p and n beside the study's (§2, §4, §6; none fitted but the inputs
+    marked so), per model and study mode."""
+    by: dict[tuple[str, str], list[RunMetrics]] = defaultdict(list)
+    for r in records:
+        if r.spec.mode in STUDY_MODES:
+            by[(r.spec.model, r.spec.mode)].append(r.metrics)
+    rows = []
+    for (model, mode), ms in sorted(by.items()):
+        ours = _other_rates(ms)
+        theirs = STUDY_OTHER.get(model, {})
+        col = 0 if mode == "decentralized" else 1
+        for key, label in _OTHER:
+            study = theirs.get(key, (None, None))[col]
+            if study is None and mode == "preassign" and key in ("same", "later", "never"):
+                continue
+            rows.append([model, mode, label, _pct_or(ours[key], key),
+                         _pct_or(study, key)])
+    return ["## Other per-reply rates vs the study (pooled over p and n)", "",
+            *_table(["model", "mode", "rate", "simulated", "study"], rows), ""]
+
+
+def _pct_or(x: float | None, key: str) -> str:
+    if x is None:
+        return _NA
+    return f"{x:.2f}" if key == "tests" else f"{100 * x:.1f}%"
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
@@ -206,7 +267,7 @@ def study_sections(records: Sequence[RunRecord]) -> list[str]:
            "Means over the suites' cells; speedup: the ratio of mean makespans against the "
            "same cell's n = 1 runs.", ""]
     out += _table(REPRODUCTION_HEADERS, reproduction_rows(study))
-    out += ["", *per_reply_section(study)]
+    out += ["", *per_reply_section(study), *other_rates_section(study)]
     out += ["## The study's directions", "",
             "Per model and p, over team sizes n > 1 (paper.md's qualitative findings; the "
             "calibration never saw an outcome).", ""]
