@@ -240,6 +240,8 @@ def _valid_path(path: str) -> str | None:
 
 
 class Clock(Protocol):
+    """Wall time in seconds (``time.monotonic``), for the board waits the engine measures."""
+
     def __call__(self) -> float: ...
 
 

@@ -50,12 +50,13 @@ import math
 import random
 from collections import deque
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from quorumboard.agents.actions import (
     Action,
+    Assign,
     ClaimTask,
     CompleteTask,
     Reply,
@@ -187,9 +188,6 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, x))))
 
 
-Kind = Literal["claim", "complete", "write"]
-
-
 class StudyBrain:
     """A seeded simulated agent of one model under the study's rules (see module doc)."""
 
@@ -306,8 +304,6 @@ class StudyBrain:
     def _lead(self, view: View) -> list[Action]:
         """The lead (no study data): assigns every ready unowned task to the least-loaded
         worker, as the board harness's simulated lead does."""
-        from quorumboard.agents.actions import Assign
-
         workers = list(view.team[1:])
         load = {w: sum(1 for t in view.tasks if t.owner == w and t.status != "done")
                 for w in workers}

@@ -97,6 +97,7 @@ def test_decentralized_advances_one_dependency_level_per_reply(env: TeamEnv) -> 
     m = rec.metrics
     assert m.success and m.rounds == 16 and P02.critical_path == 16
     assert m.makespan_s == pytest.approx(16.0)  # 1 s replies, no test runs, no board time
+    assert (m.claims_done_same_reply, m.claims_done_later, m.claims_never_done) == (20, 0, 0)
     per_round = Counter(e.round for e in events if e.kind == "complete")
     assert per_round[1] == 5 and all(per_round[r] == 1 for r in range(2, 17))
     assert m.claims_blocked == sum(15 - r for r in range(0, 15))  # the chain behind each level
@@ -131,6 +132,9 @@ def test_a_reply_runs_edits_then_claims_then_completions_then_tests(env: TeamEnv
     assert r1 == [("write", "notes.py"), ("claim_blocked", "task-2"), ("claim", "task-1"),
                   ("complete", "task-1"), ("tests", None), ("reply", None)]
     assert rec.metrics.success and rec.metrics.rounds == 2 and rec.metrics.test_runs == 2
+    assert rec.metrics.no_task_edits == 2 and rec.metrics.rewrites == 1  # notes.py, twice
+    # task-1 claimed and completed in round 1; task-2 claimed in round 2 and completed there.
+    assert rec.metrics.claims_done_same_reply == 2
 
 
 def test_the_round_cap_ends_a_run_that_never_finishes(env: TeamEnv) -> None:
