@@ -160,6 +160,9 @@ def _check(cfg: SweepConfig) -> None:
     if bad:
         raise ValueError(f"policy {', '.join(bad)} not usable for files "
                          f"(use {' or '.join(FILE_POLICIES)})")
+    if cfg.assume and (cfg.harness != "study" or cfg.brain != "sim"):
+        raise ValueError("--assume sets the study brains' knobs: it needs --harness study "
+                         "and --brain sim")
     if cfg.brain == "sim":
         known = STUDY_MODELS if cfg.harness == "study" else tuple(PROFILES)
         missing = [m for m in cfg.models if m not in known]

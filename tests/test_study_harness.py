@@ -242,3 +242,20 @@ def test_report_prints_per_reply_rates_beside_the_studys(env: TeamEnv, tmp_path:
     assert "/ 18%" in row  # the study's idle share of this row (§3) beside ours
     assert "| gpt-5.2 | hybrid | p09 | 2 | no study data |" in text
     assert (tmp_path / "speedup_gpt-5.2.png").stat().st_size > 0
+
+
+def test_the_cli_refuses_async_and_stray_knobs_before_any_run(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    from quorumboard.agents.cli import main
+
+    tasks = tmp_path / "p.json"
+    tasks.write_text('{"project": "x", "tasks": [{"id": "t1", "files": ["a.py"]}]}')
+    base = ["run", "--tasks", str(tasks), "--out", str(tmp_path / "out")]
+    assert main([*base, "--harness", "study", "--sync", "async"]) == 2
+    assert "synchronous rounds only" in capsys.readouterr().err
+    assert main([*base, "--assume", "persist=0.5"]) == 2  # the board harness has no knobs
+    assert "--harness study" in capsys.readouterr().err
+    assert main([*base, "--harness", "study", "--model", "gpt-5.2,nobody"]) == 2
+    assert "nobody" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
