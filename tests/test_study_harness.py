@@ -105,6 +105,16 @@ def test_decentralized_advances_one_dependency_level_per_reply(env: TeamEnv) -> 
         e.data["actions"] for e in events if e.kind == "run_end" and e.data)
 
 
+@pytest.mark.parametrize(("level", "roots", "cp"), [("p05", 11, 10), ("p09", 19, 2)])
+def test_a_lone_agents_largest_reply_is_the_root_count(env: TeamEnv, level: str, roots: int,
+                                                       cp: int) -> None:
+    # The note's §1: a lone decentralized agent's largest single-reply completion is the
+    # root count (19 / 11 / 5 at p09 / p05 / p02: observed maxima exactly these).
+    rec, events = _events_of(env, study_shape(level), [grab_all], mode="decentralized")
+    per_round = Counter(e.round for e in events if e.kind == "complete")
+    assert rec.metrics.rounds == cp and max(per_round.values()) == per_round[1] == roots
+
+
 def test_a_claim_on_a_held_task_leaves_no_event(env: TeamEnv) -> None:
     both = [lambda v: [ClaimTask(task="task-1"), CompleteTask(task="task-1")]] * 2
     rec, events = _events_of(env, PARALLEL3, both, mode="decentralized", round_cap=1,
