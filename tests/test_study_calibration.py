@@ -26,13 +26,14 @@ def _fitted_rows(model: str, mode: str) -> list:  # type: ignore[type-arg]
     return [r for r in study_rows() if r.model == model and r.mode == mode and r.n <= 2]
 
 
-def _misses(cal: Calibration, mode: str, params: ModeParams | None = None
-            ) -> tuple[list[str], int]:
-    """(row, metric) pairs the file says are reproduced but the simulation misses; and how
-    many pairs were checked."""
+def _misses(cal: Calibration, mode: str, params: ModeParams | None = None,
+            n_max: int = 2) -> tuple[list[str], int]:
+    """(row, metric) pairs the file says are reproduced but the simulation misses (rows up to
+    team size ``n_max``); and how many pairs were checked."""
     outside = cal.sources.get(mode, {}).get("outside_tolerance", {})
     misses, checked = [], 0
-    results = check_rows(cal, _fitted_rows(cal.model, mode), runs=RUNS, seed=SEED,
+    rows = [r for r in _fitted_rows(cal.model, mode) if r.n <= n_max]
+    results = check_rows(cal, rows, runs=RUNS, seed=SEED,
                          params={mode: params} if params is not None else None)
     for row, sim, bad in results:
         key = f"{row.level} n={row.n}"
@@ -72,5 +73,6 @@ def _moved(p: ModeParams, name: str, factor: float) -> ModeParams:
 def test_negative_control_a_rate_moved_25_percent_fails(model: str, mode: str, name: str,
                                                         factor: float) -> None:
     cal = load_calibration(model)
-    misses, _ = _misses(cal, mode, _moved(cal.modes[mode], name, factor))
+    # The lone agents' rows suffice (and halve the time): their reply counts are the largest.
+    misses, _ = _misses(cal, mode, _moved(cal.modes[mode], name, factor), n_max=1)
     assert misses, f"moving {name} by x{factor} went unnoticed"
