@@ -29,6 +29,10 @@ __all__ = [
 ]
 
 ACTIONS_PER_REPLY_MAX = 8
+REPLY_ACTIONS_MAX = 256
+"""A reply's actions at most, whoever decided them: an LLM brain is held to
+``ACTIONS_PER_REPLY_MAX`` tool calls, but a study agent may claim, edit and complete its whole
+dealt list in one reply (the study's replies did: up to 20 completions and more edits)."""
 """A reply carrying more actions is cut here (and says so): bounds the work one reply does."""
 CONTENT_CHARS_MAX = 16_000
 MESSAGE_CHARS_MAX = 2_000
@@ -107,12 +111,15 @@ def parse_action(data: object) -> Action | str:
 class Reply(_Frozen):
     """A brain's answer for one turn, and what it cost."""
 
-    actions: tuple[Action, ...] = Field(default=(), max_length=ACTIONS_PER_REPLY_MAX)
+    actions: tuple[Action, ...] = Field(default=(), max_length=REPLY_ACTIONS_MAX)
     latency_s: float = Field(ge=0)
     tokens_in: int = Field(default=0, ge=0)
     tokens_out: int = Field(default=0, ge=0)
     invalid: tuple[str, ...] = ()
     """Actions the brain asked for that did not validate (each costs the turn, never crashes)."""
+    run_tests: bool = False
+    """Run the project's tests after the reply's other actions (the study harness: one test
+    run per reply at most, which blocks the harness for its duration)."""
 
 
 class TaskView(_Frozen):

@@ -30,7 +30,8 @@ from quorumboard.agents.experiment import (
 from quorumboard.agents.modes import MODES
 from quorumboard.agents.runner import BrainFactory, sim_brains
 from quorumboard.agents.simbrain import PROFILES
-from quorumboard.agents.spec import RunSpec
+from quorumboard.agents.spec import RunSpec, check_harness
+from quorumboard.agents.studybrain import STUDY_MODELS, load_calibration, parse_assumptions
 from quorumboard.agents.tasks import TaskFileError
 from quorumboard.consensus import configure_logging
 
@@ -63,8 +64,18 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"comma list of {', '.join(EXPERIMENTS)}")
     r.add_argument("--brain", default="sim", choices=["sim", "openai"])
     r.add_argument("--model", default=None,
-                   help="simulated profile (gpt-5.2, claude-sonnet-4-6, gemini-3-flash-preview, "
-                        "exact) or the LLM's model name")
+                   help="comma list (a grid dimension): simulated profiles (gpt-5.2, "
+                        "claude-sonnet-4-6, gemini-3-flash-preview, exact; under --harness "
+                        "study the first three, calibrated on the study's replies) or the "
+                        "LLM's model name")
+    r.add_argument("--harness", default="board", choices=["board", "study"],
+                   help="whose rules: this toolkit's (board: leases, fencing, completion needs "
+                        "dependencies and a passing write) or the study's orchestrator exactly "
+                        "(study: rounds only, claims dependency-checked, completion checks "
+                        "ownership only, edits -> claims -> completions -> tests in a reply)")
+    r.add_argument("--assume", default="",
+                   help="study brains' assumption knobs, e.g. pick_first=1,persist=0.5 "
+                        "(pick_first, cooccur, persist, helper_share)")
     r.add_argument("--base-url", default=None, help="OpenAI-compatible API, e.g. "
                    "http://127.0.0.1:8000/v1 (with --brain openai)")
     r.add_argument("--temperature", type=float, default=0.2)
@@ -149,8 +160,18 @@ def _check(cfg: SweepConfig) -> None:
     if bad:
         raise ValueError(f"policy {', '.join(bad)} not usable for files "
                          f"(use {' or '.join(FILE_POLICIES)})")
-    if cfg.brain == "sim" and cfg.model not in PROFILES:
-        raise ValueError(f"no simulated profile {cfg.model!r} (known: {', '.join(PROFILES)})")
+    if cfg.assume and (cfg.harness != "study" or cfg.brain != "sim"):
+        raise ValueError("--assume sets the study brains' knobs: it needs --harness study "
+                         "and --brain sim")
+    if cfg.brain == "sim":
+        known = STUDY_MODELS if cfg.harness == "study" else tuple(PROFILES)
+        missing = [m for m in cfg.models if m not in known]
+        if missing or not cfg.models:
+            raise ValueError(f"no simulated {'study brain' if cfg.harness == 'study' else 'profile'}"
+                             f" {', '.join(missing) or '(none given)'} (known: {', '.join(known)})")
+        if cfg.harness == "study":
+            for m in cfg.models:  # a bad --assume fails here, before any cluster starts
+                parse_assumptions(cfg.assume, load_calibration(m), "decentralized")
     wrong = [e for e in cfg.experiments if e not in EXPERIMENTS]
     if wrong:
         raise ValueError(f"unknown experiment(s) {', '.join(wrong)}")
@@ -159,11 +180,13 @@ def _check(cfg: SweepConfig) -> None:
 def _run(args: argparse.Namespace) -> int:
     for module in args.mode_module:  # plug-in modes register themselves on import
         importlib.import_module(module)
+    check_harness(args.harness, args.sync)  # a clear message before any grid is built
     projects = load_tasks(args.tasks, args.generate)
     cfg = SweepConfig(
         modes=_csv(args.modes), agents=parse_range(args.agents), reps=args.reps,
         policies=_csv(args.policy), brain=args.brain,
         model=args.model or ("gpt-5.2" if args.brain == "sim" else ""),
+        harness=args.harness, assume=args.assume,
         sync=args.sync, task_time=args.task_time, board_time=not args.no_board_time,
         round_cap=args.round_cap, seed=args.seed,
         experiments=_csv(args.experiments),
@@ -176,7 +199,8 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     wanted = {spec.run_id for spec, _ in expand(cfg, projects)}
     total = len(wanted)
-    print(f"{total} runs: {len(projects)} projects x modes {','.join(cfg.modes)} x agents "
+    print(f"{total} runs ({cfg.harness} harness): {len(projects)} projects x models "
+          f"{','.join(cfg.models)} x modes {','.join(cfg.modes)} x agents "
           f"{','.join(map(str, cfg.agents))} x {cfg.reps} reps ({', '.join(cfg.experiments)}) "
           f"-> {out}", file=sys.stderr)
     records = run_sweep(cfg, projects, out, jobs=_jobs(args), replicas=args.replicas,

@@ -29,8 +29,9 @@ EventKind = Literal[
     "assign",            # agent (coordinator / lead / monitor) assigned task to target
     "write",             # committed write of file: version after, base_version seen, passes
     "write_rejected",    # write refused by the board: reason = stale | fenced | policy
-    "complete",          # task marked done by agent
+    "complete",          # task marked done by agent (reason "repeat": done again, study harness)
     "complete_refused",  # reason = not-owner | no-passing-write | fenced | stale
+    "tests",             # agent ran the tests (study harness): passes, data.test_s
     "message",           # agent posted a message (target = addressee or None)
     "idle",              # the reply did nothing (reason)
     "invalid",           # an action that did not validate or named an unknown task/file

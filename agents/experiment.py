@@ -15,6 +15,7 @@ every team size of one repetition does the same work too.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sys
 import threading
@@ -25,12 +26,20 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from quorumboard.agents.events import read_jsonl
 from quorumboard.agents.metrics import RunRecord
 from quorumboard.agents.runner import BrainFactory, TeamEnv, run_team, sim_brains
-from quorumboard.agents.spec import AgentFault, BoardFault, RunSpec, SyncMode, TaskTime
+from quorumboard.agents.spec import (
+    AgentFault,
+    BoardFault,
+    Harness,
+    RunSpec,
+    SyncMode,
+    TaskTime,
+    check_harness,
+)
 from quorumboard.agents.tasks import Project, generate_project, load_projects
 from quorumboard.agents.version import code_version
 from quorumboard.consensus import LocalCluster
@@ -60,6 +69,9 @@ class SweepConfig(BaseModel):
     policies: tuple[str, ...] = ("last-writer-wins",)
     brain: str = "sim"
     model: str = "gpt-5.2"
+    """A comma list: each model is a dimension of the grid (like ``modes``)."""
+    harness: Harness = "board"
+    assume: str = ""
     sync: SyncMode = "rounds"
     task_time: TaskTime = "task"
     board_time: bool = True
@@ -71,6 +83,16 @@ class SweepConfig(BaseModel):
     stall_s: float = Field(default=600.0, ge=0)
     claim_ttl_s: float = Field(default=60.0, gt=0)
     board_fault_round: int = Field(default=3, ge=1)
+
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.model.split(",") if m.strip())
+
+    @model_validator(mode="after")
+    def _study_rounds_only(self) -> SweepConfig:
+        check_harness(self.harness, self.sync)
+        return self
 
 
 def parse_range(text: str) -> tuple[int, ...]:
@@ -109,7 +131,7 @@ def _seed(base: int, project: Project, agents: int | None, rep: int) -> int:
 def expand(cfg: SweepConfig, projects: Sequence[Project]) -> list[tuple[RunSpec, Project]]:
     """Every run of the grid, in a stable order (cells together, small teams first)."""
     runs: list[tuple[RunSpec, Project]] = []
-    for experiment in cfg.experiments:
+    for experiment, model in itertools.product(cfg.experiments, cfg.models):
         for project in projects:
             for mode in cfg.modes:
                 for policy in cfg.policies:
@@ -124,7 +146,8 @@ def expand(cfg: SweepConfig, projects: Sequence[Project]) -> list[tuple[RunSpec,
                                     level=project.level, project=project.name,
                                     p=project.parallel_fraction,
                                     mode=mode, policy=policy, brain=cfg.brain,
-                                    model=cfg.model, agents=n, rep=rep,
+                                    model=model, agents=n, rep=rep,
+                                    harness=cfg.harness, assume=cfg.assume,
                                     seed=_seed(cfg.seed, project, n, rep),
                                     work_seed=_seed(cfg.seed, project, None, rep),
                                     task_time=cfg.task_time, board_time=cfg.board_time,
@@ -345,5 +368,6 @@ def load_tasks(tasks: str | None, generate: str | None) -> list[Project]:
 def dump_grid(cfg: SweepConfig, projects: Sequence[Project]) -> str:
     """The grid as JSON lines (for ``--dry-run``)."""
     return "\n".join(json.dumps({"run": s.run_id, "experiment": s.experiment, "p": s.p,
-                                 "mode": s.mode, "agents": s.agents})
+                                 "mode": s.mode, "model": s.model, "harness": s.harness,
+                                 "agents": s.agents})
                      for s, _ in expand(cfg, projects))

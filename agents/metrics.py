@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from quorumboard.agents.events import RunEvent
 from quorumboard.agents.spec import RunSpec, SyncMode
+from quorumboard.agents.study import reply_stats
 
 __all__ = [
     "CONFLICT_KINDS",
@@ -122,6 +123,24 @@ class RunMetrics(BaseModel):
     """Injected board faults undone (``board_heal``: a replica restarted, a partition healed)."""
     board_errors: int = 0
     lost_work: int = 0
+    harness: str = "board"
+    """Whose rules the run followed (``board`` or ``study``: see ``RunSpec.harness``)."""
+    edits: int = 0
+    """Committed file writes (the study's ``edit_file`` events)."""
+    first_completions: int = 0
+    """Completions of a task not done before (the study harness also logs repeats)."""
+    multi_complete_replies: int = 0
+    """Replies completing >= 2 tasks for the first time."""
+    study_idle_replies: int = 0
+    """The study's idle replies: no edit, no granted claim, no first-time completion."""
+    test_runs: int = 0
+    no_task_edits: int = 0
+    """Writes of a path that is no task's file (study harness: helpers, test dumps)."""
+    claims_done_same_reply: int = 0
+    claims_done_later: int = 0
+    claims_never_done: int = 0
+    """Granted claims by when the claimer first completed the task: in the same reply (the
+    same round: one reply per agent a round), in a later one, or never (rounds mode)."""
 
 
 class RunRecord(BaseModel):
@@ -265,6 +284,23 @@ def _idle_replies(events: Sequence[RunEvent]) -> int:
     return n
 
 
+def _claim_fates(events: Sequence[RunEvent]) -> dict[str, int]:
+    """Granted claims by when the same agent first completed the task (§4 of the study's
+    calibration note: same reply, a later one, never)."""
+    done: dict[tuple[str | None, str | None], int] = {}
+    for e in events:
+        if e.kind == "complete" and e.reason != "repeat":
+            done.setdefault((e.agent, e.task), e.round)
+    fates = {"claims_done_same_reply": 0, "claims_done_later": 0, "claims_never_done": 0}
+    for e in events:
+        if e.kind == "claim":
+            r = done.get((e.agent, e.task))
+            key = ("claims_never_done" if r is None or r < e.round else
+                   "claims_done_same_reply" if r == e.round else "claims_done_later")
+            fates[key] += 1
+    return fates
+
+
 def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
     """Recount one run's metrics from its events (see :class:`RunMetrics` and the study's
     definitions). A log without ``run_end`` (a killed run) yields ``ended=False``,
@@ -279,7 +315,7 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
 
     completed_tasks = {e.task for e in events if e.kind == "complete"}
     round_numbers = {e.round for e in events if e.kind == "round_start"}
-    complete_rounds = {e.round for e in events if e.kind == "complete"}
+    complete_rounds = {e.round for e in events if e.kind == "complete" and e.reason != "repeat"}
     replies = [e for e in events if e.kind == "reply"]
     writes = [e for e in events if e.kind == "write" and e.file is not None]
     attempts = [e for e in events if e.kind in ("write", "write_rejected") and e.file is not None]
@@ -316,6 +352,7 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
         "fenced_rejected": count("write_rejected", "fenced") + count("complete_refused", "fenced"),
     }
     rec = _recovery(events)
+    per_reply = reply_stats(events) if rounds_mode else []
     tokens_in = sum(e.tokens_in or 0 for e in replies)
     tokens_out = sum(e.tokens_out or 0 for e in replies)
     last_t = max((e.t_s for e in events), default=0.0)
@@ -358,6 +395,14 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
         board_heals=count("board_heal"),
         board_errors=count("board_error"),
         lost_work=_int(end_data.get("lost", 0)),
+        harness=str(end_data.get("harness", "board")),
+        edits=len(writes),
+        first_completions=sum(1 for e in events if e.kind == "complete" and e.reason != "repeat"),
+        multi_complete_replies=sum(1 for r in per_reply if r.completions >= 2),
+        study_idle_replies=sum(1 for r in per_reply if r.idle),
+        test_runs=count("tests"),
+        no_task_edits=count("write", "no-task"),
+        **_claim_fates(events) if rounds_mode else {},
     )
 
 

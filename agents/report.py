@@ -34,6 +34,7 @@ from quorumboard.agents.metrics import (
 )
 from quorumboard.agents.plots import Series, box_plot, grouped_bars, line_plot
 from quorumboard.agents.stats import StatResult, kruskal_across_p, spearman_vs_n, wilcoxon_vs_amdahl
+from quorumboard.agents.studyreport import study_sections
 
 __all__ = ["METRIC_MEANINGS", "PLOTS", "read_records", "write_report"]
 
@@ -525,7 +526,7 @@ def _by_mode_n(records: Sequence[RunRecord], value: Callable[[RunRecord], float]
     return out
 
 
-def _plot_speedup(path: Path, records: Sequence[RunRecord]) -> Path:
+def _plot_speedup(path: Path, records: Sequence[RunRecord], label: str = "") -> Path:
     by = _speedups_by(records)
     modes = sorted({mode for _, mode in by})
     series: list[Series] = []
@@ -542,7 +543,7 @@ def _plot_speedup(path: Path, records: Sequence[RunRecord]) -> Path:
             series.append(Series(label=f"Amdahl p={p:.2f}", xs=grid,
                                  ys=[1.0 / ((1 - p) + p / x) for x in grid],
                                  color_key=f"p={p:.2f}", style="dashed", marker=None))
-    return line_plot(path, series, title="Speedup vs team size (mean ± sd; dashed: Amdahl)",
+    return line_plot(path, series, title=f"Speedup vs team size{label} (mean ± sd; dashed: Amdahl)",
                      xlabel="agents (n)", ylabel="speedup", ideal=bool(series),
                      empty_message="no speedup data (no successful n=1 run)")
 
@@ -632,20 +633,25 @@ def write_report(sweep_dir: Path) -> Path:
     labels = sorted({r.spec.experiment for r in records},
                     key=lambda x: (x != PRIMARY_EXPERIMENT, x))
     modes = sorted({r.spec.mode for r in records})
+    harnesses = sorted({r.spec.harness for r in records})
     ps = sorted({r.spec.p for r in records})
     ns = sorted({r.spec.agents for r in records})
     out = [f"# Sweep report: {sweep_dir.name}", ""]
     if not records:
         out += ["No runs recorded in `results.jsonl`: nothing to report.", ""]
     else:
-        out += [f"{len(records)} runs; experiments: {', '.join(labels)}; modes: "
+        out += [f"{len(records)} runs; harness: {', '.join(harnesses)}; models: "
+                f"{', '.join(sorted({r.spec.model for r in records}))}; experiments: "
+                f"{', '.join(labels)}; modes: "
                 f"{', '.join(modes)}; p levels: {', '.join(f'{p:.2f}' for p in ps)}; "
                 f"team sizes: {', '.join(map(str, ns))}."
                 + (f" {duplicates} duplicate records ignored (last kept)." if duplicates
                    else ""), ""]
         out += _headlines(primary, records, source)
         out += _bound_section(primary)
-        out += _rates_section(primary)
+        board = [r for r in primary if r.spec.harness == "board"]
+        out += _rates_section(board) if board else []
+        out += study_sections(primary)
         out += _stats_section(primary, source)
         out += ["## Experiments", ""]
         for label in labels:
@@ -655,6 +661,13 @@ def write_report(sweep_dir: Path) -> Path:
     out += ["## Plots", ""]
     for name, title in PLOTS:
         out += [f"### {title}", "", plot_notes[name], "", f"![{title}]({name})", ""]
+    for model in sorted({r.spec.model for r in primary if r.spec.harness == "study"}):
+        name = f"speedup_{model}.png"
+        _plot_speedup(sweep_dir / name, [r for r in primary if r.spec.harness == "study"
+                                         and r.spec.model == model], f", {model}")
+        out += [f"### Speedup vs team size, {model} (study harness)", "",
+                "Mean per-run speedup (± sd) per p level and mode; dashed: Amdahl.", "",
+                f"![speedup {model}]({name})", ""]
     out += ["## What each metric means", ""]
     out += [f"- **{name}**: {meaning}." for name, meaning in METRIC_MEANINGS]
     out += ["", "Cell = every spec field but team size, repetition and seed; the full cell "

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from quorumboard.agents.actions import Idle, Reply, View
 from quorumboard.agents.events import EventLog, RunEvent
@@ -36,6 +36,8 @@ from quorumboard.agents.metrics import RunRecord, run_metrics
 from quorumboard.agents.modes import Mode, get_mode, self_claiming
 from quorumboard.agents.simbrain import PROFILES, Brain, SimBrain
 from quorumboard.agents.spec import RunSpec
+from quorumboard.agents.study import BoardStore, StudyEngine
+from quorumboard.agents.studybrain import StudyBrain, load_calibration, parse_assumptions
 from quorumboard.agents.tasks import Project
 from quorumboard.agents.teamboard import VIEW_KEYS_MAX, Actor, Layout, ViewCache, task_record
 from quorumboard.agents.version import code_version
@@ -63,7 +65,10 @@ BrainFactory = Callable[[RunSpec, int, str], Brain]
 
 
 def sim_brains(spec: RunSpec, index: int, name: str) -> Brain:
-    """The default brains: the spec's simulated profile, seeded per run and agent."""
+    """The default brains: the spec's simulated profile, seeded per run and agent (under the
+    study harness: the model's study brain, calibrated on the study's replies)."""
+    if spec.harness == "study":
+        return study_brain(spec, index)
     try:
         profile = PROFILES[spec.model]
     except KeyError:
@@ -76,6 +81,15 @@ def sim_brains(spec: RunSpec, index: int, name: str) -> Brain:
     work_seed = spec.seed if spec.work_seed is None else spec.work_seed
     return SimBrain(profile, seed=spec.seed * 1_000_003 + index * 7_919 + spec.rep,
                     slowdown=slowdown, work_seed=work_seed if spec.task_time == "task" else None)
+
+
+def study_brain(spec: RunSpec, index: int) -> StudyBrain:
+    """The spec's model's calibrated study brain, with the spec's assumption knobs."""
+    cal = load_calibration(spec.model)
+    slowdown = next((f.slowdown for f in spec.faults if f.agent == index), 1.0)
+    return StudyBrain(cal, spec.mode, seed=spec.seed * 1_000_003 + index * 7_919 + spec.rep,
+                      assumptions=parse_assumptions(spec.assume, cal, spec.mode),
+                      slowdown=slowdown)
 
 
 @dataclass
@@ -312,6 +326,19 @@ class _Run:
         return len(self.completed) >= self.project.size
 
 
+class _FaultHost(Protocol):
+    """What the board-fault schedule needs of a run (either harness)."""
+
+    @property
+    def env(self) -> TeamEnv: ...
+
+    @property
+    def spec(self) -> RunSpec: ...
+
+    @property
+    def log(self) -> EventLog: ...
+
+
 class _BoardFaults:
     """The board-fault schedule (``BoardFault``), one fault at a time so a majority of the
     three replicas stays up throughout: at ``at_round`` the leader is SIGKILLed; ``heal_after``
@@ -319,7 +346,7 @@ class _BoardFaults:
     election); ``heal_after`` rounds after that the partition heals. A harness step that fails
     (a leader not elected in time) is logged and the run goes on."""
 
-    def __init__(self, run: _Run) -> None:
+    def __init__(self, run: _FaultHost) -> None:
         self.run = run
         self.spec = run.spec.board_fault
         self.killed: int | None = None
@@ -568,6 +595,8 @@ def run_team(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | None
         out_dir.mkdir(parents=True, exist_ok=True)
     log = EventLog(out_dir / "events.jsonl" if out_dir is not None else None)
     wall0 = time.monotonic()
+    if spec.harness == "study":
+        return _run_study(spec, project, env, out_dir, job, log, wall0)
     run = _Run(spec, project, env, log, job)
     faults = _BoardFaults(run)
     try:
@@ -604,3 +633,129 @@ def run_team(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | None
 
 def _end_time(events: list[RunEvent]) -> float:
     return max((e.t_s for e in events), default=0.0)
+
+
+@dataclass
+class _StudyHost:
+    env: TeamEnv
+    spec: RunSpec
+    log: EventLog
+
+
+def _run_study(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | None, job: str,
+               log: EventLog, wall0: float) -> RunRecord:
+    """One run under the study's rules (:mod:`agents.study`) on the real board: rounds only,
+    one board call per action, stalls, stragglers and board faults as in the board harness
+    (they go beyond the study), the hybrid monitor reassigning a silent agent's tasks."""
+    layout = Layout(root=env.root, run=f"{spec.run_id}-{uuid.uuid4().hex[:8]}",
+                    policy="last-writer-wins")
+    coordinator = env.board(f"{job}-coordinator")
+    env.bind(layout, coordinator)  # binds <root>/r/: the run's records are last-writer-wins
+    coordinator.put(f"{layout.run_prefix}meta", {"spec": spec.model_dump(mode="json"),
+                                                 "project": project.name})
+    setup_ops = 2
+    team = tuple(f"a{i}" for i in range(spec.agents))
+    names = {"harness": f"{job}-coordinator", **{a: f"{job}-{a}" for a in team}}
+    store = BoardStore(lambda agent: env.board(names[agent]), layout.run_prefix)
+    brains = {a: env.brains(spec, i, a) for i, a in enumerate(team)}
+    faults = _BoardFaults(_StudyHost(env, spec, log))
+    by_agent = {team[f.agent]: f for f in spec.faults if f.agent < spec.agents}
+    state = dict.fromkeys(team, "up")
+    stalled_at: dict[str, float] = {}
+    silent_since: dict[str, float] = {}
+    engine: StudyEngine
+
+    def held(agent: str) -> list[str]:
+        return sorted(t for t, r in engine.records().items()
+                      if r["owner"] == agent and r["status"] == "in_progress")
+
+    def stalled(agent: str, t_s: float) -> bool:
+        f = by_agent.get(agent)
+        if f is None or state[agent] == "crashed":
+            return state[agent] == "crashed"
+        if f.crash_at_s is not None and t_s >= f.crash_at_s:
+            state[agent] = "crashed"
+            silent_since[agent] = t_s
+            log.emit(t_s, "crash", agent=agent, data={"tasks": held(agent)})
+            return True
+        if f.stall_at_s is not None and agent not in stalled_at and t_s >= f.stall_at_s \
+                and held(agent):
+            stalled_at[agent] = t_s
+            silent_since[agent] = t_s
+            state[agent] = "stalled"
+            log.emit(t_s, "stall", agent=agent, data={"tasks": held(agent),
+                                                      "stall_s": f.stall_s})
+        if agent in stalled_at and t_s < stalled_at[agent] + f.stall_s:
+            return True
+        if state[agent] == "stalled":
+            state[agent] = "up"
+            silent_since.pop(agent, None)
+            log.emit(t_s, "resume", agent=agent)
+        return False
+
+    def between_rounds(round_: int, t_s: float) -> None:
+        faults.step(round_, t_s)
+        if spec.mode != "hybrid":
+            return
+        silent = {a for a, since in silent_since.items() if t_s - since >= spec.claim_ttl_s}
+        live = [a for a in team if a not in silent and state[a] == "up"]
+        if not silent or not live:
+            return
+        recs = engine.records()
+        load = {a: sum(1 for r in recs.values() if r["owner"] == a and r["status"] != "done")
+                for a in live}
+        for task_id, rec in sorted(recs.items()):
+            if rec["owner"] in silent and rec["status"] != "done":
+                to = min(live, key=lambda a: (load[a], a))
+                load[to] += 1
+                engine.reassign(task_id, to, t_s, round_)
+
+    engine = StudyEngine(project=project, team=team, mode=spec.mode, store=store, brains=brains,
+                         log=log, round_cap=spec.round_cap, seed=spec.seed,
+                         board_time=spec.board_time, stalled=stalled,
+                         between_rounds=between_rounds)
+    try:
+        log.emit(0.0, "run_start", data={"spec": spec.model_dump(mode="json"),
+                                         "project": project.name, "tasks": project.size,
+                                         "critical_path": project.critical_path,
+                                         "harness": "study"})
+        engine.setup()
+        rounds = engine.run()
+        end_s = _end_time(log.events)
+        faults.heal(end_s)
+        final = _study_final(coordinator, layout, engine)
+        log.emit(end_s, "run_end",
+                 data={"success": engine.done, "tasks_done": sum(
+                     1 for r in engine.records().values() if r["status"] == "done"),
+                       "rounds": rounds, "harness": "study",
+                       "board_ops": setup_ops + store.ops, "actions": engine.actions,
+                       "ignored": engine.ignored, "wall_s": round(time.monotonic() - wall0, 3),
+                       "board_s": round(engine.board_s, 4),
+                       "board_wait_max_s": round(engine.board_max_s, 4),
+                       "board_time": spec.board_time, "version": code_version(),
+                       "lost": len(final["lost"]), "lost_detail": final["lost"][:20]})
+        if out_dir is not None:
+            (out_dir / "final.json").write_text(json.dumps(final, indent=1, sort_keys=True))
+    finally:
+        faults.heal(_end_time(log.events))
+        log.close()
+    return RunRecord(spec=spec, metrics=run_metrics(log.events),
+                     out=out_dir.name if out_dir is not None else "", version=code_version())
+
+
+def _study_final(board: Board, layout: Layout, engine: StudyEngine) -> dict[str, Any]:
+    """Read the run back linearizably (retried: the board may be electing a leader after the
+    last heal) and check it holds every record the harness acknowledged."""
+    for attempt in range(FINAL_READ_ATTEMPTS):
+        try:
+            entries = board.list(layout.run_prefix)
+            break
+        except BoardError:
+            if attempt == FINAL_READ_ATTEMPTS - 1:
+                raise
+    tasks = {e.key.rsplit("/", 1)[1]: e.value for e in entries
+             if e.key.startswith(f"{layout.run_prefix}tasks/")}
+    files = {e.key[len(f"{layout.run_prefix}files/"):]: {"version": e.version, "author": e.author}
+             for e in entries if e.key.startswith(f"{layout.run_prefix}files/")}
+    lost = [f"task {t}" for t, rec in engine.records().items() if tasks.get(t) != rec]
+    return {"tasks": tasks, "files": files, "lost": lost}

@@ -12,15 +12,26 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["AgentFault", "BoardFault", "RunSpec", "SyncMode", "TaskTime"]
+__all__ = ["AgentFault", "BoardFault", "Harness", "RunSpec", "SyncMode", "TaskTime", "check_harness"]
 
 SyncMode = Literal["rounds", "async"]
+Harness = Literal["board", "study"]
+"""Whose rules a run follows: ``board`` (this toolkit's: claims are leases with fencing
+tokens, a completion needs the task's dependencies done and a passing write of its files) or
+``study`` (the study's orchestrator, exactly: :mod:`agents.study`)."""
 TaskTime = Literal["task", "reply"]
 """How long a simulated reply that does a task's work takes: ``task`` (the task's own work
 time, drawn once per run work seed and task, the same whoever does it) or ``reply`` (a fresh
 draw per reply: the study's pure-latency semantics, under which racing agents hedge)."""
+
+
+def check_harness(harness: str, sync: str) -> None:
+    """The study harness has rounds only: its orchestrator has no asynchronous schedule."""
+    if harness == "study" and sync != "rounds":
+        raise ValueError("--harness study runs in synchronous rounds only (the study's "
+                         f"orchestrator has no asynchronous schedule), not --sync {sync}")
 
 
 class AgentFault(BaseModel):
@@ -93,6 +104,15 @@ class RunSpec(BaseModel):
     False: run time is the brains' alone (bit-for-bit reproducible runs)."""
     faults: tuple[AgentFault, ...] = ()
     board_fault: BoardFault | None = None
+    harness: Harness = "board"
+    assume: str = ""
+    """Study brains' assumption knobs, ``name=value,...`` (``agents.studybrain.Assumptions``);
+    empty: the defaults."""
+
+    @model_validator(mode="after")
+    def _study_rounds_only(self) -> RunSpec:
+        check_harness(self.harness, self.sync)
+        return self
 
     @property
     def cell(self) -> tuple[str, ...]:
@@ -101,10 +121,16 @@ class RunSpec(BaseModel):
         board = json.dumps(self.board_fault.model_dump() if self.board_fault else None)
         return (self.experiment, self.suite, self.level, self.project, f"{self.p:.3f}", self.mode,
                 self.policy, self.brain, self.model, self.sync, str(self.round_cap),
-                faults, board, self.task_time, str(self.board_time))
+                faults, board, self.task_time, str(self.board_time), self.harness, self.assume)
 
     @property
     def run_id(self) -> str:
         """Stable name of the run (its output folder): readable prefix + hash of the spec."""
-        digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:10]
-        return f"{self.suite}-{self.level}-{self.mode}-n{self.agents}-r{self.rep}-{digest}"
+        # Fields added since the first sweeps leave the hash alone at their defaults, so a
+        # sweep recorded before them still resumes.
+        new = {k for k in ("harness", "assume")
+               if getattr(self, k) == type(self).model_fields[k].default}
+        digest = hashlib.sha256(self.model_dump_json(exclude=new).encode()).hexdigest()[:10]
+        tag = f"-{self.model}" if self.harness == "study" else ""
+        return (f"{self.suite}-{self.level}-{self.mode}{tag}-n{self.agents}-r{self.rep}-"
+                f"{digest}")

@@ -1,0 +1,78 @@
+"""The study brains against their calibration files: simulated per-reply rates re-measured
+must match the study's fitted rows within binomial tolerances wherever the file says its brains
+reproduce them, and a brain with one rate moved 25 % (a planted miscalibration, injected here)
+must fail the same check.
+
+The file says a (row, metric) pair is reproduced when 40 runs of each of six seeds put it
+within 0.8 of its tolerance (``calibrate.annotate``); the test re-measures 40 runs of the first
+of those seeds at the full tolerance, so any change to the brains or the rules that moves a
+rate beyond its tolerance fails it, deterministically (everything is seeded)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from quorumboard.agents.calibrate import ANNOTATE_SEEDS, METRICS, check_rows, study_rows
+from quorumboard.agents.studybrain import STUDY_MODELS, Calibration, ModeParams, load_calibration
+
+RUNS = 40
+SEED = ANNOTATE_SEEDS[0]
+MODES = ("decentralized", "preassign")
+
+
+def _fitted_rows(model: str, mode: str) -> list:  # type: ignore[type-arg]
+    return [r for r in study_rows() if r.model == model and r.mode == mode and r.n <= 2]
+
+
+def _misses(cal: Calibration, mode: str, params: ModeParams | None = None,
+            n_max: int = 2) -> tuple[list[str], int]:
+    """(row, metric) pairs the file says are reproduced but the simulation misses (rows up to
+    team size ``n_max``); and how many pairs were checked."""
+    outside = cal.sources.get(mode, {}).get("outside_tolerance", {})
+    misses, checked = [], 0
+    rows = [r for r in _fitted_rows(cal.model, mode) if r.n <= n_max]
+    results = check_rows(cal, rows, runs=RUNS, seed=SEED,
+                         params={mode: params} if params is not None else None)
+    for row, sim, bad in results:
+        key = f"{row.level} n={row.n}"
+        expected = [m for m in METRICS if m not in outside.get(key, [])]
+        checked += len(expected)
+        misses += [f"{key} {m}: study {row.values[m]:.3f}, simulated {sim.values[m]:.3f}"
+                   for m in bad if m in expected]
+    return misses, checked
+
+
+@pytest.mark.parametrize("model", STUDY_MODELS)
+@pytest.mark.parametrize("mode", MODES)
+def test_brains_reproduce_the_fitted_per_reply_rows(model: str, mode: str) -> None:
+    cal = load_calibration(model)
+    misses, checked = _misses(cal, mode)
+    assert not misses, "\n".join(misses)
+    # The file may declare pairs it does not reproduce (the README counts them), not nearly all.
+    assert checked >= len(_fitted_rows(model, mode)) * len(METRICS) // 3
+
+
+def _moved(p: ModeParams, name: str, factor: float) -> ModeParams:
+    """``name`` moved by ``factor``: a probability through its value, engagement through the
+    probability its logit gives."""
+    if name == "engage":
+        prob = 1 / (1 + math.exp(-p.engage0)) * factor
+        prob = min(max(prob, 1e-6), 1 - 1e-6)
+        return p.model_copy(update={"engage0": math.log(prob / (1 - prob))})
+    return p.model_copy(update={name: getattr(p, name) * factor})
+
+
+@pytest.mark.parametrize(("model", "mode", "name", "factor"), [
+    ("gpt-5.2", "decentralized", "engage", 0.75),
+    ("claude-sonnet-4-6", "decentralized", "same", 0.75),
+    ("gpt-5.2", "preassign", "engage", 0.75),
+    ("gemini-3-flash-preview", "decentralized", "engage", 0.75),
+])
+def test_negative_control_a_rate_moved_25_percent_fails(model: str, mode: str, name: str,
+                                                        factor: float) -> None:
+    cal = load_calibration(model)
+    # The lone agents' rows suffice (and halve the time): their reply counts are the largest.
+    misses, _ = _misses(cal, mode, _moved(cal.modes[mode], name, factor), n_max=1)
+    assert misses, f"moving {name} by x{factor} went unnoticed"
