@@ -8,15 +8,14 @@ figures from these records alone.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["EVENT_KINDS", "EventKind", "EventLog", "RunEvent", "read_events", "read_jsonl"]
+from quorumboard.consensus.testing import read_jsonl
 
-T = TypeVar("T")
+__all__ = ["EVENT_KINDS", "EventKind", "EventLog", "RunEvent", "read_events"]
 
 EventKind = Literal[
     "run_start",         # data: the run spec
@@ -102,25 +101,6 @@ class EventLog:
                 self._file = None
 
 
-def read_jsonl(path: str | Path, parse: Callable[[str], T]) -> list[T]:
-    """Parse every line of a JSON-lines file written line by line by a process that may have
-    been killed: a torn *last* line is skipped; a bad line elsewhere is corruption and raises
-    ``ValueError`` naming the file and line."""
-    p = Path(path)
-    lines = p.read_text(encoding="utf-8").splitlines()
-    out: list[T] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(parse(line))
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            if i == len(lines) - 1:
-                break
-            raise ValueError(f"{p}:{i + 1}: not a valid record: {exc}") from exc
-    return out
-
-
 def read_events(path: str | Path) -> list[RunEvent]:
     """Read a run's ``events.jsonl`` (a torn last line, from a killed run, is skipped)."""
-    return read_jsonl(path, RunEvent.model_validate_json)
+    return read_jsonl(Path(path), RunEvent.model_validate_json, what="run event")[0]

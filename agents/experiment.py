@@ -28,7 +28,6 @@ from typing import Literal, TextIO
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from quorumboard.agents.events import read_jsonl
 from quorumboard.agents.metrics import RunRecord
 from quorumboard.agents.runner import BrainFactory, TeamEnv, run_team, sim_brains
 from quorumboard.agents.spec import (
@@ -43,6 +42,7 @@ from quorumboard.agents.spec import (
 from quorumboard.agents.tasks import Project, generate_project, load_projects
 from quorumboard.agents.version import code_version
 from quorumboard.consensus import LocalCluster
+from quorumboard.consensus.testing import drop_torn_tail, read_jsonl
 
 __all__ = ["EXPERIMENTS", "SweepConfig", "expand", "parse_range", "read_records", "read_results",
            "run_sweep"]
@@ -180,7 +180,7 @@ def read_records(path: Path) -> tuple[list[RunRecord], int]:
     (a sweep killed mid-write) is skipped. No file: no records."""
     if not path.exists():
         return [], 0
-    records = read_jsonl(path, RunRecord.model_validate_json)
+    records = read_jsonl(path, RunRecord.model_validate_json, what="run record")[0]
     by_id = {r.spec.run_id: r for r in records}
     return list(by_id.values()), len(records) - len(by_id)
 
@@ -267,36 +267,6 @@ def _log_invocation(path: Path, cfg: SweepConfig) -> None:
         entries = old if isinstance(old, list) else [old]
     entries.append({"config": cfg.model_dump(mode="json"), "version": code_version()})
     path.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
-
-
-def drop_torn_tail(path: Path) -> int:
-    """Cut ``path`` back to just after its last newline, keeping every complete record: a
-    sweep killed mid-write leaves a torn last line, and appending to it would merge it with
-    the next record into one invalid line. Returns the bytes dropped (0: nothing torn)."""
-    if not path.exists():
-        return 0
-    with path.open("rb+") as fh:
-        size = fh.seek(0, 2)
-        if size == 0:
-            return 0
-        fh.seek(size - 1)
-        if fh.read(1) == b"\n":
-            return 0
-        keep = 0
-        step = 1 << 16
-        pos = size
-        while pos > 0:  # bounded: walks back over the file once, a block at a time
-            start = max(0, pos - step)
-            fh.seek(start)
-            block = fh.read(pos - start)
-            nl = block.rfind(b"\n")
-            if nl >= 0:
-                keep = start + nl + 1
-                break
-            pos = start
-        fh.truncate(keep)
-    log.warning("dropped a torn last line", file=str(path), bytes=size - keep)
-    return size - keep
 
 
 def _keep(record: RunRecord, sink: TextIO, records: list[RunRecord], lock: threading.Lock,

@@ -38,7 +38,7 @@ def _refuse(*_a: Any, **_k: Any) -> Any:
 
 TIERS: dict[str, str] = {
     **dict.fromkeys(["test_auth", "test_batching", "test_checker", "test_checks", "test_frames",
-                     "test_journal", "test_leases_pure", "test_model", "test_policies",
+                     "test_journal", "test_jsonl", "test_leases_pure", "test_model", "test_policies",
                      "test_raft_rules", "test_server_deadlines", "test_state",
                      "test_state_bounds", "test_state_machine_props", "test_summary",
                      "test_workload_rules", "test_picture"], "unit"),

@@ -13,6 +13,7 @@ from quorumboard.agents.metrics import RunMetrics, RunRecord, amdahl
 from quorumboard.agents.report import PLOTS, read_records, write_report
 from quorumboard.agents.spec import AgentFault, BoardFault, RunSpec
 from quorumboard.agents.stats import kruskal_across_p, spearman_vs_n, wilcoxon_vs_amdahl
+from quorumboard.consensus import CorruptData
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -192,7 +193,7 @@ def test_empty_and_torn_results(tmp_path: Path) -> None:
 def test_corrupt_middle_line_and_duplicates(tmp_path: Path) -> None:
     r = rec("preassign", 0.5, 1, 100.0)
     bad = write_results(tmp_path / "bad", [], tail="garbage\n" + r.model_dump_json() + "\n")
-    with pytest.raises(ValueError, match=r"results\.jsonl:1"):
+    with pytest.raises(CorruptData, match=r"results\.jsonl: line 1"):
         read_records(bad / "results.jsonl")
     later = rec("preassign", 0.5, 1, 90.0)
     dup = write_results(tmp_path / "dup", [r, later])

@@ -155,18 +155,23 @@ def test_only_the_private_hardening_module_imports_pysyncobj() -> None:
 
 
 def test_agents_use_only_the_public_consensus_api() -> None:
-    """agents/ builds on consensus as a user would: ``from quorumboard.consensus import <public name>``."""
+    """agents/ builds on consensus as a user would: public names of ``quorumboard.consensus``
+    (the client-facing API) and of ``quorumboard.consensus.testing`` (the harness: its JSON
+    Lines rule, the nemesis), nothing deeper."""
     import ast
 
     from quorumboard import consensus
+    from quorumboard.consensus import testing
 
-    public = set(consensus.__all__)
+    public = {"quorumboard.consensus": set(consensus.__all__),
+              "quorumboard.consensus.testing": set(testing.__all__)}
     for path in sorted((ROOT / "agents").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and "consensus" in (node.module or ""):
-                assert node.module == "quorumboard.consensus", f"{path.name} imports {node.module}"
+                allowed = public.get(node.module or "")
+                assert allowed is not None, f"{path.name} imports {node.module}"
                 names = {a.name for a in node.names}
-                assert names <= public, f"{path.name} imports non-public {names - public}"
+                assert names <= allowed, f"{path.name} imports non-public {names - allowed}"
             elif isinstance(node, ast.Import):
                 assert not any("consensus" in a.name for a in node.names), path.name
 

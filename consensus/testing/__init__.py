@@ -26,6 +26,7 @@ from quorumboard.consensus.testing.history import (
     read_faults,
     read_history,
 )
+from quorumboard.consensus.testing.jsonl import drop_torn_tail, read_jsonl
 from quorumboard.consensus.testing.nemesis import Nemesis, NemesisConfig
 from quorumboard.consensus.testing.netfaults import NetworkFaults
 from quorumboard.consensus.testing.workload import CasRegisterWorkload
@@ -50,7 +51,9 @@ __all__ = [
     "Scenario",
     "SetModel",
     "check_operations",
+    "drop_torn_tail",
     "read_faults",
     "read_history",
+    "read_jsonl",
     "run_chaos",
 ]

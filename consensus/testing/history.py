@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from quorumboard.consensus.errors import CorruptData
 from quorumboard.consensus.testing.checker import UNKNOWN, Operation
+from quorumboard.consensus.testing.jsonl import read_jsonl
 
 __all__ = [
     "FAULT_KINDS",
@@ -104,24 +105,8 @@ def read_history(path: Path) -> tuple[list[OpRecord], str]:
 
     Raises :class:`~consensus.errors.CorruptData` naming the line if any other line does not
     decode: a history is evidence, and a damaged one must not be checked silently."""
-    records: list[OpRecord] = []
-    note = ""
-    with path.open("rb") as f:
-        lines = f.read().split(b"\n")
-    last = len(lines) - 1
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            if len(raw) > RECORD_BYTES_MAX:
-                raise ValueError(f"line longer than {RECORD_BYTES_MAX} bytes")
-            records.append(OpRecord.model_validate(json.loads(raw)))
-        except (ValueError, ValidationError) as exc:
-            if number - 1 == last:  # no newline after it: the writer died mid-line
-                note = f"dropped a torn last line ({len(raw)} bytes)"
-                break
-            raise CorruptData(f"{path}: line {number} is not a history record: {exc}") from None
-    return records, note
+    return read_jsonl(path, lambda raw: OpRecord.model_validate(json.loads(raw)),
+                      what="history record", line_bytes_max=RECORD_BYTES_MAX)
 
 
 def to_operations(
@@ -190,17 +175,5 @@ class FaultEvent(BaseModel):
 def read_faults(path: Path) -> list[FaultEvent]:
     """The events of a fault timeline; a torn last line (a crashed run) is dropped. Raises
     :class:`CorruptData` naming the line of anything else that is not a valid event."""
-    events: list[FaultEvent] = []
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for n, line in enumerate(lines, 1):
-        if not line:
-            continue
-        try:
-            if len(line) > EVENT_LINE_BYTES_MAX:
-                raise ValueError("line too long")
-            events.append(FaultEvent.model_validate_json(line))
-        except (ValidationError, ValueError) as exc:
-            if n == len(lines):  # no newline after it: torn by a crash
-                break
-            raise CorruptData(f"{path}:{n}: not a fault event ({type(exc).__name__})") from None
-    return events
+    return read_jsonl(path, FaultEvent.model_validate_json, what="fault event",
+                      line_bytes_max=EVENT_LINE_BYTES_MAX)[0]
