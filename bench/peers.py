@@ -77,6 +77,7 @@ from bench.throughput import (
 
 QB = "quorumboard"
 ETCD = "etcd"
+ETCD_GRPC = "etcd-grpc"
 OPS = ("put", "cas", "get", "stale")
 KEYS = 100
 VALUE_BYTES = 256
@@ -103,6 +104,8 @@ class Config:
     warmup_s: float
     repeats: int
     etcd: bool
+    install: bool
+    grpc: bool
     ops_max: int
     out: Path
 
@@ -200,7 +203,8 @@ def ensure_etcd(install: bool = True) -> str:
     if found:
         return found
     if not install:
-        raise EtcdUnavailable("etcd is not installed")
+        raise EtcdUnavailable("etcd is not installed (and --no-install): "
+                              "install it with `apt-get install etcd-server`")
     if os.geteuid() != 0:
         raise EtcdUnavailable("etcd is not installed and this is not root: "
                               "install it with `apt-get install etcd-server` (or put `etcd` "
@@ -251,10 +255,15 @@ def _b64(text: str) -> str:
 
 
 class EtcdClient:
-    """One keep-alive HTTP/1.1 connection to a member's v3 JSON gateway (one per thread)."""
+    """One keep-alive HTTP/1.1 connection to a member's v3 JSON gateway (one per thread).
+
+    The gateway is what a Python program can use without a gRPC client: JSON bodies, keys and
+    values base64-encoded, int64 fields as strings.
+    """
 
     def __init__(self, port: int) -> None:
         self.conn = http.client.HTTPConnection(HOST, port, timeout=HTTP_TIMEOUT_S)
+        self._b64: dict[bytes, str] = {}  # the benchmark writes one value: encode it once
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self.conn.request("POST", path, json.dumps(body).encode(),
@@ -268,23 +277,28 @@ class EtcdClient:
             raise HarnessError(f"etcd {path}: not a JSON object: {data[:300]!r}")
         return out
 
-    def put(self, key: str, value_b64: str) -> None:
-        self.call("/v3/kv/put", {"key": _b64(key), "value": value_b64})
+    def _value(self, value: bytes) -> str:
+        if value not in self._b64:
+            self._b64 = {value: base64.b64encode(value).decode()}
+        return self._b64[value]
 
-    def get(self, key: str, serializable: bool = False) -> dict[str, Any] | None:
+    def put(self, key: str, value: bytes) -> None:
+        self.call("/v3/kv/put", {"key": _b64(key), "value": self._value(value)})
+
+    def get(self, key: str, serializable: bool = False) -> bool:
+        """Whether the key exists (read linearizably unless ``serializable``)."""
         body: dict[str, Any] = {"key": _b64(key)}
         if serializable:
             body["serializable"] = True
-        kvs = self.call("/v3/kv/range", body).get("kvs") or []
-        return kvs[0] if kvs else None
+        return bool(self.call("/v3/kv/range", body).get("kvs"))
 
-    def cas(self, key: str, value_b64: str, version: int) -> tuple[bool, int]:
+    def cas(self, key: str, value: bytes, version: int) -> tuple[bool, int]:
         """Put if the key's version is ``version``: (succeeded, the key's version now)."""
         k = _b64(key)
         out = self.call("/v3/kv/txn", {
             "compare": [{"key": k, "target": "VERSION", "result": "EQUAL",
                          "version": str(version)}],
-            "success": [{"request_put": {"key": k, "value": value_b64}}],
+            "success": [{"request_put": {"key": k, "value": self._value(value)}}],
             "failure": [{"request_range": {"key": k}}]})
         if out.get("succeeded"):
             return True, version + 1
@@ -292,8 +306,67 @@ class EtcdClient:
         kvs = (responses[0].get("response_range") or {}).get("kvs") or []
         return False, int(kvs[0].get("version", 0)) if kvs else 0
 
+    def versions(self, prefix: str, limit: int) -> dict[str, int]:
+        """Every key under ``prefix`` (at most ``limit``) with its version."""
+        end = _b64(prefix[:-1] + chr(ord(prefix[-1]) + 1))
+        kvs = self.call("/v3/kv/range", {"key": _b64(prefix), "range_end": end,
+                                         "limit": str(limit)}).get("kvs") or []
+        return {base64.b64decode(kv["key"]).decode(): int(kv.get("version", 0)) for kv in kvs}
+
     def close(self) -> None:
         self.conn.close()
+
+
+class EtcdGrpcClient:
+    """The same operations through etcd's gRPC API with ``aetcd`` (the ``bench`` extra).
+
+    aetcd is asyncio-only; each client thread gets its own event loop and channel and runs one
+    call at a time on it, so the workload stays one closed-loop client per thread.
+    """
+
+    def __init__(self, port: int) -> None:
+        import asyncio
+
+        import aetcd
+
+        self._loop = asyncio.new_event_loop()
+        self._client = aetcd.Client(host=HOST, port=port, timeout=int(HTTP_TIMEOUT_S))
+        self._tx = self._client.transactions
+        self._run(self._client.connect())
+
+    def _run(self, coro: Any) -> Any:
+        return self._loop.run_until_complete(coro)
+
+    def put(self, key: str, value: bytes) -> None:
+        self._run(self._client.put(key.encode(), value))
+
+    def get(self, key: str, serializable: bool = False) -> bool:
+        return self._run(self._client.get(key.encode(), serializable=serializable)) is not None
+
+    def cas(self, key: str, value: bytes, version: int) -> tuple[bool, int]:
+        k, tx = key.encode(), self._tx
+        ok, responses = self._run(self._client.transaction(
+            compare=[tx.version(k) == version], success=[tx.put(k, value)],
+            failure=[tx.get(k)]))
+        if ok:
+            return True, version + 1
+        kvs = responses[0] if responses else []
+        return False, int(kvs[0][1].version) if kvs else 0
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._run(self._client.close())
+        self._loop.close()
+
+
+def grpc_client_missing() -> str:
+    """Why the gRPC rows cannot run here ("" if they can)."""
+    try:
+        import aetcd  # noqa: F401
+    except ImportError as exc:
+        return (f"no gRPC client ({exc}): `pip install -e '.[bench]'` installs aetcd, "
+                "an asyncio gRPC client for etcd")
+    return ""
 
 
 class EtcdCluster:
@@ -389,25 +462,29 @@ class EtcdCluster:
         self.stop()
 
 
-def run_etcd(cfg: Config, binary: str, clients: int, op: str, workdir: Path) -> PeerRow:
-    row = PeerRow(system=ETCD, agents=clients, processes=MEMBERS, op=op, fsync=True)
-    value = _b64("v" * VALUE_BYTES)
+def run_etcd(cfg: Config, binary: str, clients: int, op: str, workdir: Path,
+             api: str = ETCD) -> PeerRow:
+    """One row against a fresh etcd cluster, through the JSON gateway (``api`` = ``etcd``) or
+    gRPC (``etcd-grpc``). Preloading goes through the gateway either way (not measured)."""
+    row = PeerRow(system=api, agents=clients, processes=MEMBERS, op=op, fsync=True)
+    value = b"v" * VALUE_BYTES
+    client_class = EtcdGrpcClient if api == ETCD_GRPC else EtcdClient
     with EtcdCluster(binary, workdir) as cluster:
         port = cluster.client_ports[cluster.leader]
         loader = EtcdClient(port)
         try:
             for k in range(KEYS):
                 loader.put(_key(k), value)
-            end = _b64(KEY_PREFIX[:-1] + chr(ord(KEY_PREFIX[-1]) + 1))
-            kvs = loader.call("/v3/kv/range", {"key": _b64(KEY_PREFIX), "range_end": end,
-                                               "limit": str(KEYS)}).get("kvs") or []
-            versions = {base64.b64decode(kv["key"]).decode(): int(kv["version"]) for kv in kvs}
+            versions = loader.versions(KEY_PREFIX, KEYS)
         finally:
             loader.close()
         if len(versions) != KEYS:
             raise HarnessError(f"etcd: preloaded {KEYS} keys, read back {len(versions)}")
-        conns = [EtcdClient(port) for _ in range(clients)]
+        conns: list[EtcdClient | EtcdGrpcClient] = []
         try:
+            for _ in range(clients):
+                conns.append(client_class(port))
+
             def make(i: int) -> Callable[[int], None]:
                 c, mine = conns[i], keys_of(i, clients)
                 seen = {k: versions[k] for k in mine}
@@ -422,7 +499,7 @@ def run_etcd(cfg: Config, binary: str, clients: int, op: str, workdir: Path) -> 
                         raise HarnessError(f"etcd compare-and-set of {key} failed")
 
                 def get(n: int, serializable: bool = False) -> None:
-                    if c.get(mine[n % len(mine)], serializable) is None:
+                    if not c.get(mine[n % len(mine)], serializable):
                         raise LookupError(f"{mine[n % len(mine)]} vanished")
 
                 def stale(n: int) -> None:
@@ -470,22 +547,24 @@ def _ok(rows: list[PeerRow], system: str, clients: int, op: str,
             and not r.failed and (fsync is None or r.fsync == fsync)]
 
 
-def paired_ratios(rows: list[PeerRow], clients: int, op: str, fsync: bool) -> list[float]:
-    """quorumboard (``fsync``) / etcd ops/s, each quorumboard run divided by the etcd run of
-    the same repeat, client count and op (they ran next to each other)."""
+def paired_ratios(rows: list[PeerRow], clients: int, op: str, fsync: bool,
+                  base: str = ETCD) -> list[float]:
+    """quorumboard (``fsync``) / ``base`` ops/s, each quorumboard run divided by the ``base``
+    run of the same repeat, client count and op (they ran next to each other)."""
     out: list[float] = []
     for qb in _ok(rows, QB, clients, op, fsync):
-        etcd = next((r for r in _ok(rows, ETCD, clients, op) if r.repeat == qb.repeat), None)
+        etcd = next((r for r in _ok(rows, base, clients, op) if r.repeat == qb.repeat), None)
         if etcd is not None and etcd.puts_per_s > 0:
             out.append(qb.puts_per_s / etcd.puts_per_s)
     return out
 
 
 def _label(r: PeerRow) -> str:
-    return f"{r.system}{'' if r.system == ETCD else (' fsync' if r.fsync else ' nofsync')}"
+    return f"{r.system}{(' fsync' if r.fsync else ' nofsync') if r.system == QB else ''}"
 
 
-def report(cfg: Config, rows: list[PeerRow], etcd_skipped: str) -> dict[str, Any]:
+def report(cfg: Config, rows: list[PeerRow], etcd_skipped: str,
+           grpc_skipped: str) -> dict[str, Any]:
     """Print the table and ratio lines; return the same as a JSON-able dict."""
     header = (f"{'system':<19} | {'op':<5} | {'clients':>7} | {'rep':>3} | {'ops/s':>9} | "
               f"{'p50 ms':>7} | {'p99 ms':>7} | {'ldr cpu%':>8} | {'all cpu%':>8} | "
@@ -505,31 +584,36 @@ def report(cfg: Config, rows: list[PeerRow], etcd_skipped: str) -> dict[str, Any
           "client process, ext = everything else on the machine)")
     if etcd_skipped:
         print(f"\netcd rows skipped: {etcd_skipped}")
-    print("\netcd always fsyncs its WAL; it is measured through its v3 JSON gateway, which is "
-          "slower than its gRPC path.")
+    elif grpc_skipped:
+        print(f"\netcd gRPC rows skipped: {grpc_skipped}")
+    print("\netcd always fsyncs its WAL. Its `etcd` rows go through its v3 JSON gateway, which "
+          "is slower than its gRPC path (the `etcd-grpc` rows, client aetcd).")
     ratios: list[dict[str, Any]] = []
-    for clients in cfg.clients:
-        for op in cfg.ops:
-            for fsync in cfg.fsync:
-                values = paired_ratios(rows, clients, op, fsync)
-                if not values:
-                    continue
-                ratios.append({"clients": clients, "op": op, "fsync": fsync,
-                               "paired": [round(v, 4) for v in values],
-                               "ratio": round(statistics.median(values), 4)})
-                print(f"quorumboard (fsync {'on' if fsync else 'off'}) / etcd {op:<5} ops/s at "
-                      f"{clients:>2} client{'s' if clients != 1 else ' '}: "
-                      f"{_spread(values, '.2f')}x")
+    for base in (ETCD, ETCD_GRPC):
+        for clients in cfg.clients:
+            for op in cfg.ops:
+                for fsync in cfg.fsync:
+                    values = paired_ratios(rows, clients, op, fsync, base)
+                    if not values:
+                        continue
+                    ratios.append({"baseline": base, "clients": clients, "op": op,
+                                   "fsync": fsync, "paired": [round(v, 4) for v in values],
+                                   "ratio": round(statistics.median(values), 4)})
+                    print(f"quorumboard (fsync {'on' if fsync else 'off':<3}) / {base:<9} "
+                          f"{op:<5} ops/s at {clients:>2} client{'s' if clients != 1 else ' '}"
+                          f": {_spread(values, '.2f')}x")
     return {
         "benchmark": "bench.peers",
         "command": " ".join([Path(sys.executable).name, "-m", "bench.peers", *sys.argv[1:]]),
         "config": {**dataclasses.asdict(cfg), "out": str(cfg.out)},
         "workload": {"keys": KEYS, "value_bytes": VALUE_BYTES, "members": MEMBERS,
-                     "etcd_api": "v3 JSON gateway over HTTP/1.1 keep-alive",
+                     "etcd_api": {ETCD: "v3 JSON gateway over HTTP/1.1 keep-alive",
+                                  ETCD_GRPC: "gRPC (aetcd, one event loop per client thread)"},
                      "etcd_fsync": "always (write-ahead log)"},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "etcd": _etcd_version()},
         "etcd_skipped": etcd_skipped,
+        "grpc_skipped": etcd_skipped or grpc_skipped,
         "rows": [r.to_json() for r in rows],
         "ratios": ratios,
     }
@@ -570,6 +654,10 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--warmup-s", type=float, default=1.0, help="excluded warm-up per row")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats (default 1)")
     parser.add_argument("--no-etcd", action="store_true", help="quorumboard rows only")
+    parser.add_argument("--no-install", action="store_true",
+                        help="use etcd only if it is already installed (never run apt-get)")
+    parser.add_argument("--no-grpc", action="store_true",
+                        help="no etcd-grpc rows (etcd through its JSON gateway only)")
     parser.add_argument("--ops-max", type=int, default=PUTS_PER_AGENT_MAX_DEFAULT,
                         help="bound on operations per client per row")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/peers.json"))
@@ -594,19 +682,21 @@ def parse_args(argv: list[str] | None) -> Config:
     return Config(clients=clients, ops=list(dict.fromkeys(ops)),
                   fsync=[w == "on" for w in dict.fromkeys(fsync_words)],
                   duration_s=args.duration_s, warmup_s=args.warmup_s, repeats=args.repeats,
-                  etcd=not args.no_etcd, ops_max=args.ops_max, out=args.out)
+                  etcd=not args.no_etcd, install=not args.no_install,
+                  grpc=not args.no_grpc, ops_max=args.ops_max,
+                  out=args.out)
 
 
-def plan(cfg: Config, with_etcd: bool) -> Iterator[tuple[int, int, str, str, bool]]:
+def plan(cfg: Config, baselines: list[str]) -> Iterator[tuple[int, int, str, str, bool]]:
     """(repeat, clients, op, system, fsync) in run order: for each repeat, client count and op,
-    quorumboard's first fsync setting, etcd, then quorumboard's other setting, so each etcd run
-    sits next to both quorumboard runs it is compared with."""
+    quorumboard's first fsync setting, the etcd rows, then quorumboard's other setting, so each
+    etcd run sits next to both quorumboard runs it is compared with."""
     for repeat in range(1, cfg.repeats + 1):
         for clients in cfg.clients:
             for op in cfg.ops:
                 yield repeat, clients, op, QB, cfg.fsync[0]
-                if with_etcd:
-                    yield repeat, clients, op, ETCD, True
+                for base in baselines:
+                    yield repeat, clients, op, base, True
                 for fsync in cfg.fsync[1:]:
                     yield repeat, clients, op, QB, fsync
 
@@ -620,15 +710,19 @@ def main(argv: list[str] | None = None) -> int:
         etcd_skipped = "--no-etcd"
     else:
         try:
-            binary = ensure_etcd()
+            binary = ensure_etcd(cfg.install)
         except EtcdUnavailable as exc:
             etcd_skipped = str(exc)
             print(f"etcd rows skipped: {etcd_skipped}", file=log, flush=True)
+    grpc_skipped = "--no-grpc" if not cfg.grpc else grpc_client_missing()
+    if binary and grpc_skipped and cfg.grpc:
+        print(f"etcd gRPC rows skipped: {grpc_skipped}", file=log, flush=True)
+    baselines = [ETCD, *([] if grpc_skipped else [ETCD_GRPC])] if binary else []
     rows: list[PeerRow] = []
     began = time.monotonic()
     try:
         with tempfile.TemporaryDirectory(prefix="qb-bench-peers-") as tmp:
-            for repeat, clients, op, system, fsync in plan(cfg, bool(binary)):
+            for repeat, clients, op, system, fsync in plan(cfg, baselines):
                 workdir = Path(tmp) / f"{repeat}-{clients}-{op}-{system}-{int(fsync)}"
                 workdir.mkdir()
                 print(f"[{time.monotonic() - began:6.1f}s] repeat {repeat}/{cfg.repeats} "
@@ -636,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=log, flush=True)
                 try:
                     row = (run_quorumboard(cfg, clients, op, fsync, workdir) if system == QB
-                           else run_etcd(cfg, binary, clients, op, workdir))
+                           else run_etcd(cfg, binary, clients, op, workdir, system))
                 except Exception as exc:  # one failed row is reported, the others still run
                     row = PeerRow(system=system, agents=clients, processes=0, op=op,
                                   fsync=fsync, failed=f"{type(exc).__name__}: {exc}")
@@ -647,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; every process was stopped", file=log)
         return 130
     print(f"[{time.monotonic() - began:6.1f}s] done", file=log, flush=True)
-    result = report(cfg, rows, etcd_skipped)
+    result = report(cfg, rows, etcd_skipped, grpc_skipped)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {cfg.out}")
