@@ -202,3 +202,31 @@ def test_peers_bench_runs_and_reports(tmp_path: Path) -> None:
         assert x["paired"] == [round(want, 4)] and x["ratio"] == round(want, 4), x
         assert f"quorumboard (fsync {'on' if fsync else 'off':<3}) / {base:<9} cas" \
             in proc.stdout
+
+
+def test_checker_bench_times_a_recorded_history(tmp_path: Path) -> None:
+    """bench.checker --history reads a history file as a chaos run wrote it, converts it with
+    the workload's own conversion, decides it, and catches the planted stale read."""
+    from bench.checker import check_recorded, main, simulate
+    from quorumboard.consensus.testing import HistoryWriter
+
+    history, _order = simulate(400, 4, 3, seed=5)
+    events = sorted([(op.call, 0, op) for op in history] + [(op.ret, 1, op) for op in history],
+                    key=lambda e: (e[0], e[1]))
+    with HistoryWriter(tmp_path / "run" / "history.jsonl") as writer:
+        for t, done, op in events:
+            f = op.input[0]
+            if done:
+                writer.write(op.client, "ok", f, op.key, list(op.output), round(t * 1e9))
+            else:
+                writer.write(op.client, "invoke", f, op.key,
+                             None if f == "read" else list(op.input[1:]), round(t * 1e9))
+    fig = check_recorded(tmp_path / "run", time_limit_s=60)
+    assert (fig["workload"], fig["operations"], fig["keys"]) == ("cas-register", 400, 3)
+    assert fig["check"]["verdict"] == "ok"
+    assert fig["planted_stale_read"]["verdict"] == "violation"
+    assert sum(k["operations"] for k in fig["check"]["keys"]) == 400
+    out = tmp_path / "checker.json"
+    assert main(["--history", str(tmp_path / "run"), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["check"]["verdict"] == "ok"
+    assert main(["--history", str(tmp_path / "nothing"), "--out", str(out)]) == 2
