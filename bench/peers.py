@@ -7,7 +7,9 @@
   ``fsync=False`` and once with ``fsync=True`` (``--fsync on,off``);
 * **etcd** - a fresh 3-member etcd cluster per row (three ``etcd`` processes on loopback, their
   own data dirs in a temp dir). etcd always fsyncs its write-ahead log (it has no switch for it
-  in 3.4), so its row is paired with both quorumboard rows of the same op and client count.
+  in 3.4), so its row is paired with both quorumboard rows of the same op and client count;
+* **etcd-grpc** - the same, its clients on etcd's gRPC API through ``aetcd`` (the ``bench``
+  extra; skipped with a message when it is not installed, or with ``--no-grpc``).
 
 Workload (closed loop): ``--clients`` threads in this one process, each with its own client (a
 ``Board``; for etcd a keep-alive ``http.client`` connection), doing one operation after another
@@ -25,13 +27,13 @@ on 100 keys holding 256-byte values:
 
 All clients talk to the leader (quorumboard's ``Board`` does; the etcd clients are pointed at
 the member that leads when the row starts), so neither system pays a follower's forwarding hop.
-etcd is measured through its v3 JSON gateway (HTTP/1.1 + JSON + base64 on the client port),
-which is slower than its gRPC path: the figures are etcd as a Python program without a gRPC
-client sees it, not etcd's best.
+The ``etcd`` rows go through its v3 JSON gateway (HTTP/1.1 + JSON + base64 on the client port),
+which is slower than its gRPC path: etcd as a Python program without a gRPC client sees it.
+The ``etcd-grpc`` rows are the faster path, as a Python gRPC client gets it.
 
-Rows are interleaved (for each repeat, client count and op: quorumboard fsync off, etcd,
-quorumboard fsync on) so slow drift of the shared machine hits both systems alike, and every
-ratio (quorumboard / etcd ops/s) divides two runs adjacent in time. Window, latency and CPU
+Rows are interleaved (for each repeat, client count and op: quorumboard with the first
+``--fsync`` setting, etcd, etcd-grpc, quorumboard with the other) so slow drift of the shared machine hits both systems alike, and every
+ratio (quorumboard / etcd ops/s) divides runs close in time. Window, latency and CPU
 columns are computed by :mod:`bench.throughput`'s code. Prints a table and the ratios, writes the
 same as JSON to ``--out``. The exit status is 0 unless a run failed; no target is asserted.
 etcd comes from Debian (``apt-get install etcd-server``, done here when run as root and the
@@ -525,8 +527,8 @@ def _measure(row: PeerRow, cfg: Config, ops: list[Callable[[int], None]],
 
     The clients' CPU is this whole process's (role ``clients``): nothing else runs in it then.
     """
-    window = Window(time.monotonic() + cfg.warmup_s + 0.05, 0.0)
-    window = Window(window.start, window.start + cfg.duration_s)
+    start = time.monotonic() + cfg.warmup_s + 0.05
+    window = Window(start, start + cfg.duration_s)
     pids = {**server_pids, "clients": os.getpid()}
     sampled: list[CpuSample] = []
     sampler = threading.Thread(target=lambda: sampled.append(sample_window(pids, window)),
