@@ -164,7 +164,7 @@ def test_peers_bench_runs_and_reports(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "bench.peers", "--clients", "1", "--ops", "cas",
-         "--fsync", "off,on", "--duration-s", "1", "--warmup-s", "0.2", "--no-install",
+         "--fsync", "off,on", "--duration-s", "1", "--warmup-s", "0", "--no-install",
          "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=140, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
