@@ -2,6 +2,7 @@
 
     python -m bench.checker                      # 20,000 operations, 16 clients, 10 keys
     python -m bench.checker --ops 20000 --clients 16 --keys 10 --info-rate 0.01 --seed 7
+    python -m bench.checker --history runs/c23   # a recorded chaos run (its history.jsonl)
 
 Histories are simulated (:func:`simulate`): each client runs operations back to back with
 random think times and durations; each operation takes effect at a random instant inside its
@@ -10,6 +11,13 @@ it. One run checks it (verdict ``ok``), then checks a copy with one planted stal
 ``violation``, with the failing window). The baseline, run in the same invocation, is one
 sequential replay of the model in linearization order: the floor any checker pays to look at
 every operation once. Figures are process CPU seconds (one core), reported with their ratio.
+
+With ``--history DIR`` it times the checker on a real campaign instead: the history a
+``quorumboard chaos --out DIR`` run recorded, read and converted exactly as the run's own check
+does (``read_history``, then the workload's ``convert``), then checked, then checked again with
+one planted stale read (cas-register only: the negative control must still be caught). Each
+stage is timed separately, in CPU and wall seconds, with ``--time-limit-s`` as the checker's
+budget (the chaos run's is 60 s).
 """
 
 from __future__ import annotations
@@ -24,7 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quorumboard.consensus.testing.checker import UNKNOWN, CasRegister, Operation, check_operations
+from quorumboard.consensus.testing.checker import (
+    UNKNOWN,
+    CasRegister,
+    CheckResult,
+    Operation,
+    check_operations,
+)
 
 
 def simulate(ops_total: int, clients: int, keys: int, seed: int,
@@ -92,6 +106,108 @@ def replay(order: list[Operation]) -> int:
     return accepted
 
 
+@dataclasses.dataclass
+class Timed:
+    """One stage's CPU (this process, one core) and wall seconds."""
+
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.cpu0, self.wall0 = time.process_time(), time.monotonic()
+
+    def stop(self) -> Timed:
+        return Timed(time.process_time() - self.cpu0, time.monotonic() - self.wall0)
+
+
+def _verdict_of(result: CheckResult) -> dict[str, Any]:
+    return {"verdict": result.verdict,
+            "keys": [{"key": k.key, "verdict": k.verdict, "operations": k.operations,
+                      "steps": k.steps} for k in result.keys]}
+
+
+def check_recorded(run: Path, time_limit_s: float) -> dict[str, Any]:
+    """Time the checker on a recorded chaos run (its directory, or its ``history.jsonl``):
+    read, convert, check, and check with a planted stale read; the figures as a dict."""
+    from quorumboard.consensus.testing import Scenario, read_history
+    from quorumboard.consensus.testing.history import to_operations
+    from quorumboard.consensus.testing.workload import WORKLOADS
+
+    path = run / "history.jsonl" if run.is_dir() else run
+    scenario_path = path.parent / "scenario.json"
+    scenario = (Scenario.model_validate_json(scenario_path.read_text())
+                if scenario_path.exists() else Scenario())
+    workload = WORKLOADS[scenario.workload]()
+
+    clock = _Clock()
+    records, note = read_history(path)
+    read = clock.stop()
+    clock = _Clock()
+    ops = to_operations(records, workload.convert)
+    convert = clock.stop()
+
+    def limited() -> CheckResult:
+        deadline = time.monotonic() + time_limit_s
+        return check_operations(ops_now, workload.model(),
+                                should_stop=lambda: time.monotonic() > deadline)
+
+    ops_now = ops
+    clock = _Clock()
+    good = limited()
+    good_t = clock.stop()
+    out: dict[str, Any] = {
+        "history": str(path), "workload": scenario.workload, "records": len(records),
+        "reader_note": note, "operations": len(ops),
+        "indeterminate": sum(op.indeterminate for op in ops),
+        "keys": len({op.key for op in ops}), "time_limit_s": time_limit_s,
+        "read": dataclasses.asdict(read), "convert": dataclasses.asdict(convert),
+        "check": {**dataclasses.asdict(good_t), **_verdict_of(good)},
+    }
+    if scenario.workload == "cas-register":
+        ops_now = plant_stale_read(ops)
+        clock = _Clock()
+        bad = limited()
+        bad_t = clock.stop()
+        out["planted_stale_read"] = {**dataclasses.asdict(bad_t), **_verdict_of(bad),
+                                     "window_operations": [len(k.window)
+                                                           for k in bad.violations]}
+    return out
+
+
+def _print_recorded(fig: dict[str, Any]) -> None:
+    print(f"history: {fig['history']} ({fig['workload']}): {fig['records']:,} records, "
+          f"{fig['operations']:,} operations over {fig['keys']} keys, "
+          f"{fig['indeterminate']} indeterminate{'; ' + fig['reader_note'] if fig['reader_note'] else ''}")
+    print(f"read (read_history):          {fig['read']['cpu_s']:7.2f} s CPU "
+          f"{fig['read']['wall_s']:7.2f} s wall")
+    print(f"convert (workload.convert):   {fig['convert']['cpu_s']:7.2f} s CPU "
+          f"{fig['convert']['wall_s']:7.2f} s wall")
+    runs = [("check, as recorded", fig["check"])]
+    if "planted_stale_read" in fig:
+        runs.append(("check, planted stale read", fig["planted_stale_read"]))
+    for label, c in runs:
+        steps = sorted((k["steps"] for k in c["keys"]), reverse=True)
+        print(f"{label + ':':<29} {c['cpu_s']:7.2f} s CPU {c['wall_s']:7.2f} s wall  "
+              f"verdict {c['verdict']}  (steps per key, largest first: "
+              f"{', '.join(f'{x:,}' for x in steps[:5])})")
+
+
+def main_recorded(run: Path, time_limit_s: float, out: Path) -> int:
+    if not (run / "history.jsonl").exists() and not run.is_file():
+        print(f"{run}: no history.jsonl (give a `quorumboard chaos --out` directory or its "
+              "history file)", file=sys.stderr)
+        return 2
+    fig = check_recorded(run, time_limit_s)
+    _print_recorded(fig)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": "bench.checker --history", **fig}, indent=2) + "\n")
+    print(f"wrote {out}")
+    bad = fig.get("planted_stale_read", {"verdict": "violation"})["verdict"]
+    return 0 if (fig["check"]["verdict"], bad) == ("ok", "violation") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.checker")
     parser.add_argument("--ops", type=int, default=20_000)
@@ -101,7 +217,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of operations made indeterminate (timed out)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/checker.json"))
+    parser.add_argument("--history", type=Path, default=None,
+                        help="time the checker on a recorded chaos run (its --out directory)")
+    parser.add_argument("--time-limit-s", type=float, default=600.0,
+                        help="with --history: the checker's time budget per check")
     args = parser.parse_args(argv)
+    if args.history is not None:
+        if not 0 < args.time_limit_s <= 86_400:
+            parser.error("--time-limit-s in (0, 86400]")
+        return main_recorded(args.history, args.time_limit_s, args.out)
     if not (1 <= args.ops <= 2_000_000 and 1 <= args.clients <= 1024 and args.keys >= 1
             and 0 <= args.info_rate < 1):
         parser.error("--ops 1..2M, --clients 1..1024, --keys >= 1, --info-rate in [0, 1)")

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from bench.common import PUTS_PER_AGENT_MAX_DEFAULT, AgentStats, percentile
+from bench.common import PUTS_PER_AGENT_MAX_DEFAULT, AgentStats, Window, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -258,17 +258,39 @@ def _measure(row: Row, cfg: Config, procs: list[LoadProc], go_extra: list[dict[s
     end = start + cfg.duration_s
     for p, extra in zip(procs, go_extra, strict=True):
         p.send({"start": start, "end": end, **extra})
-    _sleep_until(start)
-    cpu0 = {role: _cpu_seconds(pid) for role, pid in pids.items()}
-    busy0 = _machine_busy_seconds()
-    _sleep_until(end)
-    cpu1 = {role: _cpu_seconds(pid) for role, pid in pids.items()}
-    busy1 = _machine_busy_seconds()
+    cpu = sample_window(pids, Window(start, end))
     for p in procs:
         p.expect("done", end + DONE_GRACE_S)
-    stats = [s for p in procs for s in p.result()]
+    fill_row(row, [s for p in procs for s in p.result()], Window(start, end), cpu, leader_role)
+
+
+@dataclasses.dataclass
+class CpuSample:
+    """CPU seconds used during a window: per role (a pid), and by the whole machine."""
+
+    per_role_s: dict[str, float]
+    machine_s: float | None
+
+
+def sample_window(pids: dict[str, int], window: Window) -> CpuSample:
+    """Sleep until ``window`` starts, then until it ends, reading CPU counters at both ends."""
+    _sleep_until(window.start)
+    cpu0 = {role: _cpu_seconds(pid) for role, pid in pids.items()}
+    busy0 = _machine_busy_seconds()
+    _sleep_until(window.end)
+    cpu1 = {role: _cpu_seconds(pid) for role, pid in pids.items()}
+    busy1 = _machine_busy_seconds()
+    used = {role: b - a for role in pids
+            if (a := cpu0.get(role)) is not None and (b := cpu1.get(role)) is not None}
+    return CpuSample(used, None if busy0 is None or busy1 is None else busy1 - busy0)
+
+
+def fill_row(row: Row, stats: list[AgentStats], window: Window, cpu: CpuSample,
+             leader_role: str) -> None:
+    """Throughput, latency percentiles, errors and CPU shares of one run, from its agents'
+    stats: the one computation every benchmark here reports its figures with."""
     latencies = sorted(x for s in stats for x in s.latencies_us)
-    row.window_s = end - start
+    row.window_s = window.end - window.start
     row.committed = sum(s.committed for s in stats)
     row.puts_per_s = row.committed / row.window_s
     row.p50_ms = percentile(latencies, 50) / 1e3
@@ -276,14 +298,12 @@ def _measure(row: Row, cfg: Config, procs: list[LoadProc], go_extra: list[dict[s
     row.max_ms = (latencies[-1] / 1e3) if latencies else 0.0
     row.errors = sum(s.errors for s in stats)
     row.last_error = next((s.last_error for s in stats if s.last_error), "")
-    for role in pids:
-        a, b = cpu0.get(role), cpu1.get(role)
-        if a is not None and b is not None:
-            row.cpu_pct[role] = round(100.0 * (b - a) / row.window_s, 1)
+    row.cpu_pct = {role: round(100.0 * used / row.window_s, 1)
+                   for role, used in cpu.per_role_s.items()}
     row.leader_cpu_pct = row.cpu_pct.get(leader_role, 0.0)
     row.total_cpu_pct = round(sum(row.cpu_pct.values()), 1)
-    if busy0 is not None and busy1 is not None:
-        row.machine_cpu_pct = round(100.0 * (busy1 - busy0) / row.window_s, 1)
+    if cpu.machine_s is not None:
+        row.machine_cpu_pct = round(100.0 * cpu.machine_s / row.window_s, 1)
         row.other_cpu_pct = round(max(0.0, row.machine_cpu_pct - row.total_cpu_pct), 1)
 
 

@@ -122,3 +122,111 @@ def test_lone_bench_embedded_run_reads(tmp_path: Path) -> None:
     r = run_one(cfg, ONE_EMBEDDED, "get", tmp_path)
     assert r.failed == "" and r.errors == 0, r
     assert r.committed > 0 and 0 < r.p50_ms <= r.p99_ms, r
+
+
+def test_peers_plan_interleaves_and_ratios_pair_adjacent_runs() -> None:
+    """bench.peers: each etcd run sits between the two quorumboard runs it is compared with,
+    and a ratio divides runs of the same repeat, client count and op only."""
+    from bench.peers import ETCD, ETCD_GRPC, QB, PeerRow, paired_ratios, parse_args, plan
+
+    cfg = parse_args(["--clients", "1,8", "--ops", "put,get", "--fsync", "off,on",
+                      "--repeats", "2"])
+    order = list(plan(cfg, [ETCD, ETCD_GRPC]))
+    assert order[:4] == [(1, 1, "put", QB, False), (1, 1, "put", ETCD, True),
+                         (1, 1, "put", ETCD_GRPC, True), (1, 1, "put", QB, True)]
+    assert len(order) == 2 * 2 * 2 * 4 and order[-1] == (2, 8, "get", QB, True)
+    assert all(s == QB for *_, s, _f in plan(cfg, []))
+
+    def row(system: str, repeat: int, ops_s: float, fsync: bool = True, op: str = "put",
+            failed: str = "") -> PeerRow:
+        return PeerRow(system=system, agents=8, processes=3, repeat=repeat, op=op, fsync=fsync,
+                       puts_per_s=ops_s, failed=failed)
+
+    rows = [row(QB, 1, 900.0, fsync=False), row(ETCD, 1, 300.0), row(QB, 1, 600.0),
+            row(QB, 2, 800.0, fsync=False), row(ETCD, 2, 0.0, failed="boom"),
+            row(ETCD_GRPC, 1, 1200.0), row(ETCD, 1, 50.0, op="get")]
+    assert paired_ratios(rows, 8, "put", False) == [3.0]  # repeat 2's etcd run failed
+    assert paired_ratios(rows, 8, "put", True) == [2.0]
+    assert paired_ratios(rows, 8, "put", True, ETCD_GRPC) == [0.5]
+    assert paired_ratios(rows, 8, "get", True) == []
+    assert paired_ratios(rows, 1, "put", True) == []
+
+
+@pytest.mark.timeout(150)
+def test_peers_bench_runs_and_reports(tmp_path: Path) -> None:
+    """One real invocation at tiny scale: quorumboard rows always; etcd rows when etcd is
+    installed (never installed by a test), else the skip message. Nothing timed is asserted."""
+    import shutil
+
+    from bench.peers import ETCD, ETCD_GRPC, grpc_client_missing
+
+    out = tmp_path / "peers.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.peers", "--clients", "1", "--ops", "cas",
+         "--fsync", "off,on", "--duration-s", "1", "--warmup-s", "0", "--no-install",
+         "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=140, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "bench.peers"
+    assert data["workload"]["keys"] == 100 and data["workload"]["value_bytes"] == 256
+
+    etcd = shutil.which("etcd") is not None
+    grpc = etcd and grpc_client_missing() == ""
+    expected = {("quorumboard", False), ("quorumboard", True)}
+    if etcd:
+        expected.add((ETCD, True))
+        assert data["etcd_skipped"] == ""
+    else:
+        assert "etcd is not installed" in data["etcd_skipped"]
+        assert "etcd rows skipped: etcd is not installed" in proc.stdout
+    if grpc:
+        expected.add((ETCD_GRPC, True))
+    elif etcd:
+        assert "etcd gRPC rows skipped" in proc.stdout and data["grpc_skipped"]
+    rows = {(r["system"], r["fsync"]): r for r in data["rows"]}
+    assert set(rows) == expected and len(data["rows"]) == len(expected)
+    for r in data["rows"]:
+        assert r["failed"] == "" and r["errors"] == 0, r
+        assert r["op"] == "cas" and r["clients"] == 1 and r["repeat"] == 1
+        assert r["completed"] > 0 and r["window_s"] > 0, r
+        assert abs(r["ops_per_s"] - r["completed"] / r["window_s"]) < 1e-6, r
+        assert 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"], r
+
+    ratios = {(x["baseline"], x["fsync"]): x for x in data["ratios"]}
+    bases = [b for b, on in ((ETCD, etcd), (ETCD_GRPC, grpc)) if on]
+    assert set(ratios) == {(b, f) for b in bases for f in (False, True)}
+    for (base, fsync), x in ratios.items():
+        want = rows[("quorumboard", fsync)]["ops_per_s"] / rows[(base, True)]["ops_per_s"]
+        assert x["paired"] == [round(want, 4)] and x["ratio"] == round(want, 4), x
+        assert f"quorumboard (fsync {'on' if fsync else 'off':<3}) / {base:<9} cas" \
+            in proc.stdout
+
+
+def test_checker_bench_times_a_recorded_history(tmp_path: Path) -> None:
+    """bench.checker --history reads a history file as a chaos run wrote it, converts it with
+    the workload's own conversion, decides it, and catches the planted stale read."""
+    from bench.checker import check_recorded, main, simulate
+    from quorumboard.consensus.testing import HistoryWriter
+
+    history, _order = simulate(400, 4, 3, seed=5)
+    events = sorted([(op.call, 0, op) for op in history] + [(op.ret, 1, op) for op in history],
+                    key=lambda e: (e[0], e[1]))
+    with HistoryWriter(tmp_path / "run" / "history.jsonl") as writer:
+        for t, done, op in events:
+            f = op.input[0]
+            if done:
+                writer.write(op.client, "ok", f, op.key, list(op.output), round(t * 1e9))
+            else:
+                writer.write(op.client, "invoke", f, op.key,
+                             None if f == "read" else list(op.input[1:]), round(t * 1e9))
+    fig = check_recorded(tmp_path / "run", time_limit_s=60)
+    assert (fig["workload"], fig["operations"], fig["keys"]) == ("cas-register", 400, 3)
+    assert fig["check"]["verdict"] == "ok"
+    assert fig["planted_stale_read"]["verdict"] == "violation"
+    assert sum(k["operations"] for k in fig["check"]["keys"]) == 400
+    out = tmp_path / "checker.json"
+    assert main(["--history", str(tmp_path / "run"), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["check"]["verdict"] == "ok"
+    assert main(["--history", str(tmp_path / "nothing"), "--out", str(out)]) == 2
