@@ -246,16 +246,16 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 def _cmd_up(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    with LocalCluster(replicas=args.replicas, data_dir=args.data_dir, fsync=args.fsync,
-                      secret=_secret()) as cluster:
-        leader = cluster.wait_for_leader()
-        print(f"quorumboard: {args.replicas} replicas up; leader r{leader}", flush=True)
-        print(f"endpoints: {','.join(cluster.endpoints)}", flush=True)
-        print(f"data dir: {cluster.data_dir}   (Ctrl-C to stop)", flush=True)
-        try:
+    try:  # a stop asked for at any point (even while the banner prints) is a clean stop
+        with LocalCluster(replicas=args.replicas, data_dir=args.data_dir, fsync=args.fsync,
+                          secret=_secret()) as cluster:
+            leader = cluster.wait_for_leader()
+            print(f"quorumboard: {args.replicas} replicas up; leader r{leader}", flush=True)
+            print(f"endpoints: {','.join(cluster.endpoints)}", flush=True)
+            print(f"data dir: {cluster.data_dir}   (Ctrl-C to stop)", flush=True)
             threading.Event().wait()
-        except KeyboardInterrupt:
-            print("stopping", flush=True)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
     return EXIT_OK
 
 

@@ -321,12 +321,25 @@ class LocalCluster:
             proc.kill()
         proc.wait(STOP_TIMEOUT_S)
 
-    def pause(self, i: int) -> None:
-        """SIGSTOP replica ``i``: it keeps its sockets but does nothing (a GC pause, a VM stall)."""
+    def pause(self, i: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGSTOP replica ``i``: it keeps its sockets but does nothing (a GC pause, a VM stall).
+
+        Returns once the replica *is* stopped (on Linux, read from ``/proc``): a signal is
+        delivered asynchronously, and on a loaded machine a replica could otherwise still
+        answer a message sent right after this call."""
         self._processes_only("pause")
         proc = self._procs[i]
         if proc is not None and proc.poll() is None:
             os.kill(proc.pid, signal.SIGSTOP)
+            stat = Path(f"/proc/{proc.pid}/stat")
+            deadline = time.monotonic() + timeout_s
+            while stat.exists() and time.monotonic() < deadline:  # bounded by the deadline
+                try:
+                    if stat.read_text().rpartition(")")[2].split()[0] in ("T", "t"):
+                        return
+                except (OSError, IndexError):
+                    return  # exited meanwhile
+                time.sleep(0.001)
 
     def resume(self, i: int) -> None:
         self._processes_only("resume")

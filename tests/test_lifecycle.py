@@ -43,9 +43,13 @@ def _read_until(proc: subprocess.Popen[str], prefix: str) -> str:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_up_stops_its_replicas_on_sigterm_and_sighup(tmp_path: Path, sig: signal.Signals) -> None:
     data = tmp_path / "bb"
+    # Start ``up`` with the default SIGHUP action whatever this process inherited (a CI job run
+    # without a terminal may ignore SIGHUP, and ``up`` rightly keeps an ignored SIGHUP ignored).
+    launcher = ("import os, signal, sys; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "quorumboard.consensus.cli", "up", "--replicas", "3",
-         "--data-dir", str(data), "--log-level", "warning"],
+        [sys.executable, "-c", launcher, "-m", "quorumboard.consensus.cli", "up",
+         "--replicas", "3", "--data-dir", str(data), "--log-level", "warning"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     try:
         _read_until(proc, "endpoints: ")

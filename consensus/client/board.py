@@ -95,6 +95,7 @@ from quorumboard.consensus.wire.protocol import (
 __all__ = ["Board", "EventPage", "connect"]
 
 CONNECT_TIMEOUT_S = 2.0
+CONNECT_MIN_S = 0.05
 ATTEMPT_TIMEOUT_S = 6.0
 """One attempt's wait; the request carries it as its budget (less ``REPLY_MARGIN_S``)."""
 REPLY_MARGIN_S = 0.25
@@ -476,15 +477,16 @@ class Board:
 
     # ------------------------------------------------------------------------ connections
 
-    def _connect_to(self, address: str) -> _Link:
+    def _connect_to(self, address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> _Link:
         if self._closed:  # a closed board opens nothing (a watch must not reconnect forever)
             raise Unavailable("board is closed")
-        link = _Link(address, self._secret, f"agent:{self.agent}")
+        link = _Link(address, self._secret, f"agent:{self.agent}",
+                     timeout_s=max(CONNECT_MIN_S, min(CONNECT_TIMEOUT_S, timeout_s)))
         with self._lock:
             self._links = [x for x in self._links if not x.closed] + [link]
         return link
 
-    def _leader_link(self) -> _Link:
+    def _leader_link(self, timeout_s: float = CONNECT_TIMEOUT_S) -> _Link:
         """The connection to the believed leader (hint first, then endpoints in turn)."""
         with self._lock:
             if self._closed:
@@ -497,7 +499,7 @@ class Board:
                 hint = self.endpoints[self._next_endpoint % len(self.endpoints)]
                 self._next_endpoint += 1
         try:
-            link = self._connect_to(hint)
+            link = self._connect_to(hint, timeout_s)
         except AuthError as exc:
             raise _Refused(hint, exc) from None
         except (OSError, BoardError) as exc:
@@ -539,7 +541,10 @@ class Board:
                 break
             link: _Link | None = None
             try:
-                link = self._leader_link()
+                # Connecting counts against the call's deadline: a replica that accepts the TCP
+                # connection but is stopped (SIGSTOP, a VM stall) must not hold the call for
+                # the whole connect timeout past its deadline.
+                link = self._leader_link(remaining)
                 reply = link.request(build, min(remaining, ATTEMPT_TIMEOUT_S))
             except _Refused as refusal:
                 _raise_if_all_refused(refusal, refused, self.endpoints)

@@ -133,9 +133,11 @@ class _Answer:
         conn.send(reply)
 
     def expire(self) -> None:
-        if self.conn is not None:  # swept for every proposal: build a reply only if needed
+        conn = self.conn
+        if conn is not None:  # swept for every proposal: build a reply only if needed
             self.finish(Reply(id=self.rid, wire_error=Failure.OUTCOME_UNKNOWN,
-                              message="not committed within the request's budget"))
+                              message="not committed within the request's budget",
+                              leader_hint=conn.server.core.leader_client_address()))
 
 
 class _Deadlines:
