@@ -6,7 +6,7 @@ modes decide who does which task; a sweep runs teams over task DAGs on a real lo
 reports speedup against Amdahl's law, coordination cost, conflicts and recovery::
 
     from quorumboard.agents import SweepConfig, load_projects, run_sweep
-    from quorumboard.agents.report import write_report
+    from quorumboard.agents.study.report import write_report
 
     projects = load_projects("../shared/paper-tasks")
     run_sweep(SweepConfig(modes=("preassign", "decentralized"), reps=2), projects, out)
@@ -15,7 +15,26 @@ reports speedup against Amdahl's law, coordination cost, conflicts and recovery:
 Imports ``consensus`` only through its public API.
 """
 
-from quorumboard.agents.actions import (
+from quorumboard.agents.brains.llm import LLMConfig, OpenAIBrain, check_source
+from quorumboard.agents.brains.sim import PROFILES, Brain, BrainProfile, SimBrain
+from quorumboard.agents.study.experiment import (
+    SweepConfig,
+    expand,
+    load_tasks,
+    read_results,
+    run_sweep,
+)
+from quorumboard.agents.study.metrics import (
+    CellRow,
+    RunMetrics,
+    RunRecord,
+    amdahl,
+    cell_rows,
+    fit_serial_fraction,
+    karp_flatt,
+    run_metrics,
+)
+from quorumboard.agents.team.actions import (
     Action,
     Assign,
     ClaimTask,
@@ -29,24 +48,11 @@ from quorumboard.agents.actions import (
     WriteFile,
     parse_action,
 )
-from quorumboard.agents.events import EventLog, RunEvent, read_events
-from quorumboard.agents.experiment import SweepConfig, expand, load_tasks, read_results, run_sweep
-from quorumboard.agents.llm import LLMConfig, OpenAIBrain, check_source
-from quorumboard.agents.metrics import (
-    CellRow,
-    RunMetrics,
-    RunRecord,
-    amdahl,
-    cell_rows,
-    fit_serial_fraction,
-    karp_flatt,
-    run_metrics,
-)
-from quorumboard.agents.modes import MODES, Mode, RunContext, get_mode, register_mode
-from quorumboard.agents.runner import BrainFactory, TeamEnv, run_team, sim_brains
-from quorumboard.agents.simbrain import PROFILES, Brain, BrainProfile, SimBrain
-from quorumboard.agents.spec import AgentFault, BoardFault, RunSpec
-from quorumboard.agents.tasks import (
+from quorumboard.agents.team.events import EventLog, RunEvent, read_events
+from quorumboard.agents.team.modes import MODES, Mode, RunContext, get_mode, register_mode
+from quorumboard.agents.team.runner import BrainFactory, TeamEnv, run_team, sim_brains
+from quorumboard.agents.team.spec import AgentFault, BoardFault, RunSpec
+from quorumboard.agents.team.tasks import (
     Project,
     Task,
     TaskFileError,
@@ -55,7 +61,7 @@ from quorumboard.agents.tasks import (
     load_project,
     load_projects,
 )
-from quorumboard.agents.teamboard import Actor, Layout, ViewCache
+from quorumboard.agents.team.teamboard import Actor, Layout, ViewCache
 
 __all__ = [
     "MODES",
@@ -118,4 +124,4 @@ __all__ = [
 ]
 
 # The report needs the optional plotting and statistics packages (the "experiment" extra), so it
-# is imported on first use: ``from quorumboard.agents.report import write_report``.
+# is imported on first use: ``from quorumboard.agents.study.report import write_report``.

@@ -18,7 +18,9 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from quorumboard.agents.experiment import (
+from quorumboard.agents.brains.sim import PROFILES
+from quorumboard.agents.brains.study import STUDY_MODELS, load_calibration, parse_assumptions
+from quorumboard.agents.study.experiment import (
     EXPERIMENTS,
     SweepConfig,
     dump_grid,
@@ -27,12 +29,10 @@ from quorumboard.agents.experiment import (
     parse_range,
     run_sweep,
 )
-from quorumboard.agents.modes import MODES
-from quorumboard.agents.runner import BrainFactory, sim_brains
-from quorumboard.agents.simbrain import PROFILES
-from quorumboard.agents.spec import RunSpec, check_harness
-from quorumboard.agents.studybrain import STUDY_MODELS, load_calibration, parse_assumptions
-from quorumboard.agents.tasks import TaskFileError
+from quorumboard.agents.team.modes import MODES
+from quorumboard.agents.team.runner import BrainFactory, sim_brains
+from quorumboard.agents.team.spec import RunSpec, check_harness
+from quorumboard.agents.team.tasks import TaskFileError
 from quorumboard.consensus import configure_logging
 
 __all__ = ["main"]
@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
 def _brains(args: argparse.Namespace) -> BrainFactory:
     if args.brain == "sim":
         return sim_brains
-    from quorumboard.agents.llm import LLMConfig, OpenAIBrain
+    from quorumboard.agents.brains.llm import LLMConfig, OpenAIBrain
 
     if not args.base_url or not args.model:
         raise ValueError("--brain openai needs --base-url and --model")
@@ -206,7 +206,7 @@ def _run(args: argparse.Namespace) -> int:
     records = run_sweep(cfg, projects, out, jobs=_jobs(args), replicas=args.replicas,
                         brains=_brains(args))
     if not args.no_report:
-        from quorumboard.agents.report import write_report
+        from quorumboard.agents.study.report import write_report
 
         report = write_report(out)
         print(f"wrote {report}", file=sys.stderr)
@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.action == "run":
             return _run(args)
-        from quorumboard.agents.report import write_report
+        from quorumboard.agents.study.report import write_report
 
         print(f"wrote {write_report(Path(args.dir))}")
         return 0

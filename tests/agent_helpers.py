@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from quorumboard.agents.runner import TeamEnv
-from quorumboard.agents.spec import RunSpec
-from quorumboard.agents.tasks import Project
+from quorumboard.agents.team.runner import TeamEnv
+from quorumboard.agents.team.spec import RunSpec
+from quorumboard.agents.team.tasks import Project
 from quorumboard.consensus import LocalCluster
 
 

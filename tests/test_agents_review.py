@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from quorumboard.agents.experiment import SweepConfig, read_records, run_sweep
-from quorumboard.agents.metrics import RunMetrics, RunRecord, dag_bound
-from quorumboard.agents.runner import TeamEnv, run_team
-from quorumboard.agents.simbrain import PROFILES, Brain, BrainProfile, SimBrain, task_work_s
-from quorumboard.agents.spec import RunSpec
-from quorumboard.agents.tasks import Project, generate_project
+from quorumboard.agents.brains.sim import PROFILES, Brain, BrainProfile, SimBrain, task_work_s
+from quorumboard.agents.study.experiment import SweepConfig, read_records, run_sweep
+from quorumboard.agents.study.metrics import RunMetrics, RunRecord, dag_bound
+from quorumboard.agents.team.runner import TeamEnv, run_team
+from quorumboard.agents.team.spec import RunSpec
+from quorumboard.agents.team.tasks import Project, generate_project
 from tests.agent_helpers import cluster_env, spec_of
 
 CHAIN3 = generate_project(3, 3, 0)      # t1 -> t2 -> t3
@@ -76,7 +76,7 @@ def test_resume_after_a_torn_last_line_appends_a_clean_record(tmp_path: Path) ->
     assert all(r.version for r in again)  # records carry the code version
     # Both invocations are kept in sweep.json.
     assert len(json.loads((tmp_path / "sweep.json").read_text())) == 2
-    from quorumboard.agents.report import write_report
+    from quorumboard.agents.study.report import write_report
 
     assert write_report(tmp_path).is_file()  # the report reads every record
 
@@ -183,7 +183,7 @@ def _rec(n: int, makespan: float, rep: int, p: float = 0.5) -> RunRecord:
 
 
 def test_ratio_of_means_ci_and_leave_one_out_baseline() -> None:
-    from quorumboard.agents.metrics import cell_rows, per_run_speedups, ratio_ci
+    from quorumboard.agents.study.metrics import cell_rows, per_run_speedups, ratio_ci
 
     records = [_rec(1, 100.0, 0), _rec(1, 200.0, 1), _rec(1, 150.0, 2),
                _rec(2, 50.0, 0), _rec(2, 150.0, 1)]
@@ -206,7 +206,7 @@ def test_ratio_of_means_ci_and_leave_one_out_baseline() -> None:
 
 
 def test_report_flags_runs_above_the_bound_and_prints_rates(tmp_path: Path) -> None:
-    from quorumboard.agents.report import write_report
+    from quorumboard.agents.study.report import write_report
 
     records = [_rec(1, 100.0, 0), _rec(1, 100.0, 1), _rec(2, 40.0, 0), _rec(2, 60.0, 1)]
     (tmp_path / "results.jsonl").write_text("".join(r.model_dump_json() + "\n"
@@ -239,7 +239,7 @@ def test_llm_sweeps_run_one_at_a_time_unless_told(capsys: pytest.CaptureFixture[
 
 
 def test_recovery_plot_shows_unrecovered_modes_as_censored(tmp_path: Path) -> None:
-    from quorumboard.agents.report import write_report
+    from quorumboard.agents.study.report import write_report
 
     stall = RunSpec(suite="s", level="p05", p=0.5, mode="preassign", agents=3,
                     experiment="stall")
@@ -251,7 +251,7 @@ def test_recovery_plot_shows_unrecovered_modes_as_censored(tmp_path: Path) -> No
 
 
 def test_generated_projects_of_one_level_get_their_own_seeds() -> None:
-    from quorumboard.agents.experiment import expand
+    from quorumboard.agents.study.experiment import expand
 
     a, b = generate_project(10, 4, 0, seed=1), generate_project(10, 4, 2, seed=2)
     assert (a.suite, a.level) == (b.suite, b.level) and a.name != b.name

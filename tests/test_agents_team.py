@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from quorumboard.agents.experiment import SweepConfig, read_results, run_sweep
-from quorumboard.agents.llm import LLMConfig, OpenAIBrain
-from quorumboard.agents.metrics import RunRecord, amdahl
-from quorumboard.agents.modes import MODES
-from quorumboard.agents.runner import TeamEnv, run_team
-from quorumboard.agents.spec import AgentFault, BoardFault, RunSpec
-from quorumboard.agents.tasks import Project, generate_project, load_project
+from quorumboard.agents.brains.llm import LLMConfig, OpenAIBrain
+from quorumboard.agents.study.experiment import SweepConfig, read_results, run_sweep
+from quorumboard.agents.study.metrics import RunRecord, amdahl
+from quorumboard.agents.team.modes import MODES
+from quorumboard.agents.team.runner import TeamEnv, run_team
+from quorumboard.agents.team.spec import AgentFault, BoardFault, RunSpec
+from quorumboard.agents.team.tasks import Project, generate_project, load_project
 from tests.agent_helpers import cluster_env, spec_of
 from tests.fake_llm import FakeLLM
 

@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quorumboard.agents.actions import (
+from quorumboard.agents.brains.sim import PROFILES, BrainProfile, SimBrain, quantile_of, study_knots
+from quorumboard.agents.study.experiment import SweepConfig, expand, parse_generated, parse_range
+from quorumboard.agents.team.actions import (
     ClaimTask,
     CompleteTask,
     Idle,
@@ -22,9 +24,7 @@ from quorumboard.agents.actions import (
     WriteFile,
     parse_action,
 )
-from quorumboard.agents.experiment import SweepConfig, expand, parse_generated, parse_range
-from quorumboard.agents.simbrain import PROFILES, BrainProfile, SimBrain, quantile_of, study_knots
-from quorumboard.agents.tasks import (
+from quorumboard.agents.team.tasks import (
     TaskFileError,
     critical_path,
     generate_project,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from quorumboard.agents.teamboard import Layout, ViewCache
+from quorumboard.agents.team.teamboard import Layout, ViewCache
 from quorumboard.consensus import Board, Entry, InvalidCommand, InvalidKey, Listing, LocalCluster
 
 

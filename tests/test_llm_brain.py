@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 
-from quorumboard.agents import llm as llm_mod
-from quorumboard.agents.actions import (
+from quorumboard.agents.brains import llm as llm_mod
+from quorumboard.agents.brains.llm import (
+    LLMConfig,
+    OpenAIBrain,
+    backoff_delay,
+    build_messages,
+    check_source,
+)
+from quorumboard.agents.team.actions import (
     ACTIONS_PER_REPLY_MAX,
     Assign,
     ClaimTask,
@@ -22,13 +29,6 @@ from quorumboard.agents.actions import (
     TaskView,
     View,
     WriteFile,
-)
-from quorumboard.agents.llm import (
-    LLMConfig,
-    OpenAIBrain,
-    backoff_delay,
-    build_messages,
-    check_source,
 )
 from tests.fake_llm import FakeLLM
 
@@ -133,7 +133,7 @@ def test_preassign_works_only_on_own_ready_task() -> None:
 
 
 def test_prompt_carries_files_stale_owners_and_only_the_last_history_max_messages() -> None:
-    from quorumboard.agents.actions import FileView
+    from quorumboard.agents.team.actions import FileView
     v = view(tasks=(T1,), files=(FileView(file="fmt_num.py", version=4, author="a2",
                                           passes=False),),
              stale_owners=("a2",), messages=tuple(f"msg-{i:02d}" for i in range(30)))

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from quorumboard.agents.events import RunEvent
-from quorumboard.agents.metrics import (
+from quorumboard.agents.study.metrics import (
     RunMetrics,
     RunRecord,
     amdahl,
@@ -20,7 +19,8 @@ from quorumboard.agents.metrics import (
     run_metrics,
     sd_or_none,
 )
-from quorumboard.agents.spec import RunSpec
+from quorumboard.agents.team.events import RunEvent
+from quorumboard.agents.team.spec import RunSpec
 
 
 def ev(t_s: float, kind: str, **fields: Any) -> RunEvent:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
-from quorumboard.agents.metrics import RunMetrics, RunRecord, amdahl
-from quorumboard.agents.report import PLOTS, read_records, write_report
-from quorumboard.agents.spec import AgentFault, BoardFault, RunSpec
-from quorumboard.agents.stats import kruskal_across_p, spearman_vs_n, wilcoxon_vs_amdahl
+from quorumboard.agents.study.metrics import RunMetrics, RunRecord, amdahl
+from quorumboard.agents.study.report import PLOTS, read_records, write_report
+from quorumboard.agents.study.stats import kruskal_across_p, spearman_vs_n, wilcoxon_vs_amdahl
+from quorumboard.agents.team.spec import AgentFault, BoardFault, RunSpec
 from quorumboard.consensus import CorruptData
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -165,7 +165,7 @@ def test_agents_use_only_the_public_consensus_api() -> None:
 
     public = {"quorumboard.consensus": set(consensus.__all__),
               "quorumboard.consensus.testing": set(testing.__all__)}
-    for path in sorted((ROOT / "agents").glob("*.py")):
+    for path in sorted((ROOT / "agents").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and "consensus" in (node.module or ""):
                 allowed = public.get(node.module or "")
@@ -204,10 +204,10 @@ def test_agent_metrics_and_models_are_pure() -> None:
     """Metrics are recounts of the event log: no I/O, no clock, no randomness."""
     forbidden = {"socket", "threading", "time", "random", "os", "asyncio", "subprocess",
                  "consensus", "pathlib"}
-    for name in ("metrics", "actions", "spec", "tasks"):
+    for name in ("study/metrics", "team/actions", "team/spec", "team/tasks"):
         source = (ROOT / "agents" / f"{name}.py").read_text()
         # tasks: a seeded DAG generator and the file loader; metrics: a seeded bootstrap
-        allowed = {"tasks": {"random", "pathlib"}, "metrics": {"random"}}.get(name, set())
+        allowed = {"team/tasks": {"random", "pathlib"}, "study/metrics": {"random"}}.get(name, set())
         for line in source.splitlines():
             words = line.split()
             if len(words) >= 2 and words[0] in ("import", "from"):

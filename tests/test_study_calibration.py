@@ -14,8 +14,8 @@ import math
 
 import pytest
 
-from quorumboard.agents.calibrate import ANNOTATE_SEEDS, METRICS, check_rows, study_rows
-from quorumboard.agents.studybrain import STUDY_MODELS, Calibration, ModeParams, load_calibration
+from quorumboard.agents.brains.calibrate import ANNOTATE_SEEDS, METRICS, check_rows, study_rows
+from quorumboard.agents.brains.study import STUDY_MODELS, Calibration, ModeParams, load_calibration
 
 RUNS = 40
 SEED = ANNOTATE_SEEDS[0]

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from quorumboard.agents.actions import Action, ClaimTask, CompleteTask, Reply, View, WriteFile
-from quorumboard.agents.calibrate import study_shape
-from quorumboard.agents.events import EventLog, RunEvent, read_events
-from quorumboard.agents.experiment import SweepConfig, expand
-from quorumboard.agents.metrics import RunRecord
-from quorumboard.agents.runner import TeamEnv, run_team, study_brain
-from quorumboard.agents.spec import RunSpec
-from quorumboard.agents.study import MemoryStore, StudyEngine, study_deal
-from quorumboard.agents.tasks import Project, generate_project
+from quorumboard.agents.brains.calibrate import study_shape
+from quorumboard.agents.study.experiment import SweepConfig, expand
+from quorumboard.agents.study.metrics import RunRecord
+from quorumboard.agents.team.actions import Action, ClaimTask, CompleteTask, Reply, View, WriteFile
+from quorumboard.agents.team.events import EventLog, RunEvent, read_events
+from quorumboard.agents.team.runner import TeamEnv, run_team, study_brain
+from quorumboard.agents.team.spec import RunSpec
+from quorumboard.agents.team.study_harness import MemoryStore, StudyEngine, study_deal
+from quorumboard.agents.team.tasks import Project, generate_project
 from tests.agent_helpers import cluster_env, spec_of
 
 P02 = study_shape("p02")          # 5 roots + a 15-task chain: critical path 16
@@ -237,7 +237,7 @@ def test_no_board_time_runs_repeat_and_match_the_in_memory_rules(env: TeamEnv,
 
 
 def test_report_prints_per_reply_rates_beside_the_studys(env: TeamEnv, tmp_path: Path) -> None:
-    from quorumboard.agents.report import write_report
+    from quorumboard.agents.study.report import write_report
 
     project = study_shape("p09")
     with (tmp_path / "results.jsonl").open("w") as sink:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Protocol
 
-from quorumboard.agents.actions import Assign
-from quorumboard.agents.tasks import Project, topological_order
-from quorumboard.agents.teamboard import Actor, ViewCache
+from quorumboard.agents.team.actions import Assign
+from quorumboard.agents.team.tasks import Project, topological_order
+from quorumboard.agents.team.teamboard import Actor, ViewCache
 
 __all__ = ["MODES", "Decentralized", "Hybrid", "Lead", "Mode", "Preassign", "RunContext",
            "get_mode", "register_mode", "self_claiming"]

@@ -49,7 +49,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from quorumboard.agents.actions import (
+from quorumboard.agents.team.actions import (
     Action,
     Assign,
     ClaimTask,

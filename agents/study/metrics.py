@@ -22,9 +22,9 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from quorumboard.agents.events import RunEvent
-from quorumboard.agents.spec import RunSpec, SyncMode
-from quorumboard.agents.study import reply_stats
+from quorumboard.agents.team.events import RunEvent
+from quorumboard.agents.team.spec import RunSpec, SyncMode
+from quorumboard.agents.team.study_harness import reply_stats
 
 __all__ = [
     "CONFLICT_KINDS",

@@ -17,8 +17,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from quorumboard.agents.experiment import read_records
-from quorumboard.agents.metrics import (
+from quorumboard.agents.study.experiment import read_records
+from quorumboard.agents.study.metrics import (
     BOUND_SLACK,
     CONFLICT_KINDS,
     CellRow,
@@ -32,9 +32,14 @@ from quorumboard.agents.metrics import (
     per_run_speedups,
     sd_or_none,
 )
-from quorumboard.agents.plots import Series, box_plot, grouped_bars, line_plot
-from quorumboard.agents.stats import StatResult, kruskal_across_p, spearman_vs_n, wilcoxon_vs_amdahl
-from quorumboard.agents.studyreport import study_sections
+from quorumboard.agents.study.plots import Series, box_plot, grouped_bars, line_plot
+from quorumboard.agents.study.stats import (
+    StatResult,
+    kruskal_across_p,
+    spearman_vs_n,
+    wilcoxon_vs_amdahl,
+)
+from quorumboard.agents.study.studyreport import study_sections
 
 __all__ = ["METRIC_MEANINGS", "PLOTS", "read_records", "write_report"]
 

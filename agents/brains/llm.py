@@ -27,7 +27,7 @@ from typing import Any, Final
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from quorumboard.agents.actions import (
+from quorumboard.agents.team.actions import (
     ACTIONS_PER_REPLY_MAX,
     CONTENT_CHARS_MAX,
     Action,

@@ -1,12 +1,12 @@
 """Fit and re-measure the study brains on the study's per-reply tables.
 
 Inputs only: the per-reply rows of notes/paper-calibration.md §3-§4 (shipped as
-``agents/calibration/study_replies.json``). The fit uses the rows with n = 1 and n = 2; the rows
+``agents/brains/calibration/study_replies.json``). The fit uses the rows with n = 1 and n = 2; the rows
 with n = 3-5 are never seen by it (they are printed beside the simulated rates for validation).
 The outcome figures of the study (speedup, messages, idle rounds, conflicts, tokens per run) are
 not inputs anywhere.
 
-``python -m quorumboard.agents.calibrate fit [--model M] [--evals K]`` refits and rewrites the
+``python -m quorumboard.agents.brains.calibrate fit [--model M] [--evals K]`` refits and rewrites the
 calibration files; ``... check`` prints simulated per-reply rates beside the study's for every
 row. Simulations here run the study's rules on :class:`~agents.study.MemoryStore` (the same code
 the board runs, without the board: a test checks the two agree event for event), on projects of
@@ -28,10 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from quorumboard.agents.events import EventLog, RunEvent
-from quorumboard.agents.metrics import run_metrics
-from quorumboard.agents.study import MemoryStore, ReplyStats, StudyEngine, reply_stats
-from quorumboard.agents.studybrain import (
+from quorumboard.agents.brains.study import (
     STUDY_MODELS,
     Assumptions,
     Calibration,
@@ -40,7 +37,10 @@ from quorumboard.agents.studybrain import (
     StudyBrain,
     load_calibration,
 )
-from quorumboard.agents.tasks import Project, Task
+from quorumboard.agents.study.metrics import run_metrics
+from quorumboard.agents.team.events import EventLog, RunEvent
+from quorumboard.agents.team.study_harness import MemoryStore, ReplyStats, StudyEngine, reply_stats
+from quorumboard.agents.team.tasks import Project, Task
 
 __all__ = ["METRICS", "Rates", "StudyRow", "check_rows", "measure", "simulate", "study_rows",
            "study_shape", "tolerance"]
@@ -76,7 +76,7 @@ class StudyRow:
 
 def study_rows() -> list[StudyRow]:
     """The study's per-reply rows (§3, with §4's n = 1 reply counts)."""
-    text = (resources.files("quorumboard.agents") / "calibration" / "study_replies.json"
+    text = (resources.files("quorumboard.agents.brains") / "calibration" / "study_replies.json"
             ).read_text(encoding="utf-8")
     return [StudyRow(model=r["model"], mode=r["mode"], level=r["level"], n=r["n"],
                      values={m: float(r[m]) for m in METRICS}, replies=r["replies"])
@@ -184,8 +184,8 @@ def sensitivity(models: Sequence[str], runs: int, ns: Sequence[int] = (3, 5)) ->
     """How the outcomes move with each assumption knob: per knob setting, model and mode,
     means over p levels and ``ns`` of messages, idle rounds, concurrent writes, tokens and
     speedup (mean n = 1 makespan / mean makespan), as a markdown table."""
-    from quorumboard.agents.metrics import amdahl
-    from quorumboard.agents.studybrain import parse_assumptions
+    from quorumboard.agents.brains.study import parse_assumptions
+    from quorumboard.agents.study.metrics import amdahl
 
     lines = ["| knob | model | mode | messages | idle rounds | concurrent writes | tokens | "
              "speedup | below Amdahl | success |", "|" + "---|" * 10]
@@ -405,7 +405,7 @@ def fit_helper(cal: Calibration) -> Calibration:
     files; the other edits are the reply's own tasks', so with ``helper_share`` = 1 the no-task
     share is the extra edits' share s1, and h = target / s1 (capped at 1) hits the target (the
     share is linear in h). Measured on the fitted rows' cells (n = 1, 2)."""
-    from quorumboard.agents.studybrain import parse_assumptions
+    from quorumboard.agents.brains.study import parse_assumptions
 
     shares = dict(cal.helper_share)
     sources: dict[str, Any] = dict(cal.sources)
@@ -480,7 +480,7 @@ def annotate(cal: Calibration) -> Calibration:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m quorumboard.agents.calibrate")
+    p = argparse.ArgumentParser(prog="python -m quorumboard.agents.brains.calibrate")
     p.add_argument("action", choices=["fit", "annotate", "helper", "check", "sensitivity"])
     p.add_argument("--model", default=",".join(STUDY_MODELS))
     p.add_argument("--evals", type=int, default=300)

@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from quorumboard.agents.actions import (
+from quorumboard.agents.team.actions import (
     Assign,
     ClaimTask,
     CompleteTask,
@@ -55,8 +55,8 @@ from quorumboard.agents.actions import (
     View,
     WriteFile,
 )
-from quorumboard.agents.events import EventLog, RunEvent
-from quorumboard.agents.tasks import Project, Task
+from quorumboard.agents.team.events import EventLog, RunEvent
+from quorumboard.agents.team.tasks import Project, Task
 
 __all__ = ["STUDY_MODES", "BoardStore", "MemoryStore", "ReplyStats", "Store", "StudyEngine",
            "reply_stats", "study_deal"]

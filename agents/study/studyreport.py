@@ -14,9 +14,9 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from quorumboard.agents.calibrate import METRICS, study_rows
-from quorumboard.agents.metrics import CellRow, RunMetrics, RunRecord, amdahl, cell_rows
-from quorumboard.agents.study import STUDY_MODES
+from quorumboard.agents.brains.calibrate import METRICS, study_rows
+from quorumboard.agents.study.metrics import CellRow, RunMetrics, RunRecord, amdahl, cell_rows
+from quorumboard.agents.team.study_harness import STUDY_MODES
 
 __all__ = ["LEVEL_OF_P", "direction_rows", "per_reply_rates", "study_sections"]
 

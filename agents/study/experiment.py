@@ -28,9 +28,9 @@ from typing import Literal, TextIO
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from quorumboard.agents.metrics import RunRecord
-from quorumboard.agents.runner import BrainFactory, TeamEnv, run_team, sim_brains
-from quorumboard.agents.spec import (
+from quorumboard.agents.study.metrics import RunRecord
+from quorumboard.agents.team.runner import BrainFactory, TeamEnv, run_team, sim_brains
+from quorumboard.agents.team.spec import (
     AgentFault,
     BoardFault,
     Harness,
@@ -39,7 +39,7 @@ from quorumboard.agents.spec import (
     TaskTime,
     check_harness,
 )
-from quorumboard.agents.tasks import Project, generate_project, load_projects
+from quorumboard.agents.team.tasks import Project, generate_project, load_projects
 from quorumboard.agents.version import code_version
 from quorumboard.consensus import LocalCluster
 from quorumboard.consensus.testing import drop_torn_tail, read_jsonl

@@ -30,16 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from quorumboard.agents.actions import Idle, Reply, View
-from quorumboard.agents.events import EventLog, RunEvent
-from quorumboard.agents.metrics import RunRecord, run_metrics
-from quorumboard.agents.modes import Mode, get_mode, self_claiming
-from quorumboard.agents.simbrain import PROFILES, Brain, SimBrain
-from quorumboard.agents.spec import RunSpec
-from quorumboard.agents.study import BoardStore, StudyEngine
-from quorumboard.agents.studybrain import StudyBrain, load_calibration, parse_assumptions
-from quorumboard.agents.tasks import Project
-from quorumboard.agents.teamboard import VIEW_KEYS_MAX, Actor, Layout, ViewCache, task_record
+from quorumboard.agents.brains.sim import PROFILES, Brain, SimBrain
+from quorumboard.agents.brains.study import StudyBrain, load_calibration, parse_assumptions
+from quorumboard.agents.study.metrics import RunRecord, run_metrics
+from quorumboard.agents.team.actions import Idle, Reply, View
+from quorumboard.agents.team.events import EventLog, RunEvent
+from quorumboard.agents.team.modes import Mode, get_mode, self_claiming
+from quorumboard.agents.team.spec import RunSpec
+from quorumboard.agents.team.study_harness import BoardStore, StudyEngine
+from quorumboard.agents.team.tasks import Project
+from quorumboard.agents.team.teamboard import VIEW_KEYS_MAX, Actor, Layout, ViewCache, task_record
 from quorumboard.agents.version import code_version
 from quorumboard.consensus import Board, BoardError, LocalCluster, connect
 

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from quorumboard.agents.actions import (
+from quorumboard.agents.team.actions import (
     Action,
     Assign,
     ClaimTask,
@@ -49,8 +49,8 @@ from quorumboard.agents.actions import (
     View,
     WriteFile,
 )
-from quorumboard.agents.events import EventLog
-from quorumboard.agents.tasks import Project
+from quorumboard.agents.team.events import EventLog
+from quorumboard.agents.team.tasks import Project
 from quorumboard.consensus import (
     Board,
     BoardError,

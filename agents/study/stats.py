@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from scipy import stats as sps
 
-from quorumboard.agents.metrics import RunRecord, amdahl, per_run_speedups
+from quorumboard.agents.study.metrics import RunRecord, amdahl, per_run_speedups
 
 __all__ = [
     "GroupBy",

@@ -3,7 +3,7 @@
 A :class:`StudyBrain` decides one reply from the agent's state in its round-start view, by
 propensities fitted per model and coordination mode on the study's n = 1 and n = 2 per-reply
 tables (notes/paper-calibration.md §2-§6; :mod:`agents.calibrate` fits them, and the fitted
-values live in ``agents/calibration/<model>.json``, each with the table rows it came from).
+values live in ``agents/brains/calibration/<model>.json``, each with the table rows it came from).
 Nothing here is fitted to an outcome (speedup, messages, idle rounds, conflicts, tokens per
 run): those emerge from these replies meeting the study's rules (:mod:`agents.study`).
 
@@ -54,7 +54,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from quorumboard.agents.actions import (
+from quorumboard.agents.team.actions import (
     Action,
     Assign,
     ClaimTask,
@@ -128,7 +128,7 @@ class LatencyBin(_Frozen):
 
 
 class Calibration(_Frozen):
-    """One model's calibration file (``agents/calibration/<model>.json``)."""
+    """One model's calibration file (``agents/brains/calibration/<model>.json``)."""
 
     model: str
     modes: dict[str, ModeParams]
@@ -151,7 +151,7 @@ def load_calibration(model: str) -> Calibration:
     if model not in STUDY_MODELS:
         raise ValueError(f"no study calibration for model {model!r} "
                          f"(calibrated: {', '.join(STUDY_MODELS)})")
-    text = (resources.files("quorumboard.agents") / "calibration" / f"{model}.json").read_text(
+    text = (resources.files("quorumboard.agents.brains") / "calibration" / f"{model}.json").read_text(
         encoding="utf-8")
     return Calibration.model_validate(json.loads(text))
 
