@@ -137,8 +137,10 @@ def demo(replicas: int, data_dir: str | None, agents: int, seconds: float) -> in
         _say("== result ==")
         for i, d in enumerate(digests):
             _say(f"   r{i} digest {d}")
+        kept = (f"history in {history_path}" if data_dir is not None
+                else "pass --data-dir to keep the history")
         _say(f"   operations: {stats.ok} ok, {stats.info} unknown outcome (in flight at the "
-             f"kill), {stats.fail} refused; history in {history_path}")
+             f"kill), {stats.fail} refused; {kept}")
         for f in findings:
             _say(f"   {f.check}: {f.verdict}: {f.detail}")
         ok = converged == "converged" and all(f.verdict == "ok" for f in findings)

@@ -18,8 +18,16 @@ def test_answered_proposal_leaves_nothing_but_its_id_in_the_deadline_queue() -> 
 
     sent: list[Reply] = []
 
-    class Conn:  # the two members _Answer uses
+    class Core:
+        def leader_client_address(self) -> str:
+            return "127.0.0.1:7001"
+
+    class Server:
+        core = Core()
+
+    class Conn:  # what _Answer uses: the count, the send, and the leader hint for expiry
         inflight = 1
+        server = Server()
 
         def send(self, reply: Reply) -> None:
             sent.append(reply)
@@ -35,6 +43,7 @@ def test_answered_proposal_leaves_nothing_but_its_id_in_the_deadline_queue() -> 
     late = _Answer(Conn(), 8)  # type: ignore[arg-type]
     late.expire()
     assert sent[-1].id == 8 and sent[-1].wire_error == "outcome_unknown"
+    assert sent[-1].leader_hint == "127.0.0.1:7001"  # the client retries there, not elsewhere
 
 
 def test_deadline_sweep_survives_a_raising_handler() -> None:
