@@ -54,13 +54,14 @@
  *     (AER_TERM_OK). -DCODE_AER_NO_TERM models pysyncobj without the fix: the term is sent but
  *     not read (see proofs/README.md for what SPIN said about it).
  *
- * BOUNDS (macros; the defaults are the CI bound; `quorumboard prove --large` uses NMSG=3)
+ * BOUNDS (macros; the defaults are the CI bound; `quorumboard prove --large` uses NMSG=3; the
+ *   third-term rows MAXTERM=3, NMSG=1 with MAXLOG=1, or 2 under --large: proofs/raft_checks.py)
  *   MAXTERM  highest term any replica may reach      default 2  (at most 4: 3-bit fields)
  *   MAXLOG   longest log                              default 2  (at most 3)
  *   NMSG     AppendEntries messages in flight at once default 2  (at most 4)
  *
  * PROPERTIES (one per run, -DPROP_...; the ghost state each needs is compiled in only for it;
- * replies and matchIndex only for the two properties that depend on commitment)
+ * replies and matchIndex only for the three properties that depend on them)
  *   PROP_ELECTION  Election Safety (Figure 3, §5.2): at most one leader per term over the whole
  *                  history (ghost leaderOf[term]), not just among the live leaders.
  *   PROP_MATCHING  Log Matching (Figure 3, §5.3): two logs with an entry of the same index and
