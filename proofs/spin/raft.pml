@@ -264,6 +264,7 @@ inline send_tmp() {
  *   RVS(c, t) matters only while some peer has currentTerm < t, or == t without a vote;
  *   an AppendEntries of term t is dead once its receiver's term is > t (rule 1 refuses it);
  *   a reply of term t is dead unless its receiver still leads in t and it raises matchIndex
+ *   (PROP_CONFIRM: every reply of the term counts, see RAISES)
  *   (with CODE_AER_NO_TERM a reply can matter to a later term, so replies are kept). */
 inline gc() {
 	i = 1;
