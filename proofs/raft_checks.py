@@ -84,6 +84,9 @@ _CONTROLS: Final = (
     ("raft.bug_commit_old_term", "PROP_COMPLETE", "BUG_COMMIT_OLD_TERM",
      "negative control: commit an old-term entry by counting replicas (Figure 8, §5.4.2) ⇒ "
      "Leader Completeness must fail", "fig8"),
+    ("raft.bug_no_uptodate_t3", "PROP_COMPLETE", "BUG_NO_UPTODATE",
+     "negative control at the third-term bound (it reaches the classic failures): no election "
+     "restriction (§5.4.1) ⇒ Leader Completeness must fail", "t3"),
     ("raft.bug_reply_without_term", "PROP_CONFIRM", "CODE_AER_NO_TERM",
      "negative control: pysyncobj 0.3.17's reply rule (the reply's term is not read) ⇒ a reply "
      "given in an earlier term counts toward a re-elected leader: current-term acks must fail",
