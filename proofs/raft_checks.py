@@ -41,9 +41,16 @@ class Bound:
 
 
 # CI bound: every property exhaustive in seconds. --large: a third message in flight (more
-# reordering); a third term is out of reach (> 5 million states for Election Safety alone).
+# reordering). The third term gets its own rows: one entry and one message in flight by default
+# (seconds); two of each under --large (3.6-15 million states, up to ~2.5 min and ~3 GB each).
 DEFAULT: Final = Bound(terms=2, log=2, msgs=2)
 LARGE: Final = Bound(terms=2, log=2, msgs=3)
+THIRD_TERM_DEFAULT: Final = Bound(terms=3, log=1, msgs=1)
+THIRD_TERM_LARGE: Final = Bound(terms=3, log=2, msgs=2)
+# pysyncobj's unfixed reply rule keeps every reply in flight (nothing is dead to the leader), so
+# its state space is larger: at T=3, L=2, M=2, 41 million states (~15 min); --large keeps M=1.
+NO_TERM_LARGE: Final = Bound(terms=3, log=2, msgs=1)
+_LARGE_MEMORY_MB: Final = 6144
 # Figure 8 needs four terms (old entry, newer conflicting entry, the wrong commit, the
 # overwriting leader) but only one log slot.
 FIGURE8_DEFAULT: Final = Bound(terms=4, log=1, msgs=1)
@@ -58,31 +65,60 @@ _PROPERTIES: Final = (
      "Leader Completeness: an entry committed in term T is in every later leader's log (§5.4)"),
     ("raft.state_machine_safety", "PROP_SMS",
      "State Machine Safety: no two replicas apply different entries at one index (§5.4.3)"),
+    ("raft.current_term_acks", "PROP_CONFIRM",
+     "Current-term acknowledgements: every AppendEntries reply a leader counts (matchIndex, "
+     "commit, leadership) answers an append it sent in its current term (§5.1, §5.3; thesis §6.4)"),
 )
+# The rows above are also checked at a third term (name + "_t3"), with the code's reply rule.
+THIRD_TERM_SUFFIX: Final = "_t3"
 
-# (name, property macro, bug macro, what it plants, figure-8 bound?)
+# (name, property macro, bug macro, what it plants, which bound: "main", "fig8" or "t3")
 _CONTROLS: Final = (
     ("raft.bug_no_majority", "PROP_ELECTION", "BUG_NO_MAJORITY",
-     "negative control: a candidate wins on its own vote ⇒ Election Safety must fail", False),
+     "negative control: a candidate wins on its own vote ⇒ Election Safety must fail", "main"),
     ("raft.bug_truncate_matching", "PROP_COMPLETE", "BUG_TRUNCATE_MATCHING",
      "negative control: pysyncobj's truncate-after-prevLogIdx (fixed in raft.py) ⇒ "
-     "Leader Completeness must fail", False),
+     "Leader Completeness must fail", "main"),
     ("raft.bug_truncate_matching_sms", "PROP_SMS", "BUG_TRUNCATE_MATCHING",
-     "negative control: the same truncation ⇒ State Machine Safety must fail", False),
+     "negative control: the same truncation ⇒ State Machine Safety must fail", "main"),
     ("raft.bug_no_uptodate", "PROP_COMPLETE", "BUG_NO_UPTODATE",
-     "negative control: no election restriction (§5.4.1) ⇒ Leader Completeness must fail", False),
+     "negative control: no election restriction (§5.4.1) ⇒ Leader Completeness must fail",
+     "main"),
     ("raft.bug_commit_old_term", "PROP_COMPLETE", "BUG_COMMIT_OLD_TERM",
      "negative control: commit an old-term entry by counting replicas (Figure 8, §5.4.2) ⇒ "
-     "Leader Completeness must fail", True),
+     "Leader Completeness must fail", "fig8"),
+    ("raft.bug_no_uptodate_t3", "PROP_COMPLETE", "BUG_NO_UPTODATE",
+     "negative control at the third-term bound (it reaches the classic failures): no election "
+     "restriction (§5.4.1) ⇒ Leader Completeness must fail", "t3"),
+    ("raft.bug_reply_without_term", "PROP_CONFIRM", "CODE_AER_NO_TERM",
+     "negative control: pysyncobj 0.3.17's reply rule (the reply's term is not read) ⇒ a reply "
+     "given in an earlier term counts toward a re-elected leader: current-term acks must fail",
+     "t3"),
+)
+
+# pysyncobj's reply rule without the fix, against the two properties it could break: a row that
+# documents what SPIN says at the third-term bound (no counterexample there), not a control.
+_NO_TERM_ROWS: Final = (
+    ("raft.reply_without_term_leader_completeness_t3", "PROP_COMPLETE",
+     "pysyncobj 0.3.17's reply rule (the reply's term not read): Leader Completeness (§5.4) "
+     "still holds at this bound"),
+    ("raft.reply_without_term_sms_t3", "PROP_SMS",
+     "pysyncobj 0.3.17's reply rule (the reply's term not read): State Machine Safety (§5.4.3) "
+     "still holds at this bound"),
 )
 
 
-def _property_run(prop: str, bound: Bound, timeout_s: float, large: bool) -> Outcome:
-    macros = {**bound.macros(), prop: None}
+
+def _property_run(prop: str, bound: Bound, timeout_s: float, large: bool,
+                  code: str | None = None) -> Outcome:
+    macros: dict[str, str | int | None] = {**bound.macros(), prop: None}
+    if code is not None:
+        macros[code] = None
     # COLLAPSE is lossless state compression: still exhaustive, less memory at the large bound.
     # -O2 at the large bound: there the search, not the compile, dominates.
     if large:
-        return run_spin(MODEL, macros, timeout_s=timeout_s, cc_flags=["-DCOLLAPSE"], opt="-O2")
+        return run_spin(MODEL, macros, timeout_s=timeout_s, cc_flags=["-DCOLLAPSE"], opt="-O2",
+                        memory_mb=_LARGE_MEMORY_MB)
     return run_spin(MODEL, macros, timeout_s=timeout_s)
 
 
@@ -97,18 +133,28 @@ def _control_run(prop: str, bug: str, bound: Bound, timeout_s: float) -> Outcome
 
 
 def checks(large: bool = False) -> list[Check]:
-    """The Raft rows: four properties (expected to hold) and the planted bugs (refuted)."""
+    """The Raft rows: five properties (expected to hold) at two terms and again at three, the
+    planted bugs (refuted), and pysyncobj's unfixed reply rule at three terms (holds there)."""
     bound = LARGE if large else DEFAULT
-    fig8 = FIGURE8_LARGE if large else FIGURE8_DEFAULT
+    bounds = {"main": bound, "fig8": FIGURE8_LARGE if large else FIGURE8_DEFAULT,
+              "t3": THIRD_TERM_LARGE if large else THIRD_TERM_DEFAULT}
     timeout_s = _LARGE_TIMEOUT_S if large else _DEFAULT_TIMEOUT_S
     rows: list[Check] = []
-    for name, prop, text in _PROPERTIES:
+    for suffix, b in (("", bound), (THIRD_TERM_SUFFIX, bounds["t3"])):
+        for name, prop, text in _PROPERTIES:
+            rows.append(Check(
+                name=name + suffix, property=text, tool="spin", bound=b.label(), expect="holds",
+                run=functools.partial(_property_run, prop, b, timeout_s, large),
+            ))
+    for name, prop, text in _NO_TERM_ROWS:
+        b = NO_TERM_LARGE if large else THIRD_TERM_DEFAULT
         rows.append(Check(
-            name=name, property=text, tool="spin", bound=bound.label(), expect="holds",
-            run=functools.partial(_property_run, prop, bound, timeout_s, large),
+            name=name, property=text, tool="spin", bound=f"{b.label()} (-DCODE_AER_NO_TERM)",
+            expect="holds",
+            run=functools.partial(_property_run, prop, b, timeout_s, large, "CODE_AER_NO_TERM"),
         ))
-    for name, prop, bug, text, needs_fig8 in _CONTROLS:
-        b = fig8 if needs_fig8 else bound
+    for name, prop, bug, text, which in _CONTROLS:
+        b = bounds[which]
         rows.append(Check(
             name=name, property=text, tool="spin", bound=f"{b.label()} (-D{bug})",
             expect="violated",

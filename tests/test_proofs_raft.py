@@ -316,14 +316,19 @@ def test_raft_rows_cover_every_property_and_control() -> None:
     assert {
         "raft.election_safety", "raft.log_matching", "raft.leader_completeness",
         "raft.state_machine_safety", "raft.bug_no_majority", "raft.bug_commit_old_term",
-        "raft.bug_truncate_matching",
+        "raft.bug_truncate_matching", "raft.current_term_acks", "raft.current_term_acks_t3",
+        "raft.bug_reply_without_term", "raft.reply_without_term_leader_completeness_t3",
     } <= names
     assert len({row.bound for row in raft_checks.checks(large=True)}) >= 1
+    # every property is also checked at a third term, with the code's reply rule
+    third = raft_checks.THIRD_TERM_DEFAULT.label()
+    assert {row.name for row in raft_checks.checks(large=False) if row.bound == third} == {
+        name + raft_checks.THIRD_TERM_SUFFIX for name, _, _ in raft_checks._PROPERTIES}
 
 
 def test_raft_properties_hold_exhaustively(raft_results: list[tuple[Check, Outcome]]) -> None:
     props = [(row, out) for row, out in raft_results if row.expect == "holds"]
-    assert len(props) == 4
+    assert len(props) == 2 * len(raft_checks._PROPERTIES) + 2  # two bounds, + the no-term rows
     for row, out in props:
         assert out.verdict == "holds", f"{row.name}: {out.detail}"
         assert "exhaustive: full state space" in out.detail, f"{row.name}: {out.detail}"
@@ -339,3 +344,19 @@ def test_raft_negative_controls_are_refuted_with_a_trail(
         assert out.verdict == "violated", f"{row.name}: {out.detail}"
         assert "assertion violated" in out.detail and "trail: yes" in out.detail, row.name
         assert "EV r" in out.detail, f"{row.name}: no replayed steps in {out.detail}"
+
+
+def test_a_reply_without_term_is_refuted_by_a_re_elected_leader(
+    raft_results: list[tuple[Check, Outcome]],
+) -> None:
+    """Raft §5.1: pysyncobj 0.3.17's reply rule (no term read) lets a reply to an append of an
+    earlier term count for the same leader re-elected in a later term -- the stale
+    acknowledgement ReadIndex must not take; at the same bound, with the term read, it holds."""
+    outcomes = {row.name: out for row, out in raft_results}
+    control = outcomes["raft.bug_reply_without_term"]
+    assert control.verdict == "violated", control.detail
+    steps = [line for line in control.detail.splitlines() if line.startswith("EV r")]
+    leaders = [line.split()[1] for line in steps if "becomes leader" in line]
+    assert len(leaders) > len(set(leaders)), control.detail  # one replica elected twice
+    assert "((msg>>14)&31)==currentTerm" in control.detail  # the current-term assertion
+    assert outcomes["raft.current_term_acks_t3"].verdict == "holds"

@@ -533,6 +533,70 @@ def test_loop_mode_node_commits_and_closes(tmp_path: pathlib.Path) -> None:
     assert node.closed and not node.is_leader()
 
 
+def test_raft_5_1_leader_takes_only_replies_of_its_current_term(tmp_path: pathlib.Path) -> None:
+    """Raft §5.1/§5.3 at a real leader (one loop-mode node; a stand-in key plays the peer):
+    an AppendEntries reply of an earlier or a later term neither raises matchIndex nor counts as
+    an acknowledgement (lastResponseTime); one of the current term does. The reply the node
+    sends carries its current term and passes the wire schema."""
+    import asyncio
+
+    from quorumboard.consensus.raft.node import RaftNode, RaftSettings
+    from quorumboard.consensus.raft.transport import validate_message
+    from tests.raft_replica_main import CounterMachine
+
+    loop = asyncio.new_event_loop()
+    node = RaftNode(RaftSettings(self_address=f"127.0.0.1:{free_port()}", peers=(),
+                                 data_dir=tmp_path), CounterMachine(), loop=loop)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    sync: Any = node._sync
+    peer = "peer"  # pysyncobj keys its per-peer maps by node; any hashable stands in
+    sent: list[dict[str, Any]] = []
+
+    def on_loop(fn: Callable[[], Any]) -> Any:
+        """Run fn on the node's loop (pysyncobj's state is touched only there)."""
+        return asyncio.run_coroutine_threadsafe(_call(fn), loop).result(10.0)
+
+    async def _call(fn: Callable[[], Any]) -> Any:
+        return fn()
+
+    def reply(term: int) -> tuple[int, float]:
+        def deliver() -> tuple[int, float]:
+            sync._SyncObj__onMessageReceived(peer, {
+                "type": "next_node_idx", "next_node_idx": 2, "reset": False, "success": True,
+                "term": term})
+            return sync._SyncObj__raftMatchIndex[peer], sync._SyncObj__lastResponseTime[peer]
+        result: tuple[int, float] = on_loop(deliver)
+        return result
+
+    try:
+        poll(node.is_leader, 10.0, "the lone node to lead")
+        term: int = on_loop(lambda: sync._SyncObj__raftCurrentTerm)
+        assert term >= 1
+
+        def add_peer() -> None:
+            sync._SyncObj__raftMatchIndex[peer] = 0
+            sync._SyncObj__raftNextIndex[peer] = 1
+            sync._SyncObj__lastResponseTime[peer] = 0.0
+        on_loop(add_peer)
+        assert reply(term - 1) == (0, 0.0), "a reply of an earlier term was counted"
+        assert reply(term + 1) == (0, 0.0), "a reply of a later term was counted"
+        match_index, acked_at = reply(term)
+        assert match_index == 1 and acked_at > 0.0
+
+        def send_reply() -> None:
+            sync._SyncObj__transport.send = lambda _node, message: sent.append(message)
+            sync._SyncObj__sendNextNodeIdx(peer, nextNodeIdx=3, success=True)
+        on_loop(send_reply)
+    finally:
+        node.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5.0)
+        loop.close()
+    assert [m["term"] for m in sent] == [term]
+    assert validate_message(sent[0], 64)["next_node_idx"] == 3
+
+
 _PYSYNCOBJ_STATE = """
 import logging, pysyncobj.journal, pysyncobj.pickle, pysyncobj.syncobj
 def state():

@@ -17,6 +17,15 @@ on pysyncobj):
 * **Raft §5.3 on the follower** (:func:`_trim_matching_entries`): pysyncobj truncates every entry
   after ``prevLogIdx`` even when the incoming entries match; we skip the matching prefix and
   suppress the truncation when nothing conflicts.
+* **Raft §5.1/§5.3 on the leader: replies carry their term.** pysyncobj's AppendEntries reply
+  (``next_node_idx``) says nothing of the term it answers, so a late reply to an append of an
+  earlier term of this leader would raise its ``matchIndex`` and count as a fresh acknowledgement
+  toward ``leaderFallbackTimeout``'s majority. The follower now sends its current term (the term
+  of the append it answers: it adopted that term before replying) and the leader ignores a reply
+  of any other term (:meth:`SyncObjReplica._qb_reply_is_current`), so an acknowledgement a
+  leader counts is one given to it in its current term: the precondition for confirming
+  leadership with a heartbeat round (ReadIndex, Raft thesis §6.4). Every replica of a cluster
+  runs the same version; the wire schema requires the field (consensus/raft/transport.py).
 * **A one-member group is not timer-bound** (:meth:`SyncObjReplica._qb_commit_alone`).
 * **The apply hook**: entries reach the owner's ``_apply_entry``, which never raises.
 * **Compaction**: the owner's ``_compaction_truncates`` decides whether the journal prefix a
@@ -296,8 +305,10 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         entries match, so a re-sent append can drop applied (and acked) entries from the
         journal. We skip the matching prefix, suppress truncation when nothing conflicts, and
         clamp the commit index to the last entry this message verified.
-        Leader: a late success reply moved ``nextIndex`` backwards, re-sending entries already
-        in flight; we keep the optimistic ``nextIndex`` (a failed append resets it).
+        Leader: a reply whose term is not the leader's current term is dropped before pysyncobj
+        sees it (Raft §5.1: it answers an append of an earlier term); a late success reply moved
+        ``nextIndex`` backwards, re-sending entries already in flight; we keep the optimistic
+        ``nextIndex`` (a failed append resets it).
         """
         kind = message.get("type")
         if kind == "append_entries" and "prevLogIdx" in message:
@@ -310,6 +321,8 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
                 self._qb_suppress_truncate = False
                 _bridge_state.suppressing = False
             return
+        if kind == "next_node_idx" and not self._qb_reply_is_current(message):
+            return  # a reply to an append of another term: it acknowledges nothing now
         if kind == "next_node_idx" and message["success"] and not message["reset"]:
             next_index = self._SyncObj__raftNextIndex
             before = next_index.get(node)
@@ -319,6 +332,32 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
                 next_index[node] = before
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _qb_reply_is_current(self, message: dict[str, Any]) -> bool:
+        """Whether an AppendEntries reply answers an append of our current term (Raft §5.1).
+
+        Only such a reply may raise ``matchIndex``, move ``nextIndex`` or count as an
+        acknowledgement (``lastResponseTime``, the majority behind ``leaderFallbackTimeout``).
+        A reply of an earlier term answers an append sent before we were (re-)elected: counting
+        it would let a deposed-and-re-elected leader count a follower that has since moved on.
+        A newer term cannot come from a follower answering us (it replies in our append's term);
+        it is ignored as well, like a lost message."""
+        return bool(message["term"] == self._SyncObj__raftCurrentTerm)
+
+    def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False,
+                                  nextNodeIdx: int | None = None, success: bool = False) -> None:
+        """pysyncobj's AppendEntries reply, plus ``term``: our current term, which is the term
+        of the append being answered (pysyncobj adopts an append's term before it replies, and
+        replies only to appends of a term >= its own). See :meth:`_qb_reply_is_current`."""
+        if nextNodeIdx is None:
+            nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1
+        self._SyncObj__transport.send(node, {
+            "type": "next_node_idx",
+            "next_node_idx": nextNodeIdx,
+            "reset": reset,
+            "success": success,
+            "term": self._SyncObj__raftCurrentTerm,
+        })
 
     def _checkCommandsToApply(self) -> None:
         """Append queued proposals (pysyncobj), then commit them at once if we are alone.

@@ -95,7 +95,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "request_vote": ("term", "last_log_index", "last_log_term"),
     "response_vote": ("term",),
     "append_entries": ("term", "commit_index"),
-    "next_node_idx": ("next_node_idx", "reset", "success"),
+    "next_node_idx": ("next_node_idx", "reset", "success", "term"),
     "apply_command": ("command",),
     "apply_command_response": ("request_id",),
     "timeout_now": ("term",),
@@ -106,7 +106,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "append_entries": frozenset(
         {"type", "term", "commit_index", "entries", "prevLogIdx", "prevLogTerm", "serialized"}
     ),
-    "next_node_idx": frozenset({"type", "next_node_idx", "reset", "success"}),
+    "next_node_idx": frozenset({"type", "next_node_idx", "reset", "success", "term"}),
     "apply_command": frozenset({"type", "command", "request_id"}),
     "apply_command_response": frozenset({"type", "request_id", "error", "log_idx", "log_term"}),
     "timeout_now": frozenset({"type", "term"}),

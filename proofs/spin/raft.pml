@@ -47,17 +47,21 @@
  *   - pysyncobj counts vote replies (votesCount += 1 per response_vote) rather than voters; that
  *     is safe only because TCP does not duplicate and a voter answers once per term. The model
  *     counts the SET of voters, as Raft requires once duplication is possible.
- *   - pysyncobj's AppendEntries reply (next_node_idx) carries no term, so its leader cannot tell
- *     a stale reply from an earlier term. -DCODE_AER_NO_TERM models exactly that (not a row of
- *     the table; see proofs/README.md for what SPIN said about it).
+ *   - pysyncobj 0.3.17's AppendEntries reply (next_node_idx) carries no term, so its leader
+ *     cannot tell a stale reply from an earlier term. consensus/raft/_pysyncobj.py adds the
+ *     replier's current term and the leader drops a reply of any other term; the model's reply
+ *     carries that term (MTERM) and the leader takes a reply only if it equals its current term
+ *     (AER_TERM_OK). -DCODE_AER_NO_TERM models pysyncobj without the fix: the term is sent but
+ *     not read (see proofs/README.md for what SPIN said about it).
  *
- * BOUNDS (macros; the defaults are the CI bound; `quorumboard prove --large` uses NMSG=3)
+ * BOUNDS (macros; the defaults are the CI bound; `quorumboard prove --large` uses NMSG=3; the
+ *   third-term rows MAXTERM=3, NMSG=1 with MAXLOG=1, or 2 under --large: proofs/raft_checks.py)
  *   MAXTERM  highest term any replica may reach      default 2  (at most 4: 3-bit fields)
  *   MAXLOG   longest log                              default 2  (at most 3)
  *   NMSG     AppendEntries messages in flight at once default 2  (at most 4)
  *
  * PROPERTIES (one per run, -DPROP_...; the ghost state each needs is compiled in only for it;
- * replies and matchIndex only for the two properties that depend on commitment)
+ * replies and matchIndex only for the three properties that depend on them)
  *   PROP_ELECTION  Election Safety (Figure 3, §5.2): at most one leader per term over the whole
  *                  history (ghost leaderOf[term]), not just among the live leaders.
  *   PROP_MATCHING  Log Matching (Figure 3, §5.3): two logs with an entry of the same index and
@@ -68,6 +72,14 @@
  *                  leader's log only grows during its term).
  *   PROP_SMS       State Machine Safety (Figure 3, §5.4.3): no two replicas apply different
  *                  entries at one index: every apply (see COMMIT) equals the committed entry.
+ *   PROP_CONFIRM   Current-term acknowledgement (§5.1, §5.3; the precondition of ReadIndex,
+ *                  thesis §6.4): every AppendEntries reply a leader counts -- toward matchIndex
+ *                  and commitment, or as an acknowledgement of its leadership (any reply it
+ *                  takes, whether or not matchIndex rises) -- answers an AppendEntries that this
+ *                  leader sent in its CURRENT term. The reply carries, as a ghost the leader
+ *                  never reads, the term of the append it answers (field e); the leader's rule
+ *                  reads only the term the replier put in (field t, its currentTerm when it
+ *                  replied), so the row checks that the two agree wherever a reply is taken.
  *
  * PLANTED BUGS (negative controls: SPIN must find a counterexample)
  *   BUG_NO_MAJORITY       a candidate becomes leader on its own vote        -> Election Safety
@@ -78,6 +90,8 @@
  *                         (_trim_matching_entries) removes; a delayed or duplicated append then
  *                         erases an acknowledged entry                      -> Leader Completeness
  *   BUG_NO_UPTODATE       voters skip the election restriction (§5.4.1)    -> Leader Completeness
+ *   CODE_AER_NO_TERM      pysyncobj 0.3.17 as shipped: the leader takes a reply of any term
+ *                                                                          -> PROP_CONFIRM
  */
 
 #ifndef MAXTERM
@@ -108,7 +122,8 @@
 
 /* ---- AppendEntries messages, packed in one int; 0 = free slot -------------------------- */
 #define AE  1   /* AppendEntries(term, prevLogIndex a, prevLogTerm b, entry e, leaderCommit c) */
-#define AER 2   /* successful AppendEntries reply(term, matchIndex b) -- pysyncobj next_node_idx */
+#define AER 2   /* successful AppendEntries reply(term, matchIndex b, ghost: answered term e)
+                 * -- pysyncobj next_node_idx, plus the term consensus/raft/_pysyncobj.py adds */
 #define MSG(ty, s, d, t, a, b, e, c) \
 	((ty) | ((s) << 2) | ((d) << 4) | ((t) << 6) | ((a) << 9) | ((b) << 11) | ((e) << 14) | ((c) << 19))
 #define MTYPE(m) ((m) & 3)
@@ -123,8 +138,15 @@
 /* Per-property slicing: commitment cannot influence who is elected or what is in the logs
  * (nothing in Raft reads commitIndex except applying and leaderCommit), so the runs for
  * Election Safety and Log Matching leave out the AppendEntries replies and matchIndex. */
-#if defined(PROP_COMPLETE) || defined(PROP_SMS)
+#if defined(PROP_COMPLETE) || defined(PROP_SMS) || defined(PROP_CONFIRM)
 #define REPLIES 1
+#endif
+/* PROP_CONFIRM: a leader takes every reply of its term (an acknowledgement of its leadership
+ * counts even when matchIndex does not rise); otherwise only one that raises matchIndex. */
+#ifdef PROP_CONFIRM
+#define RAISES(m, l) 1
+#else
+#define RAISES(m, l) (MB(m) > MATCH_OF(l, MSRC(m)))
 #endif
 
 /* ---- replica state ----------------------------------------------------------------------- */
@@ -242,6 +264,7 @@ inline send_tmp() {
  *   RVS(c, t) matters only while some peer has currentTerm < t, or == t without a vote;
  *   an AppendEntries of term t is dead once its receiver's term is > t (rule 1 refuses it);
  *   a reply of term t is dead unless its receiver still leads in t and it raises matchIndex
+ *   (PROP_CONFIRM: every reply of the term counts, see RAISES)
  *   (with CODE_AER_NO_TERM a reply can matter to a later term, so replies are kept). */
 inline gc() {
 	i = 1;
@@ -278,7 +301,7 @@ inline gc() {
 #ifndef CODE_AER_NO_TERM
 		:: tmp != 0 && MTYPE(tmp) == AER &&
 		   !(role[MDST(tmp)] == LEADER && AER_TERM_OK(tmp, currentTerm[MDST(tmp)]) &&
-		     MB(tmp) > MATCH_OF(MDST(tmp), MSRC(tmp))) -> net[k] = 0; q = 1
+		     RAISES(tmp, MDST(tmp))) -> net[k] = 0; q = 1
 #endif
 		:: else -> skip
 		fi;
@@ -445,7 +468,13 @@ inline on_append_entries() {
 #endif
 		check_matching();
 #ifdef REPLIES
+		/* the reply carries currentTerm (the replier adopted the append's term above) and,
+		 * as a ghost for PROP_CONFIRM only, the answered append's term */
+#ifdef PROP_CONFIRM
+		send(MSG(AER, me, MSRC(msg), currentTerm[me], 0, last, MTERM(msg), 0))
+#else
 		send(MSG(AER, me, MSRC(msg), currentTerm[me], 0, last, 0, 0))
+#endif
 #else
 		skip
 #endif
@@ -458,6 +487,9 @@ inline on_append_entries() {
  * CURRENT term (BUG_COMMIT_OLD_TERM: of any term -- the Figure 8 bug). */
 inline on_append_reply() {
 #ifdef REPLIES
+#ifdef PROP_CONFIRM
+	assert(ME(msg) == currentTerm[me]);        /* current-term acknowledgement */
+#endif
 	if
 	:: MB(msg) > MATCH(me, MSRC(msg)) -> MATCH(me, MSRC(msg)) = MB(msg)
 	:: else -> skip
@@ -488,7 +520,7 @@ inline on_append_reply() {
 #define USEFUL(m) (MDST(m) == me && \
 	((MTYPE(m) == AE && MTERM(m) >= currentTerm[me]) || \
 	 (MTYPE(m) == AER && role[me] == LEADER && AER_TERM_OK(m, currentTerm[me]) && \
-	  MB(m) > MATCH_OF(me, MSRC(m)))))
+	  RAISES(m, me))))
 
 inline deliver() {
 	if
