@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 ERRORS_PER_AGENT_MAX = 50
@@ -124,6 +125,15 @@ def read_go(inp: TextIO = sys.stdin) -> dict[str, Any] | None:
 def write_result(path: str, stats: list[AgentStats], extra: dict[str, Any]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump({"agents": [s.to_json() for s in stats], **extra}, f)
+
+
+def finish(out: Path, result: dict[str, Any], failed: bool) -> int:
+    """Write a benchmark's JSON result to ``out`` and return its exit code (1: a row failed):
+    the one ending every benchmark shares."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out}")
+    return 1 if failed else 0
 
 
 def value_of(size: int) -> str:

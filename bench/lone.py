@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from bench.common import finish
 from bench.throughput import (
     READY_TIMEOUT_S,
     Config,
@@ -209,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; every process was stopped", file=log)
         return 130
-    result = report(cfg, rows)
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {cfg.out}")
-    return 1 if any(r.failed for r in rows) else 0
+    return finish(cfg.out, report(cfg, rows), any(r.failed for r in rows))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from bench.common import PUTS_PER_AGENT_MAX_DEFAULT, AgentStats, Window, run_agents
+from bench.common import PUTS_PER_AGENT_MAX_DEFAULT, AgentStats, Window, finish, run_agents
 from bench.throughput import (
     HOST,
     CpuSample,
@@ -745,11 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; every process was stopped", file=log)
         return 130
     print(f"[{time.monotonic() - began:6.1f}s] done", file=log, flush=True)
-    result = report(cfg, rows, etcd_skipped, grpc_skipped)
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {cfg.out}")
-    return 1 if any(r.failed for r in rows) else 0
+    return finish(cfg.out, report(cfg, rows, etcd_skipped, grpc_skipped), any(r.failed for r in rows))
 
 
 if __name__ == "__main__":

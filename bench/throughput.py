@@ -40,7 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from bench.common import PUTS_PER_AGENT_MAX_DEFAULT, AgentStats, Window, percentile
+from bench.common import PUTS_PER_AGENT_MAX_DEFAULT, AgentStats, Window, finish, percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -608,11 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; every process was stopped", file=log)
         return 130
     print(f"[{time.monotonic() - began:6.1f}s] done", file=log, flush=True)
-    result = report(cfg, rows)
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {cfg.out}")
-    return 1 if any(r.failed for r in rows) else 0
+    return finish(cfg.out, report(cfg, rows), any(r.failed for r in rows))
 
 
 if __name__ == "__main__":
