@@ -127,6 +127,13 @@ def write_result(path: str, stats: list[AgentStats], extra: dict[str, Any]) -> N
         json.dump({"agents": [s.to_json() for s in stats], **extra}, f)
 
 
+def result_header(module: str, cfg: Any) -> dict[str, Any]:
+    """What every benchmark's JSON starts with: its name, the command that ran it, its config."""
+    return {"benchmark": module,
+            "command": " ".join([Path(sys.executable).name, "-m", module, *sys.argv[1:]]),
+            "config": {**dataclasses.asdict(cfg), "out": str(cfg.out)}}
+
+
 def finish(out: Path, result: dict[str, Any], failed: bool) -> int:
     """Write a benchmark's JSON result to ``out`` and return its exit code (1: a row failed):
     the one ending every benchmark shares."""

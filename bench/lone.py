@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from bench.common import finish
+from bench.common import finish, result_header
 from bench.throughput import (
     READY_TIMEOUT_S,
     Config,
@@ -153,9 +153,7 @@ def report(cfg: Config, rows: list[Row]) -> dict[str, Any]:
     for t in targets:
         print(f"{t['status']:<4} {t['target']}: {t['measured']}")
     return {
-        "benchmark": "bench.lone",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.lone", *sys.argv[1:]]),
-        "config": {**dataclasses.asdict(cfg), "out": str(cfg.out)},
+        **result_header("bench.lone", cfg),
         "rows": [dataclasses.asdict(r) for r in rows],
         "summary": summary,
         "ratios": ratios,

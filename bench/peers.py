@@ -65,7 +65,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from bench.common import PUTS_PER_AGENT_MAX_DEFAULT, AgentStats, Window, finish, run_agents
+from bench.common import (
+    PUTS_PER_AGENT_MAX_DEFAULT,
+    AgentStats,
+    Window,
+    finish,
+    result_header,
+    run_agents,
+)
 from bench.throughput import (
     HOST,
     CpuSample,
@@ -607,9 +614,7 @@ def report(cfg: Config, rows: list[PeerRow], etcd_skipped: str,
                           f"{op:<5} ops/s at {clients:>2} client{'s' if clients != 1 else ' '}"
                           f": {_spread(values, '.2f')}x")
     return {
-        "benchmark": "bench.peers",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.peers", *sys.argv[1:]]),
-        "config": {**dataclasses.asdict(cfg), "out": str(cfg.out)},
+        **result_header("bench.peers", cfg),
         "workload": {"keys": KEYS, "value_bytes": VALUE_BYTES, "members": MEMBERS,
                      "etcd_api": {ETCD: "v3 JSON gateway over HTTP/1.1 keep-alive",
                                   ETCD_GRPC: "gRPC (aetcd, one event loop per client thread)"},

@@ -40,7 +40,14 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from bench.common import PUTS_PER_AGENT_MAX_DEFAULT, AgentStats, Window, finish, percentile
+from bench.common import (
+    PUTS_PER_AGENT_MAX_DEFAULT,
+    AgentStats,
+    Window,
+    finish,
+    percentile,
+    result_header,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -490,9 +497,7 @@ def report(cfg: Config, rows: list[Row]) -> dict[str, Any]:
     for t in targets:
         print(f"{t['status']:<4} {t['target']}: {t['measured']}")
     return {
-        "benchmark": "bench.throughput",
-        "command": " ".join([Path(sys.executable).name, "-m", "bench.throughput", *sys.argv[1:]]),
-        "config": {**dataclasses.asdict(cfg), "out": str(cfg.out)},
+        **result_header("bench.throughput", cfg),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "rows": [dataclasses.asdict(r) for r in rows],

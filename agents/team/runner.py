@@ -555,6 +555,20 @@ def _async(run: _Run, faults: _BoardFaults) -> None:
 FINAL_READ_ATTEMPTS = 5
 
 
+def _end_run(log: EventLog, end_s: float, out_dir: Path | None, final: dict[str, Any],
+             wall0: float, board_time: bool, *, board_s: float, board_max_s: float,
+             **fields: Any) -> None:
+    """The ``run_end`` event every harness logs (its own ``fields``, then the figures all
+    share) and the run's ``final.json``."""
+    log.emit(end_s, "run_end",
+             data={**fields, "wall_s": round(time.monotonic() - wall0, 3),
+                   "board_s": round(board_s, 4), "board_wait_max_s": round(board_max_s, 4),
+                   "board_time": board_time, "version": code_version(),
+                   "lost": len(final["lost"]), "lost_detail": final["lost"][:20]})
+    if out_dir is not None:
+        (out_dir / "final.json").write_text(json.dumps(final, indent=1, sort_keys=True))
+
+
 def _final_state(run: _Run) -> dict[str, Any]:
     """Read the run back linearizably and check no acknowledged work was lost (retried: the
     board may still be electing a leader after the last heal)."""
@@ -610,15 +624,9 @@ def run_team(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | None
         faults.heal(_end_time(log.events))
         final = _final_state(run)
         ops = run.coordinator.ops + sum(a.ops for a in run.actors.values())
-        log.emit(_end_time(log.events), "run_end",
-                 data={"success": run.done, "tasks_done": len(run.completed), "rounds": rounds,
-                       "board_ops": ops, "wall_s": round(time.monotonic() - wall0, 3),
-                       "board_s": round(run.board_total_s, 4),
-                       "board_wait_max_s": round(run.board_max_s, 4),
-                       "board_time": spec.board_time, "version": code_version(),
-                       "lost": len(final["lost"]), "lost_detail": final["lost"][:20]})
-        if out_dir is not None:
-            (out_dir / "final.json").write_text(json.dumps(final, indent=1, sort_keys=True))
+        _end_run(log, _end_time(log.events), out_dir, final, wall0, spec.board_time,
+                 board_s=run.board_total_s, board_max_s=run.board_max_s,
+                 success=run.done, tasks_done=len(run.completed), rounds=rounds, board_ops=ops)
     finally:
         faults.heal(_end_time(log.events))
         for actor in run.actors.values():
@@ -724,18 +732,12 @@ def _run_study(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | No
         end_s = _end_time(log.events)
         faults.heal(end_s)
         final = _study_final(coordinator, layout, engine)
-        log.emit(end_s, "run_end",
-                 data={"success": engine.done, "tasks_done": sum(
-                     1 for r in engine.records().values() if r["status"] == "done"),
-                       "rounds": rounds, "harness": "study",
-                       "board_ops": setup_ops + store.ops, "actions": engine.actions,
-                       "ignored": engine.ignored, "wall_s": round(time.monotonic() - wall0, 3),
-                       "board_s": round(engine.board_s, 4),
-                       "board_wait_max_s": round(engine.board_max_s, 4),
-                       "board_time": spec.board_time, "version": code_version(),
-                       "lost": len(final["lost"]), "lost_detail": final["lost"][:20]})
-        if out_dir is not None:
-            (out_dir / "final.json").write_text(json.dumps(final, indent=1, sort_keys=True))
+        _end_run(log, end_s, out_dir, final, wall0, spec.board_time,
+                 board_s=engine.board_s, board_max_s=engine.board_max_s,
+                 success=engine.done, rounds=rounds, harness="study",
+                 tasks_done=sum(1 for r in engine.records().values() if r["status"] == "done"),
+                 board_ops=setup_ops + store.ops, actions=engine.actions,
+                 ignored=engine.ignored)
     finally:
         faults.heal(_end_time(log.events))
         log.close()
