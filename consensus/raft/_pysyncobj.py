@@ -26,6 +26,21 @@ on pysyncobj):
   leader counts is one given to it in its current term: the precondition for confirming
   leadership with a heartbeat round (ReadIndex, Raft thesis §6.4). Every replica of a cluster
   runs the same version; the wire schema requires the field (consensus/raft/transport.py).
+* **ReadIndex (Raft thesis §6.4): leadership confirmed by one heartbeat round.** Every
+  AppendEntries the leader sends carries ``round``, the newest confirmation round it has
+  started; a follower echoes the round of the append it answers. A read asks for a round
+  (:meth:`SyncObjReplica.qb_read_index`): the leader starts one (a new round id, its commit
+  index as the read index, an immediate heartbeat to every follower) and the read index is
+  confirmed once a majority, counting itself, has answered that round or a later one in the
+  leader's current term (the replies :meth:`SyncObjReplica._qb_reply_is_current` keeps). Such
+  an answer was given after the round started, by a member still in our term, so no leader of a
+  newer term existed when the read arrived. A new leader starts no round before an entry of its
+  own term is committed (its election no-op): until then its commit index may lag entries
+  committed by its predecessors, so reads wait for that first commit (thesis §6.4, step 1).
+  A follower asks the leader over the raft connection (``qb_read_index`` /
+  ``qb_read_index_reply``); the leader runs the same round for it. Waiting for the state to
+  reach the index is :meth:`SyncObjReplica.qb_when_applied`. Every queue is bounded
+  (:data:`READS_PENDING_MAX`) and every wait has a deadline.
 * **A one-member group is not timer-bound** (:meth:`SyncObjReplica._qb_commit_alone`).
 * **The apply hook**: entries reach the owner's ``_apply_entry``, which never raises.
 * **Compaction**: the owner's ``_compaction_truncates`` decides whether the journal prefix a
@@ -37,12 +52,16 @@ on pysyncobj):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import heapq
+import itertools
 import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol
 
 import msgpack
@@ -70,6 +89,7 @@ __all__ = [
     "FAIL_REASON",
     "POLL_EVENT_TYPE",
     "PYSYNCOBJ_VERSION",
+    "READS_PENDING_MAX",
     "Owner",
     "QbTransport",
     "SyncObjConf",
@@ -241,6 +261,41 @@ def handing_over(journal: Journal, poller: Any) -> Iterator[None]:
         _poller_handoff.poller = None
 
 
+# --- ReadIndex -----------------------------------------------------------------------------------
+
+READS_PENDING_MAX: Final = 4096
+"""Reads one replica holds at once in each stage (waiting for a round, asking the leader,
+waiting for the state to catch up): past it a read fails at once (backpressure). The client
+endpoint batches its reads into one request per round, so this bounds followers' requests and
+misuse, not normal load."""
+
+IndexCallback = Callable[[int | None], None]
+"""A read's confirmed read index, or ``None``: not confirmed (not the leader any more, no
+leader to ask, the deadline passed, a queue full)."""
+
+
+@dataclasses.dataclass(slots=True)
+class _ReadWait:
+    """One request for a read index: its callback and deadline; once its round has started,
+    the round id, the leader's term and the read index (the commit index at the round's
+    start); on a follower, the leader it was sent to."""
+
+    callback: IndexCallback
+    deadline: float
+    round: int = 0
+    term: int = 0
+    index: int = 0
+    sent_to: Any = None
+
+
+def _answer(callback: Callable[[Any], None], value: Any) -> None:
+    """Run a read's callback; one that raises must not stop the tick (nor other reads)."""
+    try:
+        callback(value)
+    except Exception:
+        log.exception("raft_read_callback_raised")
+
+
 # --- Raft fixes ---------------------------------------------------------------------------------
 
 
@@ -287,9 +342,22 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
     _SyncObj__raftCommitIndex: int
     _SyncObj__leaderCommitIndex: int
 
-    def __init__(self, owner: Owner, conf: SyncObjConf, wire: WireConfig) -> None:
+    def __init__(self, owner: Owner, conf: SyncObjConf, wire: WireConfig,
+                 read_timeout_s: float = 10.0) -> None:
         self._qb_owner = owner
         self._qb_wire = wire
+        # ReadIndex state (set before pysyncobj's constructor: its tick thread may start there).
+        self._qb_read_timeout_s = read_timeout_s
+        self._qb_round = 0  # the newest round started; carried by every append we send
+        self._qb_answering_round = 0  # follower: the round of the append being answered
+        self._qb_acked: dict[Any, int] = {}  # leader: newest round each member answered
+        self._qb_unstarted: list[_ReadWait] = []  # leader: reads waiting for their round
+        self._qb_rounds: deque[_ReadWait] = deque()  # leader: started, in round order
+        self._qb_term_committed = -1  # the term whose first entry we saw committed
+        self._qb_asks: dict[int, _ReadWait] = {}  # follower: requests to the leader
+        self._qb_ask_ids = itertools.count(1)
+        self._qb_applied_waits: list[tuple[int, int, float, Callable[[bool], None]]] = []
+        self._qb_applied_serial = itertools.count()
         settings = owner.settings
         super().__init__(
             settings.self_address, list(settings.peers), conf, transportClass=QbTransport
@@ -311,18 +379,23 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         ``nextIndex`` (a failed append resets it).
         """
         kind = message.get("type")
-        if kind == "append_entries" and "prevLogIdx" in message:
-            message, suppress = _trim_matching_entries(self._qb_owner._journal, message)
-            self._qb_suppress_truncate = suppress
-            _bridge_state.suppressing = suppress
+        if kind == "append_entries":
+            self._qb_answering_round = message.get("round", 0)
             try:
-                SyncObj._SyncObj__onMessageReceived(self, node, message)
+                self._qb_on_append_entries(node, message)
             finally:
-                self._qb_suppress_truncate = False
-                _bridge_state.suppressing = False
+                self._qb_answering_round = 0
             return
         if kind == "next_node_idx" and not self._qb_reply_is_current(message):
             return  # a reply to an append of another term: it acknowledges nothing now
+        if kind == "next_node_idx":
+            self._qb_on_round_answered(node, message.get("round", 0))
+        elif kind == "qb_read_index":
+            self._qb_on_ask(node, message["read_id"])
+            return
+        elif kind == "qb_read_index_reply":
+            self._qb_on_ask_answered(message["read_id"], message.get("read_index"))
+            return
         if kind == "next_node_idx" and message["success"] and not message["reset"]:
             next_index = self._SyncObj__raftNextIndex
             before = next_index.get(node)
@@ -332,6 +405,19 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
                 next_index[node] = before
             return
         SyncObj._SyncObj__onMessageReceived(self, node, message)
+
+    def _qb_on_append_entries(self, node: Any, message: dict[str, Any]) -> None:
+        if "prevLogIdx" not in message:  # a snapshot chunk: nothing to trim
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+            return
+        message, suppress = _trim_matching_entries(self._qb_owner._journal, message)
+        self._qb_suppress_truncate = suppress
+        _bridge_state.suppressing = suppress
+        try:
+            SyncObj._SyncObj__onMessageReceived(self, node, message)
+        finally:
+            self._qb_suppress_truncate = False
+            _bridge_state.suppressing = False
 
     def _qb_reply_is_current(self, message: dict[str, Any]) -> bool:
         """Whether an AppendEntries reply answers an append of our current term (Raft §5.1).
@@ -348,7 +434,9 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
                                   nextNodeIdx: int | None = None, success: bool = False) -> None:
         """pysyncobj's AppendEntries reply, plus ``term``: our current term, which is the term
         of the append being answered (pysyncobj adopts an append's term before it replies, and
-        replies only to appends of a term >= its own). See :meth:`_qb_reply_is_current`."""
+        replies only to appends of a term >= its own). See :meth:`_qb_reply_is_current`. And
+        ``round``: the ReadIndex round the answered append carried (see :meth:`qb_read_index`);
+        any reply in our term, success or not, shows the follower still follows our term."""
         if nextNodeIdx is None:
             nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1
         self._SyncObj__transport.send(node, {
@@ -357,6 +445,7 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
             "reset": reset,
             "success": success,
             "term": self._SyncObj__raftCurrentTerm,
+            "round": self._qb_answering_round,
         })
 
     def _checkCommandsToApply(self) -> None:
@@ -370,6 +459,7 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         """
         SyncObj._checkCommandsToApply(self)
         self._qb_commit_alone()
+        self._qb_reads_tick()
 
     def _qb_alone_leading(self) -> bool:
         return (not self._SyncObj__otherNodes
@@ -402,6 +492,197 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         return (self._qb_alone_leading()
                 and self._SyncObj__raftLastApplied == self._SyncObj__raftCommitIndex
                 == self._SyncObj__getCurrentLogIndex())
+
+    # --- ReadIndex (Raft thesis §6.4) -----------------------------------------------------------
+    # Everything below runs on the tick thread only (RaftNode routes calls there).
+
+    def _qb_leading(self) -> bool:
+        return bool(self._SyncObj__raftState == _RAFT_STATE.LEADER)
+
+    def qb_read_index(self, callback: IndexCallback) -> None:
+        """``callback(index)`` with a read index confirmed by a heartbeat round started after
+        this call, or ``callback(None)`` (not confirmed within the read timeout, no leader to
+        ask, leadership lost, a queue full).
+
+        On the leader a round starts at once (a new leader's, once its own first entry has
+        committed) with the commit index as the read index; on a follower the request goes to
+        the leader, which runs a round for it and answers with that round's index. Reading
+        after :meth:`qb_when_applied` ``(index)`` then sees every write acknowledged before this
+        call: at the round's start no newer leader existed, so every such write was committed
+        by us or a predecessor, hence is at or below our commit index."""
+        held = len(self._qb_unstarted) + len(self._qb_rounds) + len(self._qb_asks)
+        if held >= READS_PENDING_MAX:
+            _answer(callback, None)
+            return
+        wait = _ReadWait(callback, time.monotonic() + self._qb_read_timeout_s)
+        if self._qb_leading():
+            self._qb_unstarted.append(wait)
+            self._qb_start_round()
+        else:
+            self._qb_asks[next(self._qb_ask_ids)] = wait
+            self._qb_send_asks()
+
+    def qb_when_applied(self, index: int, callback: Callable[[bool], None]) -> None:
+        """``callback(True)`` once every entry up to ``index`` is applied here (at once if it
+        is); ``callback(False)`` past the read timeout or with the queue full."""
+        if self._SyncObj__raftLastApplied >= index:
+            _answer(callback, True)
+            return
+        if len(self._qb_applied_waits) >= READS_PENDING_MAX:
+            _answer(callback, False)
+            return
+        heapq.heappush(self._qb_applied_waits, (
+            index, next(self._qb_applied_serial), time.monotonic() + self._qb_read_timeout_s,
+            callback))
+
+    def _qb_own_term_committed(self) -> bool:
+        """Whether an entry of our current term is committed: only then does our commit index
+        cover every entry our predecessors committed (Raft §5.4.2, thesis §6.4 step 1)."""
+        term = self._SyncObj__raftCurrentTerm
+        if self._qb_term_committed == term:
+            return True
+        entries = self._SyncObj__getEntries(self._SyncObj__raftCommitIndex, 1)
+        if entries and entries[0][2] == term:
+            self._qb_term_committed = term
+            return True
+        return False
+
+    def _qb_start_round(self) -> None:
+        """Start one round for every read waiting for one: a new round id, our commit index as
+        their read index, and a heartbeat (AppendEntries carrying the round) to every member.
+        Not before our own term has a committed entry."""
+        if not self._qb_unstarted or not self._qb_leading() or not self._qb_own_term_committed():
+            return
+        self._qb_round += 1
+        term, index = self._SyncObj__raftCurrentTerm, self._SyncObj__raftCommitIndex
+        for wait in self._qb_unstarted:
+            wait.round, wait.term, wait.index = self._qb_round, term, index
+        self._qb_rounds.extend(self._qb_unstarted)
+        self._qb_unstarted = []
+        if self._SyncObj__otherNodes:
+            self._SyncObj__sendAppendEntries()
+        self._qb_resolve_rounds()
+
+    def _qb_on_round_answered(self, node: Any, answered: int) -> None:
+        """A reply of our current term answered the append that carried round ``answered``."""
+        if answered > self._qb_acked.get(node, 0):
+            self._qb_acked[node] = answered
+            if self._qb_rounds:
+                self._qb_resolve_rounds()
+
+    def _qb_confirmed_round(self) -> int:
+        """The newest round a majority, counting ourselves, answered in our current term.
+
+        Round ids only grow (one counter for the life of the process), and an append carries
+        the newest round started before it was sent, so a member that answered round ``r`` or
+        later answered after round ``r`` started; replies of other terms never get here."""
+        others = self._SyncObj__otherNodes
+        needed = (len(others) + 1) // 2  # members besides us that make a majority
+        if needed == 0:
+            return self._qb_round
+        answered = sorted((self._qb_acked.get(n, 0) for n in others), reverse=True)
+        return answered[needed - 1]
+
+    def _qb_resolve_rounds(self) -> None:
+        """Answer every read whose round a majority has answered (rounds are in order)."""
+        rounds = self._qb_rounds
+        confirmed = self._qb_confirmed_round()
+        leading, term = self._qb_leading(), self._SyncObj__raftCurrentTerm
+        for _ in range(len(rounds)):  # bounded by the rounds held
+            if rounds[0].round > confirmed:
+                return
+            wait = rounds.popleft()
+            _answer(wait.callback, wait.index if leading and wait.term == term else None)
+
+    def _qb_send_asks(self) -> None:
+        """Follower: send every request not yet sent to the current leader (again, after a
+        leader change: a later leader's confirmed index serves the read just as well)."""
+        leader = self._SyncObj__raftLeader
+        if leader is None or leader not in self._SyncObj__connectedNodes:
+            return
+        for read_id, wait in self._qb_asks.items():  # bounded by READS_PENDING_MAX
+            if wait.sent_to is not leader:
+                wait.sent_to = leader
+                self._SyncObj__transport.send(leader, {"type": "qb_read_index",
+                                                       "read_id": read_id})
+
+    def _qb_on_ask(self, node: Any, read_id: int) -> None:
+        """Leader: a follower asks for a read index; answer once a round confirms one (no
+        ``read_index`` in the answer: not confirmed)."""
+        def reply(index: int | None) -> None:
+            message: dict[str, Any] = {"type": "qb_read_index_reply", "read_id": read_id}
+            if index is not None:
+                message["read_index"] = index
+            self._SyncObj__transport.send(node, message)
+
+        if (not self._qb_leading()
+                or len(self._qb_unstarted) + len(self._qb_rounds) >= READS_PENDING_MAX):
+            reply(None)
+            return
+        self._qb_unstarted.append(_ReadWait(reply, time.monotonic() + self._qb_read_timeout_s))
+        self._qb_start_round()
+
+    def _qb_on_ask_answered(self, read_id: int, index: int | None) -> None:
+        wait = self._qb_asks.pop(read_id, None)
+        if wait is not None:
+            _answer(wait.callback, index)
+
+    def _qb_reads_tick(self) -> None:
+        """Every tick, after committed entries are applied: start the round reads wait for (a
+        new leader's first commit may just have happened), fail what a lost leadership or a
+        deadline ends, send followers' requests, answer the reads whose state caught up."""
+        now = time.monotonic()
+        if self._qb_leading():
+            if self._qb_asks:  # asked as a follower, now leading: confirm them ourselves
+                self._qb_unstarted.extend(self._qb_asks.values())
+                self._qb_asks.clear()
+            self._qb_start_round()
+        elif self._qb_unstarted or self._qb_rounds:
+            ended = self._qb_unstarted + list(self._qb_rounds)
+            self._qb_unstarted, self._qb_rounds = [], deque()
+            self._qb_acked.clear()
+            for wait in ended:
+                _answer(wait.callback, None)
+        self._qb_expire(now)
+        if self._qb_asks:
+            self._qb_send_asks()
+        if self._qb_applied_waits:
+            self._qb_check_applied(now)
+
+    def _qb_expire(self, now: float) -> None:
+        """Fail reads past their deadline. Each queue is in arrival order (a round holds reads
+        that arrived before it started), so deadlines grow along it: stop at the first live."""
+        expired: list[_ReadWait] = []
+        unstarted = self._qb_unstarted
+        cut = next((i for i, w in enumerate(unstarted) if w.deadline > now), len(unstarted))
+        if cut:
+            expired.extend(unstarted[:cut])
+            self._qb_unstarted = unstarted[cut:]
+        rounds = self._qb_rounds
+        for _ in range(len(rounds)):
+            if rounds[0].deadline > now:
+                break
+            expired.append(rounds.popleft())
+        for read_id in list(self._qb_asks)[:READS_PENDING_MAX]:
+            if self._qb_asks[read_id].deadline > now:
+                break
+            expired.append(self._qb_asks.pop(read_id))
+        for wait in expired:
+            _answer(wait.callback, None)
+
+    def _qb_check_applied(self, now: float) -> None:
+        waits = self._qb_applied_waits
+        applied = self._SyncObj__raftLastApplied
+        for _ in range(len(waits)):  # bounded by the waits held
+            if waits[0][0] > applied:
+                break
+            _answer(heapq.heappop(waits)[3], True)
+        if any(w[2] <= now for w in waits):
+            late = [w for w in waits if w[2] <= now]
+            self._qb_applied_waits = [w for w in waits if w[2] > now]
+            heapq.heapify(self._qb_applied_waits)
+            for wait in late:
+                _answer(wait[3], False)
 
     def _SyncObj__deleteEntriesFrom(self, fromIDx: int) -> None:
         if getattr(self, "_qb_suppress_truncate", False):
@@ -439,6 +720,13 @@ class QbTransport(TCPTransport):  # type: ignore[misc]
 
         host, port = self._selfNode.address.rsplit(":", 1)
         self._server = _Server(self._syncObj._poller, host, int(port), self._on_accepted)
+
+    def send(self, node: Any, message: dict[str, Any]) -> bool:
+        """Every AppendEntries carries the newest ReadIndex round started before it was sent
+        (see :meth:`SyncObjReplica.qb_read_index`)."""
+        if message.get("type") == "append_entries":
+            message["round"] = self._syncObj._qb_round
+        return bool(super().send(node, message))
 
     def _onTick(self) -> None:
         super()._onTick()

@@ -22,11 +22,19 @@ overridden private methods, the transport class) is in consensus/raft/_pysyncobj
   unapplied (``SyncObjReplica._qb_commit_alone`` in consensus/raft/_pysyncobj.py,
   :meth:`RaftNode.barrier`).
 
+* **Linearizable reads without a log write** (ReadIndex, Raft thesis §6.4):
+  :meth:`RaftNode.read_index` waits for a read index confirmed by one heartbeat round a
+  majority answered in the leader's term (on a follower: asked of the leader over the raft
+  connection), then for this replica to apply up to it. The round itself is in
+  consensus/raft/_pysyncobj.py (``SyncObjReplica.qb_read_index``). :meth:`RaftNode.barrier`
+  (a committed no-op) stays for callers that want an entry in the log; reads no longer use it.
+
 Threads: one thread does all networking, applies entries and runs every callback (the *tick
 thread*). By default that is pysyncobj's own; given an asyncio ``loop``, the node runs on that
 loop's thread instead (:class:`LoopPoller`), so a replica's client endpoint and its Raft node
 share one thread and a commit reaches the client without a hand-off between threads.
-:meth:`RaftNode.propose`, :meth:`RaftNode.barrier`, :meth:`RaftNode.call_in_tick`,
+:meth:`RaftNode.propose`, :meth:`RaftNode.barrier`, :meth:`RaftNode.read_index`,
+:meth:`RaftNode.call_in_tick`,
 :meth:`RaftNode.status` and :meth:`RaftNode.close` may be called from any thread.
 """
 
@@ -353,6 +361,15 @@ def forbid_pickle() -> None:
 
 
 
+def _read_failed(on_done: OnDone, reason: str) -> None:
+    """A read got no confirmed index: nothing was applied for it, so ``UNAVAILABLE``."""
+    log.debug("read_failed", reason=reason)
+    try:
+        on_done(None, Failure.UNAVAILABLE)
+    except Exception:
+        log.exception("raft_on_done_raised")
+
+
 # --- snapshot file -----------------------------------------------------------------------------
 
 
@@ -545,7 +562,8 @@ class RaftNode:
             raise Unavailable(f"cannot bind raft address {settings.self_address}")
         try:
             with _pysyncobj.handing_over(self._journal, poller):
-                self._sync = SyncObjReplica(self, conf, wire)
+                self._sync = SyncObjReplica(self, conf, wire,
+                                            read_timeout_s=settings.propose_timeout_s)
         except SyncObjException as exc:  # without a tick thread: bind failed
             if poller is not None:
                 poller.close()
@@ -604,6 +622,50 @@ class RaftNode:
             self._call_on_done(on_done, None, None)
             return
         self._submit(b"", _NO_OP, on_done)
+
+    def read_index(self, on_done: OnDone) -> None:
+        """Linearizable read without a log write (ReadIndex, Raft thesis §6.4): ``on_done(None,
+        None)`` once this replica has applied every entry committed before the call, as vouched
+        for by a leader whose leadership a majority confirmed in a heartbeat round started after
+        the call; then the caller's read sees every write acknowledged before it.
+
+        Fails with ``UNAVAILABLE`` (``on_done(None, Failure.UNAVAILABLE)``) when no confirmed
+        index arrives within ``propose_timeout_s`` (a leader cut off from its majority never
+        gets one), when leadership is lost meanwhile, with no leader to ask, or with a read
+        queue full. Nothing is appended to the log, so nothing is fsynced. A new leader
+        answers once its first entry (the election no-op) has committed. Thread-safe;
+        ``on_done`` runs on the tick thread."""
+        if self._closed:
+            self._call_on_done(on_done, None, ProposeFailure.CLOSED)
+            return
+        if self._on_tick_thread():
+            self._start_read(on_done)
+            return
+        try:
+            self.call_in_tick(functools.partial(self._start_read, on_done))
+        except Unavailable:
+            self._call_on_done(on_done, None, ProposeFailure.QUEUE_FULL)
+
+    def _start_read(self, on_done: OnDone) -> None:
+        def applied(caught_up: bool) -> None:
+            if caught_up:
+                self._call_on_done(on_done, None, None)
+            else:
+                _read_failed(on_done, "state did not reach the read index in time")
+
+        def confirmed(index: int | None) -> None:
+            if index is None:
+                _read_failed(on_done, "no read index confirmed")
+            else:
+                self._sync.qb_when_applied(index, applied)
+
+        self._confirmed_read_index(confirmed)
+
+    def _confirmed_read_index(self, on_index: Callable[[int | None], None]) -> None:
+        """Ask for a read index confirmed by a heartbeat round (tick thread). The one step of
+        the read path the test harness may override: its ``unconfirmed-reads`` bug skips the
+        round here (consensus/testing/replica.py)."""
+        self._sync.qb_read_index(on_index)
 
     def call_in_tick(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the tick thread soon. Raises :class:`Unavailable` if the queue is full."""

@@ -63,6 +63,9 @@ class WireConfig:
 
 # --- message schema ----------------------------------------------------------------------------
 
+# pysyncobj's messages, plus ``round`` on AppendEntries and their replies and quorumboard's own
+# ReadIndex request and answer (a follower asks the leader for a read index, Raft thesis §6.4;
+# see consensus/raft/_pysyncobj.py).
 MESSAGE_TYPES = frozenset(
     {
         "request_vote",
@@ -72,6 +75,8 @@ MESSAGE_TYPES = frozenset(
         "apply_command",
         "apply_command_response",
         "timeout_now",
+        "qb_read_index",
+        "qb_read_index_reply",
     }
 )
 
@@ -99,17 +104,22 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "apply_command": ("command",),
     "apply_command_response": ("request_id",),
     "timeout_now": ("term",),
+    "qb_read_index": ("read_id",),
+    "qb_read_index_reply": ("read_id",),
 }
 _ALLOWED: dict[str, frozenset[str]] = {
     "request_vote": frozenset({"type", "term", "last_log_index", "last_log_term"}),
     "response_vote": frozenset({"type", "term"}),
     "append_entries": frozenset(
-        {"type", "term", "commit_index", "entries", "prevLogIdx", "prevLogTerm", "serialized"}
+        {"type", "term", "commit_index", "entries", "prevLogIdx", "prevLogTerm", "serialized",
+         "round"}
     ),
-    "next_node_idx": frozenset({"type", "next_node_idx", "reset", "success", "term"}),
+    "next_node_idx": frozenset({"type", "next_node_idx", "reset", "success", "term", "round"}),
     "apply_command": frozenset({"type", "command", "request_id"}),
     "apply_command_response": frozenset({"type", "request_id", "error", "log_idx", "log_term"}),
     "timeout_now": frozenset({"type", "term"}),
+    "qb_read_index": frozenset({"type", "read_id"}),
+    "qb_read_index_reply": frozenset({"type", "read_id", "read_index"}),
 }
 _INT_FIELDS = frozenset(
     {
@@ -122,6 +132,9 @@ _INT_FIELDS = frozenset(
         "error",
         "log_idx",
         "log_term",
+        "round",
+        "read_id",
+        "read_index",
     }
 )
 

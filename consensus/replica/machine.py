@@ -223,6 +223,9 @@ class ReplicaMachine:
     def barrier(self, done: Done) -> None:
         self._raft().barrier(done)
 
+    def read_index(self, done: Done) -> None:
+        self._raft().read_index(done)
+
     def is_leader(self) -> bool:
         return self._raft().is_leader()
 

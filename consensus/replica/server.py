@@ -3,9 +3,22 @@
 The edit path: a validated :class:`~consensus.protocol.ProposeReq` becomes a log payload and is
 handed to Raft; when the entry has committed and been applied on this replica, the tick thread
 passes the :class:`~consensus.model.Result` back here and it goes out as a
-:class:`~consensus.protocol.Reply`. Linearizable reads wait for a read barrier (a no-op entry
-committed after the read arrived; concurrent reads share one barrier). Watches stream applied
-events from the replicated event log, whole revisions at a time.
+:class:`~consensus.protocol.Reply`. Watches stream applied events from the replicated event
+log, whole revisions at a time.
+
+Linearizable reads write nothing to the log (ReadIndex, Raft thesis §6.4; the Raft side is
+:meth:`~quorumboard.consensus.raft.node.RaftNode.read_index`). Reads that arrive while no
+confirmation is in flight start one, and every read that arrives meanwhile waits for the next:
+one confirmation serves a whole batch. On the leader a confirmation is one heartbeat round a
+majority answers in its term, then the state applied up to the commit index noted when the
+round started. On a follower it is the same round run by the leader for the follower's
+request over the raft connection (a new message, ``qb_read_index``; consensus/raft/transport.py),
+then the follower's state applied up to the index the leader returns: followers serve reads
+themselves instead of redirecting, so readers spread over replicas keep working and a stale
+follower still answers only what the leader vouched for. The committed no-op (a read barrier)
+is on no read path any more; the one place a read still waits for a log entry is a new
+leader's first moments, before its election no-op commits (its commit index may lag until
+then). A read that gets no confirmation within its budget fails ``UNAVAILABLE``.
 
 Bad bytes never take a replica down: an oversized prefix, a failed handshake or an undecodable
 frame closes that one connection; a frame that decodes but does not validate gets an error reply.
@@ -107,7 +120,7 @@ class Core(Protocol):
     client_address: str
 
     def propose(self, payload: bytes, done: Done) -> None: ...
-    def barrier(self, done: Done) -> None: ...
+    def read_index(self, done: Done) -> None: ...
     def leader_client_address(self) -> str | None: ...
     def is_leader(self) -> bool: ...
     def status(self, digest: bool) -> ReplicaStatus: ...
@@ -234,7 +247,7 @@ class ClientServer:
         self._handoff_scheduled = False
         self._error: BaseException | None = None
         self._reads_waiting: list[tuple[_Conn, ReadReq]] = []
-        self._barrier_inflight = False
+        self._confirm_inflight = False
         self._proposal_deadlines = _Deadlines()
         self._read_deadlines = _Deadlines()
 
@@ -245,7 +258,7 @@ class ClientServer:
 
     def _answers_locally(self, req: ReadReq) -> bool:
         """Whether ``req`` is answered from this replica's applied state at once, without a
-        read barrier: only when the client asked for a stale read."""
+        confirmed read index: only when the client asked for a stale read."""
         return req.stale
 
     def _submit(self, proposal: Proposal, done: Done) -> None:
@@ -431,7 +444,7 @@ class ClientServer:
             else:
                 conn.inflight += 1
                 self._reads_waiting.append((conn, req))
-                self._maybe_barrier()
+                self._maybe_confirm_reads()
         elif isinstance(req, WatchReq):
             self._watch(conn, req)
         elif isinstance(req, CancelReq):
@@ -481,12 +494,13 @@ class ClientServer:
 
     # -------------------------------------------------------------------------------- reads
 
-    def _maybe_barrier(self) -> None:
-        """Start one barrier for every read that arrived before it (reads share barriers)."""
-        if self._barrier_inflight or not self._reads_waiting:
+    def _maybe_confirm_reads(self) -> None:
+        """Start one read-index confirmation for every read that arrived before it (reads
+        share confirmations; at most one in flight, so a burst of reads costs one round)."""
+        if self._confirm_inflight or not self._reads_waiting:
             return
         batch, self._reads_waiting = self._reads_waiting, []
-        self._barrier_inflight = True
+        self._confirm_inflight = True
         loop = self._loop
         answered = False
 
@@ -495,11 +509,11 @@ class ClientServer:
             if answered:
                 return
             answered = True
-            self._barrier_inflight = False
+            self._confirm_inflight = False
             for conn, reply in replies:
                 conn.inflight -= 1
                 conn.send(reply)
-            self._maybe_barrier()
+            self._maybe_confirm_reads()
 
         def done(_result: object | None, failure: Failure | None) -> None:  # on the tick thread
             if failure is None:
@@ -507,7 +521,7 @@ class ClientServer:
                     replies = [(c, self._read(r)) for c, r in batch]
             else:
                 replies = [(c, Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
-                                     message="read barrier did not commit",
+                                     message="no read index was confirmed",
                                      leader_hint=self.core.leader_client_address()))
                            for c, r in batch]
             with contextlib.suppress(RuntimeError):
@@ -516,10 +530,11 @@ class ClientServer:
         def timed_out() -> None:
             if not answered:
                 finish([(c, Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
-                                  message="read barrier timed out")) for c, r in batch])
+                                  message="no read index confirmed within the request's budget"))
+                        for c, r in batch])
 
         self._read_deadlines.add(max(r.budget_s for _, r in batch), timed_out)
-        self.core.barrier(done)
+        self.core.read_index(done)
 
     def _read(self, req: ReadReq) -> Reply:
         """Answer a read from the applied state (caller holds the state lock)."""

@@ -6,13 +6,16 @@ production code: each is a subclass of a production part that overrides one of i
 points (:class:`~quorumboard.consensus.replica.server.ClientServer`'s ``_answers_locally``,
 ``_submit``, ``_events_to_send``; :class:`~quorumboard.consensus.replica.machine.ReplicaMachine`'s
 ``_apply_proposal``; :class:`~quorumboard.consensus.raft.node.RaftNode`'s
-``_compaction_truncates``), and this entry point runs the normal replica with that part swapped
+``_compaction_truncates`` and ``_confirmed_read_index``), and this entry point runs the normal replica with that part swapped
 in. ``LocalCluster(planted_bug=...)`` starts its replicas here; nothing else does.
 
 The bugs (``--planted-bug``, else the ``QUORUMBOARD_PLANTED_BUG`` environment variable):
 
 * ``stale-reads``: every replica, followers included, answers linearizable reads from its local
-  state at once, without a read barrier (linearizability);
+  state at once, without a confirmed read index (linearizability);
+* ``unconfirmed-reads``: a leader takes its own commit index as the read index without the
+  heartbeat round that confirms it still leads (ReadIndex, Raft thesis §6.4), so a leader cut
+  off from its majority answers from its old state (linearizability);
 * ``retry-bypass``: the leader re-proposes every fifth client proposal as a retry *without* its
   session, so the session table cannot deduplicate it (exactly-once);
 * ``watch-gap``: watch streams silently skip events whose revision is a multiple of 50 (watch);
@@ -30,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from typing import Final
 
 import structlog
@@ -140,6 +144,16 @@ class SkipFirstCompactionTruncate(RaftNode):
         return False
 
 
+class UnconfirmedReadsNode(RaftNode):
+    """ReadIndex without its heartbeat round: a leader vouches for its own commit index."""
+
+    def _confirmed_read_index(self, on_index: Callable[[int | None], None]) -> None:
+        if self.is_leader():
+            on_index(self._sync.raftCommitIndex)
+            return
+        super()._confirmed_read_index(on_index)
+
+
 # --- the replica -------------------------------------------------------------------------------
 
 
@@ -152,13 +166,14 @@ class _PlantedReplica(Replica):
         super().start()
 
 
-_PARTS: Final[dict[str, tuple[type[ReplicaMachine], type[ClientServer]]]] = {
-    "stale-reads": (ReplicaMachine, StaleReadsServer),
-    "retry-bypass": (ReplicaMachine, RetryBypassServer),
-    "watch-gap": (ReplicaMachine, WatchGapServer),
-    "fence-bypass": (ReplicaMachine, FenceBypassServer),
-    "divergent-apply": (DivergentApplyMachine, ClientServer),
-    "lost-write": (LostWriteMachine, ClientServer),
+_PARTS: Final[dict[str, tuple[type[ReplicaMachine], type[ClientServer], type[RaftNode]]]] = {
+    "stale-reads": (ReplicaMachine, StaleReadsServer, RaftNode),
+    "unconfirmed-reads": (ReplicaMachine, ClientServer, UnconfirmedReadsNode),
+    "retry-bypass": (ReplicaMachine, RetryBypassServer, RaftNode),
+    "watch-gap": (ReplicaMachine, WatchGapServer, RaftNode),
+    "fence-bypass": (ReplicaMachine, FenceBypassServer, RaftNode),
+    "divergent-apply": (DivergentApplyMachine, ClientServer, RaftNode),
+    "lost-write": (LostWriteMachine, ClientServer, RaftNode),
 }
 assert set(_PARTS) == PLANTED_BUGS
 
@@ -169,9 +184,10 @@ def replica_class(bug: PlantedBug | str | None) -> type[Replica]:
         return Replica
     if bug not in _PARTS:
         raise ValueError(f"planted bug {bug!r} is not one of {sorted(PLANTED_BUGS)}")
-    machine, server = _PARTS[bug]
+    machine, server, raft = _PARTS[bug]
     return type(f"Planted_{bug.replace('-', '_')}", (_PlantedReplica,),
-                {"bug": bug, "machine_class": machine, "server_class": server})
+                {"bug": bug, "machine_class": machine, "server_class": server,
+                 "raft_class": raft})
 
 
 def main(argv: list[str] | None = None) -> int:

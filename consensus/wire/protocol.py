@@ -61,8 +61,8 @@ class Failure(enum.StrEnum):
     group commit and the client endpoint, to the client's single mapping onto exceptions.
 
     * ``NOT_LEADER``: sent to a follower; nothing applied. Retry at ``leader_hint``.
-    * ``UNAVAILABLE``: nothing applied (no quorum, a full queue, a read barrier that did not
-      commit in the request's budget). Retry anywhere.
+    * ``UNAVAILABLE``: nothing applied (no quorum, a full queue, a linearizable read whose
+      read index was not confirmed in the request's budget). Retry anywhere.
     * ``OUTCOME_UNKNOWN``: the proposal may or may not commit (a leader change, the budget
       ran out while it was in the log). Retry only under the same session and seq.
     * ``INVALID``: the request itself was refused; retrying it fails the same way.
@@ -103,7 +103,8 @@ PREFIXES_PER_READ_MAX = 64
 
 
 class ReadReq(_Msg):
-    """A read. Linearizable unless ``stale``: the replica commits a barrier first."""
+    """A read. Linearizable unless ``stale``: the replica first gets a read index confirmed by
+    the leader's heartbeat round (ReadIndex, Raft thesis §6.4) and applies up to it."""
 
     kind: Literal["read"] = "read"
     id: int
