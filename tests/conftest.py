@@ -49,8 +49,8 @@ TIERS: dict[str, str] = {
                      "test_bench_smoke", "test_client_recovery", "test_reply_bounds", "test_put_path"],
                     "cluster"),
     "test_live_stateful": "stateful",
-    **dict.fromkeys(["test_chaos", "test_nemesis", "test_workload", "test_negative_controls"],
-                    "chaos"),
+    **dict.fromkeys(["test_chaos", "test_nemesis", "test_workload", "test_negative_controls",
+                     "test_read_index"], "chaos"),
     **dict.fromkeys(["test_metrics", "test_report", "test_llm_brain"], "agents"),
 }
 TIER_PREFIXES = {"test_proofs_": "proofs", "test_agents_": "agents", "test_study_": "agents",
