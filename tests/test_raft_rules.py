@@ -104,6 +104,17 @@ VALID = [
     {"type": "apply_command_response", "request_id": 7, "log_idx": 4, "log_term": 2},
     {"type": "apply_command_response", "request_id": 7, "error": 1},
     {"type": "timeout_now", "term": 3},
+    # ReadIndex (Raft thesis §6.4): the round on appends and replies, the round's heartbeat,
+    # a follower's request for a read index and the leader's answer (with or without one).
+    {"type": "append_entries", "term": 2, "commit_index": 4, "prevLogIdx": 4, "prevLogTerm": 2,
+     "entries": (), "round": 17},
+    {"type": "next_node_idx", "next_node_idx": 5, "reset": False, "success": True, "term": 2,
+     "round": 17},
+    {"type": "qb_heartbeat", "term": 2, "round": 18},
+    {"type": "qb_heartbeat_reply", "term": 2, "round": 18},
+    {"type": "qb_read_index", "read_id": 3},
+    {"type": "qb_read_index_reply", "read_id": 3, "read_index": 41},
+    {"type": "qb_read_index_reply", "read_id": 3},
 ]
 
 MALFORMED = [
@@ -129,6 +140,15 @@ MALFORMED = [
     ("§5.1 an AppendEntries reply with a bool as its term",
      {"type": "next_node_idx", "next_node_idx": 1, "reset": False, "success": True,
       "term": True}, "next_node_idx.term is not a non-negative int"),
+    ("§6.4 a heartbeat answer without its term",
+     {"type": "qb_heartbeat_reply", "round": 1}, "qb_heartbeat_reply lacks term"),
+    ("§6.4 a negative round", {"type": "qb_heartbeat", "term": 1, "round": -1},
+     "qb_heartbeat.round is not a non-negative int"),
+    ("§6.4 a read index that is not an int",
+     {"type": "qb_read_index_reply", "read_id": 1, "read_index": "9"},
+     "qb_read_index_reply.read_index is not a non-negative int"),
+    ("§6.4 a read request with an extra field",
+     {"type": "qb_read_index", "read_id": 1, "read_index": 9}, "unexpected fields"),
     ("empty command", {"type": "apply_command", "command": b""}, "out of bounds"),
     ("oversized command", {"type": "apply_command", "command": b"x" * (CMD_MAX + 2)},
      "out of bounds"),

@@ -75,6 +75,8 @@ MESSAGE_TYPES = frozenset(
         "apply_command",
         "apply_command_response",
         "timeout_now",
+        "qb_heartbeat",
+        "qb_heartbeat_reply",
         "qb_read_index",
         "qb_read_index_reply",
     }
@@ -104,6 +106,8 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "apply_command": ("command",),
     "apply_command_response": ("request_id",),
     "timeout_now": ("term",),
+    "qb_heartbeat": ("term", "round"),
+    "qb_heartbeat_reply": ("term", "round"),
     "qb_read_index": ("read_id",),
     "qb_read_index_reply": ("read_id",),
 }
@@ -118,6 +122,8 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "apply_command": frozenset({"type", "command", "request_id"}),
     "apply_command_response": frozenset({"type", "request_id", "error", "log_idx", "log_term"}),
     "timeout_now": frozenset({"type", "term"}),
+    "qb_heartbeat": frozenset({"type", "term", "round"}),
+    "qb_heartbeat_reply": frozenset({"type", "term", "round"}),
     "qb_read_index": frozenset({"type", "read_id"}),
     "qb_read_index_reply": frozenset({"type", "read_id", "read_index"}),
 }

@@ -525,7 +525,10 @@ class ClientServer:
                                      leader_hint=self.core.leader_client_address()))
                            for c, r in batch]
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(finish, replies)
+                if threading.get_ident() == self._loop_thread_id:  # no wake-up needed
+                    loop.call_soon(finish, replies)
+                else:
+                    loop.call_soon_threadsafe(finish, replies)
 
         def timed_out() -> None:
             if not answered:
