@@ -7,18 +7,22 @@ passes the :class:`~consensus.model.Result` back here and it goes out as a
 log, whole revisions at a time.
 
 Linearizable reads write nothing to the log (ReadIndex, Raft thesis §6.4; the Raft side is
-:meth:`~quorumboard.consensus.raft.node.RaftNode.read_index`). Reads that arrive while no
-confirmation is in flight start one, and every read that arrives meanwhile waits for the next:
-one confirmation serves a whole batch. On the leader a confirmation is one heartbeat round a
-majority answers in its term, then the state applied up to the commit index noted when the
-round started. On a follower it is the same round run by the leader for the follower's
-request over the raft connection (a new message, ``qb_read_index``; consensus/raft/transport.py),
-then the follower's state applied up to the index the leader returns: followers serve reads
-themselves instead of redirecting, so readers spread over replicas keep working and a stale
-follower still answers only what the leader vouched for. The committed no-op (a read barrier)
-is on no read path any more; the one place a read still waits for a log entry is a new
-leader's first moments, before its election no-op commits (its commit index may lag until
-then). A read that gets no confirmation within its budget fails ``UNAVAILABLE``.
+:meth:`~quorumboard.consensus.raft.node.RaftNode.read_index`). Reads wait in one queue; while
+fewer than :data:`CONFIRMS_INFLIGHT_MAX` confirmations are in flight, one starts for every read
+waiting, so one confirmation serves a whole batch. On the leader a confirmation is one
+heartbeat round a majority answers in the leader's term, then the state applied up to the
+commit index noted when the round started. On a follower it is the same round, run by the
+leader for the follower's request over the raft connection (``qb_read_index``,
+consensus/raft/transport.py), then the follower's state applied up to the index the leader
+returns. Followers serve linearizable reads themselves rather than redirecting them (or, as
+before, committing a barrier through the leader): the leader's cost is the same round it runs
+for its own reads, no log entry and no fsync, and readers attached to a follower (any agent
+that connected to it; the chaos workloads pin readers to every replica) keep their
+connection. The committed no-op (a read barrier) is on no read path any more; the one place a
+read still waits for a log entry is a new leader's first moments: ReadIndex cannot serve
+before the leader's own election no-op commits (until then its commit index may lag entries
+its predecessors committed), so reads wait for that entry, within their budget. A read that
+gets no confirmation within its budget fails ``UNAVAILABLE``.
 
 Bad bytes never take a replica down: an oversized prefix, a failed handshake or an undecodable
 frame closes that one connection; a frame that decodes but does not validate gets an error reply.
@@ -94,6 +98,11 @@ ENTRY_FIELDS_BYTES = 192
 names, six 64-bit integers and the msgpack headers (about 140 bytes)."""
 WATCH_PROGRESS_S = 1.0
 HANDSHAKE_TIMEOUT_S = 5.0
+CONFIRMS_INFLIGHT_MAX = 2
+"""Read-index confirmations one endpoint has in flight; reads that arrive meanwhile wait and
+share the next. One would make a read that just missed a round wait for that round and its own
+(1.5 rounds on average under load); two let it start its own round at once while the batch
+stays large (8 clients, measured: ~12 % more linearizable gets/s than one)."""
 DEADLINE_SWEEP_S = 0.1
 """How often expired proposals and reads are answered: a request's timeout fires up to this
 much late, in exchange for no timer per request (a heap push and cancel per commit cost ~10 %
@@ -247,7 +256,7 @@ class ClientServer:
         self._handoff_scheduled = False
         self._error: BaseException | None = None
         self._reads_waiting: list[tuple[_Conn, ReadReq]] = []
-        self._confirm_inflight = False
+        self._confirm_inflight = 0
         self._proposal_deadlines = _Deadlines()
         self._read_deadlines = _Deadlines()
 
@@ -495,12 +504,13 @@ class ClientServer:
     # -------------------------------------------------------------------------------- reads
 
     def _maybe_confirm_reads(self) -> None:
-        """Start one read-index confirmation for every read that arrived before it (reads
-        share confirmations; at most one in flight, so a burst of reads costs one round)."""
-        if self._confirm_inflight or not self._reads_waiting:
+        """Start one read-index confirmation for every read waiting (reads share
+        confirmations; at most :data:`CONFIRMS_INFLIGHT_MAX` in flight, so a burst of reads
+        costs one round)."""
+        if self._confirm_inflight >= CONFIRMS_INFLIGHT_MAX or not self._reads_waiting:
             return
         batch, self._reads_waiting = self._reads_waiting, []
-        self._confirm_inflight = True
+        self._confirm_inflight += 1
         loop = self._loop
         answered = False
 
@@ -509,7 +519,7 @@ class ClientServer:
             if answered:
                 return
             answered = True
-            self._confirm_inflight = False
+            self._confirm_inflight -= 1
             for conn, reply in replies:
                 conn.inflight -= 1
                 conn.send(reply)
