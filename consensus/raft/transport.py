@@ -108,7 +108,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "timeout_now": ("term",),
     "qb_heartbeat": ("term", "round"),
     "qb_heartbeat_reply": ("term", "round"),
-    "qb_read_index": ("read_id",),
+    "qb_read_index": ("read_id", "term"),
     "qb_read_index_reply": ("read_id",),
 }
 _ALLOWED: dict[str, frozenset[str]] = {
@@ -124,7 +124,7 @@ _ALLOWED: dict[str, frozenset[str]] = {
     "timeout_now": frozenset({"type", "term"}),
     "qb_heartbeat": frozenset({"type", "term", "round"}),
     "qb_heartbeat_reply": frozenset({"type", "term", "round"}),
-    "qb_read_index": frozenset({"type", "read_id"}),
+    "qb_read_index": frozenset({"type", "read_id", "term"}),
     "qb_read_index_reply": frozenset({"type", "read_id", "read_index"}),
 }
 _INT_FIELDS = frozenset(
