@@ -38,7 +38,9 @@ on pysyncobj):
   starts no round before an entry of its own term is committed (its election no-op): until
   then its commit index may lag entries its predecessors committed (thesis §6.4, step 1).
   A follower asks the leader over the raft connection (``qb_read_index`` /
-  ``qb_read_index_reply``); the leader runs the same round for it. Waiting for the state to
+  ``qb_read_index_reply``); the leader runs the same round for it, except in a group of two or
+  three, where the request, sent in the leader's term after the reads arrived, completes the
+  majority by itself (:meth:`SyncObjReplica._qb_on_ask`). Waiting for the state to
   reach the index is :meth:`SyncObjReplica.qb_when_applied`. Every queue is bounded
   (:data:`READS_PENDING_MAX`) and every wait has a deadline.
 * **A one-member group is not timer-bound** (:meth:`SyncObjReplica._qb_commit_alone`).

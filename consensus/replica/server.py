@@ -13,7 +13,8 @@ waiting, so one confirmation serves a whole batch. On the leader a confirmation 
 heartbeat round a majority answers in the leader's term, then the state applied up to the
 commit index noted when the round started. On a follower it is the same round, run by the
 leader for the follower's request over the raft connection (``qb_read_index``,
-consensus/raft/transport.py), then the follower's state applied up to the index the leader
+consensus/raft/transport.py; in a group of two or three the request itself completes the
+majority, so no round), then the follower's state applied up to the index the leader
 returns. Followers serve linearizable reads themselves rather than redirecting them (or, as
 before, committing a barrier through the leader): the leader's cost is the same round it runs
 for its own reads, no log entry and no fsync, and readers attached to a follower (any agent
