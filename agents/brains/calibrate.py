@@ -256,7 +256,8 @@ def check_rows(cal: Calibration, rows: Sequence[StudyRow], runs: int, seed: int 
 FIT_NAMES = {
     "decentralized": ("engage0", "engage_n", "greedy", "claim_held", "beta", "same", "hazard",
                       "edit_task", "edit_more", "extra", "extra_idle"),
-    "preassign": ("engage0", "engage_n", "sweep0", "sweep1", "sweep_n", "claim_first", "same",
+    "preassign": ("engage0", "engage_n", "sweep0", "sweep1", "sweep_n", "sweep_len",
+                  "claim_first", "same",
                   "edit_task", "edit_more", "extra", "extra_idle"),
 }
 _PROB = frozenset({"greedy", "claim_held", "beta", "same", "hazard", "claim_first"})

@@ -721,7 +721,9 @@ def _run_study(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | No
     engine = StudyEngine(project=project, team=team, mode=spec.mode, store=store, brains=brains,
                          log=log, round_cap=spec.round_cap, seed=spec.seed,
                          board_time=spec.board_time, stalled=stalled,
-                         between_rounds=between_rounds)
+                         between_rounds=between_rounds,
+                         fixes=frozenset(f for f in spec.fix.split(",") if f),
+                         claim_ttl_s=spec.claim_ttl_s)
     try:
         log.emit(0.0, "run_start", data={"spec": spec.model_dump(mode="json"),
                                          "project": project.name, "tasks": project.size,
