@@ -72,6 +72,8 @@ class SweepConfig(BaseModel):
     """A comma list: each model is a dimension of the grid (like ``modes``)."""
     harness: Harness = "board"
     assume: str = ""
+    prompt: str = ""
+    """LLM agents under the study harness: which system prompt (``RunSpec.prompt``)."""
     sync: SyncMode = "rounds"
     task_time: TaskTime = "task"
     board_time: bool = True
@@ -148,6 +150,7 @@ def expand(cfg: SweepConfig, projects: Sequence[Project]) -> list[tuple[RunSpec,
                                     mode=mode, policy=policy, brain=cfg.brain,
                                     model=model, agents=n, rep=rep,
                                     harness=cfg.harness, assume=cfg.assume,
+                                    prompt=cfg.prompt,
                                     seed=_seed(cfg.seed, project, n, rep),
                                     work_seed=_seed(cfg.seed, project, None, rep),
                                     task_time=cfg.task_time, board_time=cfg.board_time,
