@@ -20,16 +20,18 @@ from quorumboard.agents.brains.study_prompt import (
     StudyChatBrain,
     StudyRepoError,
     check_files,
+    first_messages,
     load_study_prompt,
     our_prompt,
     parse_study_reply,
+    project_intro,
     render_board,
     strip_fences,
 )
 from quorumboard.agents.study.experiment import read_results
 from quorumboard.agents.team.actions import ClaimTask, CompleteTask, TaskView, View, WriteFile
 from quorumboard.agents.team.events import RunEvent, read_events
-from quorumboard.agents.team.study_harness import MemoryStore
+from quorumboard.agents.team.study_harness import MemoryStore, study_deal
 from quorumboard.agents.team.tasks import Project, Task
 from tests.fake_llm import FakeLLM
 
@@ -111,6 +113,21 @@ def test_first_round_then_a_window_of_the_last_20_messages() -> None:
     assert _contents(bodies[9])[1].startswith("[From System]: Pre-assignment")
     assert not any("Pre-assignment" in c for c in _contents(bodies[10]))
     assert [m["role"] for m in bodies[-1]["messages"][1:]] == ["user", "assistant"] * 10 + ["user"]
+
+
+def test_the_notice_lists_the_deal_in_order_and_an_agent_dealt_nothing_gets_none() -> None:
+    chain = Project(name="c", tasks=(Task(id="t3", dependencies=("t1",)), Task(id="t1"),
+                                     Task(id="t2")))
+    owners = study_deal(chain, ("a0", "a1", "a2"))
+    assert owners == {"t1": "a0", "t3": "a0", "t2": "a1"}
+    view = View(agent="a0", team=("a0", "a1", "a2"), round=1, time_s=0.0, mode="preassign",
+                tasks=tuple(TaskView(id=t.id, dependencies=t.dependencies, owner=owners[t.id])
+                            for t in chain.tasks))
+    assert first_messages(view, "a0", chain)[0].startswith(
+        "Pre-assignment: your tasks for this run are t1, t3.")
+    assert first_messages(view, "a2", chain) == [project_intro(chain)]
+    assert first_messages(view.model_copy(update={"mode": "decentralized"}), "a0", None) == [
+        "=== PROJECT ==="]
 
 
 def test_a_test_run_result_arrives_before_the_next_board() -> None:

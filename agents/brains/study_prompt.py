@@ -75,9 +75,11 @@ __all__ = [
     "TagProblem",
     "check_files",
     "compile_error",
+    "first_messages",
     "load_study_prompt",
     "our_prompt",
     "parse_study_reply",
+    "project_intro",
     "render_board",
     "strip_fences",
     "study_chat_brains",
@@ -257,19 +259,22 @@ def project_intro(project: Project | None) -> str:
 
 
 def dealt_tasks(view: View, agent: str) -> list[str]:
-    """The agent's pre-assigned tasks in the deal's order (the study's topological order)."""
-    project = Project(name="board", tasks=tuple(
-        Task(id=t.id, dependencies=t.dependencies) for t in view.tasks))
-    return [tid for tid in study_deal(project, view.team)
-            if (t := view.task(tid)) is not None and t.owner == agent]
+    """The agent's pre-assigned tasks in the deal's order (the study's topological order;
+    file order if the view's tasks do not form a project, which the harness never shows)."""
+    try:
+        order = list(study_deal(Project(name="board", tasks=tuple(
+            Task(id=t.id, dependencies=t.dependencies) for t in view.tasks)), view.team))
+    except ValueError:  # pydantic's ValidationError included
+        order = [t.id for t in view.tasks]
+    return [tid for tid in order if (t := view.task(tid)) is not None and t.owner == agent]
 
 
 def first_messages(view: View, agent: str, project: Project | None) -> list[str]:
     """What arrives before the first board: the mode's notice, then the project."""
     notes: list[str] = []
-    if view.mode == "preassign":
-        mine = dealt_tasks(view, agent)
-        notes.append(f"Pre-assignment: your tasks for this run are {', '.join(mine) or '(none)'}."
+    mine = dealt_tasks(view, agent) if view.mode == "preassign" else []
+    if mine:  # an agent dealt nothing gets no notice (as in the study)
+        notes.append(f"Pre-assignment: your tasks for this run are {', '.join(mine)}."
                      "\nClaim and complete only these, in this order. Leave tasks that "
                      "belong to other agents alone.")
     elif view.mode == "lead" and len(view.team) > 1:  # no study data: names are needed here
