@@ -208,6 +208,19 @@ def test_fences_edit_paths_and_failing_writes() -> None:
     assert parse_study_reply("no tags at all").actions == ()
 
 
+def test_messages_a_failed_exchange_never_delivered_go_with_the_next_one() -> None:
+    with FakeLLM("flaky", fail_first=1, fail_status=400) as llm:
+        brain = _brain(llm)
+        failed = brain.decide(_view())
+        brain.decide(_view(round_=2))
+        bodies = llm.requests
+    assert failed.actions == () and failed.invalid[0].startswith("llm error: HTTP 400")
+    assert [c.split("\n")[0] for c in _contents(bodies[1])[1:]] == [
+        "[From System]: === PROJECT ===",
+        "[From System]: === CURRENT TASKS ===", "[From System]: === CURRENT TASKS ==="]
+    assert brain.history[-1]["role"] == "assistant" and brain.buffer == []
+
+
 def test_a_reply_without_text_is_a_note_not_a_crash() -> None:
     with FakeLLM("scripted", script=[("claim_task", {"task": "task-1"})]) as llm:
         reply = _brain(llm).decide(_view())
