@@ -20,6 +20,12 @@ from pydantic import ValidationError
 
 from quorumboard.agents.brains.sim import PROFILES
 from quorumboard.agents.brains.study import STUDY_MODELS, load_calibration, parse_assumptions
+from quorumboard.agents.brains.study_prompt import (
+    StudyPrompt,
+    load_study_prompt,
+    our_prompt,
+    study_chat_brains,
+)
 from quorumboard.agents.study.experiment import (
     EXPERIMENTS,
     Experiment,
@@ -33,7 +39,7 @@ from quorumboard.agents.study.experiment import (
 )
 from quorumboard.agents.team.modes import MODES
 from quorumboard.agents.team.runner import BrainFactory, sim_brains
-from quorumboard.agents.team.spec import RunSpec, check_harness
+from quorumboard.agents.team.spec import check_harness
 from quorumboard.agents.team.study_harness import parse_fixes
 from quorumboard.agents.team.tasks import TaskFileError
 from quorumboard.consensus import configure_logging
@@ -90,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout-s", type=float, default=60.0)
     r.add_argument("--retries", type=int, default=3)
     r.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    r.add_argument("--study-repo", default=None, metavar="PATH",
+                   help="with --brain openai --harness study: read the teammate prompt from "
+                        "this checkout of the study's repository (agents/prompts/"
+                        "teammate_prompt.txt in the role text of agents/teammate_agent.py) "
+                        "instead of this toolkit's own; each run records which (sha256)")
     r.add_argument("--sync", default="rounds", choices=["rounds", "async"])
     r.add_argument("--task-time", default="task", choices=["task", "reply"],
                    help="simulated brains: a reply doing a task's work (or claiming or "
@@ -143,21 +154,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _brains(args: argparse.Namespace) -> BrainFactory:
+def _prompt(args: argparse.Namespace) -> StudyPrompt | None:
+    """LLM agents under the study harness: the teammate prompt (ours, or the study's own from
+    ``--study-repo``); None for every other run. A bad checkout fails here, before any run."""
+    if args.brain != "openai" or args.harness != "study":
+        if args.study_repo:
+            raise ValueError("--study-repo sets the LLM agents' prompt under the study "
+                             "harness: it needs --brain openai and --harness study")
+        return None
+    return load_study_prompt(args.study_repo) if args.study_repo else our_prompt()
+
+
+def _brains(args: argparse.Namespace, prompt: StudyPrompt | None) -> BrainFactory:
     if args.brain == "sim":
         return sim_brains
-    from quorumboard.agents.brains.llm import LLMConfig, OpenAIBrain
+    from quorumboard.agents.brains.llm import LLMConfig
 
     if not args.base_url or not args.model:
         raise ValueError("--brain openai needs --base-url and --model")
     config = LLMConfig(base_url=args.base_url, model=args.model, temperature=args.temperature,
                        max_tokens=args.max_tokens, timeout_s=args.timeout_s,
                        retries_max=args.retries, api_key_env=args.api_key_env)
-
-    def factory(spec: RunSpec, index: int, name: str) -> OpenAIBrain:
-        return OpenAIBrain(config, name)
-
-    return factory
+    return study_chat_brains(config, prompt)
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -209,11 +227,13 @@ def _run(args: argparse.Namespace) -> int:
         importlib.import_module(module)
     check_harness(args.harness, args.sync)  # a clear message before any grid is built
     projects = load_tasks(args.tasks, args.generate)
+    prompt = _prompt(args)
     cfg = SweepConfig(
         modes=_csv(args.modes), agents=parse_range(args.agents), reps=args.reps,
         policies=_csv(args.policy), brain=args.brain,
         model=args.model or ("gpt-5.2" if args.brain == "sim" else ""),
         harness=args.harness, assume=args.assume, fixes=(parse_fixes(args.fix),),
+        prompt=prompt.label if prompt is not None else "",
         sync=args.sync, task_time=args.task_time, board_time=not args.no_board_time,
         round_cap=args.round_cap, seed=args.seed,
         experiments=_csv(args.experiments),
@@ -231,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
           f"{','.join(map(str, cfg.agents))} x {cfg.reps} reps ({', '.join(cfg.experiments)}) "
           f"-> {out}", file=sys.stderr)
     records = run_sweep(cfg, projects, out, jobs=_jobs(args), replicas=args.replicas,
-                        brains=_brains(args))
+                        brains=_brains(args, prompt))
     if not args.no_report:
         from quorumboard.agents.study.report import write_report
 

@@ -78,6 +78,8 @@ class SweepConfig(BaseModel):
     clean_arms: bool = True
     """Fault experiments come with fault-free runs of the same cells (False: the faulty arm
     only, when a ``sweep`` of the same cells is in the grid already)."""
+    prompt: str = ""
+    """LLM agents under the study harness: which system prompt (``RunSpec.prompt``)."""
     sync: SyncMode = "rounds"
     task_time: TaskTime = "task"
     board_time: bool = True
@@ -159,6 +161,7 @@ def expand(cfg: SweepConfig, projects: Sequence[Project]) -> list[tuple[RunSpec,
                                     mode=mode, policy=policy, brain=cfg.brain,
                                     model=model, agents=n, rep=rep,
                                     harness=cfg.harness, assume=cfg.assume, fix=fix,
+                                    prompt=cfg.prompt,
                                     seed=_seed(cfg.seed, project, n, rep),
                                     work_seed=_seed(cfg.seed, project, None, rep),
                                     task_time=cfg.task_time, board_time=cfg.board_time,

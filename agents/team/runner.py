@@ -37,7 +37,7 @@ from quorumboard.agents.team.actions import Idle, Reply, View
 from quorumboard.agents.team.events import EventLog, RunEvent
 from quorumboard.agents.team.modes import Mode, get_mode, self_claiming
 from quorumboard.agents.team.spec import RunSpec
-from quorumboard.agents.team.study_harness import BoardStore, StudyEngine
+from quorumboard.agents.team.study_harness import BoardStore, Store, StudyEngine
 from quorumboard.agents.team.tasks import Project
 from quorumboard.agents.team.teamboard import VIEW_KEYS_MAX, Actor, Layout, ViewCache, task_record
 from quorumboard.agents.version import code_version
@@ -664,8 +664,12 @@ def _run_study(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | No
     setup_ops = 2
     team = tuple(f"a{i}" for i in range(spec.agents))
     names = {"harness": f"{job}-coordinator", **{a: f"{job}-{a}" for a in team}}
-    store = BoardStore(lambda agent: env.board(names[agent]), layout.run_prefix)
+    store: Store = BoardStore(lambda agent: env.board(names[agent]), layout.run_prefix)
     brains = {a: env.brains(spec, i, a) for i, a in enumerate(team)}
+    for brain in brains.values():  # an LLM agent reads the project, and its test runs' results
+        bind = getattr(brain, "bind_study_run", None)
+        if bind is not None:
+            store = bind(project, store)
     faults = _BoardFaults(_StudyHost(env, spec, log))
     by_agent = {team[f.agent]: f for f in spec.faults if f.agent < spec.agents}
     state = dict.fromkeys(team, "up")
