@@ -256,3 +256,16 @@ def test_ablate_runs_every_rule_set_on_the_same_seeds_and_writes_its_report(
     assert "**Findings: structure or harness**" in report
     assert json.loads((out / "results.jsonl").read_text().splitlines()[0])["spec"]["harness"] \
         == "study"
+
+
+def test_llm_agents_are_told_what_the_fixes_refused() -> None:
+    from quorumboard.agents.brains.study_prompt import feedback_text
+
+    texts = [feedback_text(Feedback(kind="claim_held", task="task-3", holder="a2")),
+             feedback_text(Feedback(kind="write_stale", file="x.py")),
+             feedback_text(Feedback(kind="complete_refused", task="task-4", reason="deps")),
+             feedback_text(Feedback(kind="complete_refused", task="task-4", reason="fenced")),
+             feedback_text(Feedback(kind="claim_lost", reason="task-1,task-2"))]
+    assert "task-3" in texts[0] and "a2" in texts[0]
+    assert "x.py" in texts[1] and "dependencies" in texts[2] and "no longer" in texts[3]
+    assert "task-1,task-2" in texts[4] and len(set(texts)) == 5

@@ -53,6 +53,7 @@ from quorumboard.agents.team.actions import (
     CONTENT_CHARS_MAX,
     REPLY_ACTIONS_MAX,
     Action,
+    Feedback,
     Reply,
     TaskView,
     View,
@@ -484,9 +485,11 @@ class CompileCheckStore:
     def read_task(self, agent: str, task_id: str) -> dict[str, Any] | None:
         return self.inner.read_task(agent, task_id)
 
-    def put_file(self, agent: str, path: str, content: str) -> int:
-        version = self.inner.put_file(agent, path, content)
-        self.contents[path] = content  # only once the write is acknowledged
+    def put_file(self, agent: str, path: str, content: str,
+                 expect: int | None = None) -> int | None:
+        version = self.inner.put_file(agent, path, content, expect)
+        if version is not None:  # only once the write is acknowledged
+            self.contents[path] = content
         return version
 
     def files(self, agent: str) -> dict[str, tuple[str, int]]:
@@ -498,6 +501,21 @@ class CompileCheckStore:
         return {p: v for p, v in listing.items()
                 if not (_is_python(p) and p in self.contents
                         and compile_error(p, self.contents[p]) is not None)}
+
+
+def feedback_text(note: Feedback) -> str:
+    """What the ablation's fixes tell an agent about its previous reply, in the harness's voice
+    (the study's harness never said any of it: ``--fix``)."""
+    if note.kind == "claim_held":
+        return f"⚠️ Your claim on {note.task} was refused: {note.holder} holds it."
+    if note.kind == "write_stale":
+        return (f"⚠️ Your edit of {note.file} was refused: the file changed since the board "
+                "you answered was shown. Read the board again before writing it.")
+    if note.kind == "complete_refused":
+        why = ("its dependencies are not done" if note.reason == "deps"
+               else "you no longer hold it")
+        return f"⚠️ Your completion of {note.task} was refused: {why}."
+    return f"⚠️ Your claims lapsed while you were silent: {note.reason}. Claim again."
 
 
 # ------------------------------------------------------------------------------------ brain
@@ -542,6 +560,8 @@ class StudyChatBrain(OpenAIBrain):
             self._started = True
             for text in first_messages(view, self.agent, self.project):
                 self.receive(text)
+        for note in view.feedback:  # only under the ablation's fixes (the study said nothing)
+            self.receive(feedback_text(note))
         self.receive(render_board(view))
         return super().decide(view)
 
