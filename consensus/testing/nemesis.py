@@ -143,7 +143,8 @@ class FaultStep:
     it is done from a timer that long (wall clock) after :meth:`Nemesis.inject` returns, so it
     lands amid whatever the caller does next (its victims are chosen at once). A mode aimed at
     the leader picks whoever leads at that moment, or a random replica mid-election (recorded
-    as ``leader_known``); ``leader_wait_s`` > 0 first waits that long for a leader instead."""
+    as ``leader_known``); with ``leader_wait_s`` > 0 it first waits up to that long for one
+    to be elected instead (an agent run's faults are about the leader it has)."""
 
     kind: FaultKind
     mode: str
@@ -308,8 +309,8 @@ class Nemesis:
             return False
         error = self._heal(fault)
         if error:
-            raise BoardError(f"{fault.kind} {fault.mode} of r{fault.targets} not healed: "
-                             f"{error}")
+            raise BoardError(f"fault {fault.index} ({fault.kind} {fault.mode}, replicas "
+                             f"{fault.targets}) not healed: {error}")
         return True
 
     def _act(self, fault: Fault) -> None:
