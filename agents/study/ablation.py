@@ -231,17 +231,42 @@ def _verdict(name: str, ests: dict[str, Estimate], claim: str) -> str:
         return f"- **{name}**: not measured."
     sign = 1 if base.mean > 0 else -1
     flipped = [rule_label(f) for f, e in ests.items() if e.count and e.mean * sign <= 0]
-    unsure = [rule_label(f) for f, e in ests.items() if e.count and not e.sure]
+    unsure = [rule_label(f) for f, e in ests.items()
+              if e.count and not e.sure and rule_label(f) not in flipped]
     if not (base.mean > 0):
         head = f"under the study's rules the simulation does not show it ({base.text(1)})"
         return f"- **{name}** ({claim}): {head}; nothing to attribute."
     if flipped:
         return (f"- **{name}** ({claim}): **harness** — it vanishes or reverses under "
-                f"{', '.join(flipped)}" + (f"; unresolved (interval spans 0) under "
-                                            f"{', '.join(unsure)}" if unsure else "") + ".")
+                f"{', '.join(flipped)}" + (f"; it holds but unresolved (interval spans 0) "
+                                            f"under {', '.join(unsure)}" if unsure else "")
+                + ".")
     how = ("sure: every interval excludes 0" if not unsure else
            f"less sure: the interval spans 0 under {', '.join(unsure)}")
     return f"- **{name}** ({claim}): **structure** — it holds under every rule set ({how})."
+
+
+def _recovery_verdict(data: _Data, fixes: Sequence[str], mode: str) -> str:
+    """The stall finding: under the study's rules a claim never expires, so a stalled holder's
+    tasks wait for it; does the team recover without it under each rule set?"""
+    unrec = Finding("u", _stalled(mode), lambda r: (
+        100.0 * r.metrics.unrecovered / r.metrics.agent_faults if r.metrics.agent_faults
+        else None))
+    secs = Finding("s", _stalled(mode), lambda r: r.metrics.recovery_s)
+    ests = {fix: data.estimate(fix, unrec) for fix in fixes}
+    text = "; ".join(f"{rule_label(k)} {e.text(0)} % unrecovered, "
+                     f"{data.estimate(k, secs).text(0)} s" for k, e in ests.items() if e.count)
+    base = ests.get("")
+    if base is None or base.count == 0:
+        return f"- **recovery after a stall, {mode}**: not measured."
+    better = [rule_label(k) for k, e in ests.items()
+              if k and e.count and e.mean < base.mean and data.paired(k, unrec).sure]
+    head = (f"**harness** — the stalled holder's tasks are taken over only under "
+            f"{', '.join(better)}" if better else
+            "**structure** — no rule set changes how often the team recovers without its "
+            "stalled member")
+    return (f"- **recovery after a stall, {mode}** (the last agent stops mid-task for the stall "
+            f"time): {head}. {text}.")
 
 
 def _model_section(data: _Data, model: str, fixes: Sequence[str]) -> list[str]:
@@ -283,12 +308,8 @@ def _model_section(data: _Data, model: str, fixes: Sequence[str]) -> list[str]:
     below = {fix: _below_amdahl(data, fix) for fix in fixes}
     lines.append("- **teams below Amdahl** (cells with mean speedup below 1/((1-p)+p/n)): "
                  + "; ".join(f"{rule_label(k)} {b}/{t}" for k, (b, t) in below.items()) + ".")
-    rec = {fix: data.estimate(fix, Finding("rec", _stalled("decentralized"),
-                                           lambda r: r.metrics.recovery_s)) for fix in fixes}
-    lines.append("- **recovery after a stall** (decentralized, s): "
-                 + "; ".join(f"{rule_label(k)} {e.text(0)}" for k, e in rec.items())
-                 + ". Under the study's rules a claim never expires, so a stalled holder's "
-                 "task waits for the holder; only `fenced-claims` lets another agent take it.")
+    for mode in ("preassign", "decentralized"):
+        lines.append(_recovery_verdict(data, fixes, mode))
     return lines
 
 
