@@ -217,21 +217,6 @@ def test_fix_names_are_checked_and_canonical() -> None:
         parse_fixes("completion-deps,bogus")
 
 
-def test_the_cli_refuses_a_fix_outside_the_study_harness(tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]
-                                                         ) -> None:
-    from quorumboard.agents.cli import main
-
-    tasks = tmp_path / "p.json"
-    tasks.write_text('{"project": "x", "tasks": [{"id": "t1", "files": ["a.py"]}]}')
-    base = ["run", "--tasks", str(tasks), "--out", str(tmp_path / "out")]
-    assert main([*base, "--fix", "completion-deps"]) == 2
-    assert "--harness study" in capsys.readouterr().err
-    assert main([*base, "--harness", "study", "--fix", "nonsense"]) == 2
-    assert "nonsense" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
-
-
 def test_ablate_runs_every_rule_set_on_the_same_seeds_and_writes_its_report(
         env: TeamEnv, tmp_path: Path) -> None:
     from quorumboard.agents.cli import main

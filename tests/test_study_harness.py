@@ -268,6 +268,10 @@ def test_the_cli_refuses_async_and_stray_knobs_before_any_run(tmp_path: Path,
     assert "synchronous rounds only" in capsys.readouterr().err
     assert main([*base, "--assume", "persist=0.5"]) == 2  # the board harness has no knobs
     assert "--harness study" in capsys.readouterr().err
+    assert main([*base, "--fix", "completion-deps"]) == 2  # nor study rules to replace
+    assert "--harness study" in capsys.readouterr().err
+    assert main([*base, "--harness", "study", "--fix", "nonsense"]) == 2
+    assert "nonsense" in capsys.readouterr().err
     assert main([*base, "--harness", "study", "--model", "gpt-5.2,nobody"]) == 2
     assert "nobody" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
