@@ -12,17 +12,19 @@ import json
 import resource
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from quorumboard.consensus import (
     Board,
+    InvalidCommand,
     LocalCluster,
     ReplicaStatus,
     TooManyConnections,
     Unavailable,
 )
-from quorumboard.consensus.cli import EXIT_UNAVAILABLE
+from quorumboard.consensus.cli import EXIT_UNAVAILABLE, EXIT_USAGE
 from quorumboard.consensus.cli import main as cli_main
 from tests.conftest import wait_until
 
@@ -134,3 +136,20 @@ def test_the_connection_past_the_cap_gets_the_typed_error(
     finally:
         for board in held:
             board.close()
+
+
+def test_the_settings_are_checked_on_the_command_line(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad value is refused before anything starts, naming the option."""
+    serve = ["serve", "--raft-address", "127.0.0.1:9", "--client-address", "127.0.0.1:9",
+             "--data-dir", str(tmp_path / "never")]
+    assert cli_main([*serve, "--connections-max", "0"]) == EXIT_USAGE
+    assert "--connections-max" in capsys.readouterr().err
+    assert cli_main([*serve, "--watch-buffer-bytes", "10"]) == EXIT_USAGE
+    assert "--watch-buffer-bytes" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(InvalidCommand, match="connections_max must be an integer"):
+        LocalCluster(replicas=1, data_dir=tmp_path / "up", connections_max=0)
+    with pytest.raises(InvalidCommand, match="watch_buffer_bytes must be an integer"):
+        LocalCluster(replicas=1, data_dir=tmp_path / "up", watch_buffer_bytes=True)
+    assert not (tmp_path / "up").exists()

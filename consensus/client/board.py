@@ -888,6 +888,12 @@ class Board:
         revision). Raises :class:`RevisionCompacted` if the start was compacted away. Ends after
         ``idle_timeout_s`` without events, if given.
 
+        A caller that stops iterating while events keep coming holds at most the replica's
+        watch buffer (``watch_buffer_bytes``): once it is a whole buffer behind, the replica
+        cancels the watch, and the iterator yields what it was sent, then raises
+        :class:`WatchCancelled`; watch again from its ``resume_revision`` to continue
+        exactly once.
+
         The arguments are checked here, at the call (not at the first ``next()``).
         """
         request = _checked("watch", WatchReq, id=0, prefix=check_prefix(prefix),
