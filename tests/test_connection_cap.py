@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from quorumboard.consensus import (
+    AuthError,
     Board,
     InvalidCommand,
     LocalCluster,
@@ -26,6 +27,13 @@ from quorumboard.consensus import (
 )
 from quorumboard.consensus.cli import EXIT_UNAVAILABLE, EXIT_USAGE
 from quorumboard.consensus.cli import main as cli_main
+from quorumboard.consensus.wire.auth import (
+    CLIENT_LABEL,
+    RAFT_LABEL,
+    Channel,
+    new_nonce,
+    refusal_frame,
+)
 from tests.conftest import wait_until
 
 CAP = 4
@@ -153,3 +161,20 @@ def test_the_settings_are_checked_on_the_command_line(tmp_path: Path,
     with pytest.raises(InvalidCommand, match="watch_buffer_bytes must be an integer"):
         LocalCluster(replicas=1, data_dir=tmp_path / "up", watch_buffer_bytes=True)
     assert not (tmp_path / "up").exists()
+
+
+def test_the_cap_is_one_more_kind_of_handshake_refusal() -> None:
+    """The cap travels in the handshake's refusal frame (no parallel path): a client channel
+    raises the typed error with the cap; the raft port, which has no cap, reads the same frame
+    as a plain refusal."""
+    frame = refusal_frame(TooManyConnections("at the cap", limit=7))
+    client = Channel(None, new_nonce(), initiator=True, label=CLIENT_LABEL)
+    client.hello("agent:a")
+    with pytest.raises(TooManyConnections) as caught:
+        client.accept_hello(frame)
+    assert caught.value.limit == 7 and "at most 7 client connections" in str(caught.value)
+    raft = Channel(None, new_nonce(), initiator=True, label=RAFT_LABEL)
+    raft.hello("raft:a")
+    with pytest.raises(AuthError) as refused:
+        raft.accept_hello(frame)
+    assert not refused.value.secret_mismatch

@@ -957,13 +957,14 @@ class Board:
                     if msg.events and idle_timeout_s is not None:
                         idle_until = time.monotonic() + idle_timeout_s
                     yield from msg.events
-                    # The caller asked for the next event after this batch's last: the batch is
-                    # consumed, and its share of the replica's watch buffer can be freed.
-                    ack.consumed(msg.size_bytes)
                     # ``through`` covers revisions without matching events too, so a quiet
                     # watch resumes from where the replica had read, not from its last event.
                     last = msg.events[-1].revision if msg.events else 0
                     cursor = max(cursor or 0, last + 1, msg.through + 1)
+                    # The caller asked for the next event after this batch's last: the batch is
+                    # consumed, and its share of the replica's watch buffer can be freed (after
+                    # the cursor moved: a send that fails reconnects from past this batch).
+                    ack.consumed(msg.size_bytes)
             except _Lost:
                 pass
             finally:

@@ -273,7 +273,7 @@ class Channel:
         if refusal is None:
             return
         kind, reason = refusal
-        if kind == _KIND_CAP:
+        if kind == _KIND_CAP and self._label == CLIENT_LABEL:  # only the client port has a cap
             self._failed = True
             limit = int(reason) if reason.isascii() and reason.isdigit() and len(reason) < 19 \
                 else 0
