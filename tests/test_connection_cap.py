@@ -8,6 +8,7 @@ that a replica raised it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import time
@@ -110,6 +111,10 @@ def test_the_connection_past_the_cap_gets_the_typed_error(
         message = str(caught.value)
         assert f"at most {CAP} client connections" in message, message
         assert address in message and "connections_max" in message
+
+        # A long poll (its own connection while it waits) says the same when its time is up.
+        with pytest.raises(TooManyConnections):
+            asyncio.run(late.wait_events("cap/", 0, timeout_s=1.0))
 
         # The connections already open are unaffected.
         for i, board in enumerate(held):

@@ -1006,6 +1006,7 @@ class Board:
         deadline = loop.time() + max(WAIT_MIN_S, timeout_s)
         cursor = _WaitCursor(after_revision)
         last = "no attempt made"
+        capped: TooManyConnections | None = None
         for attempt in range(WATCH_RECONNECTS_MAX):
             if self._closed:
                 raise Unavailable("board is closed")
@@ -1023,6 +1024,7 @@ class Board:
             except (OSError, BoardError, _Lost, ValueError, TypeError) as exc:
                 # The replica died, refused or sent garbage: resume on the next one.
                 last = f"{type(exc).__name__}: {exc}"
+                capped = exc if isinstance(exc, TooManyConnections) else None
                 await asyncio.sleep(max(0.0, min(BACKOFF_MIN_S * 2 ** min(attempt, 4),
                                                  BACKOFF_MAX_S, deadline - loop.time())))
                 continue
@@ -1038,6 +1040,8 @@ class Board:
                 return EventPage(events[:cut], events[cut - 1].revision, True)
             return EventPage(events, max(cursor.revision, events[-1].revision), False)
         if not cursor.served:
+            if capped is not None:  # the last replica tried was at its connection cap: typed
+                raise capped
             raise Unavailable(f"no replica could serve the wait in time ({last})")
         return EventPage([], cursor.revision, False)
 
@@ -1069,7 +1073,10 @@ class Board:
                 raise _Lost("unreachable", sent=False)
 
             writer.write(encode_frame(channel.hello(f"agent:{self.agent}")))
-            channel.accept_hello(await next_frame())
+            try:
+                channel.accept_hello(await next_frame())
+            except TooManyConnections as exc:
+                raise TooManyConnections(f"{address}: {exc}", limit=exc.limit) from None
             writer.write(encode_frame(channel.proof()))
             channel.accept_proof(await next_frame())
             decoder.set_limit(REPLY_FRAME_BYTES_MAX + SEAL_OVERHEAD_BYTES)
