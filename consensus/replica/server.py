@@ -79,9 +79,10 @@ CONNECTIONS_MAX = 1024
 CONNECTIONS_MAX_RANGE = (1, 1_000_000)
 OPEN_FILES_WANTED = 2**20
 """The soft open-file limit a replica asks for at start (capped by the hard limit)."""
-OPEN_FILES_RESERVED = 64
+OPEN_FILES_RESERVED = 128
 """Descriptors a replica needs besides client connections (raft peers, journal, snapshot,
-log, pipes): a soft limit below ``connections_max`` plus this is warned about at start."""
+log, pipes, and the refused connections lingering at the cap, up to :data:`REFUSING_MAX`): a
+soft limit below ``connections_max`` plus this is warned about at start."""
 REFUSING_MAX = 64
 """Refusals at the cap that linger (read the client's hello before closing) at once; past
 this, a refused socket is closed right after its refusal frame."""
