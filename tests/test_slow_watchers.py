@@ -163,7 +163,7 @@ def test_one_connection_a_stalled_watch_does_not_hold_up_the_others(
                     continue
                 if isinstance(msg, Reply):
                     assert msg.wire_error is None, msg
-                    acks.buffer_bytes = msg.watch_buffer_bytes
+                    acks.buffer_bytes = msg.watch_buffer_bytes or 0
                 elif isinstance(msg, WatchBatch):
                     fast_seen.extend(e.revision for e in msg.events)
                     acks.consumed(msg.size_bytes)

@@ -945,13 +945,15 @@ class Board:
                             raise RevisionCompacted(msg.message,
                                                     compact_revision=msg.compact_revision)
                         if msg.wire_error is Failure.SLOW_WATCHER:
-                            raise WatchCancelled(f"{link.address}: {msg.message}",
-                                                 resume_revision=msg.resume_revision)
+                            raise WatchCancelled(
+                                f"{link.address}: {msg.message}",
+                                resume_revision=msg.resume_revision
+                                if msg.resume_revision is not None else cursor or 0)
                         if msg.wire_error:
                             break
                         if cursor is None:
                             cursor = msg.revision + 1
-                        ack.buffer_bytes = msg.watch_buffer_bytes
+                        ack.buffer_bytes = msg.watch_buffer_bytes or 0
                         continue
                     attempt = 0  # progress: the reconnect budget starts over
                     if msg.events and idle_timeout_s is not None:

@@ -212,11 +212,12 @@ class Reply(_Msg):
     status: ReplicaStatus | None = None
     revision: int = 0
     more: bool = False
-    resume_revision: int = 0
+    resume_revision: int | None = None
     """``SLOW_WATCHER``: the revision to watch from again (every event before it was sent)."""
-    watch_buffer_bytes: int = 0
+    watch_buffer_bytes: int | None = None
     """A watch's first reply: the watch's buffer on the replica, so the client knows how often
-    to acknowledge (:class:`WatchAckReq`). ``0``: the replica wants no acknowledgements."""
+    to acknowledge (:class:`WatchAckReq`). ``None``: the replica wants no acknowledgements.
+    (Both fields stay off the wire when unset: every put's reply goes through this class.)"""
 
 
 class WatchBatch(_Msg):
