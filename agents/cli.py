@@ -1,4 +1,4 @@
-"""``quorumboard experiment run|report``: sweeps of agent teams on a local replicated board.
+"""``quorumboard experiment run|ablate|report``: sweeps of agent teams on a local replicated board.
 
 Exit codes: 0 done (every run recorded), 1 some runs failed to run (re-run the same command to
 resume them), 2 usage or bad task files.
@@ -20,18 +20,27 @@ from pydantic import ValidationError
 
 from quorumboard.agents.brains.sim import PROFILES
 from quorumboard.agents.brains.study import STUDY_MODELS, load_calibration, parse_assumptions
+from quorumboard.agents.brains.study_prompt import (
+    StudyPrompt,
+    load_study_prompt,
+    our_prompt,
+    study_chat_brains,
+)
 from quorumboard.agents.study.experiment import (
     EXPERIMENTS,
+    Experiment,
     SweepConfig,
     dump_grid,
     expand,
     load_tasks,
     parse_range,
+    read_records,
     run_sweep,
 )
 from quorumboard.agents.team.modes import MODES
 from quorumboard.agents.team.runner import BrainFactory, sim_brains
-from quorumboard.agents.team.spec import RunSpec, check_harness
+from quorumboard.agents.team.spec import check_harness
+from quorumboard.agents.team.study_harness import parse_fixes
 from quorumboard.agents.team.tasks import TaskFileError
 from quorumboard.consensus import configure_logging
 
@@ -76,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--assume", default="",
                    help="study brains' assumption knobs, e.g. pick_first=1,persist=0.5 "
                         "(pick_first, cooccur, persist, helper_share)")
+    r.add_argument("--fix", default="",
+                   help="--harness study: replace study rules by correct ones, comma list of "
+                        "completion-deps, reject-stale-files, fenced-claims, claim-feedback "
+                        "(or all)")
     r.add_argument("--base-url", default=None, help="OpenAI-compatible API, e.g. "
                    "http://127.0.0.1:8000/v1 (with --brain openai)")
     r.add_argument("--temperature", type=float, default=0.2)
@@ -83,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout-s", type=float, default=60.0)
     r.add_argument("--retries", type=int, default=3)
     r.add_argument("--api-key-env", default="OPENAI_API_KEY")
+    r.add_argument("--study-repo", default=None, metavar="PATH",
+                   help="with --brain openai --harness study: read the teammate prompt from "
+                        "this checkout of the study's repository (agents/prompts/"
+                        "teammate_prompt.txt in the role text of agents/teammate_agent.py) "
+                        "instead of this toolkit's own; each run records which (sha256)")
     r.add_argument("--sync", default="rounds", choices=["rounds", "async"])
     r.add_argument("--task-time", default="task", choices=["task", "reply"],
                    help="simulated brains: a reply doing a task's work (or claiming or "
@@ -111,26 +129,53 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--dry-run", action="store_true", help="print the grid and exit")
     r.add_argument("--no-report", action="store_true", help="skip writing the report")
+    a = sub.add_parser("ablate", help="the study harness, each fix alone and all together, "
+                       "on the same seeds, with a stall experiment and sensitivity rows; "
+                       "writes ablation.md")
+    a.add_argument("--tasks", default=None, help="task files (as for run)")
+    a.add_argument("--generate", default=None, help="generated projects (as for run)")
+    a.add_argument("--model", default="gpt-5.2", help="comma list of study brains")
+    a.add_argument("--modes", default="preassign,decentralized")
+    a.add_argument("--agents", default="1,3,5", help="team sizes (1 is the speedup baseline)")
+    a.add_argument("--reps", type=int, default=2)
+    a.add_argument("--round-cap", type=int, default=60)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--stall-at-s", type=float, default=15.0)
+    a.add_argument("--stall-s", type=float, default=600.0)
+    a.add_argument("--claim-ttl-s", type=float, default=60.0)
+    a.add_argument("--no-sensitivity", action="store_true",
+                   help="skip the assumption rows (knobs of agents' reactions to feedback)")
+    a.add_argument("--no-board-time", action="store_true")
+    a.add_argument("--jobs", type=int, default=None)
+    a.add_argument("--replicas", type=int, default=3)
+    a.add_argument("--out", required=True)
     rep = sub.add_parser("report", help="summary table, plots and report.md of a sweep")
     rep.add_argument("dir")
     return p
 
 
-def _brains(args: argparse.Namespace) -> BrainFactory:
+def _prompt(args: argparse.Namespace) -> StudyPrompt | None:
+    """LLM agents under the study harness: the teammate prompt (ours, or the study's own from
+    ``--study-repo``); None for every other run. A bad checkout fails here, before any run."""
+    if args.brain != "openai" or args.harness != "study":
+        if args.study_repo:
+            raise ValueError("--study-repo sets the LLM agents' prompt under the study "
+                             "harness: it needs --brain openai and --harness study")
+        return None
+    return load_study_prompt(args.study_repo) if args.study_repo else our_prompt()
+
+
+def _brains(args: argparse.Namespace, prompt: StudyPrompt | None) -> BrainFactory:
     if args.brain == "sim":
         return sim_brains
-    from quorumboard.agents.brains.llm import LLMConfig, OpenAIBrain
+    from quorumboard.agents.brains.llm import LLMConfig
 
     if not args.base_url or not args.model:
         raise ValueError("--brain openai needs --base-url and --model")
     config = LLMConfig(base_url=args.base_url, model=args.model, temperature=args.temperature,
                        max_tokens=args.max_tokens, timeout_s=args.timeout_s,
                        retries_max=args.retries, api_key_env=args.api_key_env)
-
-    def factory(spec: RunSpec, index: int, name: str) -> OpenAIBrain:
-        return OpenAIBrain(config, name)
-
-    return factory
+    return study_chat_brains(config, prompt)
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -182,11 +227,13 @@ def _run(args: argparse.Namespace) -> int:
         importlib.import_module(module)
     check_harness(args.harness, args.sync)  # a clear message before any grid is built
     projects = load_tasks(args.tasks, args.generate)
+    prompt = _prompt(args)
     cfg = SweepConfig(
         modes=_csv(args.modes), agents=parse_range(args.agents), reps=args.reps,
         policies=_csv(args.policy), brain=args.brain,
         model=args.model or ("gpt-5.2" if args.brain == "sim" else ""),
-        harness=args.harness, assume=args.assume,
+        harness=args.harness, assume=args.assume, fixes=(parse_fixes(args.fix),),
+        prompt=prompt.label if prompt is not None else "",
         sync=args.sync, task_time=args.task_time, board_time=not args.no_board_time,
         round_cap=args.round_cap, seed=args.seed,
         experiments=_csv(args.experiments),
@@ -204,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
           f"{','.join(map(str, cfg.agents))} x {cfg.reps} reps ({', '.join(cfg.experiments)}) "
           f"-> {out}", file=sys.stderr)
     records = run_sweep(cfg, projects, out, jobs=_jobs(args), replicas=args.replicas,
-                        brains=_brains(args))
+                        brains=_brains(args, prompt))
     if not args.no_report:
         from quorumboard.agents.study.report import write_report
 
@@ -216,6 +263,54 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    """Run the ablation grid (resumable, like ``run``) and write ``ablation.md``."""
+    from quorumboard.agents.study.ablation import RULE_SETS, SENSITIVITY
+
+    projects = load_tasks(args.tasks, args.generate)
+    common = {"modes": _csv(args.modes), "reps": args.reps, "brain": "sim",
+              "model": args.model, "harness": "study", "round_cap": args.round_cap,
+              "seed": args.seed, "board_time": not args.no_board_time,
+              "stall_at_s": args.stall_at_s, "stall_s": args.stall_s,
+              "claim_ttl_s": args.claim_ttl_s}
+    ns = parse_range(args.agents)
+    configs = [SweepConfig(agents=ns, fixes=RULE_SETS, experiments=("sweep", "stall"),
+                           clean_arms=False, **common)]
+    if not args.no_sensitivity:
+        teams = tuple(n for n in ns if n > 1)
+        for fix, assume, _ in SENSITIVITY:
+            exp: tuple[Experiment, ...] = ("stall",) if "adopt" in assume else ("sweep",)
+            configs.append(SweepConfig(agents=teams, fixes=(fix,), assume=assume,
+                                       experiments=exp, clean_arms=False, **common))
+    for cfg in configs:
+        _check(cfg)
+    out = Path(args.out)
+    total = len({spec.run_id for cfg in configs for spec, _ in expand(cfg, projects)})
+    print(f"{total} runs (study harness, {len(RULE_SETS)} rule sets) -> {out}", file=sys.stderr)
+    missing = 0
+    for cfg in configs:
+        wanted = {spec.run_id for spec, _ in expand(cfg, projects)}
+        records = run_sweep(cfg, projects, out, jobs=2 if args.jobs is None else args.jobs,
+                            replicas=args.replicas, brains=sim_brains)
+        missing += len(wanted - {r.spec.run_id for r in records})
+    print(f"wrote {write_ablation(out)}", file=sys.stderr)
+    if missing:
+        print(f"{missing} runs did not finish; run the same command again to resume",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_ablation(out: Path) -> Path:
+    """``ablation.md`` of the runs recorded in ``out/results.jsonl``."""
+    from quorumboard.agents.study.ablation import ablation_report
+
+    records, _ = read_records(out / "results.jsonl")
+    path = out / "ablation.md"
+    path.write_text("\n".join(ablation_report(records)) + "\n", encoding="utf-8")
+    return path
 
 
 def _on_sigterm(_sig: int, _frame: FrameType | None) -> None:
@@ -231,9 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.action == "run":
             return _run(args)
+        if args.action == "ablate":
+            return _ablate(args)
         from quorumboard.agents.study.report import write_report
 
         print(f"wrote {write_report(Path(args.dir))}")
+        records, _ = read_records(Path(args.dir) / "results.jsonl")
+        if any(r.spec.fix for r in records):
+            print(f"wrote {write_ablation(Path(args.dir))}")
         return 0
     except (TaskFileError, ValueError, FileNotFoundError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)

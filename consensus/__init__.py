@@ -48,8 +48,10 @@ from quorumboard.consensus.errors import (
     RevisionCompacted,
     SessionExpired,
     StaleVersion,
+    TooManyConnections,
     Unavailable,
     UnknownPolicy,
+    WatchCancelled,
 )
 from quorumboard.consensus.logs import configure_logging
 from quorumboard.consensus.wire.protocol import ReplicaStatus
@@ -91,8 +93,10 @@ __all__ = [
     "RevisionCompacted",
     "SessionExpired",
     "StaleVersion",
+    "TooManyConnections",
     "Unavailable",
     "UnknownPolicy",
+    "WatchCancelled",
     "Write",
     "configure_logging",
     "connect",

@@ -250,7 +250,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     try:  # a stop asked for at any point (even while the banner prints) is a clean stop
         with LocalCluster(replicas=args.replicas, data_dir=args.data_dir, fsync=args.fsync,
-                          secret=_secret()) as cluster:
+                          secret=_secret(), connections_max=args.connections_max,
+                          watch_buffer_bytes=args.watch_buffer_bytes) as cluster:
             leader = cluster.wait_for_leader()
             print(f"quorumboard: {args.replicas} replicas up; leader r{leader}", flush=True)
             print(f"endpoints: {','.join(cluster.endpoints)}", flush=True)
@@ -292,6 +293,8 @@ def _cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from quorumboard.consensus.replica.machine import ReplicaConfig, run
 
     peers: dict[str, str] = {}
@@ -301,14 +304,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(f"error: --peer wants RAFT_ADDR=CLIENT_ADDR, got {item!r}", file=sys.stderr)
             return EXIT_USAGE
         peers[raft] = client
-    config = ReplicaConfig(
-        name=args.name or args.raft_address, raft_address=args.raft_address,
-        client_address=args.client_address, peers=peers, data_dir=Path(args.data_dir),
-        fsync=args.fsync, policy_modules=args.policy_module or [], secret_env=args.secret_env,
-        log_level=args.log_level)
+    try:
+        config = ReplicaConfig(
+            name=args.name or args.raft_address, raft_address=args.raft_address,
+            client_address=args.client_address, peers=peers, data_dir=Path(args.data_dir),
+            fsync=args.fsync, policy_modules=args.policy_module or [],
+            secret_env=args.secret_env, log_level=args.log_level,
+            **{name: getattr(args, name) for name in _PER_REPLICA
+               if getattr(args, name) is not None})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        print(f"error: --{where.replace('_', '-')}: {first['msg']} (got {first.get('input')!r})",
+              file=sys.stderr)
+        return EXIT_USAGE
     configure_logging(args.log_level)
     secret = os.environ.get(config.secret_env)
     return run(config, secret=secret.encode() if secret else None)
+
+
+_PER_REPLICA = ("connections_max", "watch_buffer_bytes")
+
+
+def _per_replica_options(p: argparse.ArgumentParser) -> None:
+    """The settings each replica may choose for itself (not ``Limits``, which all share)."""
+    p.add_argument("--connections-max", type=int, default=None,
+                   help="client connections each replica serves at once (default 1024); past "
+                   "it a client gets TooManyConnections")
+    p.add_argument("--watch-buffer-bytes", type=int, default=None,
+                   help="per watch: bytes of events sent and not yet consumed before the watch "
+                   "is cancelled as too slow (default 8 MiB)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -327,6 +352,7 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--data-dir", default="./quorumboard-data")
     u.add_argument("--fsync", action="store_true", help="fsync the log before acknowledging")
     u.add_argument("--log-level", default="warning")
+    _per_replica_options(u)
 
     s = sub.add_parser("serve", help="run one replica of a multi-machine cluster")
     s.add_argument("--name", default=None)
@@ -340,6 +366,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--secret-env", default="QUORUMBOARD_SECRET",
                    help="environment variable holding the shared secret (>= 16 bytes)")
     s.add_argument("--log-level", default="info")
+    _per_replica_options(s)
 
     ch = sub.add_parser("chaos", help="fault-injection run: workload + nemesis + checks",
                         description="Run a local cluster under a workload while a nemesis "

@@ -34,6 +34,7 @@ from quorumboard.consensus.core.state import Limits
 from quorumboard.consensus.errors import BoardError, InvalidCommand, Unavailable
 from quorumboard.consensus.logs import LOG_LEVELS, configure_logging
 from quorumboard.consensus.replica.lifeline import Lifeline
+from quorumboard.consensus.replica.server import CONNECTIONS_MAX_RANGE, WATCH_BUFFER_BYTES_RANGE
 from quorumboard.consensus.wire.protocol import ReplicaStatus, StatusReq
 
 if TYPE_CHECKING:
@@ -126,6 +127,11 @@ class LocalCluster:
     decides what embedded replicas print; otherwise the first embedded cluster of the process
     sets the level.
 
+    ``connections_max`` and ``watch_buffer_bytes`` (per-replica settings, here the same for
+    every replica; ``None`` keeps the replica's default: 1,024 connections, 8 MiB): how many
+    client connections each replica serves before refusing more (``TooManyConnections``), and
+    how far a watcher may fall behind before its watch is cancelled (``WatchCancelled``).
+
     ``planted_bug`` (negative controls only; replica processes only) starts every replica
     through the test harness's entry point with that bug planted (see
     :mod:`quorumboard.consensus.testing.replica`); without it the harness is never loaded.
@@ -138,9 +144,21 @@ class LocalCluster:
                  election_timeout_min_s: float = 0.4, election_timeout_max_s: float = 1.4,
                  embedded: bool = False, network_faults: bool = False,
                  clock_faults: bool = False, compaction_min_entries: int = 20_000,
-                 planted_bug: str | None = None, start: bool = True) -> None:
+                 planted_bug: str | None = None, start: bool = True,
+                 connections_max: int | None = None,
+                 watch_buffer_bytes: int | None = None) -> None:
         if not 1 <= replicas <= 15:
             raise InvalidCommand("replicas must be between 1 and 15")
+        self._per_replica: dict[str, int] = {}
+        for name, value, (low, high) in (
+                ("connections_max", connections_max, CONNECTIONS_MAX_RANGE),
+                ("watch_buffer_bytes", watch_buffer_bytes, WATCH_BUFFER_BYTES_RANGE)):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise InvalidCommand(f"{name} must be an integer in {low}..{high} "
+                                     f"(got {value!r:.80})")
+            self._per_replica[name] = value
         if planted_bug is not None:
             if embedded:
                 raise InvalidCommand("a planted bug needs replica processes: embedded=False")
@@ -229,6 +247,7 @@ class LocalCluster:
                     raft[j]: self.net.dial_address(i, j) for j in range(self.size) if j != i},
                 "clock_fault_file": str(rdir / CLOCK_FAULT_FILE) if self._clock_faults else None,
                 "compaction_min_entries": self._compaction_min_entries,
+                **self._per_replica,
             }
             path = rdir / "config.json"
             path.write_text(json.dumps(config, indent=2))

@@ -34,8 +34,10 @@ __all__ = [
     "RevisionCompacted",
     "SessionExpired",
     "StaleVersion",
+    "TooManyConnections",
     "Unavailable",
     "UnknownPolicy",
+    "WatchCancelled",
 ]
 
 
@@ -128,6 +130,23 @@ class RevisionCompacted(BoardError):
         self.compact_revision = compact_revision
 
 
+class WatchCancelled(BoardError):
+    """The replica cancelled a watch whose client fell a whole watch buffer behind.
+
+    A replica keeps at most ``watch_buffer_bytes`` (its config; 8 MiB by default) of a watch's
+    events sent but not yet consumed by the iterator; a watcher that falls further behind is
+    cancelled rather than let hold memory or a connection (what etcd does to slow watchers).
+    Every event before ``resume_revision`` was delivered first: watch again from
+    ``resume_revision`` (``board.watch(prefix, start_revision=exc.resume_revision)``) and the
+    stream continues without a gap or a duplicate, or raises :class:`RevisionCompacted` if the
+    board has moved past it meanwhile.
+    """
+
+    def __init__(self, message: str, *, resume_revision: int) -> None:
+        super().__init__(message)
+        self.resume_revision = resume_revision
+
+
 class SessionExpired(BoardError):
     """The replicated session table no longer knows this client session (evicted as least
     recently used).
@@ -157,6 +176,21 @@ class OutcomeUnknown(Unavailable):
     Retrying through the same ``Board`` is safe: the session table returns the original result
     if it did commit. Jepsen calls this an *info* outcome.
     """
+
+
+class TooManyConnections(Unavailable):
+    """A replica refused the connection because it already serves ``limit`` client connections
+    (``connections_max`` in its config): its refusal frame says so in the handshake.
+
+    Nothing was sent. The client raises it once every endpoint refused it, or when the deadline
+    ran out with the leader still refusing; until then it tries the other endpoints and backs
+    off. Retrying later is safe (a subclass of :class:`Unavailable`); if it persists, raise the
+    replicas' ``connections_max`` or share connections (fewer ``Board`` objects or watches).
+    """
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 # --- wire and storage ------------------------------------------------------------------------

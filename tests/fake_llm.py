@@ -23,6 +23,8 @@ Behaviours:
   a string is sent verbatim, anything else JSON-encoded); an empty script = no tool calls.
 * ``sequence``: request n answers the n-th call of ``script`` alone, then no tool calls (a
   final answer): an agent loop that runs tools and asks again, step by step.
+* ``text``: a plain text answer, ``responder(body)`` (no tool calls): a model that acts through
+  tags in its text, as the study's agents did.
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ import itertools
 import json
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
 __all__ = ["BEHAVIOURS", "FakeLLM", "worker_policy"]
 
-BEHAVIOURS = ("worker", "invalid", "flaky", "slow", "garbage", "huge", "scripted", "sequence")
+BEHAVIOURS = ("worker", "invalid", "flaky", "slow", "garbage", "huge", "scripted", "sequence",
+              "text")
 HUGE_BYTES_MAX = 64 * 1024 * 1024
 REQUEST_BYTES_MAX = 8 * 1024 * 1024
 RECORDED_MAX = 1_000
@@ -114,7 +117,8 @@ class FakeLLM:
 
     def __init__(self, behaviour: str = "worker", *, fail_first: int = 1,
                  fail_status: int = 500, slow_s: float = 5.0, huge_bytes: int = 8 << 20,
-                 script: Sequence[Call] = (), model: str = "fake-model") -> None:
+                 script: Sequence[Call] = (), model: str = "fake-model",
+                 responder: Callable[[dict[str, Any]], str] | None = None) -> None:
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"unknown behaviour {behaviour!r}; one of {BEHAVIOURS}")
         if not 400 <= fail_status <= 599:
@@ -125,6 +129,7 @@ class FakeLLM:
         self.slow_s = min(max(0.0, slow_s), SLOW_S_MAX)
         self.huge_bytes = min(max(0, huge_bytes), HUGE_BYTES_MAX)
         self.script = list(script)[:64]
+        self.responder = responder
         self.model = model
         self.requests: list[Any] = []
         self.headers: list[dict[str, str]] = []
@@ -190,7 +195,8 @@ class FakeLLM:
                 self.requests.append(body)
             return len(self.paths)
 
-    def _completion(self, body: Any, calls: list[Call]) -> dict[str, Any]:
+    def _completion(self, body: Any, calls: list[Call], text: str | None = None
+                    ) -> dict[str, Any]:
         tool_calls = [{"id": f"call_{next(self._ids)}", "type": "function",
                        "function": {"name": name,
                                     "arguments": args if isinstance(args, str)
@@ -200,9 +206,9 @@ class FakeLLM:
         if tool_calls:
             message["tool_calls"] = tool_calls
         else:
-            message["content"] = "Nothing to do."
+            message["content"] = "Nothing to do." if text is None else text
         prompt = len(json.dumps(body)) // 4
-        completion = max(1, len(json.dumps(tool_calls)) // 4)
+        completion = max(1, len(json.dumps(tool_calls) if text is None else text) // 4)
         resp = {
             "id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": 0,
             "model": self.model,
@@ -310,6 +316,10 @@ def _handler_for(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             if b == "slow" and fake._stop.wait(fake.slow_s):
                 self.close_connection = True
                 return  # shutting down: drop the request
+            if b == "text":
+                text = fake.responder(body) if fake.responder is not None else ""
+                self._json(200, fake._completion(body, [], text))
+                return
             calls = (fake.script[n - 1:n] if b == "sequence" else fake._calls(body))
             self._json(200, fake._completion(body, calls))
 

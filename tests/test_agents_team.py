@@ -216,6 +216,23 @@ def test_team_finishes_through_leader_kill_and_partition(env: TeamEnv, tmp_path:
     assert len(env.cluster.alive()) == 3  # the killed replica was restarted
 
 
+def test_study_harness_steps_the_same_board_faults_by_round(env: TeamEnv, tmp_path: Path) -> None:
+    project = load_project(PAPER / "amdahl_mathutilities20" / "p09.json")
+    rec = _run(env, project, tmp_path, agents=3, harness="study", model="gpt-5.2",
+               board_fault=BoardFault(at_round=2, heal_after=1))
+    round_, steps = 0, []
+    for e in _events(tmp_path, rec):
+        round_ = int(str(e["round"])) if e["kind"] == "round_start" else round_
+        if str(e["kind"]).startswith("board_"):
+            steps.append((round_, e["kind"], str(e["reason"]).split()[-1]))
+    # kill at round 2; restart and partition the new leader at 3; heal at 4
+    assert steps == [(2, "board_fault", "flight"), (3, "board_heal", "restarted"),
+                     (3, "board_fault", "away"), (4, "board_heal", "healed")]
+    assert rec.metrics.success and rec.metrics.lost_work == 0
+    assert env.cluster is not None
+    assert len(env.cluster.wait_converged()) > 0 and len(env.cluster.alive()) == 3
+
+
 # ------------------------------------------------------------------------ LLM brains
 
 

@@ -1,5 +1,6 @@
 """The nemesis's choices (pure parts of consensus/testing/nemesis.py): victims, halves, rings and
-bridges over replica indices, for 3, 4, 5 and 7 replicas."""
+bridges over replica indices, for 3, 4, 5 and 7 replicas; and its step-wise API on a real
+cluster (a delayed kill healed, one called off, a partition, the timeline they leave)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 
 import pytest
 
-from quorumboard.consensus.testing.nemesis import MODES, Nemesis
+from quorumboard.consensus import LocalCluster
+from quorumboard.consensus.errors import InvalidCommand
+from quorumboard.consensus.testing.history import read_faults
+from quorumboard.consensus.testing.nemesis import MODES, FaultStep, Nemesis, NemesisConfig
 
 
 class _Cluster:
@@ -105,3 +109,35 @@ def test_a_corrupt_flip_lands_where_the_journal_must_refuse_it(tmp_path: Any) ->
             with pytest.raises(CorruptData):
                 Journal(path, fsync=False, record_bytes_max=1 << 16)
     assert _flip_position(bytearray(b"QBJRNL01"), "flip-journal", rnd) is None
+
+
+def test_fault_steps_are_injected_healed_and_called_off_with_one_record_each(
+        tmp_path: Any) -> None:
+    timeline = tmp_path / "faults.jsonl"
+    with LocalCluster(replicas=3, log_level="warning", network_faults=True) as cluster, \
+            Nemesis(cluster, NemesisConfig(faults=["kill", "partition"]), timeline) as nemesis:
+        leader = cluster.wait_for_leader()
+        # A delayed kill: its victim is chosen at once, the SIGKILL comes from a timer, and a
+        # heal first lets it happen, then restarts the victim.
+        kill = nemesis.inject(FaultStep("kill", "leader", delay_s=1.0, leader_wait_s=30.0))
+        assert kill.targets == [leader] and kill.detail == {"leader_known": True}
+        assert kill.state == "pending" and cluster.pid(leader) is not None
+        assert nemesis.heal(kill) and kill.state == "healed"
+        assert cluster.alive() == [0, 1, 2] and nemesis.injected == 1
+        # Called off before its timer: it never happens, and nothing is recorded.
+        never = nemesis.inject(FaultStep("kill", "leader", delay_s=60.0, leader_wait_s=30.0))
+        pid = cluster.pid(never.targets[0])
+        assert not nemesis.heal(never, call_off=True) and never.state == "called-off"
+        assert cluster.pid(never.targets[0]) == pid and nemesis.injected == 1
+        cut = nemesis.inject(FaultStep("partition", "isolate-leader", leader_wait_s=30.0))
+        assert cut.state == "in-force" and cut.detail["groups"][-1] == cut.targets
+        assert nemesis.heal(cut) and not nemesis.heal(cut)  # healed once
+        with pytest.raises(InvalidCommand, match="not pause"):
+            nemesis.inject(FaultStep("pause", "leader"))
+        with pytest.raises(InvalidCommand, match="no kill mode 'everyone'"):
+            nemesis.inject(FaultStep("kill", "everyone"))
+        assert nemesis.crashed == [] and nemesis.violations == []
+    events = [(e.index, e.phase, e.kind, e.targets, e.error) for e in read_faults(timeline)]
+    assert events == [(0, "start", "kill", [leader], ""), (0, "end", "kill", [leader], ""),
+                      (2, "start", "partition", cut.targets, ""),
+                      (2, "end", "partition", cut.targets, "")]

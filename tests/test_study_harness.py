@@ -180,12 +180,14 @@ def test_models_are_a_grid_dimension_and_the_harness_is_recorded() -> None:
     assert sorted(s.model for s in specs) == ["claude-sonnet-4-6", "gpt-5.2"]
     assert {s.harness for s in specs} == {"study"} and len({s.run_id for s in specs}) == 2
     # The same grid of the board harness keeps the run ids it had before the harness existed.
-    # (the hash of the spec as dumped before the two fields were added, which came last).
+    # (the hash of the spec as dumped before the fields were added, which came last).
     board = RunSpec(suite="s", level="l", p=0.5, mode="decentralized", agents=2)
-    before = board.model_dump_json(exclude={"harness", "assume"})
+    before = board.model_dump_json(exclude={"harness", "assume", "fix", "prompt"})
     assert "harness" not in before and board.model_dump_json().startswith(before[:-1])
     assert board.run_id.endswith(hashlib.sha256(before.encode()).hexdigest()[:10])
     assert board.run_id != board.model_copy(update={"harness": "study"}).run_id
+    study = board.model_copy(update={"harness": "study"})
+    assert study.run_id != study.model_copy(update={"fix": "completion-deps"}).run_id
 
 
 @pytest.mark.parametrize(("level", "loads"), [
@@ -266,6 +268,10 @@ def test_the_cli_refuses_async_and_stray_knobs_before_any_run(tmp_path: Path,
     assert "synchronous rounds only" in capsys.readouterr().err
     assert main([*base, "--assume", "persist=0.5"]) == 2  # the board harness has no knobs
     assert "--harness study" in capsys.readouterr().err
+    assert main([*base, "--fix", "completion-deps"]) == 2  # nor study rules to replace
+    assert "--harness study" in capsys.readouterr().err
+    assert main([*base, "--harness", "study", "--fix", "nonsense"]) == 2
+    assert "nonsense" in capsys.readouterr().err
     assert main([*base, "--harness", "study", "--model", "gpt-5.2,nobody"]) == 2
     assert "nobody" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

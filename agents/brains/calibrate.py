@@ -256,7 +256,8 @@ def check_rows(cal: Calibration, rows: Sequence[StudyRow], runs: int, seed: int 
 FIT_NAMES = {
     "decentralized": ("engage0", "engage_n", "greedy", "claim_held", "beta", "same", "hazard",
                       "edit_task", "edit_more", "extra", "extra_idle"),
-    "preassign": ("engage0", "engage_n", "sweep0", "sweep1", "sweep_n", "claim_first", "same",
+    "preassign": ("engage0", "engage_n", "sweep0", "sweep1", "sweep_n", "sweep_len",
+                  "claim_first", "same",
                   "edit_task", "edit_more", "extra", "extra_idle"),
 }
 _PROB = frozenset({"greedy", "claim_held", "beta", "same", "hazard", "claim_first"})
@@ -277,6 +278,8 @@ SOURCES = {
     "sweep1": "§3 % replies completing >= 2 across p02/p05/p09 (share of the dealt list "
               "blocked), n = 1-2",
     "sweep_n": "§3 % replies completing >= 2, n = 2 against n = 1",
+    "sweep_len": "§3 % replies completing >= 2 and completions per reply, n = 1 (a 20-task "
+                 "list) against n = 2 (dealt lists of 2-18: §1's loads)",
     "claim_first": "§3 claim attempts per reply against completions per reply, n = 1-2",
     "edit_task": "§3 edit_file per reply, n = 1-2",
     "extra": "§3 edit_file per reply and idle %, n = 1-2",
@@ -354,6 +357,30 @@ def fit_mode(cal: Calibration, mode: str, rows: Sequence[StudyRow], evals: int,
             else:
                 steps[i] /= 2
     return _to_params(base, names, x), best
+
+
+FIT_STARTS: dict[str, tuple[dict[str, float], ...]] = {
+    "decentralized": ({},),
+    "preassign": tuple({"sweep_len": sl, "sweep0": s0, "sweep_n": 0.0}
+                       for sl in (0.0, -1.0, -2.0, -3.0) for s0 in (0.5, 2.0)),
+}
+"""Starting points of the fit per mode (over the current values): the pre-assigned sweep's
+list-length slope trades off against its intercept and team term, which a coordinate search
+cannot move together, so the fit starts from several slopes and keeps the best."""
+
+
+def fit_mode_multi(cal: Calibration, mode: str, rows: Sequence[StudyRow], evals: int,
+                   runs: int) -> tuple[ModeParams, float]:
+    """:func:`fit_mode` from each of the mode's :data:`FIT_STARTS`; the lowest loss wins."""
+    best: tuple[ModeParams, float] | None = None
+    for start in FIT_STARTS[mode]:
+        trial = cal.model_copy(update={"modes": dict(
+            cal.modes, **{mode: cal.modes[mode].model_copy(update=start)})})
+        got = fit_mode(trial, mode, rows, evals, runs)
+        if best is None or got[1] < best[1]:
+            best = got
+    assert best is not None
+    return best
 
 
 def calibration_path(model: str) -> Path:
@@ -438,11 +465,12 @@ def _fit(model: str, evals: int, runs: int, start: Calibration | None,
     for mode in which:
         rows = [r for r in study_rows() if r.model == model and r.mode == mode and r.n <= 2]
         cal = cal.model_copy(update={"modes": modes})
-        fitted, loss = fit_mode(cal, mode, rows, evals, runs)
+        fitted, loss = fit_mode_multi(cal, mode, rows, evals, runs)
         modes[mode] = fitted
         cal = cal.model_copy(update={"modes": modes})
         sources[mode] = {"fit": {"rows": "n = 1, 2 of this model and mode (study_replies.json)",
-                                 "loss": round(loss, 2), "evals": evals, "runs_per_row": runs}}
+                                 "loss": round(loss, 2), "evals": evals, "runs_per_row": runs,
+                                 "starts": len(FIT_STARTS[mode])}}
     return annotate(fit_helper(cal.model_copy(update={"modes": modes, "sources": sources})))
 
 

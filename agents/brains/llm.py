@@ -482,8 +482,15 @@ class OpenAIBrain:
             return Reply(latency_s=latency, tokens_in=tokens_in, tokens_out=tokens_out,
                          invalid=(_note(f"llm error: malformed response: no "
                                         f"choices[0].message ({_short(str(exc))})"),))
+        return self.reply_from(message, latency, tokens_in, tokens_out)
+
+    def reply_from(self, message: Mapping[str, Any], latency_s: float, tokens_in: int,
+                   tokens_out: int) -> Reply:
+        """The reply an answered exchange makes: its tool calls, validated. A brain that asks
+        for another answer format (the study's action tags) overrides this and
+        :meth:`request_body`, and keeps the transport."""
         actions, invalid = parse_tool_calls(message.get("tool_calls"))
-        return Reply(actions=actions, latency_s=latency, tokens_in=tokens_in,
+        return Reply(actions=actions, latency_s=latency_s, tokens_in=tokens_in,
                      tokens_out=tokens_out, invalid=invalid)
 
     def _headers(self) -> dict[str, str]:

@@ -41,6 +41,21 @@ reports how outcomes move with each):
 * ``helper_share``: where an extra edit goes: a helper file (conftest.py and the like, shared
   by everyone) with this probability, else the file of a task not yet done (§6: edits to files
   of no task).
+
+**How an agent reacts to what the study never told it** (the ablation's fixes, ``--fix``; no
+study reply can calibrate these, so each is a knob with a sensitivity row in the ablation):
+
+* ``phantom``: an agent whose claim was silently ignored (another agent won the task in the
+  same round) keeps working on it in its next reply with this probability, and again in each
+  reply after with the same probability: edits of its files and completions the harness
+  ignores (0: it reads the owner off the board at once);
+* ``heed``: told its claim was refused (``claim-feedback``), it drops that task with this
+  probability (1);
+* ``rewrite``: told its write was refused as stale (``reject-stale-files``), it writes the file
+  again in its next reply with this probability (1);
+* ``adopt``: a pre-assigned agent whose own list is done claims an unowned ready task (one
+  whose holder's lease ended: ``fenced-claims``) with this probability per engaged reply (0.5;
+  the study told its agents to work on their dealt tasks only).
 """
 
 from __future__ import annotations
@@ -74,6 +89,9 @@ HELPER_FILES = ("conftest.py", "test_suite.py", "helpers.py")
 LATENCY_CAP_S = 300.0
 TOKENS_OUT_CAP = 8_192
 """The study's max_tokens (config.py:13-14): long replies saturate here, as their latency does."""
+SWEEP_LEN_REF = 8
+"""The list length at which ``sweep0`` applies (the sweep's length feature is centred here, so
+that the fit can move ``sweep_len`` without dragging ``sweep0`` with it)."""
 HISTORY_MESSAGES = 20
 """The study's context window: the last 20 history messages (base_agent.py:80-98)."""
 
@@ -89,6 +107,10 @@ class Assumptions(_Frozen):
     cooccur: float = Field(default=0.0, ge=0, le=1)
     persist: float = Field(default=0.0, ge=0, le=1)
     helper_share: float = Field(default=0.5, ge=0, le=1)
+    phantom: float = Field(default=0.0, ge=0, le=1)
+    heed: float = Field(default=1.0, ge=0, le=1)
+    rewrite: float = Field(default=1.0, ge=0, le=1)
+    adopt: float = Field(default=0.5, ge=0, le=1)
 
 
 class ModeParams(_Frozen):
@@ -110,6 +132,9 @@ class ModeParams(_Frozen):
     sweep1: float = 0.0
     sweep_n: float = 0.0
     """Change of the sweep logit in a team (n >= 2, see :func:`_team`)."""
+    sweep_len: float = 0.0
+    """Change of the sweep logit per unit of ln(tasks still held / 8): a reply that must write a
+    long list runs into the output cap (§5: latency and edits saturate near 8,192 tokens)."""
     claim_first: float = Field(default=0.9, ge=0, le=1)
     edit_task: float = Field(default=1.0, ge=0, le=20)
     edit_more: float = Field(default=0.5, ge=0, le=20)
@@ -202,6 +227,10 @@ class StudyBrain:
         self.slowdown = slowdown
         self._rng = random.Random(seed)
         self._engaged: bool | None = None
+        self._claimed: set[str] = set()
+        """Tasks this agent claimed in its last reply (it may believe it holds them)."""
+        self._phantom: set[str] = set()
+        """Tasks it believes it holds although another agent does (``phantom``)."""
         self._history: deque[int] = deque(maxlen=HISTORY_MESSAGES)
 
     # ------------------------------------------------------------------------ propensities
@@ -239,6 +268,8 @@ class StudyBrain:
             actions = self._preassigned(view, held, done, n)
         else:
             actions = self._self_claiming(view, held, done, n)
+        actions += self._reactions(view)
+        self._claimed = {a.task for a in actions if isinstance(a, ClaimTask)}
         edits = sum(1 for a in actions if isinstance(a, WriteFile))
         tests = self._chance(self.p.tests)
         latency = self._latency(edits) * self.slowdown
@@ -248,6 +279,33 @@ class StudyBrain:
         self._history.extend([board, tokens_out] + ([400] if tests else []))
         return Reply(actions=tuple(actions), latency_s=latency, tokens_in=tokens_in,
                      tokens_out=tokens_out, run_tests=tests)
+
+    def _believed(self, view: View) -> list[TaskView]:
+        """Tasks this agent still works on although another agent holds them: claims of its
+        last reply the board shows lost (and those it kept believing in), each kept with
+        probability ``phantom``; one named in ``claim_held`` feedback is dropped with
+        probability ``heed`` first."""
+        if self.a.phantom <= 0:  # no draw: the study's calibrated streams stay as they were
+            self._phantom = set()
+            return []
+        told = {f.task for f in view.feedback if f.kind == "claim_held"}
+        out = []
+        for task_id in sorted(self._claimed | self._phantom):
+            t = view.task(task_id)
+            if t is None or t.owner in (None, view.agent) or t.status == "done":
+                continue
+            if task_id in told and self._chance(self.a.heed):
+                continue
+            if self._chance(self.a.phantom):
+                out.append(t)
+        self._phantom = {t.id for t in out}
+        return out
+
+    def _reactions(self, view: View) -> list[Action]:
+        """Refused writes written again (``rewrite``)."""
+        return [WriteFile(file=f.file, task=f.task, content="# again\n")
+                for f in view.feedback
+                if f.kind == "write_stale" and f.file and self._chance(self.a.rewrite)]
 
     def _completions(self, tasks: list[TaskView], p: float) -> list[TaskView]:
         """Which of ``tasks`` this reply completes, each with probability ``p``; ``cooccur``
@@ -276,8 +334,10 @@ class StudyBrain:
                 ready, len(ready))
             claims = order if self._chance(p.greedy) else order[:1]
         tries = [t for t in blocked if self._chance(p.beta)]
-        finish = self._completions(claims, p.same) + self._completions(working, p.hazard)
-        out: list[Action] = self._task_edits(claims + working)
+        believed = self._believed(view)
+        finish = self._completions(claims, p.same) + self._completions(working + believed,
+                                                                        p.hazard)
+        out: list[Action] = self._task_edits(claims + working + believed)
         out += self._extra_edits(view, p.extra if actionable else p.extra_idle)
         out += [ClaimTask(task=t.id) for t in claims + tries]
         out += [CompleteTask(task=t.id) for t in finish]
@@ -286,14 +346,23 @@ class StudyBrain:
     def _preassigned(self, view: View, held: list[TaskView], done: frozenset[str],
                      n: int) -> list[Action]:
         p = self.p
-        if not held or not self._engage(n):
+        if not held:
+            orphans = [t for t in view.tasks if t.status == "pending" and t.owner is None
+                       and all(d in done for d in t.dependencies)]
+            if orphans and self._engage(n) and self._chance(self.a.adopt):
+                t = orphans[0]
+                out: list[Action] = [*self._task_edits([t]), ClaimTask(task=t.id)]
+                return out + ([CompleteTask(task=t.id)] if self._chance(p.same) else [])
+            return self._extra_edits(view, p.extra_idle)
+        if not self._engage(n):
             return self._extra_edits(view, p.extra_idle)
         blocked_share = sum(1 for t in held if not all(d in done for d in t.dependencies)) \
             / len(held)
-        sweep = _sigmoid(p.sweep0 + p.sweep1 * blocked_share + p.sweep_n * _team(n))
+        sweep = _sigmoid(p.sweep0 + p.sweep1 * blocked_share + p.sweep_n * _team(n)
+                         + p.sweep_len * math.log(len(held) / SWEEP_LEN_REF))
         k = len(held) if self._chance(sweep) else 1
         tasks = held[:k]  # the dealt list in the board's (topological) order
-        out: list[Action] = self._task_edits(tasks)
+        out = self._task_edits(tasks)
         out += self._extra_edits(view, p.extra)
         if self._chance(p.claim_first):
             out += [ClaimTask(task=t.id) for t in tasks]

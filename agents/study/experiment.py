@@ -72,6 +72,14 @@ class SweepConfig(BaseModel):
     """A comma list: each model is a dimension of the grid (like ``modes``)."""
     harness: Harness = "board"
     assume: str = ""
+    fixes: tuple[str, ...] = ("",)
+    """Rule sets (a grid dimension, ``--harness study``): each a comma list of study rules
+    replaced by correct ones (``""``: the study's rules; see ``study_harness.FIXES``)."""
+    clean_arms: bool = True
+    """Fault experiments come with fault-free runs of the same cells (False: the faulty arm
+    only, when a ``sweep`` of the same cells is in the grid already)."""
+    prompt: str = ""
+    """LLM agents under the study harness: which system prompt (``RunSpec.prompt``)."""
     sync: SyncMode = "rounds"
     task_time: TaskTime = "task"
     board_time: bool = True
@@ -92,6 +100,8 @@ class SweepConfig(BaseModel):
     @model_validator(mode="after")
     def _study_rounds_only(self) -> SweepConfig:
         check_harness(self.harness, self.sync)
+        if any(self.fixes) and self.harness != "study":
+            raise ValueError("--fix replaces study rules: it needs --harness study")
         return self
 
 
@@ -131,14 +141,17 @@ def _seed(base: int, project: Project, agents: int | None, rep: int) -> int:
 def expand(cfg: SweepConfig, projects: Sequence[Project]) -> list[tuple[RunSpec, Project]]:
     """Every run of the grid, in a stable order (cells together, small teams first)."""
     runs: list[tuple[RunSpec, Project]] = []
-    for experiment, model in itertools.product(cfg.experiments, cfg.models):
+    for experiment, model, fix in itertools.product(cfg.experiments, cfg.models, cfg.fixes):
         for project in projects:
             for mode in cfg.modes:
                 for policy in cfg.policies:
                     for n in cfg.agents:
                         if experiment != "sweep" and n < 2:
                             continue
-                        for variant in _variants(cfg, experiment, n):
+                        variants = _variants(cfg, experiment, n)
+                        if experiment != "sweep" and not cfg.clean_arms:
+                            variants = variants[1:]
+                        for variant in variants:
                             for rep in range(cfg.reps):
                                 faults, board = variant
                                 runs.append((RunSpec(
@@ -147,7 +160,8 @@ def expand(cfg: SweepConfig, projects: Sequence[Project]) -> list[tuple[RunSpec,
                                     p=project.parallel_fraction,
                                     mode=mode, policy=policy, brain=cfg.brain,
                                     model=model, agents=n, rep=rep,
-                                    harness=cfg.harness, assume=cfg.assume,
+                                    harness=cfg.harness, assume=cfg.assume, fix=fix,
+                                    prompt=cfg.prompt,
                                     seed=_seed(cfg.seed, project, n, rep),
                                     work_seed=_seed(cfg.seed, project, None, rep),
                                     task_time=cfg.task_time, board_time=cfg.board_time,

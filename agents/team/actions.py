@@ -18,6 +18,7 @@ __all__ = [
     "Assign",
     "ClaimTask",
     "CompleteTask",
+    "Feedback",
     "FileView",
     "Idle",
     "Message",
@@ -142,6 +143,21 @@ class FileView(_Frozen):
     passes: bool
 
 
+class Feedback(_Frozen):
+    """What the harness told an agent about its previous reply. The study's harness told its
+    agents nothing of a refused claim or write; the ablation's fixes (``--fix``) report them:
+    ``claim_held`` (a claim refused: ``holder`` has the task), ``write_stale`` (a write refused:
+    the file changed since the round-start view), ``complete_refused`` (dependencies not done,
+    or the claim fenced out), ``claim_lost`` (the agent's claim lapsed: it was silent past the
+    claim TTL)."""
+
+    kind: Literal["claim_held", "write_stale", "complete_refused", "claim_lost"]
+    task: str | None = None
+    file: str | None = None
+    holder: str | None = None
+    reason: str = ""
+
+
 class View(_Frozen):
     """One agent's picture of the board when it is asked to act.
 
@@ -163,6 +179,8 @@ class View(_Frozen):
     """The last messages addressed to this agent or to everyone, oldest first."""
     stale_owners: tuple[str, ...] = ()
     """Agents whose heartbeat is older than the claim TTL (their claims may be taken over)."""
+    feedback: tuple[Feedback, ...] = ()
+    """What the harness reported about this agent's previous reply (study harness fixes)."""
 
     def task(self, task_id: str) -> TaskView | None:
         for t in self.tasks:

@@ -37,11 +37,12 @@ from quorumboard.agents.team.actions import Idle, Reply, View
 from quorumboard.agents.team.events import EventLog, RunEvent
 from quorumboard.agents.team.modes import Mode, get_mode, self_claiming
 from quorumboard.agents.team.spec import RunSpec
-from quorumboard.agents.team.study_harness import BoardStore, StudyEngine
+from quorumboard.agents.team.study_harness import BoardStore, Store, StudyEngine
 from quorumboard.agents.team.tasks import Project
 from quorumboard.agents.team.teamboard import VIEW_KEYS_MAX, Actor, Layout, ViewCache, task_record
 from quorumboard.agents.version import code_version
 from quorumboard.consensus import Board, BoardError, LocalCluster, connect
+from quorumboard.consensus.testing import Fault, FaultStep, Nemesis, NemesisConfig
 
 __all__ = ["BrainFactory", "TeamEnv", "run_team", "sim_brains"]
 
@@ -55,8 +56,8 @@ same run time for the same seed, whatever the machine's speed."""
 IDLE_ROUND_S = 10.0
 """How far the clock moves in a round in which no agent could reply (all stalled)."""
 ASYNC_EVENTS_MAX = 200_000
-KILL_TIMER_JOIN_S = 30.0
-"""How long the fault schedule waits for a timer-fired kill (a SIGKILL and reap) to finish."""
+LEADER_WAIT_S = 30.0
+"""How long a board fault aimed at the leader waits for one to be elected."""
 EFFECTIVE = frozenset({"claim", "write", "complete", "assign", "message", "takeover"})
 """Event kinds that make a reply effective (the study's idle reply has none)."""
 
@@ -341,107 +342,73 @@ class _FaultHost(Protocol):
 
 class _BoardFaults:
     """The board-fault schedule (``BoardFault``), one fault at a time so a majority of the
-    three replicas stays up throughout: at ``at_round`` the leader is SIGKILLed; ``heal_after``
-    rounds later it restarts and the *new* leader is partitioned away from the others (a second
-    election); ``heal_after`` rounds after that the partition heals. A harness step that fails
-    (a leader not elected in time) is logged and the run goes on."""
+    three replicas stays up throughout: at ``at_round`` the leader is SIGKILLed (from a timer,
+    ``kill_delay_s`` into the round); ``heal_after`` rounds later it restarts and the *new*
+    leader is partitioned away (a second election); ``heal_after`` rounds after that the
+    partition heals. The faults are the chaos nemesis's (its step-wise API): this class only
+    maps rounds to its steps, each healing the fault in force and then injecting its own, and
+    the nemesis's faults to ``board_fault`` / ``board_heal`` events. A step that fails (a
+    leader not elected in time) is logged and the run goes on."""
 
     def __init__(self, run: _FaultHost) -> None:
         self.run = run
-        self.spec = run.spec.board_fault
-        self.killed: int | None = None
-        self.isolated: int | None = None
-        self.phase = 0  # 0: before, 1: leader killed, 2: new leader partitioned, 3: healed
-        self._timer: threading.Timer | None = None
-        self._kill_lock = threading.Lock()
-        self._kill_due: int | None = None  # a kill scheduled on the timer, not yet fired
-
-    def _kill(self, replica: int, delay_s: float) -> None:
-        """SIGKILL ``replica`` now (``delay_s`` 0) or from a timer ``delay_s`` of wall time
-        from now, while the agents' board calls are in flight."""
-        cluster = self.run.env.cluster
-        assert cluster is not None
-        self.killed = replica
-        if delay_s <= 0:
-            cluster.kill(replica)
-            return
-
-        def fire() -> None:
-            with self._kill_lock:
-                if self._kill_due == replica:
-                    self._kill_due = None
-                    cluster.kill(replica)
-
-        self._kill_due = replica
-        self._timer = threading.Timer(delay_s, fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _settle(self) -> None:
-        """Let a scheduled kill happen (bounded wait) before the schedule moves on."""
-        if self._timer is not None:
-            self._timer.join(KILL_TIMER_JOIN_S)
-            self._timer = None
-
-    def _cancel(self) -> None:
-        """The run ended before a scheduled kill fired: it does not fire (nothing to undo)."""
-        with self._kill_lock:
-            if self._kill_due is not None:
-                self._kill_due = None
-                self.killed = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer.join(KILL_TIMER_JOIN_S)
-            self._timer = None
+        spec, cluster = run.spec.board_fault, run.env.cluster
+        self.plan: list[tuple[int, FaultStep | None]] = []
+        """``(round, fault)``: from that round (tick) on, heal the fault in force and inject
+        this one (``None``: only heal)."""
+        if spec is not None and cluster is not None:
+            kill = FaultStep("kill", "leader", delay_s=spec.kill_delay_s,
+                             leader_wait_s=LEADER_WAIT_S) if spec.kill_leader else None
+            cut = FaultStep("partition", "isolate-leader", leader_wait_s=LEADER_WAIT_S) \
+                if spec.partition_one and cluster.net is not None else None
+            self.plan = [(spec.at_round, kill), (spec.at_round + spec.heal_after, cut),
+                         (spec.at_round + 2 * spec.heal_after, None)]
+        self.nemesis: Nemesis | None = None
+        self.fault: Fault | None = None
 
     def step(self, tick: int, t_s: float) -> None:
         """Advance the schedule to ``tick`` (a round, or replies per agent: ticks can skip)."""
-        cluster, spec, log = self.run.env.cluster, self.spec, self.run.log
-        if spec is None or cluster is None:
-            return
-        try:
-            if self.phase == 0 and tick >= spec.at_round:
-                self.phase = 1
-                if spec.kill_leader:
-                    leader = cluster.wait_for_leader()
-                    self._kill(leader, spec.kill_delay_s)
-                    when = (f" {spec.kill_delay_s:g} s into the round, board calls in flight"
-                            if spec.kill_delay_s > 0 else "")
-                    log.emit(t_s, "board_fault", reason=f"leader r{leader} SIGKILLed{when}")
-            if self.phase == 1 and tick >= spec.at_round + spec.heal_after:
-                self.phase = 2
-                self._settle()
-                self._restart(t_s)
-                if spec.partition_one and cluster.net is not None:
-                    self.isolated = cluster.wait_for_leader()
-                    cluster.net.isolate(self.isolated)
-                    log.emit(t_s, "board_fault",
-                             reason=f"leader r{self.isolated} partitioned away")
-            if self.phase == 2 and tick >= spec.at_round + 2 * spec.heal_after:
-                self.phase = 3
+        while self.plan and tick >= self.plan[0][0]:
+            fault = self.plan.pop(0)[1]
+            try:
                 self.heal(t_s)
-        except BoardError as exc:
-            log.emit(t_s, "board_error", reason=type(exc).__name__,
-                     data={"message": f"fault harness: {str(exc)[:200]}"})
+                if fault is not None:
+                    self._inject(fault, t_s)
+            except BoardError as exc:
+                self.run.log.emit(t_s, "board_error", reason=type(exc).__name__,
+                                  data={"message": f"fault harness: {str(exc)[:200]}"})
 
-    def _restart(self, t_s: float) -> None:
-        cluster = self.run.env.cluster
-        if cluster is not None and self.killed is not None:
-            cluster.restart(self.killed)
-            self.run.log.emit(t_s, "board_heal", reason=f"r{self.killed} restarted")
-            self.killed = None
+    def _inject(self, step: FaultStep, t_s: float) -> None:
+        if self.nemesis is None:
+            assert self.run.env.cluster is not None  # the plan is empty without one
+            kinds = [f.kind for _, f in self.plan if f is not None]
+            self.nemesis = Nemesis(self.run.env.cluster,
+                                   NemesisConfig(faults=[step.kind, *kinds]))
+        self.fault = self.nemesis.inject(step)
+        what = "SIGKILLed" if step.kind == "kill" else "partitioned away"
+        when = (f" {step.delay_s:g} s into the round, board calls in flight"
+                if step.delay_s > 0 else "")
+        self.run.log.emit(t_s, "board_fault",
+                          reason=f"leader r{self.fault.targets[0]} {what}{when}")
 
-    def heal(self, t_s: float) -> None:
-        """Undo whatever is still injected (also at the end of a run, whatever happened)."""
-        cluster = self.run.env.cluster
-        if cluster is None:
+    def heal(self, t_s: float, *, call_off: bool = False) -> None:
+        """Heal the fault in force (a delayed one is let happen first, or with ``call_off``
+        withdrawn: the run ended before it was done)."""
+        fault = self.fault
+        if fault is None or self.nemesis is None:
             return
-        self._cancel()
-        if self.isolated is not None and cluster.net is not None:
-            cluster.net.heal()
-            self.run.log.emit(t_s, "board_heal", reason=f"r{self.isolated} healed")
-            self.isolated = None
-        self._restart(t_s)
+        if self.nemesis.heal(fault, call_off=call_off):  # a failed heal raises: kept in force
+            what = "restarted" if fault.kind == "kill" else "healed"
+            self.run.log.emit(t_s, "board_heal", reason=f"r{fault.targets[0]} {what}")
+        self.fault = None
+
+    def close(self, t_s: float) -> None:
+        """At the end of a run, whatever happened: undo whatever is still injected."""
+        try:
+            self.heal(t_s, call_off=True)
+        finally:
+            if self.nemesis is not None:
+                self.nemesis.stop()
 
 
 def _decide_all(run: _Run, views: dict[str, View]) -> dict[str, Reply]:
@@ -621,14 +588,14 @@ def run_team(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | None
         rounds = _rounds(run, faults) if spec.sync == "rounds" else 0
         if spec.sync == "async":
             _async(run, faults)
-        faults.heal(_end_time(log.events))
+        faults.heal(_end_time(log.events), call_off=True)
         final = _final_state(run)
         ops = run.coordinator.ops + sum(a.ops for a in run.actors.values())
         _end_run(log, _end_time(log.events), out_dir, final, wall0, spec.board_time,
                  board_s=run.board_total_s, board_max_s=run.board_max_s,
                  success=run.done, tasks_done=len(run.completed), rounds=rounds, board_ops=ops)
     finally:
-        faults.heal(_end_time(log.events))
+        faults.close(_end_time(log.events))
         for actor in run.actors.values():
             actor.release_all()
         for cache in [*run.caches.values(), getattr(run, "coordinator_view", None)]:
@@ -664,8 +631,12 @@ def _run_study(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | No
     setup_ops = 2
     team = tuple(f"a{i}" for i in range(spec.agents))
     names = {"harness": f"{job}-coordinator", **{a: f"{job}-{a}" for a in team}}
-    store = BoardStore(lambda agent: env.board(names[agent]), layout.run_prefix)
+    store: Store = BoardStore(lambda agent: env.board(names[agent]), layout.run_prefix)
     brains = {a: env.brains(spec, i, a) for i, a in enumerate(team)}
+    for brain in brains.values():  # an LLM agent reads the project, and its test runs' results
+        bind = getattr(brain, "bind_study_run", None)
+        if bind is not None:
+            store = bind(project, store)
     faults = _BoardFaults(_StudyHost(env, spec, log))
     by_agent = {team[f.agent]: f for f in spec.faults if f.agent < spec.agents}
     state = dict.fromkeys(team, "up")
@@ -721,7 +692,9 @@ def _run_study(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | No
     engine = StudyEngine(project=project, team=team, mode=spec.mode, store=store, brains=brains,
                          log=log, round_cap=spec.round_cap, seed=spec.seed,
                          board_time=spec.board_time, stalled=stalled,
-                         between_rounds=between_rounds)
+                         between_rounds=between_rounds,
+                         fixes=frozenset(f for f in spec.fix.split(",") if f),
+                         claim_ttl_s=spec.claim_ttl_s)
     try:
         log.emit(0.0, "run_start", data={"spec": spec.model_dump(mode="json"),
                                          "project": project.name, "tasks": project.size,
@@ -730,7 +703,7 @@ def _run_study(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | No
         engine.setup()
         rounds = engine.run()
         end_s = _end_time(log.events)
-        faults.heal(end_s)
+        faults.heal(end_s, call_off=True)
         final = _study_final(coordinator, layout, engine)
         _end_run(log, end_s, out_dir, final, wall0, spec.board_time,
                  board_s=engine.board_s, board_max_s=engine.board_max_s,
@@ -739,7 +712,7 @@ def _run_study(spec: RunSpec, project: Project, env: TeamEnv, out_dir: Path | No
                  board_ops=setup_ops + store.ops, actions=engine.actions,
                  ignored=engine.ignored)
     finally:
-        faults.heal(_end_time(log.events))
+        faults.close(_end_time(log.events))
         log.close()
     return RunRecord(spec=spec, metrics=run_metrics(log.events),
                      out=out_dir.name if out_dir is not None else "", version=code_version())

@@ -108,10 +108,19 @@ class RunSpec(BaseModel):
     assume: str = ""
     """Study brains' assumption knobs, ``name=value,...`` (``agents.studybrain.Assumptions``);
     empty: the defaults."""
+    fix: str = ""
+    """Study rules replaced by correct ones (``--harness study`` only): a canonical comma list
+    of :data:`~agents.team.study_harness.FIXES`; empty: the study's rules."""
+    prompt: str = Field(default="", max_length=200)
+    """The system prompt LLM agents got under the study harness: ``ours:<sha256>`` (this
+    toolkit's teammate prompt) or ``study:<sha256>`` (read from a checkout of the study's
+    repository, ``--study-repo``); empty for every other run."""
 
     @model_validator(mode="after")
     def _study_rounds_only(self) -> RunSpec:
         check_harness(self.harness, self.sync)
+        if self.fix and self.harness != "study":
+            raise ValueError("--fix replaces study rules: it needs --harness study")
         return self
 
     @property
@@ -121,14 +130,15 @@ class RunSpec(BaseModel):
         board = json.dumps(self.board_fault.model_dump() if self.board_fault else None)
         return (self.experiment, self.suite, self.level, self.project, f"{self.p:.3f}", self.mode,
                 self.policy, self.brain, self.model, self.sync, str(self.round_cap),
-                faults, board, self.task_time, str(self.board_time), self.harness, self.assume)
+                faults, board, self.task_time, str(self.board_time), self.harness, self.assume,
+                self.fix, self.prompt)
 
     @property
     def run_id(self) -> str:
         """Stable name of the run (its output folder): readable prefix + hash of the spec."""
         # Fields added since the first sweeps leave the hash alone at their defaults, so a
         # sweep recorded before them still resumes.
-        new = {k for k in ("harness", "assume")
+        new = {k for k in ("harness", "assume", "fix", "prompt")
                if getattr(self, k) == type(self).model_fields[k].default}
         digest = hashlib.sha256(self.model_dump_json(exclude=new).encode()).hexdigest()[:10]
         tag = f"-{self.model}" if self.harness == "study" else ""

@@ -30,6 +30,24 @@ the harness's copy of the run's records, which is exact because replies apply on
 through it; every put carries the version the copy expects, so a divergence would surface as a
 refused write, never pass silently.
 
+**Fixes** (``--fix``, the ablation: :data:`FIXES`): each replaces one of the study's rules with
+the one a correct system enforces, everything else unchanged:
+
+* ``completion-deps``: a completion needs the task's dependencies done before the reply's
+  completions run (refused: ``complete_refused`` reason ``deps``). Decentralized agents already
+  obey it (a claim needs the dependencies done); it changes pre-assignment;
+* ``reject-stale-files``: a write is a compare-and-set on the version the agent saw at round
+  start (its own earlier writes in the reply included), decided by the board; a refused one is
+  ``write_rejected`` reason ``stale`` and is reported to the agent next round;
+* ``fenced-claims``: a held task (claimed, or dealt) is a lease its holder renews by replying;
+  silent past the claim TTL (run time), the holder loses it (``expired``; the task is pending
+  and unowned again) and a completion by a holder that lost it is refused (``complete_refused``
+  reason ``fenced``) and reported. Leases run in the run's simulated time, so they are kept by
+  the harness and their ends written through the board (a board lease runs on the cluster's
+  clock, which simulated replies do not advance);
+* ``claim-feedback``: a claim on a task another agent holds is refused out loud
+  (``claim_held``) and reported to the claimant instead of ignored.
+
 The rules are written once, against :class:`Store`: :class:`BoardStore` is the real board,
 :class:`MemoryStore` the same records in a dict (the calibration fits and re-measures brains on
 it, thousands of runs a minute; a test checks both give the same events for a seed).
@@ -48,6 +66,7 @@ from quorumboard.agents.team.actions import (
     Assign,
     ClaimTask,
     CompleteTask,
+    Feedback,
     FileView,
     Reply,
     TaskStatus,
@@ -57,13 +76,32 @@ from quorumboard.agents.team.actions import (
 )
 from quorumboard.agents.team.events import EventLog, RunEvent
 from quorumboard.agents.team.tasks import Project, Task
+from quorumboard.consensus import StaleVersion
 
-__all__ = ["STUDY_MODES", "BoardStore", "MemoryStore", "ReplyStats", "Store", "StudyEngine",
-           "reply_stats", "study_deal"]
+__all__ = ["FIXES", "STUDY_MODES", "BoardStore", "MemoryStore", "ReplyStats", "Store", "StudyEngine",
+           "parse_fixes", "reply_stats", "study_deal"]
 
 STUDY_MODES = ("preassign", "decentralized")
 """Modes the study released data for; ``lead`` and ``hybrid`` run under these rules but have
 no study data to compare with."""
+
+FIXES = ("completion-deps", "reject-stale-files", "fenced-claims", "claim-feedback")
+"""The study rules the ablation can replace, one at a time or together (see the module doc)."""
+
+
+def parse_fixes(text: str) -> str:
+    """``"claim-feedback,completion-deps"`` -> the canonical rule set (sorted, deduplicated,
+    comma-joined; ``"all"`` = every fix; ``""`` = the study's rules). Raises ``ValueError``
+    naming an unknown rule."""
+    names = {x.strip() for x in text.split(",") if x.strip()}
+    if "all" in names:
+        names = (names - {"all"}) | set(FIXES)
+    unknown = sorted(names - set(FIXES))
+    if unknown:
+        raise ValueError(f"--fix {', '.join(unknown)}: unknown rule (rules: {', '.join(FIXES)}"
+                         ", or all)")
+    return ",".join(f for f in FIXES if f in names)
+
 
 TEST_S_P50 = 0.38
 TEST_S_P90 = 0.75
@@ -121,7 +159,11 @@ class Store(Protocol):
 
     def read_task(self, agent: str, task_id: str) -> dict[str, Any] | None: ...
 
-    def put_file(self, agent: str, path: str, content: str) -> int: ...
+    def put_file(self, agent: str, path: str, content: str,
+                 expect: int | None = None) -> int | None:
+        """Write the file (last writer wins), or compare-and-set at version ``expect`` (0:
+        absent); returns the new version, None when the compare-and-set was refused."""
+        ...
 
     def files(self, agent: str) -> dict[str, tuple[str, int]]: ...
 
@@ -152,11 +194,14 @@ class MemoryStore:
         got = self.tasks.get(task_id)
         return dict(got[0]) if got else None
 
-    def put_file(self, agent: str, path: str, content: str) -> int:
+    def put_file(self, agent: str, path: str, content: str,
+                 expect: int | None = None) -> int | None:
         self.ops += 1
-        version = self.file_map.get(path, ("", 0))[1] + 1
-        self.file_map[path] = (agent, version)
-        return version
+        current = self.file_map.get(path, ("", 0))[1]
+        if expect is not None and expect != current:
+            return None
+        self.file_map[path] = (agent, current + 1)
+        return current + 1
 
     def files(self, agent: str) -> dict[str, tuple[str, int]]:
         self.ops += 1
@@ -167,6 +212,8 @@ class BoardLike(Protocol):
     """What :class:`BoardStore` uses of :class:`~consensus.Board`."""
 
     def put(self, key: str, value: Any, *, expect_version: int | None = None) -> Any: ...
+    """Raises :class:`~quorumboard.consensus.StaleVersion` when ``expect_version`` is not
+    the key's version."""
 
     def get(self, key: str) -> Any: ...
 
@@ -212,9 +259,14 @@ class BoardStore:
         entry = self.boards(agent).get(self._task_key(task_id))
         return dict(entry.value) if entry is not None and isinstance(entry.value, dict) else None
 
-    def put_file(self, agent: str, path: str, content: str) -> int:
+    def put_file(self, agent: str, path: str, content: str,
+                 expect: int | None = None) -> int | None:
         self.ops += 1
-        return int(self.boards(agent).put(self._file_key(path), {"content": content}).version)
+        try:
+            return int(self.boards(agent).put(self._file_key(path), {"content": content},
+                                              expect_version=expect).version)
+        except StaleVersion:
+            return None
 
     def files(self, agent: str) -> dict[str, tuple[str, int]]:
         self.ops += 1
@@ -264,6 +316,10 @@ class StudyEngine:
     stalled: Callable[[str, float], bool] = lambda agent, t_s: False
     between_rounds: Callable[[int, float], None] = lambda round_, t_s: None
     clock: Clock = time.monotonic
+    fixes: frozenset[str] = frozenset()
+    """Study rules replaced by a correct one (:data:`FIXES`)."""
+    claim_ttl_s: float = 60.0
+    """``fenced-claims``: run time a holder may stay silent before its tasks' leases end."""
     rounds: int = 0
     actions: int = 0
     """Actions carried out (each one board call)."""
@@ -272,8 +328,17 @@ class StudyEngine:
     board_s: float = 0.0
     board_max_s: float = 0.0
     _tasks: dict[str, tuple[dict[str, Any], int]] = field(default_factory=dict)
+    _feedback: dict[str, list[Feedback]] = field(default_factory=dict)
+    """Per agent, what the fixes report about its last reply (shown in its next view)."""
+    _heard_s: dict[str, float] = field(default_factory=dict)
+    """Per agent, the run time of its last reply (``fenced-claims``: the lease keepalive)."""
+    _lost: dict[str, set[str]] = field(default_factory=dict)
+    """Per agent, tasks whose lease it lost (``fenced-claims``: its completions are fenced)."""
 
     def __post_init__(self) -> None:
+        unknown = set(self.fixes) - set(FIXES)
+        if unknown:
+            raise ValueError(f"unknown study-rule fixes: {sorted(unknown)}")
         self._rng = random.Random(f"study-tests|{self.seed}")
         self._ids = [t.id for t in self.project.tasks]
         self._files_of = {t.id: t.files for t in self.project.tasks}
@@ -290,6 +355,7 @@ class StudyEngine:
             owner = owners.get(t.id)
             rec = {"status": "assigned" if owner else "pending", "owner": owner}
             self._tasks[t.id] = (rec, self.store.put_task("harness", t.id, rec, 0))
+        self._heard_s = dict.fromkeys(self.team, 0.0)
 
     @property
     def done(self) -> bool:
@@ -303,6 +369,8 @@ class StudyEngine:
             self.rounds = r
             self.log.emit(t, "round_start", round=r)
             self.between_rounds(r, t)
+            if "fenced-claims" in self.fixes:
+                self._expire(t, r)
             w0 = self.clock()
             tasks, files = self.store.snapshot()
             view_s = self._waited(w0)
@@ -342,7 +410,7 @@ class StudyEngine:
                 dependencies=t.dependencies, files=t.files))
         return View(agent=agent, team=self.team, round=round_, time_s=t_s, mode=self.mode,
                     self_claiming=self.mode in ("decentralized", "hybrid"),
-                    tasks=tuple(views),
+                    tasks=tuple(views), feedback=tuple(self._feedback.pop(agent, ())),
                     files=tuple(FileView(file=p, version=v, author=a, passes=True)
                                 for p, (a, v) in sorted(files.items())))
 
@@ -356,12 +424,16 @@ class StudyEngine:
         for problem in reply.invalid:
             log.emit(t_s, "invalid", agent=agent, round=round_, reason=problem[:300])
         kinds: list[str] = [a.kind for a in reply.actions]
+        self._heard_s[agent] = t_s
+        seen = {p: v for p, (_, v) in seen_files.items()}
         for w in (a for a in reply.actions if isinstance(a, WriteFile)):
-            self._edit(agent, w, t_s, round_, seen_files)
+            self._edit(agent, w, t_s, round_, seen)
         for c in (a for a in reply.actions if isinstance(a, ClaimTask)):
             self._claim(agent, c.task, t_s, round_)
+        done_before = frozenset(t for t, (rec, _) in self._tasks.items()
+                                if rec["status"] == "done")
         for d in (a for a in reply.actions if isinstance(a, CompleteTask)):
-            self._complete(agent, d.task, t_s, round_)
+            self._complete(agent, d.task, t_s, round_, done_before)
         test_s = 0.0
         if reply.run_tests:
             self.actions += 1
@@ -384,18 +456,30 @@ class StudyEngine:
         sigma = math.log(TEST_S_P90 / TEST_S_P50) / _Z90
         return TEST_S_P50 * math.exp(sigma * self._rng.gauss(0.0, 1.0))
 
+    def _tell(self, agent: str, note: Feedback) -> None:
+        self._feedback.setdefault(agent, []).append(note)
+
     def _edit(self, agent: str, w: WriteFile, t_s: float, round_: int,
-              seen: Mapping[str, tuple[str, int]]) -> None:
+              seen: dict[str, int]) -> None:
+        """One write. ``seen``: the versions the agent saw at round start, updated by its own
+        writes in this reply (a second write of a path in one reply is not stale)."""
         path = _valid_path(w.file)
         if path is None:
             self.log.emit(t_s, "invalid", agent=agent, round=round_, file=w.file[:200],
                           reason="not a path")
             return
         self.actions += 1
-        version = self.store.put_file(agent, path, w.content)
+        base = seen.get(path, 0)
+        stale_check = "reject-stale-files" in self.fixes
+        version = self.store.put_file(agent, path, w.content, base if stale_check else None)
+        if version is None:
+            self.log.emit(t_s, "write_rejected", agent=agent, round=round_, file=path,
+                          task=w.task, base_version=base, reason="stale")
+            self._tell(agent, Feedback(kind="write_stale", file=path, task=w.task))
+            return
+        seen[path] = version
         self.log.emit(t_s, "write", agent=agent, round=round_, file=path, task=w.task,
-                      version=version, base_version=seen.get(path, ("", 0))[1],
-                      passes=w.passes,
+                      version=version, base_version=base, passes=w.passes,
                       reason=None if path in self._project_files else "no-task")
 
     def _claim(self, agent: str, task_id: str, t_s: float, round_: int) -> None:
@@ -410,6 +494,13 @@ class StudyEngine:
                  or (rec["owner"] == agent and rec["status"] == "assigned"))
         if not match:
             self.store.read_task(agent, task_id)  # the record that makes it no match
+            holder = rec["owner"]
+            if ("claim-feedback" in self.fixes and holder not in (None, agent)
+                    and rec["status"] != "done"):
+                self.log.emit(t_s, "claim_held", agent=agent, round=round_, task=task_id,
+                              target=holder)
+                self._tell(agent, Feedback(kind="claim_held", task=task_id, holder=holder))
+                return
             self.ignored += 1
             return
         blocking = next((d for d in self._deps[task_id]
@@ -419,23 +510,65 @@ class StudyEngine:
             self.log.emit(t_s, "claim_blocked", agent=agent, round=round_, task=task_id,
                           target=blocking)
             return
-        new = dict(rec, status="in_progress", owner=agent)
+        self._lost.get(agent, set()).discard(task_id)
+        new = dict(rec, status="in_progress", owner=agent, fence=int(rec.get("fence", 0)) + 1)
         self._tasks[task_id] = (new, self.store.put_task(agent, task_id, new, version))
-        self.log.emit(t_s, "claim", agent=agent, round=round_, task=task_id)
+        self.log.emit(t_s, "claim", agent=agent, round=round_, task=task_id,
+                      fence=new["fence"])
 
-    def _complete(self, agent: str, task_id: str, t_s: float, round_: int) -> None:
+    def _complete(self, agent: str, task_id: str, t_s: float, round_: int,
+                  done_before: frozenset[str] = frozenset()) -> None:
+        """A completion: ownership only (the study), or also the dependencies done before the
+        reply's completions (``completion-deps``); a holder whose lease ended is refused out
+        loud under ``fenced-claims`` (the study ignores any non-owner's completion)."""
         self.actions += 1
         got = self._tasks.get(task_id)
         if got is None or got[0]["owner"] != agent:
             self.store.read_task(agent, task_id)
+            if got is not None and task_id in self._lost.get(agent, set()):
+                self.log.emit(t_s, "complete_refused", agent=agent, round=round_,
+                              task=task_id, reason="fenced")
+                self._tell(agent, Feedback(kind="complete_refused", task=task_id,
+                                           reason="fenced"))
+                return
             self.ignored += 1
             return
         rec, version = got
         repeat = rec["status"] == "done"
+        if "completion-deps" in self.fixes and not repeat:
+            blocking = next((d for d in self._deps[task_id] if d not in done_before), None)
+            if blocking is not None:
+                self.store.read_task(agent, blocking)  # the dependency that refuses it
+                self.log.emit(t_s, "complete_refused", agent=agent, round=round_,
+                              task=task_id, target=blocking, reason="deps")
+                self._tell(agent, Feedback(kind="complete_refused", task=task_id,
+                                           reason="deps"))
+                return
         new = dict(rec, status="done")
         self._tasks[task_id] = (new, self.store.put_task(agent, task_id, new, version))
         self.log.emit(t_s, "complete", agent=agent, round=round_, task=task_id,
                       reason="repeat" if repeat else None)
+
+    def _expire(self, t_s: float, round_: int) -> None:
+        """``fenced-claims``, at round start: every task held (claimed or dealt) by an agent
+        silent for the claim TTL returns to pending and unowned (one compare-and-set put each;
+        its fence moves on when it is claimed again)."""
+        for agent in self.team:
+            if t_s - self._heard_s.get(agent, 0.0) < self.claim_ttl_s:
+                continue
+            lapsed = sorted(t for t, (rec, _) in self._tasks.items()
+                            if rec["owner"] == agent and rec["status"] != "done")
+            if not lapsed:
+                continue
+            for task_id in lapsed:
+                rec, version = self._tasks[task_id]
+                new = dict(rec, status="pending", owner=None)
+                self.actions += 1
+                self._tasks[task_id] = (new, self.store.put_task("harness", task_id, new,
+                                                                 version))
+            self._lost.setdefault(agent, set()).update(lapsed)
+            self.log.emit(t_s, "expired", agent=agent, round=round_, data={"tasks": lapsed})
+            self._tell(agent, Feedback(kind="claim_lost", reason=",".join(lapsed)[:300]))
 
     def _assign(self, agent: str, task_id: str, worker: str, t_s: float, round_: int) -> None:
         """A lead's assignment (lead mode only; the study has no data for it): an unowned

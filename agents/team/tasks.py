@@ -65,6 +65,10 @@ class Project(BaseModel):
     suite: str = ""
     level: str = ""
     description: str = ""
+    success_criteria: str = ""
+    repository: str = ""
+    """The task file's ``success_criteria`` and ``repository``: only an LLM agent's first
+    message under the study harness shows them (the study's did)."""
     tasks: tuple[Task, ...] = Field(min_length=1, max_length=TASKS_MAX)
 
     @model_validator(mode="after")
@@ -162,7 +166,8 @@ def load_project(path: str | Path) -> Project:
     try:
         return Project(name=str(raw.get("project") or p.stem), suite=p.parent.name,
                        level=p.stem, description=str(raw.get("description") or ""),
-                       tasks=raw.get("tasks"))
+                       success_criteria=str(raw.get("success_criteria") or ""),
+                       repository=str(raw.get("repository") or ""), tasks=raw.get("tasks"))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])

@@ -65,6 +65,7 @@ from quorumboard.consensus import (
     RevisionCompacted,
     StaleVersion,
     Unavailable,
+    WatchCancelled,
 )
 
 __all__ = ["Actor", "Layout", "ViewCache"]
@@ -213,6 +214,9 @@ class ViewCache:
                 self._stream = None
                 self._resync()
                 continue
+            except WatchCancelled:  # this agent fell a whole watch buffer behind while it
+                self._stream = None  # thought: every event before the cut was applied, so
+                continue  # the watch restarts from this cache's revision, gap-free
             if ev is None:  # no event in WATCH_IDLE_S: find the leader, restart at the cursor
                 self._stream = None
                 with contextlib.suppress(BoardError):  # a board fault: try again until deadline

@@ -76,6 +76,7 @@ from quorumboard.consensus import (
     RevisionCompacted,
     SessionExpired,
     StaleVersion,
+    TooManyConnections,
     Unavailable,
     configure_logging,
     connect,
@@ -118,6 +119,8 @@ _HINTS: list[tuple[type[BoardError], str]] = [
     (SessionExpired, "the outcome of that write cannot be known: board_get the key to see "
                      "whether it applied before writing again"),
     (OutcomeUnknown, "retry the same call: it applies at most once"),
+    (TooManyConnections, "the replica is at its connection cap: retry later; if it persists "
+                         "the operator must raise the replicas' connections_max"),
     (Unavailable, "the cluster is electing a leader or unreachable: retry the same call"),
     (NotFound, "the key or claim does not exist: board_list the prefix to see what does"),
     (InvalidCommand, "fix the argument named in the message; retrying it unchanged fails again"),

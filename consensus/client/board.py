@@ -72,8 +72,10 @@ from quorumboard.consensus.errors import (
     RevisionCompacted,
     SessionExpired,
     StaleVersion,
+    TooManyConnections,
     Unavailable,
     UnknownPolicy,
+    WatchCancelled,
 )
 from quorumboard.consensus.wire.auth import CLIENT_LABEL, SEAL_OVERHEAD_BYTES, Channel, new_nonce
 from quorumboard.consensus.wire.frames import FrameDecoder, encode_frame
@@ -87,6 +89,7 @@ from quorumboard.consensus.wire.protocol import (
     ReplicaStatus,
     Reply,
     StatusReq,
+    WatchAckReq,
     WatchBatch,
     WatchReq,
     encode,
@@ -210,12 +213,36 @@ _UNDEDUPLICABLE = (
 
 
 class _Refused(Exception):
-    """An endpoint refused this client's secret (wrapped so the caller knows which one)."""
+    """An endpoint refused this client in the handshake: its secret, or the replica is at its
+    connection cap (wrapped so the caller knows which endpoint)."""
 
-    def __init__(self, address: str, error: AuthError) -> None:
+    def __init__(self, address: str, error: AuthError | TooManyConnections) -> None:
         super().__init__(str(error))
         self.address = address
         self.error = error
+
+
+class _Acks:
+    """A watch's acknowledgements: the client tells the replica how many bytes of batches it
+    has consumed once they add up to a quarter of the watch's buffer (the replica cancels a
+    watch whose whole buffer stays unconsumed), so a watcher that keeps up costs one small
+    frame per quarter buffer of events, and a stalled one stops acknowledging by itself."""
+
+    __slots__ = ("buffer_bytes", "link", "pending_bytes", "watch")
+
+    def __init__(self, link: _Link, watch: int) -> None:
+        self.link = link
+        self.watch = watch
+        self.buffer_bytes = 0  # from the watch's first reply; 0: the replica wants no acks
+        self.pending_bytes = 0
+
+    def consumed(self, size_bytes: int) -> None:
+        if self.buffer_bytes <= 0:
+            return
+        self.pending_bytes += size_bytes
+        if self.pending_bytes >= self.buffer_bytes // 4:
+            self.link.send(WatchAckReq(watch=self.watch, consumed_bytes=self.pending_bytes))
+            self.pending_bytes = 0
 
 
 class _Lost(Exception):
@@ -269,6 +296,11 @@ class _Link:
                     secret_mismatch=True) from None
             raise ProtocolError(f"{address}: handshake failed ({exc}): is this a quorumboard "
                                 "client port?") from None
+        except TooManyConnections as exc:
+            self._sock.close()
+            raise TooManyConnections(
+                f"{address}: {exc}: wait for connections to close, raise the replica's "
+                "connections_max, or open fewer Boards and watches", limit=exc.limit) from None
         except Exception:
             self._sock.close()
             raise
@@ -500,7 +532,7 @@ class Board:
                 self._next_endpoint += 1
         try:
             link = self._connect_to(hint, timeout_s)
-        except AuthError as exc:
+        except (AuthError, TooManyConnections) as exc:
             raise _Refused(hint, exc) from None
         except (OSError, BoardError) as exc:
             raise _Lost(f"cannot connect to {hint}: {exc}", sent=False) from None
@@ -535,6 +567,7 @@ class Board:
         maybe_applied = False
         last = "no attempt made"
         refused: set[str] = set()
+        capped: TooManyConnections | None = None  # the last attempt met a replica's cap
         for attempt in range(ATTEMPTS_MAX):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -549,8 +582,12 @@ class Board:
             except _Refused as refusal:
                 _raise_if_all_refused(refusal, refused, self.endpoints)
                 last = str(refusal)
+                if isinstance(refusal.error, TooManyConnections):
+                    capped = refusal.error  # connections may free up: try again after a pause
+                    _backoff(attempt, deadline)
                 continue  # a stale endpoint (another cluster's replica): try the others
             except _Lost as lost:
+                capped = None
                 maybe_applied = maybe_applied or lost.sent
                 last = str(lost)
                 self._drop(link)
@@ -558,6 +595,7 @@ class Board:
                     link.close()
                 _backoff(attempt, deadline)
                 continue
+            capped = None
             failure = reply.wire_error
             if failure is None:
                 return reply, maybe_applied
@@ -576,6 +614,8 @@ class Board:
         if maybe_applied and not idempotent:
             raise OutcomeUnknown(f"outcome unknown after retries until the deadline ({last}); "
                                  "retrying through this Board is safe")
+        if capped is not None:  # the deadline ran out at a replica's cap: say so, typed
+            raise capped
         raise Unavailable(f"no replica could serve the request in time ({last})")
 
     # --------------------------------------------------------------------------- sessions
@@ -848,6 +888,12 @@ class Board:
         revision). Raises :class:`RevisionCompacted` if the start was compacted away. Ends after
         ``idle_timeout_s`` without events, if given.
 
+        A caller that stops iterating while events keep coming holds at most the replica's
+        watch buffer (``watch_buffer_bytes``): once it is a whole buffer behind, the replica
+        cancels the watch, and the iterator yields what it was sent, then raises
+        :class:`WatchCancelled`; watch again from its ``resume_revision`` to continue
+        exactly once.
+
         The arguments are checked here, at the call (not at the first ``next()``).
         """
         request = _checked("watch", WatchReq, id=0, prefix=check_prefix(prefix),
@@ -860,6 +906,7 @@ class Board:
         cursor = start_revision
         attempt = 0
         refused: set[str] = set()
+        capped: TooManyConnections | None = None
         for _ in range(WATCH_RECONNECTS_MAX * 1_000):
             if attempt >= WATCH_RECONNECTS_MAX or self._closed:
                 break
@@ -870,12 +917,17 @@ class Board:
             except AuthError as exc:
                 _raise_if_all_refused(_Refused(address, exc), refused, self.endpoints)
                 continue
-            except (OSError, BoardError):
+            except (OSError, BoardError) as exc:
+                if isinstance(exc, TooManyConnections):
+                    capped = exc
+                    _raise_if_all_refused(_Refused(address, exc), refused, self.endpoints)
                 _backoff(attempt, time.monotonic() + BACKOFF_MAX_S)
                 continue
+            capped = None
             try:
                 rid, box = link.open_box(stream=True)
                 link.send(WatchReq(id=rid, prefix=prefix, start_revision=cursor))
+                ack = _Acks(link, rid)
                 # Idle means no *events*: progress batches (a replica that is partitioned away
                 # keeps sending them, frozen at its last revision) do not keep a watch alive.
                 idle_until = (None if idle_timeout_s is None
@@ -892,10 +944,16 @@ class Board:
                         if msg.wire_error is Failure.COMPACTED:
                             raise RevisionCompacted(msg.message,
                                                     compact_revision=msg.compact_revision)
+                        if msg.wire_error is Failure.SLOW_WATCHER:
+                            raise WatchCancelled(
+                                f"{link.address}: {msg.message}",
+                                resume_revision=msg.resume_revision
+                                if msg.resume_revision is not None else cursor or 0)
                         if msg.wire_error:
                             break
                         if cursor is None:
                             cursor = msg.revision + 1
+                        ack.buffer_bytes = msg.watch_buffer_bytes or 0
                         continue
                     attempt = 0  # progress: the reconnect budget starts over
                     if msg.events and idle_timeout_s is not None:
@@ -905,11 +963,17 @@ class Board:
                     # watch resumes from where the replica had read, not from its last event.
                     last = msg.events[-1].revision if msg.events else 0
                     cursor = max(cursor or 0, last + 1, msg.through + 1)
+                    # The caller asked for the next event after this batch's last: the batch is
+                    # consumed, and its share of the replica's watch buffer can be freed (after
+                    # the cursor moved: a send that fails reconnects from past this batch).
+                    ack.consumed(msg.size_bytes)
             except _Lost:
                 pass
             finally:
                 link.close()
             _backoff(min(attempt, 5), time.monotonic() + BACKOFF_MAX_S)
+        if capped is not None:
+            raise capped
         raise Unavailable("watch could not reconnect")
 
     async def wait_events(self, prefix: str, after_revision: int, *, timeout_s: float,
@@ -944,6 +1008,7 @@ class Board:
         deadline = loop.time() + max(WAIT_MIN_S, timeout_s)
         cursor = _WaitCursor(after_revision)
         last = "no attempt made"
+        capped: TooManyConnections | None = None
         for attempt in range(WATCH_RECONNECTS_MAX):
             if self._closed:
                 raise Unavailable("board is closed")
@@ -961,6 +1026,7 @@ class Board:
             except (OSError, BoardError, _Lost, ValueError, TypeError) as exc:
                 # The replica died, refused or sent garbage: resume on the next one.
                 last = f"{type(exc).__name__}: {exc}"
+                capped = exc if isinstance(exc, TooManyConnections) else None
                 await asyncio.sleep(max(0.0, min(BACKOFF_MIN_S * 2 ** min(attempt, 4),
                                                  BACKOFF_MAX_S, deadline - loop.time())))
                 continue
@@ -976,6 +1042,8 @@ class Board:
                 return EventPage(events[:cut], events[cut - 1].revision, True)
             return EventPage(events, max(cursor.revision, events[-1].revision), False)
         if not cursor.served:
+            if capped is not None:  # the last replica tried was at its connection cap: typed
+                raise capped
             raise Unavailable(f"no replica could serve the wait in time ({last})")
         return EventPage([], cursor.revision, False)
 
@@ -1007,7 +1075,10 @@ class Board:
                 raise _Lost("unreachable", sent=False)
 
             writer.write(encode_frame(channel.hello(f"agent:{self.agent}")))
-            channel.accept_hello(await next_frame())
+            try:
+                channel.accept_hello(await next_frame())
+            except TooManyConnections as exc:
+                raise TooManyConnections(f"{address}: {exc}", limit=exc.limit) from None
             writer.write(encode_frame(channel.proof()))
             channel.accept_proof(await next_frame())
             decoder.set_limit(REPLY_FRAME_BYTES_MAX + SEAL_OVERHEAD_BYTES)
@@ -1103,9 +1174,10 @@ def _budget(attempt_s: float) -> float:
 
 
 def _raise_if_all_refused(refusal: _Refused, refused: set[str], endpoints: list[str]) -> None:
-    """Note that ``refusal.address`` refused our secret; raise its :class:`AuthError` once every
-    endpoint has: then no retry can succeed, and waiting out the deadline to report the
-    cluster "unavailable" would send scripts into a retry loop."""
+    """Note that ``refusal.address`` refused us (our secret, or its connection cap); raise the
+    refusal's typed error (:class:`AuthError`, :class:`TooManyConnections`) once every
+    endpoint has: then no retry of this call can succeed soon, and waiting out the deadline to
+    report the cluster "unavailable" would send scripts into a retry loop."""
     refused.add(refusal.address)
     if refused.issuperset(endpoints):
         raise refusal.error

@@ -49,7 +49,14 @@ from quorumboard.consensus.errors import CorruptData, ProtocolError
 from quorumboard.consensus.raft.node import RaftNode, RaftSettings, forbid_pickle
 from quorumboard.consensus.replica.batching import GroupCommit
 from quorumboard.consensus.replica.lifeline import watch_parent
-from quorumboard.consensus.replica.server import ClientServer, Done
+from quorumboard.consensus.replica.server import (
+    CONNECTIONS_MAX,
+    CONNECTIONS_MAX_RANGE,
+    WATCH_BUFFER_BYTES,
+    WATCH_BUFFER_BYTES_RANGE,
+    ClientServer,
+    Done,
+)
 from quorumboard.consensus.wire.protocol import CLIENT_FRAME_BYTES_MAX, ReplicaStatus, encode
 
 __all__ = [
@@ -98,6 +105,17 @@ class ReplicaConfig(BaseModel):
     """Peer raft address -> address to dial instead (LocalCluster's network fault proxies)."""
     compaction_min_entries: int = Field(default=20_000, ge=2)
     """Snapshot and compact the log past this many entries (small values stress snapshots)."""
+    connections_max: int = Field(default=CONNECTIONS_MAX, ge=CONNECTIONS_MAX_RANGE[0],
+                                 le=CONNECTIONS_MAX_RANGE[1])
+    """Client connections this replica serves at once; past it a new connection is refused
+    with a refusal frame the client raises as ``TooManyConnections``. Per replica (not in
+    ``limits``): replicas may differ, e.g. by the open-file limit of their machine."""
+    watch_buffer_bytes: int = Field(default=WATCH_BUFFER_BYTES,
+                                    ge=WATCH_BUFFER_BYTES_RANGE[0],
+                                    le=WATCH_BUFFER_BYTES_RANGE[1])
+    """Per watch: the most of its events sent and not yet consumed by its client; a watcher
+    that stays this far behind is cancelled (``WatchCancelled``, with the revision to resume
+    from)."""
     clock_fault_file: Path | None = None
     """Fault injection only: read the lease clock through :class:`~quorumboard.consensus.testing.clocks.FaultClock`
     controlled by this file (LocalCluster(clock_faults=True) sets it)."""
@@ -367,7 +385,9 @@ class Replica:
             raise
         self.machine.attach(self._raft)
         host, port = _split(config.client_address)
-        self._server = self.server_class(self.machine, host, port, secret, loop=loop)
+        self._server = self.server_class(self.machine, host, port, secret, loop=loop,
+                                         connections_max=config.connections_max,
+                                         watch_buffer_bytes=config.watch_buffer_bytes)
         try:
             self._server.start()
         except BaseException:

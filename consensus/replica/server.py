@@ -4,7 +4,12 @@ The edit path: a validated :class:`~consensus.protocol.ProposeReq` becomes a log
 handed to Raft; when the entry has committed and been applied on this replica, the tick thread
 passes the :class:`~consensus.model.Result` back here and it goes out as a
 :class:`~consensus.protocol.Reply`. Watches stream applied events from the replicated event
-log, whole revisions at a time.
+log, whole revisions at a time; each watch may have at most ``watch_buffer_bytes`` sent and not
+yet consumed by its client, and a watcher that stays a whole buffer behind is cancelled with the
+revision to resume from, so a slow watcher holds neither memory nor its connection.
+
+At its connection cap (``connections_max``, a per-replica setting) the endpoint answers a new
+connection with the handshake's refusal frame, never a bare close.
 
 Linearizable reads write nothing to the log (ReadIndex, Raft thesis §6.4; the Raft side is
 :meth:`~quorumboard.consensus.raft.node.RaftNode.read_index`). Reads wait in one queue; while
@@ -35,6 +40,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +56,7 @@ from quorumboard.consensus.errors import (
     BoardError,
     ProtocolError,
     RevisionCompacted,
+    TooManyConnections,
 )
 from quorumboard.consensus.wire.auth import (
     CLIENT_LABEL,
@@ -69,6 +76,7 @@ from quorumboard.consensus.wire.protocol import (
     ReplicaStatus,
     Reply,
     StatusReq,
+    WatchAckReq,
     WatchBatch,
     WatchReq,
     decode_request,
@@ -76,7 +84,7 @@ from quorumboard.consensus.wire.protocol import (
     request_id,
 )
 
-__all__ = ["ClientServer", "Core"]
+__all__ = ["ClientServer", "Core", "raise_open_files_limit"]
 
 log = structlog.get_logger("quorumboard.consensus.replica.server")
 
@@ -84,10 +92,35 @@ T = TypeVar("T")
 
 HELLO_BYTES_MAX = 4096
 CONNECTIONS_MAX = 1024
+"""The default cap on client connections (``ReplicaConfig.connections_max``)."""
+CONNECTIONS_MAX_RANGE = (1, 1_000_000)
+OPEN_FILES_WANTED = 2**20
+"""The soft open-file limit a replica asks for at start (capped by the hard limit)."""
+OPEN_FILES_RESERVED = 128
+"""Descriptors a replica needs besides client connections (raft peers, journal, snapshot,
+log, pipes, and the refused connections lingering at the cap, up to :data:`REFUSING_MAX`): a
+soft limit below ``connections_max`` plus this is warned about at start."""
+REFUSING_MAX = 64
+"""Refusals at the cap that linger (read the client's hello before closing) at once; past
+this, a refused socket is closed right after its refusal frame."""
+REFUSE_LINGER_S = 1.0
+REFUSAL_LOG_EVERY_S = 10.0
 WATCHES_PER_CONNECTION_MAX = 64
 INFLIGHT_PER_CONNECTION_MAX = 1024
 WRITE_BUFFER_BYTES_MAX = 64 * 2**20
 WATCH_BATCH_EVENTS_MAX = 1_000
+WATCH_BUFFER_BYTES = 8 * 2**20
+"""The default per-watch buffer (``ReplicaConfig.watch_buffer_bytes``): how much of a watch's
+events may be sent and not yet consumed by its client. One revision always goes to a watch
+with nothing outstanding, however large, so a revision larger than the buffer is delivered."""
+WATCH_BUFFER_BYTES_RANGE = (4096, 2**30)
+WATCH_BATCH_BYTES = 64
+"""What a batch counts against the watch's buffer besides its events (a progress report
+counts this alone)."""
+WATCH_STALL_S = 1.0
+"""How long a watch whose buffer is full waits for its client to consume some of it before
+it is cancelled as too slow: long enough that a consumer replaying a backlog faster than the
+network carries it is not cancelled, short enough that a stalled one is let go at once."""
 REPLY_PAGE_BYTES_MAX = 8 * 2**20
 """A list page, a history reply or a watch batch stops growing past this many value bytes
 (always holding at least one item or revision), far below the client's 64 MiB frame bound."""
@@ -191,6 +224,27 @@ class _Deadlines:
                 log.exception("request timeout handler raised")
 
 
+class _Watch:
+    """One watch's stream on a connection and what its client has not yet consumed of it."""
+
+    __slots__ = ("acked", "task", "unacked_bytes")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.unacked_bytes = 0
+        self.acked: asyncio.Future[None] | None = None
+        """Set when the client acknowledges, while the stream waits for room."""
+
+    def ack(self, consumed_bytes: int) -> None:
+        self.unacked_bytes = max(0, self.unacked_bytes - consumed_bytes)
+        if self.acked is not None and not self.acked.done():
+            self.acked.set_result(None)
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
 class _Conn:
     """One authenticated client connection."""
 
@@ -199,7 +253,7 @@ class _Conn:
         self.writer = writer
         self.channel = channel
         self.inflight = 0
-        self.watches: dict[int, asyncio.Task[None]] = {}
+        self.watches: dict[int, _Watch] = {}
         self.closed = False
 
     def send(self, message: Reply | WatchBatch) -> None:
@@ -224,8 +278,8 @@ class _Conn:
         if self.closed:
             return
         self.closed = True
-        for task in self.watches.values():
-            task.cancel()
+        for watch in self.watches.values():
+            watch.cancel()
         self.watches.clear()
         with contextlib.suppress(Exception):
             self.writer.close()
@@ -238,11 +292,20 @@ class ClientServer:
     committed proposals are written on the thread that applied them), else a new one."""
 
     def __init__(self, core: Core, host: str, port: int, secret: bytes | None,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, *,
+                 connections_max: int = CONNECTIONS_MAX,
+                 watch_buffer_bytes: int = WATCH_BUFFER_BYTES) -> None:
         self.core = core
         self.host = host
         self.port = port
         self.secret = secret
+        self.connections_max = connections_max
+        self.watch_buffer_bytes = watch_buffer_bytes
+        self._open_connections = 0  # accepted sockets, in the handshake or established
+        self._refusing = 0
+        self._refused = 0  # since the last log line about refusals
+        self._refusal_logged_at = -REFUSAL_LOG_EVERY_S
+        self._slow_watches_cancelled = 0
         self._loop = loop or asyncio.new_event_loop()
         self._loop_thread_id: int | None = None
         self._thread = threading.Thread(target=self._run, name="client-server", daemon=True)
@@ -282,6 +345,7 @@ class ClientServer:
     # ------------------------------------------------------------------------ lifecycle
 
     def start(self, timeout_s: float = 10.0) -> None:
+        raise_open_files_limit(self.connections_max)
         self._thread.start()
         if not self._ready.wait(timeout_s):
             raise RuntimeError("client server did not start in time")
@@ -367,9 +431,42 @@ class ClientServer:
     # ------------------------------------------------------------------------ connections
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._conns) >= CONNECTIONS_MAX:
-            writer.close()
+        if self._open_connections >= self.connections_max:
+            await self._refuse(reader, writer)
             return
+        self._open_connections += 1
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._open_connections -= 1
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Turn a connection away at the cap: the handshake's refusal frame (with the cap) in
+        place of our hello, then a short lingering close, reading what the client sends until
+        it closes: closing with its hello unread would reset the connection, and a reset can
+        discard the frame before the client reads it."""
+        self._refusing += 1
+        try:
+            refusal = TooManyConnections("at the cap", limit=self.connections_max)
+            writer.write(encode_frame(refusal_frame(refusal)))
+            if self._refusing <= REFUSING_MAX:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(REFUSE_LINGER_S):
+                        for _ in range(HELLO_BYTES_MAX):  # each read yields >= 1 byte
+                            if not await reader.read(HELLO_BYTES_MAX):
+                                break
+        finally:
+            self._refusing -= 1
+            with contextlib.suppress(Exception):
+                writer.close()
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_EVERY_S:  # a crowd must not flood logs
+            log.warning("client connections refused at the cap", refused=self._refused,
+                        connections_max=self.connections_max)
+            self._refused, self._refusal_logged_at = 0, now
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         channel = Channel(self.secret, new_nonce(), initiator=False, label=CLIENT_LABEL)
         decoder = FrameDecoder(HELLO_BYTES_MAX)
         conn: _Conn | None = None
@@ -457,13 +554,26 @@ class ClientServer:
                 self._maybe_confirm_reads()
         elif isinstance(req, WatchReq):
             self._watch(conn, req)
+        elif isinstance(req, WatchAckReq):
+            watch = conn.watches.get(req.watch)
+            if watch is not None:
+                watch.ack(req.consumed_bytes)
         elif isinstance(req, CancelReq):
-            task = conn.watches.pop(req.watch, None)
-            if task is not None:
-                task.cancel()
+            watch = conn.watches.pop(req.watch, None)
+            if watch is not None:
+                watch.cancel()
             conn.send(Reply(id=req.id))
         elif isinstance(req, StatusReq):
-            conn.send(Reply(id=req.id, status=self.core.status(req.digest)))
+            conn.send(Reply(id=req.id, status=self._status(req.digest)))
+
+    def _status(self, digest: bool) -> ReplicaStatus:
+        """The replica's status with this endpoint's connection figures."""
+        return self.core.status(digest).model_copy(update={
+            "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "connections_max": self.connections_max,
+            "client_connections": self._open_connections,
+            "watch_buffer_bytes": self.watch_buffer_bytes,
+            "slow_watches_cancelled": self._slow_watches_cancelled})
 
     def _not_leader(self, rid: int) -> Reply:
         return Reply(id=rid, wire_error=Failure.NOT_LEADER, message="this replica is not the leader",
@@ -609,10 +719,11 @@ class ClientServer:
         with self.core.lock:
             start = self.core.state.revision + 1 if req.start_revision is None \
                 else max(req.start_revision, 1)
-        conn.send(Reply(id=req.id, revision=start - 1))
-        conn.watches[req.id] = self._loop.create_task(self._stream(conn, req, start))
+        conn.send(Reply(id=req.id, revision=start - 1, watch_buffer_bytes=self.watch_buffer_bytes))
+        watch = conn.watches[req.id] = _Watch()
+        watch.task = self._loop.create_task(self._stream(conn, req, start, watch))
 
-    async def _stream(self, conn: _Conn, req: WatchReq, start: int) -> None:
+    async def _stream(self, conn: _Conn, req: WatchReq, start: int, watch: _Watch) -> None:
         """Send every event at or after ``start`` under the prefix, whole revisions per batch.
 
         The waiter is registered *before* reading, so an apply that lands between the read and
@@ -620,10 +731,17 @@ class ClientServer:
         board moves on without matching events, a progress batch (no events, ``through`` =
         head) is sent at least every :data:`WATCH_PROGRESS_S` and before a quarter of the
         retained event log has gone by, so a quiet watch can resume after a failover without
-        falling behind compaction."""
+        falling behind compaction.
+
+        Batches are cut to the room left in the watch's buffer (``watch_buffer_bytes`` less
+        what the client has not acknowledged). When not even the next revision fits, the stream
+        waits up to :data:`WATCH_STALL_S` for an acknowledgement and then cancels the watch
+        with ``SLOW_WATCHER`` and the revision to resume from (every earlier event was sent).
+        The wait is this watch's alone: other watches and requests on the connection go on."""
         cursor = start
         reported = start - 1  # the highest ``through`` the client has been told
         last_report = self._loop.time()
+        stalled_since: float | None = None
         try:
             for _ in range(2**62):  # bounded only by the connection's life
                 if conn.closed:
@@ -640,14 +758,37 @@ class ClientServer:
                         return
                     head = state.revision
                     progress_every = max(1, state.limits.events_retained_max // 4)
-                events, full = _whole_revisions(events, full=len(events) >= WATCH_BATCH_EVENTS_MAX)
+                room = self.watch_buffer_bytes - watch.unacked_bytes
+                events, full, size = _whole_revisions(
+                    events, full=len(events) >= WATCH_BATCH_EVENTS_MAX,
+                    budget_bytes=min(REPLY_PAGE_BYTES_MAX, room))
+                fits = watch.unacked_bytes == 0 or size <= room
+                if events and not fits:  # the client is a whole buffer behind
+                    now = self._loop.time()
+                    stalled_since = now if stalled_since is None else stalled_since
+                    if now - stalled_since >= WATCH_STALL_S:
+                        conn.watches.pop(req.id, None)
+                        self._slow_watches_cancelled += 1
+                        conn.send(Reply(
+                            id=req.id, wire_error=Failure.SLOW_WATCHER, resume_revision=cursor,
+                            message=f"watch cancelled: its client left {watch.unacked_bytes} "
+                            f"bytes unconsumed for {WATCH_STALL_S:g}s (the replica's watch "
+                            f"buffer is {self.watch_buffer_bytes} bytes); watch again from "
+                            f"revision {cursor}"))
+                        return
+                    self._waiters.discard(wake)  # this pass waits for the client, not the log
+                    await self._wait_for_ack(watch, stalled_since + WATCH_STALL_S - now)
+                    continue
+                stalled_since = None
                 through = events[-1].revision if full else head
                 events = self._events_to_send(events)
                 now = self._loop.time()
-                if events or (through > reported and (
+                if (events or (through > reported and (
                         through - reported >= progress_every
-                        or now - last_report >= WATCH_PROGRESS_S)):
-                    conn.send(WatchBatch(id=req.id, events=events, through=through))
+                        or now - last_report >= WATCH_PROGRESS_S))) and fits:
+                    watch.unacked_bytes += size
+                    conn.send(WatchBatch(id=req.id, events=events, through=through,
+                                         size_bytes=size))
                     reported, last_report = through, now
                     await conn.writer.drain()
                 cursor = max(cursor, through + 1)
@@ -663,20 +804,34 @@ class ClientServer:
         except (ConnectionError, RuntimeError):
             conn.close()
 
+    async def _wait_for_ack(self, watch: _Watch, timeout_s: float) -> None:
+        """Until the client acknowledges some of ``watch``'s buffer, or ``timeout_s``."""
+        watch.acked = self._loop.create_future()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.acked, max(0.0, timeout_s))
+        finally:
+            watch.acked = None
 
-def _whole_revisions(events: list[Event], *, full: bool) -> tuple[list[Event], bool]:
-    """Cut ``events`` to :data:`REPLY_PAGE_BYTES_MAX` at a revision boundary (never inside a
-    revision; at least one revision). Returns the events kept and whether more remain."""
-    total = 0
+
+def _whole_revisions(events: list[Event], *, full: bool,
+                     budget_bytes: int = REPLY_PAGE_BYTES_MAX) -> tuple[list[Event], bool, int]:
+    """Cut ``events`` to ``budget_bytes`` at a revision boundary (never inside a revision; at
+    least one revision, however large). Returns the events kept, whether more remain, and the
+    batch's size: what it counts against the watch's buffer (:data:`WATCH_BATCH_BYTES` plus
+    each event's :func:`_value_bytes`)."""
+    total = WATCH_BATCH_BYTES
+    sizes: list[int] = []  # sizes[i]: the batch's size holding events[: i + 1]
     for i, ev in enumerate(events):
         total += _value_bytes(ev.key, ev.entry.value)
-        if total > REPLY_PAGE_BYTES_MAX and i > 0:
+        sizes.append(total)
+        if total > budget_bytes and i > 0:
             cut = i
             while cut > 0 and events[cut - 1].revision == ev.revision:
                 cut -= 1
             if cut > 0:
-                return events[:cut], True
-    return events, full
+                return events[:cut], True, sizes[cut - 1]
+    return events, full, total
 
 
 def _entry_bytes(entry: Entry) -> int:
@@ -698,3 +853,28 @@ def _fit(items: list[T], size: Callable[[T], int]) -> list[T]:
         if total > REPLY_PAGE_BYTES_MAX and i > 0:
             return items[:i]
     return items
+
+
+def raise_open_files_limit(connections_max: int) -> int:
+    """Raise this process's soft open-file limit toward its hard limit (at most
+    :data:`OPEN_FILES_WANTED`) and return the soft limit now in force.
+
+    Every client connection holds a descriptor, and the usual soft default (1,024) is below
+    what a replica serving a thousand agents needs, while the hard limit is usually far higher
+    and raising the soft one up to it needs no privilege. A limit still below
+    ``connections_max`` plus :data:`OPEN_FILES_RESERVED` is logged: connections past it would
+    fail in ``accept`` instead of getting the cap's refusal frame."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY \
+        else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError) as exc:  # e.g. a hard limit above the kernel's nr_open
+            log.warning("could not raise the open-file limit", soft=soft, hard=hard,
+                        wanted=wanted, reason=str(exc))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < connections_max + OPEN_FILES_RESERVED:
+        log.warning("open-file limit below the connection cap", open_files_limit=soft,
+                    connections_max=connections_max, reserved=OPEN_FILES_RESERVED)
+    return soft

@@ -27,7 +27,7 @@ from quorumboard.consensus.testing.history import (
     read_history,
 )
 from quorumboard.consensus.testing.jsonl import drop_torn_tail, read_jsonl
-from quorumboard.consensus.testing.nemesis import Nemesis, NemesisConfig
+from quorumboard.consensus.testing.nemesis import Fault, FaultStep, Nemesis, NemesisConfig
 from quorumboard.consensus.testing.netfaults import NetworkFaults
 from quorumboard.consensus.testing.workload import CasRegisterWorkload
 
@@ -38,7 +38,9 @@ __all__ = [
     "ChaosReport",
     "CheckResult",
     "Counter",
+    "Fault",
     "FaultEvent",
+    "FaultStep",
     "HistoryWriter",
     "KeyResult",
     "LwwRegister",

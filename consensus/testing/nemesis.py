@@ -28,10 +28,16 @@ kind           modes (what is done; heal)
 A replica that *starts* on a flipped bit, or a replica down that no fault took down, is
 recorded in :attr:`Nemesis.violations` / :attr:`Nemesis.crashed` — findings, not noise.
 
+The same faults can be driven step by step from outside instead (an agent team's run maps its
+rounds to them): :meth:`Nemesis.inject` does one :class:`FaultStep` (a kind and a mode,
+optionally from a timer) and leaves the :class:`Fault` in force, :meth:`Nemesis.heal` undoes
+it. The schedule above is made of the same two calls, so a plan and a chaos campaign inject,
+heal and record a fault with the same code.
+
 Network kinds need ``LocalCluster(network_faults=True)``, ``clock`` needs ``clock_faults=True``
 (:class:`InvalidCommand` says so up front). Every start and end of a fault is appended to a
 JSON Lines timeline (:class:`~consensus.history.FaultEvent`), flushed per line, with the same
-monotonic clock as the operation history.
+monotonic clock as the operation history (without a timeline path: logged only).
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from quorumboard.consensus.errors import BoardError, InvalidCommand
 from quorumboard.consensus.raft.journal import JOURNAL_FILE, JOURNAL_MAGIC
 from quorumboard.consensus.testing.history import FaultEvent, FaultKind
 
-__all__ = ["MODES", "NEEDS_NETWORK", "Nemesis", "NemesisConfig"]
+__all__ = ["MODES", "NEEDS_NETWORK", "Fault", "FaultStep", "Nemesis", "NemesisConfig"]
 
 log = structlog.get_logger("quorumboard.consensus.testing.nemesis")
 
@@ -131,10 +137,48 @@ class _Plan:
     heal: Callable[[], None]
 
 
+@dataclasses.dataclass(frozen=True)
+class FaultStep:
+    """One fault to inject, by name: ``kind`` and one of its :data:`MODES`. ``delay_s`` > 0:
+    it is done from a timer that long (wall clock) after :meth:`Nemesis.inject` returns, so it
+    lands amid whatever the caller does next (its victims are chosen at once). A mode aimed at
+    the leader picks whoever leads at that moment, or a random replica mid-election (recorded
+    as ``leader_known``); with ``leader_wait_s`` > 0 it first waits up to that long for one
+    to be elected instead (an agent run's faults are about the leader it has)."""
+
+    kind: FaultKind
+    mode: str
+    delay_s: float = 0.0
+    leader_wait_s: float = 0.0
+
+
+FaultState = Literal["pending", "in-force", "healed", "called-off"]
+
+
+@dataclasses.dataclass(eq=False)
+class Fault:
+    """A fault :meth:`Nemesis.inject` decided: its timeline index, kind, mode, victims and
+    detail (as its ``start`` record says). ``state`` (read it, do not set it): ``pending``
+    while a delayed fault waits for its timer, ``in-force`` from its injection until a heal
+    succeeds, then ``healed``; ``called-off`` if it was withdrawn before it was done."""
+
+    index: int
+    kind: FaultKind
+    mode: str
+    targets: list[int]
+    detail: dict[str, Any]
+    delay_s: float
+    _plan: _Plan = dataclasses.field(repr=False)
+    state: FaultState = "pending"
+    _timer: threading.Timer | None = dataclasses.field(default=None, repr=False)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+
 class Nemesis:
     """Injects faults into ``cluster`` per ``config``, recording them to ``timeline``."""
 
-    def __init__(self, cluster: LocalCluster, config: NemesisConfig, timeline: Path,
+    def __init__(self, cluster: LocalCluster, config: NemesisConfig,
+                 timeline: Path | None = None,
                  clock_ns: Callable[[], int] = time.monotonic_ns) -> None:
         if cluster.embedded:
             raise InvalidCommand("the nemesis needs replica processes (embedded=False)")
@@ -146,8 +190,10 @@ class Nemesis:
         self.config = config
         self._clock_ns = clock_ns
         self._rnd = random.Random(config.seed)
-        timeline.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = timeline.open("x", encoding="utf-8")
+        self._file: IO[str] | None = None
+        if timeline is not None:
+            timeline.parent.mkdir(parents=True, exist_ok=True)
+            self._file = timeline.open("x", encoding="utf-8")
         self._file_lock = threading.Lock()
         self._index = 0
         self._turns: dict[FaultKind, int] = {}
@@ -155,6 +201,7 @@ class Nemesis:
         self._thread: threading.Thread | None = None
         self._heal_lock = threading.Lock()
         self._heal_wait_s = HEAL_WAIT_PER_REPLICA_S * cluster.size
+        self._delayed: list[Fault] = []
         self.injected = 0
         self.crashed: list[str] = []
         """Replicas found down that no fault took down (each restarted when noticed)."""
@@ -171,18 +218,20 @@ class Nemesis:
         self._thread.start()
 
     def stop(self) -> None:
-        """End the schedule (healing the fault in force), heal everything, close the timeline.
-        Idempotent; safe to call from a ``finally``."""
+        """End the schedule (healing the fault in force), call off delayed faults not yet done,
+        heal everything, close the timeline. Idempotent; safe to call from a ``finally``."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self.config.fault_s + self._heal_wait_s)
+        for fault in list(self._delayed):
+            self._settle(fault, call_off=True)
         if self._thread is None or not self._thread.is_alive():
             self._note_crashes(set())  # a crash in the last quiet stretch counts too
         try:
             self.heal_all()
         finally:
             with self._file_lock:
-                if not self._file.closed:
+                if self._file is not None and not self._file.closed:
                     self._file.close()
 
     def __enter__(self) -> Nemesis:
@@ -203,36 +252,124 @@ class Nemesis:
                 log.exception("nemesis fault failed", kind=kind)
 
     def inject_and_heal(self, kind: FaultKind, hold_s: float) -> None:
-        """Inject one fault of ``kind`` (the next mode in turn), hold it, heal it. The heal is
-        decided before anything is done, so a fault injected only in part is healed too."""
+        """Inject one fault of ``kind`` (the next mode in turn), hold it, heal it (a failed
+        heal is recorded in the timeline, and the schedule goes on)."""
         turn = self._turns.get(kind, 0)
         self._turns[kind] = turn + 1
         modes = MODES[kind]
-        mode = modes[turn % len(modes)]
+        fault = self.inject(FaultStep(kind, modes[turn % len(modes)]))
+        try:
+            self._stop.wait(hold_s)
+        finally:
+            self._heal(fault)
+
+    # --------------------------------------------------------------------------- steps
+
+    def inject(self, step: FaultStep) -> Fault:
+        """Inject one fault (now, or from a timer: ``step.delay_s``) and leave it in force
+        until :meth:`heal`. One fault at a time: heal the last before injecting the next. The
+        heal is decided before anything is done, so a fault injected only in part is healed
+        too: a fault that fails is recorded, healed and raised. Raises
+        :class:`InvalidCommand` for a kind this nemesis's config does not allow or an unknown
+        mode, :class:`~consensus.errors.Unavailable` if no leader is elected within
+        ``step.leader_wait_s``."""
+        kind, mode = step.kind, step.mode
+        if kind not in self.config.faults:
+            raise InvalidCommand(f"this nemesis injects {', '.join(self.config.faults)}, "
+                                 f"not {kind}")
+        if mode not in MODES[kind]:
+            raise InvalidCommand(f"no {kind} mode {mode!r} (known: {', '.join(MODES[kind])})")
         if mode == "ring" and self.cluster.size < 5:  # with 3 replicas every pair neighbours
             mode = "bridge"
+        if step.leader_wait_s > 0 and "leader" in mode:
+            self.cluster.wait_for_leader(step.leader_wait_s)
         index = self._index
         self._index += 1
         self._note_crashes(set())
         plan = self._plan(kind, mode)
+        fault = Fault(index, kind, mode, plan.targets, plan.detail, step.delay_s, plan)
+        if step.delay_s <= 0:
+            self._act(fault)
+            return fault
+        fault._timer = threading.Timer(step.delay_s, self._act_when_due, args=(fault,))
+        fault._timer.daemon = True
+        self._delayed.append(fault)
+        fault._timer.start()
+        return fault
+
+    def heal(self, fault: Fault, *, call_off: bool = False) -> bool:
+        """Heal ``fault``; whether one in force was healed. A delayed fault not yet done is
+        first let happen (waiting for its timer), so that what comes next (a restart after a
+        kill) finds it done; with ``call_off`` it is withdrawn instead, and nothing is
+        recorded (it never happened). Raises :class:`BoardError` naming what failed if the
+        heal did (recorded in the timeline too); the fault stays in force, to be healed
+        again."""
+        self._settle(fault, call_off=call_off)
+        if fault.state != "in-force":
+            return False
+        error = self._heal(fault)
+        if error:
+            raise BoardError(f"fault {fault.index} ({fault.kind} {fault.mode}, replicas "
+                             f"{fault.targets}) not healed: {error}")
+        return True
+
+    def _act(self, fault: Fault) -> None:
+        plan = fault._plan
+        fault.state = "in-force"  # also when the act fails part way: its heal runs
         try:
             plan.act()
             self.injected += 1
-            self._record(index, "start", kind, mode, plan.targets, plan.detail)
-            self._stop.wait(hold_s)
+            self._record(fault.index, "start", fault.kind, fault.mode, plan.targets,
+                         plan.detail)
         except Exception as exc:
-            self._record(index, "start", kind, mode, plan.targets, plan.detail,
-                         f"{type(exc).__name__}: {exc}")
+            self._record(fault.index, "start", fault.kind, fault.mode, plan.targets,
+                         plan.detail, f"{type(exc).__name__}: {exc}")
+            self._heal(fault)
             raise
-        finally:
-            error = ""
+
+    def _act_when_due(self, fault: Fault) -> None:
+        """The timer of a delayed fault: do it unless it was called off meanwhile."""
+        with fault._lock:
+            if fault.state != "pending":
+                return
             try:
-                with self._heal_lock:
-                    plan.heal()
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            self._record(index, "end", kind, mode, plan.targets, {}, error)
-            self._note_crashes(set(plan.targets) if kind == "kill" else set())
+                self._act(fault)
+            except Exception:  # recorded in the timeline (healed); nobody to raise to
+                log.exception("delayed fault failed", kind=fault.kind, mode=fault.mode)
+
+    def _settle(self, fault: Fault, *, call_off: bool) -> None:
+        """Let a delayed fault's timer do it, or (``call_off``) withdraw it unless the timer
+        is doing it already; either way the timer is done with it on return (bounded)."""
+        timer = fault._timer
+        if timer is None:
+            return
+        if call_off:
+            timer.cancel()
+        timer.join(fault.delay_s + self._heal_wait_s)
+        if not fault._lock.acquire(timeout=self._heal_wait_s):  # held while the timer acts
+            log.error("a delayed fault is still being injected", index=fault.index)
+            return
+        try:
+            if fault.state == "pending":
+                fault.state = "called-off"  # a cancelled timer, or one that never ran
+        finally:
+            fault._lock.release()
+        fault._timer = None
+        with contextlib.suppress(ValueError):
+            self._delayed.remove(fault)
+
+    def _heal(self, fault: Fault) -> str:
+        """Undo ``fault`` and record its end; what failed ("" if nothing did)."""
+        error = ""
+        try:
+            with self._heal_lock:
+                fault._plan.heal()
+            fault.state = "healed"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self._record(fault.index, "end", fault.kind, fault.mode, fault.targets, {}, error)
+        self._note_crashes(set(fault.targets) if fault.kind == "kill" else set())
+        return error
 
     # --------------------------------------------------------------------------- faults
 
@@ -457,6 +594,6 @@ class Nemesis:
                            detail=detail, time_ns=self._clock_ns(), error=error[:4096])
         log.info("nemesis", phase=phase, kind=kind, mode=mode, targets=targets, error=error)
         with self._file_lock:
-            if not self._file.closed:
+            if self._file is not None and not self._file.closed:
                 self._file.write(event.model_dump_json() + "\n")
                 self._file.flush()

@@ -20,8 +20,10 @@ Why this shape:
 * A side whose handshake fails (wrong secret, malformed hello, another service's label) sends
   one plain *refusal* frame naming the reason before it closes, so the other side raises
   :class:`AuthError` at once instead of reading a bare close as a network fault and retrying until
-  its deadline. The frame starts with a magic no hello (a msgpack array) or proof (32 bytes of
-  HMAC, matched in full) can be mistaken for.
+  its deadline. A replica at its connection cap sends the same frame in place of its hello, with
+  the cap, and the client raises :class:`TooManyConnections`: one refusal vocabulary for every
+  reason a connection is turned away. The frame starts with a magic no hello (a msgpack array)
+  or proof (32 bytes of HMAC, matched in full) can be mistaken for.
 * With ``secret=None`` the hellos are still exchanged (the peer identity is known) but proofs are
   empty and :meth:`Channel.seal`/:meth:`Channel.open` pass bytes through: that mode authenticates
   nothing and is only for trusted loopback setups.
@@ -40,7 +42,7 @@ from typing import Final, NoReturn
 import msgpack
 
 from quorumboard.consensus.core.invariant import check
-from quorumboard.consensus.errors import AuthError, InvariantViolation
+from quorumboard.consensus.errors import AuthError, InvariantViolation, TooManyConnections
 
 __all__ = [
     "CLIENT_LABEL",
@@ -65,21 +67,29 @@ _REFUSAL_MAGIC: Final = b"\x00qb-handshake-refused\x00"
 _REFUSAL_REASON_BYTES_MAX: Final = 256
 
 
-def refusal_frame(error: AuthError) -> bytes:
-    """The payload a side sends when it refuses the handshake: the magic, ``S`` for a secret
-    mismatch or ``-`` for anything else, then the reason (UTF-8, cut to 256 bytes). Never
-    carries secret material: reasons are fixed texts."""
-    kind = b"S" if error.secret_mismatch else b"-"
+_KIND_SECRET: Final = b"S"
+_KIND_CAP: Final = b"C"
+_KIND_OTHER: Final = b"-"
+
+
+def refusal_frame(error: AuthError | TooManyConnections) -> bytes:
+    """The payload a side sends when it refuses the handshake: the magic, a kind, then the
+    reason (UTF-8, cut to 256 bytes). Kinds: ``S`` a secret mismatch, ``C`` the replica is at
+    its connection cap (the reason is the cap, in decimal, so the client can name it), ``-``
+    anything else. Never carries secret material: reasons are fixed texts."""
+    if isinstance(error, TooManyConnections):
+        return _REFUSAL_MAGIC + _KIND_CAP + str(error.limit).encode()
+    kind = _KIND_SECRET if error.secret_mismatch else _KIND_OTHER
     return _REFUSAL_MAGIC + kind + str(error).encode("utf-8", "replace")[:_REFUSAL_REASON_BYTES_MAX]
 
 
-def _refusal(payload: bytes) -> tuple[bool, str] | None:
-    """``(secret_mismatch, reason)`` of a refusal frame, or ``None`` for any other payload."""
+def _refusal(payload: bytes) -> tuple[bytes, str] | None:
+    """``(kind, reason)`` of a refusal frame, or ``None`` for any other payload."""
     if not payload.startswith(_REFUSAL_MAGIC):
         return None
     body = payload[len(_REFUSAL_MAGIC):]
     reason = body[1:][:_REFUSAL_REASON_BYTES_MAX].decode("utf-8", "replace")
-    return body[:1] == b"S", reason
+    return body[:1], reason
 
 
 def new_nonce() -> bytes:
@@ -260,10 +270,18 @@ class Channel:
 
     def _check_refusal(self, payload: bytes) -> None:
         refusal = _refusal(payload)
-        if refusal is not None:
-            secret_mismatch, reason = refusal
-            self._fail(f"the peer refused the handshake: {reason}",
-                       secret_mismatch=secret_mismatch)
+        if refusal is None:
+            return
+        kind, reason = refusal
+        if kind == _KIND_CAP and self._label == CLIENT_LABEL:  # only the client port has a cap
+            self._failed = True
+            limit = int(reason) if reason.isascii() and reason.isdigit() and len(reason) < 19 \
+                else 0
+            raise TooManyConnections(
+                f"the replica refused the connection: it serves at most {limit} client "
+                "connections at once (connections_max in its config)", limit=limit)
+        self._fail(f"the peer refused the handshake: {reason}",
+                   secret_mismatch=kind == _KIND_SECRET)
 
     def _fail(self, reason: str, *, secret_mismatch: bool = False) -> NoReturn:
         self._failed = True

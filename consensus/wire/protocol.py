@@ -42,6 +42,7 @@ __all__ = [
     "Reply",
     "Request",
     "StatusReq",
+    "WatchAckReq",
     "WatchBatch",
     "WatchReq",
     "decode",
@@ -67,6 +68,8 @@ class Failure(enum.StrEnum):
       ran out while it was in the log). Retry only under the same session and seq.
     * ``INVALID``: the request itself was refused; retrying it fails the same way.
     * ``COMPACTED``: a watch start older than the retained events.
+    * ``SLOW_WATCHER``: a watch whose client fell a whole watch buffer behind was cancelled;
+      every event before ``resume_revision`` was sent.
     """
 
     NOT_LEADER = "not_leader"
@@ -74,6 +77,7 @@ class Failure(enum.StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"
     INVALID = "invalid"
     COMPACTED = "compacted"
+    SLOW_WATCHER = "slow_watcher"
 
 
 BUDGET_S_DEFAULT = 5.0
@@ -133,6 +137,18 @@ class CancelReq(_Msg):
     watch: int
 
 
+class WatchAckReq(_Msg):
+    """The client consumed ``consumed_bytes`` more of watch ``watch``'s batches (the sum of
+    their ``size_bytes``), freeing that much of the watch's buffer on the replica. Not
+    answered: acknowledgements are sent a quarter of the buffer at a time, in the background
+    of the stream."""
+
+    kind: Literal["ack"] = "ack"
+    id: int = 0
+    watch: int
+    consumed_bytes: int = Field(ge=0)
+
+
 class StatusReq(_Msg):
     kind: Literal["status"] = "status"
     id: int
@@ -140,7 +156,8 @@ class StatusReq(_Msg):
 
 
 Request = Annotated[
-    ProposeReq | ReadReq | WatchReq | CancelReq | StatusReq, Field(discriminator="kind")
+    ProposeReq | ReadReq | WatchReq | CancelReq | StatusReq | WatchAckReq,
+    Field(discriminator="kind")
 ]
 _REQUEST: TypeAdapter[Request] = TypeAdapter(Request)
 
@@ -162,6 +179,18 @@ class ReplicaStatus(_Msg):
     has_quorum: bool
     batches: int = 0
     batched_proposals: int = 0
+    open_files_limit: int = 0
+    """This process's soft limit on open files (``RLIMIT_NOFILE``), raised toward the hard
+    limit at start: each client connection holds one."""
+    connections_max: int = 0
+    """The replica's cap on client connections (``connections_max`` in its config)."""
+    client_connections: int = 0
+    """Client connections open now (counted against ``connections_max``)."""
+    watch_buffer_bytes: int = 0
+    """The most of one watch's events sent and not yet consumed before the watch is
+    cancelled as too slow (``watch_buffer_bytes`` in the replica's config)."""
+    slow_watches_cancelled: int = 0
+    """Watches cancelled since start because their client fell a whole buffer behind."""
 
 
 class Reply(_Msg):
@@ -184,16 +213,24 @@ class Reply(_Msg):
     status: ReplicaStatus | None = None
     revision: int = 0
     more: bool = False
+    resume_revision: int | None = None
+    """``SLOW_WATCHER``: the revision to watch from again (every event before it was sent)."""
+    watch_buffer_bytes: int | None = None
+    """A watch's first reply: the watch's buffer on the replica, so the client knows how often
+    to acknowledge (:class:`WatchAckReq`). ``None``: the replica wants no acknowledgements.
+    (Both fields stay off the wire when unset: every put's reply goes through this class.)"""
 
 
 class WatchBatch(_Msg):
     """Events of whole revisions for watch ``id``; ``through`` is the revision the replica has
-    scanned up to, so a client resumes from ``through + 1`` after a reconnect."""
+    scanned up to, so a client resumes from ``through + 1`` after a reconnect. ``size_bytes``
+    is what the batch counts against the watch's buffer until the client acknowledges it."""
 
     id: int
     watch: Literal[True] = True
     events: list[Event]
     through: int
+    size_bytes: int = 0
 
 
 def encode(message: BaseModel) -> bytes:
