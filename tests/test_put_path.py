@@ -7,7 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from quorumboard.consensus import InvalidCommand, LocalCluster, OutcomeUnknown, RevisionCompacted
+from quorumboard.consensus import (
+    InvalidCommand,
+    LocalCluster,
+    OutcomeUnknown,
+    RevisionCompacted,
+    WatchCancelled,
+)
 from quorumboard.consensus.client.board import _RETRY_ELSEWHERE, _final_error, _Link
 from quorumboard.consensus.core.model import Proposal, PutCmd
 from quorumboard.consensus.raft.node import ProposeFailure
@@ -26,7 +32,7 @@ def test_every_raft_failure_maps_to_one_wire_failure() -> None:
 def test_the_client_maps_every_wire_failure() -> None:
     """Every member of the vocabulary is either retried elsewhere or raised as one exception."""
     final = set(Failure) - _RETRY_ELSEWHERE
-    assert final == {Failure.INVALID, Failure.COMPACTED}
+    assert final == {Failure.INVALID, Failure.COMPACTED, Failure.SLOW_WATCHER}
     assert isinstance(_final_error(Reply(id=1, wire_error=Failure.INVALID, message="m"),
                                    uncertain=False), InvalidCommand)
     uncertain = _final_error(Reply(id=1, wire_error=Failure.INVALID, message="m"),
@@ -36,6 +42,9 @@ def test_the_client_maps_every_wire_failure() -> None:
     compacted = _final_error(Reply(id=1, wire_error=Failure.COMPACTED, compact_revision=9,
                                    message="m"), uncertain=False)
     assert isinstance(compacted, RevisionCompacted) and compacted.compact_revision == 9
+    slow = _final_error(Reply(id=1, wire_error=Failure.SLOW_WATCHER, resume_revision=7,
+                              message="m"), uncertain=False)
+    assert isinstance(slow, WatchCancelled) and slow.resume_revision == 7
 
 
 @pytest.fixture

@@ -1160,6 +1160,8 @@ def _final_error(reply: Reply, *, uncertain: bool) -> BoardError:
     says nothing about."""
     if reply.wire_error is Failure.COMPACTED:
         return RevisionCompacted(reply.message, compact_revision=reply.compact_revision)
+    if reply.wire_error is Failure.SLOW_WATCHER:  # a watch stream's only, never a proposal's
+        return WatchCancelled(reply.message, resume_revision=reply.resume_revision or 0)
     if uncertain:
         error = OutcomeUnknown(f"an earlier attempt may have applied; then: {reply.message}")
         error.__cause__ = InvalidCommand(reply.message)
