@@ -7,6 +7,7 @@ matters at thousands of commits per second). pysyncobj's own stdlib logging is k
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from typing import TextIO
@@ -20,6 +21,18 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 LOG_LEVELS = tuple(_LEVELS)
 
 
+class _CurrentStderr(io.TextIOBase):
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured: a
+    program (or a test harness) that swaps stderr and later closes the old one must not leave
+    every later log call writing to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", *, json: bool = True,
                       stream: TextIO | None = None, stdlib_root: bool = True) -> None:
     """Route structlog events to ``stream`` (stderr) as JSON lines (or console text).
@@ -27,7 +40,7 @@ def configure_logging(level: str = "info", *, json: bool = True,
     ``stdlib_root=False`` leaves the stdlib root logger alone: a library running inside someone
     else's program (an embedded replica) must not install handlers on it."""
     numeric = _LEVELS.get(level.lower(), logging.INFO)
-    out = stream or sys.stderr
+    out: TextIO = stream or _CurrentStderr()  # type: ignore[assignment]
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )

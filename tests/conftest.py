@@ -41,7 +41,7 @@ TIERS: dict[str, str] = {
                      "test_journal", "test_jsonl", "test_leases_pure", "test_model", "test_policies",
                      "test_raft_rules", "test_server_deadlines", "test_state",
                      "test_state_bounds", "test_state_machine_props", "test_summary",
-                     "test_workload_rules", "test_picture"], "unit"),
+                     "test_workload_rules", "test_picture", "test_logs"], "unit"),
     **dict.fromkeys(["test_static", "test_install"], "static"),
     **dict.fromkeys(["test_cluster", "test_raft", "test_hostile", "test_cli_and_plugins",
                      "test_cli_serve", "test_lifecycle", "test_list_many", "test_lone_replica",
