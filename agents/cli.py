@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                         "ownership only, edits -> claims -> completions -> tests in a reply)")
     r.add_argument("--assume", default="",
                    help="study brains' assumption knobs, e.g. pick_first=1,persist=0.5 "
-                        "(pick_first, cooccur, persist, helper_share)")
+                        "(pick_first, cooccur, persist, helper_share; reactions to --fix "
+                        "feedback: phantom, heed, rewrite, adopt)")
     r.add_argument("--fix", default="",
                    help="--harness study: replace study rules by correct ones, comma list of "
                         "completion-deps, reject-stale-files, fenced-claims, claim-feedback "

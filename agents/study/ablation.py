@@ -277,10 +277,12 @@ def _recovery_verdict(data: _Data, fixes: Sequence[str], mode: str) -> str:
     base = ests.get("")
     if base is None or base.count == 0:
         return f"- **recovery after a stall, {mode}**: not measured."
-    better = [rule_label(k) for k, e in ests.items()
-              if k and e.count and e.mean < base.mean and data.paired(k, unrec).sure]
+    better = [k for k, e in ests.items() if k and e.count and e.mean < base.mean - 1e-9]
+    unsure = [rule_label(k) for k in better if not data.paired(k, unrec).sure]
     head = (f"**harness** — the stalled holder's tasks are taken over only under "
-            f"{', '.join(better)}" if better else
+            f"{', '.join(rule_label(k) for k in better)}"
+            + (f" (less sure under {', '.join(unsure)}: its paired interval reaches 0, "
+               f"{ests[''].count} stalls)" if unsure else "") if better else
             "**structure** — no rule set changes how often the team recovers without its "
             "stalled member")
     return (f"- **recovery after a stall, {mode}** (the last agent stops mid-task for the stall "
