@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,12 +128,22 @@ def test_up_prints_endpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
                 endpoints = line.split(": ", 1)[1].strip()
                 break
         assert endpoints, "up printed no endpoints"
+        # Keep reading what up prints from here on, so a full pipe can never stall it (and
+        # what it printed is in the failure message).
+        rest: list[str] = []
+        reader = threading.Thread(target=lambda: rest.extend(proc.stdout or ()), daemon=True)
+        reader.start()
         board = connect(endpoints, agent="cli-user")
         assert board.put("up/x", {"ok": True}).version == 1
         assert board.get("up/x").value == {"ok": True}  # type: ignore[union-attr]
         board.close()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("up did not stop within 30 s of Ctrl-C; it printed:\n"
+                                 + "".join(rest[-40:])) from None
+        assert code == 0, "".join(rest[-40:])
     finally:
         if proc.poll() is None:
             proc.kill()
