@@ -112,11 +112,18 @@ def test_serve_three_members_with_secret_and_fsync(served: _Serve) -> None:
     assert _stop(served.procs) == [0, 0, 0], "serve exits 0 on SIGTERM"
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """The child starts with SIGINT at its default, as a program started at a terminal does: a
+    test suite run in the background (``cmd &`` in a script) inherits SIGINT ignored, and a
+    program started with SIGINT ignored rightly keeps ignoring Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_up_prints_endpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "quorumboard.consensus.cli", "up", "--replicas", "1", "--data-dir",
          str(tmp_path / "up")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, text=True)
+        stdin=subprocess.DEVNULL, text=True, preexec_fn=_ctrl_c_as_at_a_terminal)
     try:
         assert proc.stdout is not None
         endpoints = None
