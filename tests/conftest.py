@@ -107,6 +107,14 @@ def wait_until(predicate: Callable[[], T], timeout_s: float = 20.0, interval_s: 
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
 
 
+def leader_status(cluster: Any) -> Any:
+    """The leader's ``ReplicaStatus`` (a ``LocalCluster``'s), once there is a leader."""
+    leader = cluster.wait_for_leader()
+    status = cluster.status()[leader]
+    assert status is not None
+    return status
+
+
 def replicas_running_under(path: Path) -> list[int]:
     """Pids of replica processes whose command line names ``path`` (their config lives there)."""
     pids = []

@@ -22,7 +22,6 @@ from quorumboard.consensus import (
     Board,
     InvalidCommand,
     LocalCluster,
-    ReplicaStatus,
     TooManyConnections,
     Unavailable,
 )
@@ -35,7 +34,7 @@ from quorumboard.consensus.wire.auth import (
     new_nonce,
     refusal_frame,
 )
-from tests.conftest import wait_until
+from tests.conftest import leader_status, wait_until
 
 CAP = 4
 INHERITED_SOFT_LIMIT = 512
@@ -55,13 +54,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield cluster
 
 
-def _leader_status(cluster: LocalCluster) -> ReplicaStatus:
-    leader = cluster.wait_for_leader()
-    status = cluster.status()[leader]
-    assert status is not None
-    return status
-
-
 def _idle(cluster: LocalCluster) -> int:
     """The leader's index, once only our own status probe holds a connection to it."""
     leader = cluster.wait_for_leader()
@@ -79,7 +71,7 @@ def test_status_shows_the_raised_open_file_limit_and_the_cap(cluster: LocalClust
         assert status.connections_max == CAP
         assert status.client_connections >= 1  # the probe asking
     if wanted > INHERITED_SOFT_LIMIT:  # otherwise this machine's hard limit allows no raise
-        assert _leader_status(cluster).open_files_limit > INHERITED_SOFT_LIMIT
+        assert leader_status(cluster).open_files_limit > INHERITED_SOFT_LIMIT
 
 
 def test_status_on_the_command_line_shows_the_limit(cluster: LocalCluster,
@@ -88,7 +80,7 @@ def test_status_on_the_command_line_shows_the_limit(cluster: LocalCluster,
     code = cli_main(["status", "--endpoints", cluster.endpoints[leader], "--json"])
     shown = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert shown["open_files_limit"] == _leader_status(cluster).open_files_limit > 0
+    assert shown["open_files_limit"] == leader_status(cluster).open_files_limit > 0
     assert shown["connections_max"] == CAP
 
 

@@ -25,7 +25,8 @@ import pytest
 from quorumboard.consensus import LocalCluster, connect
 from quorumboard.consensus.client.board import _Link
 from quorumboard.consensus.testing.chaos import Scenario, run_chaos
-from quorumboard.consensus.wire.protocol import Failure, ReadReq, ReplicaStatus, Reply
+from quorumboard.consensus.wire.protocol import Failure, ReadReq, Reply
+from tests.conftest import leader_status
 
 KEY = "ri/x"
 READ_BUDGET_S = 0.5
@@ -42,13 +43,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         yield c
 
 
-def _leader_status(cluster: LocalCluster) -> ReplicaStatus:
-    leader = cluster.wait_for_leader()
-    status = cluster.status()[leader]
-    assert status is not None
-    return status
-
-
 def test_6_4_linearizable_reads_append_nothing_and_see_the_last_write(
         cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
@@ -61,11 +55,11 @@ def test_6_4_linearizable_reads_append_nothing_and_see_the_last_write(
             writer.put(f"ri/seq/{i}", i)
             assert writer.get(f"ri/seq/{i}").value == i  # type: ignore[union-attr]
             assert at_follower.get(f"ri/seq/{i}").value == i  # type: ignore[union-attr]
-        before = _leader_status(cluster).commit_index
+        before = leader_status(cluster).commit_index
         for i in range(100):
             assert writer.get(f"ri/seq/{i % 20}") is not None
             assert at_follower.get(f"ri/seq/{i % 20}") is not None
-        after = _leader_status(cluster).commit_index
+        after = leader_status(cluster).commit_index
     finally:
         at_follower.close()
     assert after == before, "a linearizable read appended a log entry"
@@ -88,7 +82,7 @@ def _reads_through_an_isolated_leader(cluster: LocalCluster) -> list[tuple[bool,
     writer = cluster.board(agent="ri-isolation")
     writer.put(KEY, "old")
     cluster.wait_converged()
-    old_status = _leader_status(cluster)
+    old_status = leader_status(cluster)
     old = cluster.raft_addresses.index(old_status.address)
     majority = [i for i in range(cluster.size) if i != old]
     cluster.net.isolate(old)

@@ -430,8 +430,9 @@ class StudyEngine:
             self._edit(agent, w, t_s, round_, seen)
         for c in (a for a in reply.actions if isinstance(a, ClaimTask)):
             self._claim(agent, c.task, t_s, round_)
-        done_before = frozenset(t for t, (rec, _) in self._tasks.items()
-                                if rec["status"] == "done")
+        done_before = frozenset(t for t, (rec, _) in self._tasks.items()  # completion-deps
+                                if rec["status"] == "done") \
+            if "completion-deps" in self.fixes else frozenset()
         for d in (a for a in reply.actions if isinstance(a, CompleteTask)):
             self._complete(agent, d.task, t_s, round_, done_before)
         test_s = 0.0
