@@ -15,7 +15,7 @@ This module is the client-facing API. The fault-injection and checking harness i
 :mod:`quorumboard.consensus.adapters` (each needs its extra).
 """
 
-from quorumboard.consensus.client import Board, EventPage, connect
+from quorumboard.consensus.client import Board, Connection, EventPage, connect, connect_shared
 from quorumboard.consensus.cluster import LocalCluster
 from quorumboard.consensus.core.model import (
     Claim,
@@ -66,6 +66,7 @@ __all__ = [
     "Claim",
     "ClaimHeld",
     "Conflict",
+    "Connection",
     "CorruptData",
     "Current",
     "Entry",
@@ -100,5 +101,6 @@ __all__ = [
     "Write",
     "configure_logging",
     "connect",
+    "connect_shared",
     "register_policy",
 ]

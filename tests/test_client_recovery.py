@@ -58,7 +58,9 @@ def test_retry_after_outcome_unknown_applies_once() -> None:
 def test_quiet_watch_resumes_after_failover_without_spurious_compaction() -> None:
     with LocalCluster(replicas=3, limits=Limits(events_retained_max=5)) as c:
         writer = c.board(agent="writer")
-        watcher = c.board(agent="watcher")  # no link yet: its watch connects to endpoints[0]
+        watcher = c.board(agent="watcher")
+        served_by = c.endpoints.index(watcher.watch_address)  # the replica its watches go to
+        others = [i for i in range(3) if i != served_by]
         first = writer.put("a/first", 1)
         it: Iterator[Event] = watcher.watch("a/", start_revision=first.revision, idle_timeout_s=30)
         ev = next(it)
@@ -67,10 +69,10 @@ def test_quiet_watch_resumes_after_failover_without_spurious_compaction() -> Non
             head = writer.put(f"b/{i}", i).revision
         def caught_up() -> bool:
             return all((s := c._status_of(i)) is not None and s.revision >= head
-                       for i in (1, 2))
+                       for i in others)
 
-        poll(caught_up, 15.0, f"replicas 1 and 2 to apply revision {head}")
-        c.kill(0)  # the replica serving the watch
+        poll(caught_up, 15.0, f"replicas {others} to apply revision {head}")
+        c.kill(served_by)  # the replica serving the watch
         writer.put("a/second", 2)
         try:
             nxt = next(it)

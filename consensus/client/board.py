@@ -82,6 +82,7 @@ from quorumboard.consensus.wire.frames import FrameDecoder, encode_frame
 from quorumboard.consensus.wire.protocol import (
     BUDGET_S_MAX,
     REPLY_FRAME_BYTES_MAX,
+    CancelReq,
     Failure,
     ProposeReq,
     ReadKind,
@@ -95,7 +96,7 @@ from quorumboard.consensus.wire.protocol import (
     encode,
 )
 
-__all__ = ["Board", "EventPage", "connect"]
+__all__ = ["Board", "Connection", "EventPage", "connect", "connect_shared"]
 
 CONNECT_TIMEOUT_S = 2.0
 CONNECT_MIN_S = 0.05
@@ -267,10 +268,15 @@ class _Link:
     holds the read lock, routing any other reply or watch batch to its owner's box (the
     leader/follower pattern). With one request in flight per link, the usual case for an agent,
     a reply costs no thread switch at all.
+
+    ``reader=True`` (a :class:`Connection` shared by many Boards): one thread reads the socket
+    and routes every message, and callers block on their own box. With hundreds of callers
+    waiting on one link, taking turns at the socket would cost each of them a poll every
+    :data:`HANDOFF_SLICE_S`; a reader thread costs one thread switch per message.
     """
 
     def __init__(self, address: str, secret: bytes | None, identity: str,
-                 timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+                 timeout_s: float = CONNECT_TIMEOUT_S, *, reader: bool = False) -> None:
         self.address = address
         host, _, port = address.rpartition(":")
         self._sock = socket.create_connection((host, int(port)), timeout=timeout_s)
@@ -314,6 +320,28 @@ class _Link:
         self._recv_timeout_s = READ_SLICE_S
         _set_kernel_timeout(self._sock, socket.SO_RCVTIMEO, READ_SLICE_S)
         self._decoder.set_limit(REPLY_FRAME_BYTES_MAX + SEAL_OVERHEAD_BYTES)
+        self._reader: threading.Thread | None = None
+        if reader:
+            self._reader = threading.Thread(target=self._read_forever, daemon=True,
+                                            name=f"board-link-{address}")
+            self._reader.start()
+
+    def _read_forever(self) -> None:
+        """The reader thread: route every message until the link closes."""
+        with self._read_lock:
+            for _ in range(2**62):  # bounded by the link's life
+                if self.closed:
+                    return
+                try:
+                    self._read_once(READ_SLICE_S)
+                except Exception as exc:  # never leave callers waiting on a dead reader
+                    self.close(reason=f"reader failed: {type(exc).__name__}: {exc}")
+
+    @property
+    def idle(self) -> bool:
+        """No request or watch is waiting on this link."""
+        with self._waiters_lock:
+            return not self._waiters
 
     def _handshake(self, identity: str) -> None:
         self._sock.sendall(encode_frame(self._channel.hello(identity)))
@@ -373,6 +401,8 @@ class _Link:
     def wait(self, box: queue.SimpleQueue[Any], timeout_s: float | None) -> Any:
         """The next message for ``box`` (``None`` once the link closed); raises
         :class:`queue.Empty` after ``timeout_s`` (``None``: no limit)."""
+        if self._reader is not None:  # the reader routes; close() puts None in every box
+            return box.get(timeout=timeout_s)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for _ in range(2**62):  # bounded by the deadline or the link's life
             try:
@@ -467,6 +497,28 @@ class _Link:
             self._waiters.pop(rid, None)
             self._streams.discard(rid)
 
+    def end_stream(self, rid: int) -> None:
+        """End watch ``rid`` on this link, which goes on serving everything else: its box
+        gets ``None`` (its reader stops waiting) and the replica is told to cancel it. The
+        cancel is best effort: one the replica never gets costs it one watch buffer until it
+        cancels the unread watch as slow."""
+        with self._waiters_lock:
+            box = self._waiters.pop(rid, None)
+            self._streams.discard(rid)
+        if box is None:
+            return
+        box.put(None)
+        # A stream ended by the garbage collector may run on a thread that is inside send():
+        # never wait long for the send lock.
+        if not self.closed and self._send_lock.acquire(timeout=HANDOFF_SLICE_S * 50):
+            try:
+                self._sock.sendall(encode_frame(self._channel.seal(
+                    encode(CancelReq(id=0, watch=rid)))))
+            except OSError:  # maybe half a frame sent: the link's framing is lost
+                self.close()
+            finally:
+                self._send_lock.release()
+
     def close(self, reason: str = "") -> None:
         with self._waiters_lock:
             if self.closed:
@@ -482,12 +534,168 @@ class _Link:
             box.put(None)
 
 
+class Connection:
+    """Connections to one cluster, at most one per replica, shared by the Boards on it.
+
+    Made by :func:`connect_shared` (many Boards of one process on one ``Connection``: one
+    socket per replica instead of one or two per agent) or, privately, by every Board made
+    without one. Each Board keeps its own agent name, session and sequence numbers, so
+    exactly-once retries, leases and claims stay per Board; the Connection holds only the
+    sockets and which replica is believed to lead. Requests of every Board go to the leader's
+    socket; watches go to the replica each Board is assigned (Boards in turn over the
+    replicas, so fan-out is spread over the cluster), multiplexed on that replica's socket
+    with each watch's own id, acknowledgements and buffer.
+
+    A shared Connection reads each socket on a thread of its own (see :class:`_Link`); a
+    private one has its callers read. Closing a Board on a shared Connection closes the
+    Board's session and watches, not the sockets: :meth:`close` the Connection (or use it as
+    a context manager) when its Boards are done."""
+
+    def __init__(self, endpoints: list[str], *, secret: bytes | None = None,
+                 name: str = "shared", shared: bool = True) -> None:
+        self.endpoints = _check_endpoints(endpoints)
+        if (secret is not None and not isinstance(secret, bytes)) or secret == b"":
+            raise InvalidCommand("secret must be non-empty bytes or None")
+        if not isinstance(name, str) or not 0 < len(name) <= 128:
+            raise InvalidCommand(f"name must be a string of 1..128 characters "
+                                 f"(got {name!r:.80})")
+        self.secret = secret
+        self.name = name
+        self.shared = shared
+        self._identity = f"process:{name}" if shared else f"agent:{name}"
+        self._lock = threading.Lock()
+        self._links: dict[str, _Link] = {}
+        self._leader: _Link | None = None
+        self._hint: str | None = None
+        self._next_endpoint = 0
+        self._ordinals = itertools.count()
+        self.closed = False
+
+    @property
+    def leader(self) -> _Link | None:
+        """The socket to the replica believed to lead, if one is open."""
+        with self._lock:
+            link = self._leader
+        return link if link is not None and not link.closed else None
+
+    def connections(self) -> builtins.list[str]:
+        """The replicas this Connection has a socket open to now."""
+        with self._lock:
+            return sorted(a for a, link in self._links.items() if not link.closed)
+
+    def next_ordinal(self) -> int:
+        """A Board's place among this Connection's Boards (which replica serves its watches)."""
+        return next(self._ordinals)
+
+    def board(self, agent: str, *, timeout_s: float = 15.0) -> Board:
+        """A :class:`Board` for ``agent`` on this Connection, with its own session."""
+        return Board(self.endpoints, agent, secret=self.secret, timeout_s=timeout_s, conn=self)
+
+    def open(self, address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> _Link:
+        """The socket to ``address``: the open one, or a new one."""
+        with self._lock:
+            if self.closed:
+                raise Unavailable("connection is closed")
+            link = self._links.get(address)
+        if link is not None and not link.closed:
+            return link
+        link = _Link(address, self.secret, self._identity, reader=self.shared,
+                     timeout_s=max(CONNECT_MIN_S, min(CONNECT_TIMEOUT_S, timeout_s)))
+        with self._lock:
+            other = self._links.get(address)
+            closed = self.closed
+            if not closed and (other is None or other.closed):
+                self._links[address] = link
+                return link
+        link.close()  # another caller connected first, or the Connection closed meanwhile
+        if closed or other is None:
+            raise Unavailable("connection is closed")
+        return other
+
+    def leader_link(self, timeout_s: float = CONNECT_TIMEOUT_S) -> _Link:
+        """The socket to the believed leader (hint first, then the endpoints in turn); raises
+        :class:`_Refused` or :class:`_Lost`."""
+        with self._lock:
+            if self.closed:
+                raise Unavailable("connection is closed")
+            link = self._leader
+            if link is not None and not link.closed:
+                return link
+            hint, self._hint = self._hint, None
+            if hint is None:
+                hint = self.endpoints[self._next_endpoint % len(self.endpoints)]
+                self._next_endpoint += 1
+        try:
+            link = self.open(hint, timeout_s)
+        except (AuthError, TooManyConnections) as exc:
+            raise _Refused(hint, exc) from None
+        except Unavailable:
+            raise
+        except (OSError, BoardError) as exc:
+            raise _Lost(f"cannot connect to {hint}: {exc}", sent=False) from None
+        with self._lock:
+            if self._leader is None or self._leader.closed:
+                self._leader = link
+        return link
+
+    def drop(self, link: _Link | None, hint: str | None = None) -> None:
+        """``link``'s replica could not serve a request (not the leader, no quorum): stop
+        sending requests there (to ``hint`` next, if given), and close the socket unless
+        watches or other requests still use it."""
+        with self._lock:
+            if link is not None and self._leader is link:
+                self._leader = None
+            if hint:
+                self._hint = hint
+        if link is not None:
+            self.release(link)
+
+    def lost(self, link: _Link) -> None:
+        """``link`` died or stopped answering: close it (everything on it resumes elsewhere)."""
+        with self._lock:
+            if self._leader is link:
+                self._leader = None
+            if self._links.get(link.address) is link:
+                del self._links[link.address]
+        link.close()
+
+    def release(self, link: _Link) -> None:
+        """Close ``link`` if it is not the leader's socket and nothing waits on it: a socket
+        no longer used must not linger (it counts against the replica's connection cap)."""
+        with self._lock:
+            if self._leader is link or not link.idle:
+                return
+            if self._links.get(link.address) is link:
+                del self._links[link.address]
+        link.close()
+
+    def close(self) -> None:
+        """Close every socket (the Boards on this Connection can no longer reach the cluster:
+        close them first, to close their sessions)."""
+        with self._lock:
+            self.closed = True
+            links, self._links, self._leader = builtins.list(self._links.values()), {}, None
+        for link in links:
+            link.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+_PRIVATE_ORDINALS = itertools.count()
+"""Boards on private Connections take turns over the replicas for their watches too."""
+
+
 class Board:
     """A blackboard handle with an agent identity. Create with :func:`connect` or
     ``LocalCluster.board()``. Every write returns only after a Raft quorum committed it."""
 
     def __init__(self, endpoints: list[str], agent: str, *, secret: bytes | None = None,
-                 timeout_s: float = 15.0) -> None:
+                 timeout_s: float = 15.0, conn: Connection | None = None) -> None:
         self.endpoints = _check_endpoints(endpoints)
         if not isinstance(agent, str) or not 0 < len(agent) <= 128:
             raise InvalidCommand(f"agent must be a string of 1..128 characters (got {agent!r:.80})")
@@ -497,60 +705,56 @@ class Board:
         self.timeout_s = _seconds("Board", "timeout_s", timeout_s) or 0.0
         self._secret = secret
         self._lock = threading.Lock()
-        self._link: _Link | None = None
-        self._hint: str | None = None
-        self._next_endpoint = 0
+        self._conn, self._ordinal = self._attach(conn)
+        self._watch_slot = self._ordinal % len(self.endpoints)
+        self._watches: set[tuple[_Link, int]] = set()
         self._session = 0
         self._seq = 0
         self._outstanding: set[int] = set()
         self._unknown: dict[bytes, tuple[int, int]] = {}
         self._closed = False
-        self._links: list[_Link] = []
 
     # ------------------------------------------------------------------------ connections
 
-    def _connect_to(self, address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> _Link:
-        if self._closed:  # a closed board opens nothing (a watch must not reconnect forever)
-            raise Unavailable("board is closed")
-        link = _Link(address, self._secret, f"agent:{self.agent}",
-                     timeout_s=max(CONNECT_MIN_S, min(CONNECT_TIMEOUT_S, timeout_s)))
+    def _attach(self, conn: Connection | None) -> tuple[Connection, int]:
+        """This Board's :class:`Connection` (a private one unless ``conn`` is given, which must
+        be to the same cluster, with the same secret) and its ordinal there."""
+        if conn is None:
+            return (Connection(self.endpoints, secret=self._secret, name=self.agent,
+                               shared=False), next(_PRIVATE_ORDINALS))
+        if not isinstance(conn, Connection):
+            raise InvalidCommand(f"conn must be a Connection from connect_shared() "
+                                 f"(got {type(conn).__name__})")
+        if sorted(conn.endpoints) != sorted(self.endpoints) or conn.secret != self._secret:
+            raise InvalidCommand("conn is a Connection to other endpoints or with another "
+                                 "secret than this Board's: make the Board with conn.board()")
+        if conn.closed:
+            raise InvalidCommand("conn is closed")
+        return conn, conn.next_ordinal()
+
+    @property
+    def connection(self) -> Connection:
+        """The :class:`Connection` this Board's requests and watches travel on."""
+        return self._conn
+
+    @property
+    def _link(self) -> _Link | None:
+        """The socket requests go to now (the believed leader's), if open."""
+        return self._conn.leader
+
+    @property
+    def watch_address(self) -> str:
+        """The replica this Board's watches are served by now (they move on a failure)."""
         with self._lock:
-            self._links = [x for x in self._links if not x.closed] + [link]
-        return link
+            return self.endpoints[self._watch_slot]
 
     def _leader_link(self, timeout_s: float = CONNECT_TIMEOUT_S) -> _Link:
-        """The connection to the believed leader (hint first, then endpoints in turn)."""
-        with self._lock:
-            if self._closed:
-                raise Unavailable("board is closed")
-            link = self._link
-            if link is not None and not link.closed:
-                return link
-            hint, self._hint = self._hint, None
-            if hint is None:
-                hint = self.endpoints[self._next_endpoint % len(self.endpoints)]
-                self._next_endpoint += 1
-        try:
-            link = self._connect_to(hint, timeout_s)
-        except (AuthError, TooManyConnections) as exc:
-            raise _Refused(hint, exc) from None
-        except (OSError, BoardError) as exc:
-            raise _Lost(f"cannot connect to {hint}: {exc}", sent=False) from None
-        with self._lock:
-            if self._link is not None and not self._link.closed:
-                link.close()
-                return self._link
-            self._link = link
-        return link
+        if self._closed:
+            raise Unavailable("board is closed")
+        return self._conn.leader_link(timeout_s)
 
     def _drop(self, link: _Link | None, hint: str | None = None) -> None:
-        with self._lock:
-            if link is not None and self._link is link:
-                self._link = None
-            if hint:
-                self._hint = hint
-        if link is not None:
-            link.close()  # a link that is no longer current must not linger (socket + thread)
+        self._conn.drop(link, hint)
 
     def _call(self, build: Callable[[int], Any], *, idempotent: bool,
               deadline_s: float | None = None) -> Reply:
@@ -590,9 +794,8 @@ class Board:
                 capped = None
                 maybe_applied = maybe_applied or lost.sent
                 last = str(lost)
-                self._drop(link)
                 if link is not None:
-                    link.close()
+                    self._conn.lost(link)
                 _backoff(attempt, deadline)
                 continue
             capped = None
@@ -910,22 +1113,26 @@ class Board:
         for _ in range(WATCH_RECONNECTS_MAX * 1_000):
             if attempt >= WATCH_RECONNECTS_MAX or self._closed:
                 break
-            address = self._watch_address(attempt)
+            address = self._watch_address()
             attempt += 1
             try:
-                link = self._connect_to(address)
+                link = self._watch_link(address)
             except AuthError as exc:
                 _raise_if_all_refused(_Refused(address, exc), refused, self.endpoints)
+                self._watch_failed(address)
                 continue
-            except (OSError, BoardError) as exc:
+            except (OSError, BoardError, _Lost) as exc:
                 if isinstance(exc, TooManyConnections):
                     capped = exc
                     _raise_if_all_refused(_Refused(address, exc), refused, self.endpoints)
+                self._watch_failed(address)
                 _backoff(attempt, time.monotonic() + BACKOFF_MAX_S)
                 continue
             capped = None
+            rid, box = link.open_box(stream=True)
+            with self._lock:
+                self._watches.add((link, rid))
             try:
-                rid, box = link.open_box(stream=True)
                 link.send(WatchReq(id=rid, prefix=prefix, start_revision=cursor))
                 ack = _Acks(link, rid)
                 # Idle means no *events*: progress batches (a replica that is partitioned away
@@ -970,11 +1177,13 @@ class Board:
             except _Lost:
                 pass
             finally:
-                link.close()
+                self._end_watch(link, rid)
+            if not self._closed:
+                self._watch_failed(address)
             _backoff(min(attempt, 5), time.monotonic() + BACKOFF_MAX_S)
         if capped is not None:
             raise capped
-        raise Unavailable("watch could not reconnect")
+        raise Unavailable("board is closed" if self._closed else "watch could not reconnect")
 
     async def wait_events(self, prefix: str, after_revision: int, *, timeout_s: float,
                           limit: int = 1_000) -> EventPage:
@@ -1015,16 +1224,17 @@ class Board:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            address = self._watch_address()
             try:
                 async with asyncio.timeout(remaining):
-                    events = await self._next_events(self._watch_address(attempt),
-                                                     request.prefix, cursor)
+                    events = await self._next_events(address, request.prefix, cursor)
             except TimeoutError:
                 break
             except RevisionCompacted:
                 raise
             except (OSError, BoardError, _Lost, ValueError, TypeError) as exc:
                 # The replica died, refused or sent garbage: resume on the next one.
+                self._watch_failed(address)
                 last = f"{type(exc).__name__}: {exc}"
                 capped = exc if isinstance(exc, TooManyConnections) else None
                 await asyncio.sleep(max(0.0, min(BACKOFF_MIN_S * 2 ** min(attempt, 4),
@@ -1103,17 +1313,44 @@ class Board:
         finally:
             writer.close()  # not awaited: a cancelled wait must end now, the loop finishes it
 
-    def _watch_address(self, attempt: int) -> str:
+    def _watch_address(self) -> str:
+        """The replica to (re)start a watch on: the one this Board's watches are assigned."""
         with self._lock:
-            link = self._link
-        if attempt == 0 and link is not None and not link.closed:
-            return link.address
-        return self.endpoints[attempt % len(self.endpoints)]
+            return self.endpoints[self._watch_slot]
+
+    def _watch_failed(self, address: str) -> None:
+        """A watch at ``address`` failed (the replica died, refused or cannot serve): this
+        Board's watches move to another replica. Boards sharing a Connection step by 1 or 2
+        by their ordinal, so those of a failed replica spread over the others rather than
+        all moving to the next one."""
+        count = len(self.endpoints)
+        with self._lock:
+            if count > 1 and self.endpoints[self._watch_slot] == address:
+                self._watch_slot = (self._watch_slot + 1 + self._ordinal % (count - 1)) % count
+
+    def _watch_link(self, address: str) -> _Link:
+        """The socket a watch at ``address`` shares with this Board's other watches (and with
+        its requests, when ``address`` is the leader)."""
+        if self._closed:  # a closed board opens nothing (a watch must not reconnect forever)
+            raise Unavailable("board is closed")
+        return self._conn.open(address)
+
+    def _end_watch(self, link: _Link, rid: int) -> None:
+        """A watch ended (its iterator finished, raised or was dropped): free its stream on
+        the shared socket, and the socket itself if nothing else uses it."""
+        with self._lock:
+            self._watches.discard((link, rid))
+        link.end_stream(rid)
+        if link.closed:
+            self._conn.lost(link)
+        else:
+            self._conn.release(link)
 
     # ---------------------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        """Close the session (best effort) and every connection."""
+        """Close the session (best effort) and end this Board's watches; on a private
+        Connection also close the sockets (a shared one stays open for its other Boards)."""
         with self._lock:
             if self._closed:
                 return
@@ -1125,9 +1362,14 @@ class Board:
                     command=CloseSession())), idempotent=True, deadline_s=1.0)
         with self._lock:
             self._closed = True
-            links, self._links, self._link = self._links, [], None
-        for link in links:
-            link.close()
+            watches, self._watches = self._watches, set()
+        for link, rid in watches:
+            link.end_stream(rid)
+        if self._conn.shared:
+            for link, _ in watches:
+                self._conn.release(link)
+        else:
+            self._conn.close()
 
     def __enter__(self) -> Board:
         return self
@@ -1138,15 +1380,35 @@ class Board:
 
 
 def connect(endpoints: str | list[str], agent: str, *, secret: bytes | str | None = None,
-            timeout_s: float = 15.0) -> Board:
+            timeout_s: float = 15.0, conn: Connection | None = None) -> Board:
     """A :class:`Board` for ``agent`` on the cluster at ``endpoints`` (``"host:port,..."``,
-    the replicas' client ports). Finds the leader and fails over by itself."""
+    the replicas' client ports). Finds the leader and fails over by itself.
+
+    ``conn``: a :class:`Connection` from :func:`connect_shared` to carry this Board on (same
+    endpoints and secret), shared with the other Boards on it; by default the Board has its
+    own sockets."""
+    eps, key = _endpoints_and_secret(endpoints, secret)
+    return Board(eps, agent, secret=key, timeout_s=timeout_s, conn=conn)
+
+
+def connect_shared(endpoints: str | list[str], *, secret: bytes | str | None = None,
+                   name: str = "shared") -> Connection:
+    """A :class:`Connection` to the cluster at ``endpoints`` for many Boards of this process
+    to share: at most one socket per replica, whatever the number of Boards and watches.
+    Make each agent's Board with ``conn.board(agent)`` (or ``connect(..., conn=conn)``): each
+    keeps its own session. ``name`` identifies the process to the replicas (their logs)."""
+    eps, key = _endpoints_and_secret(endpoints, secret)
+    return Connection(eps, secret=key, name=name)
+
+
+def _endpoints_and_secret(endpoints: str | list[str], secret: bytes | str | None
+                          ) -> tuple[list[str], bytes | None]:
     eps = [e.strip() for e in endpoints.split(",")] if isinstance(endpoints, str) else endpoints
     if not isinstance(eps, (list, tuple)):
         raise InvalidCommand(f"endpoints must be 'host:port,...' or a list of them "
                              f"(got {type(endpoints).__name__})")
     key = secret.encode() if isinstance(secret, str) else secret
-    return Board([e for e in eps if e], agent, secret=key, timeout_s=timeout_s)
+    return [e for e in eps if e], key
 
 
 _RETRY_ELSEWHERE = frozenset({Failure.NOT_LEADER, Failure.UNAVAILABLE, Failure.OUTCOME_UNKNOWN})

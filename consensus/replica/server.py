@@ -105,10 +105,14 @@ REFUSING_MAX = 64
 this, a refused socket is closed right after its refusal frame."""
 REFUSE_LINGER_S = 1.0
 REFUSAL_LOG_EVERY_S = 10.0
-WATCHES_PER_CONNECTION_MAX = 64
+WATCHES_PER_CONNECTION_MAX = 4096
+"""Watches on one connection: the Boards of a whole process may share it (``connect_shared``),
+each with its watches; each watch costs the replica a task and its share of the write buffer
+(one batch at a time, see :meth:`ClientServer._stream`), not a socket."""
 INFLIGHT_PER_CONNECTION_MAX = 1024
 WRITE_BUFFER_BYTES_MAX = 64 * 2**20
 WATCH_BATCH_EVENTS_MAX = 1_000
+WATCH_ROOM_POLL_S = 0.005
 WATCH_BUFFER_BYTES = 8 * 2**20
 """The default per-watch buffer (``ReplicaConfig.watch_buffer_bytes``): how much of a watch's
 events may be sent and not yet consumed by its client. One revision always goes to a watch
@@ -268,6 +272,19 @@ class _Conn:
             self.close()
             return
         self.writer.write(encode_frame(self.channel.seal(encode(message))))
+
+    async def room(self) -> None:
+        """Until the socket's write buffer is at most its high-water mark (or the connection
+        closed). Every waiter is woken when the buffer drains, so each checks again: of many
+        watches waiting, one sends and the others wait for the next drain."""
+        transport = self.writer.transport
+        for _ in range(2**62):  # bounded by the connection's life
+            if self.closed or transport.is_closing() or \
+                    transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[1]:
+                return
+            await self.writer.drain()
+            if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+                await asyncio.sleep(WATCH_ROOM_POLL_S)  # woken but still full: never spin
 
     @property
     def peer(self) -> str:
@@ -572,6 +589,7 @@ class ClientServer:
             "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             "connections_max": self.connections_max,
             "client_connections": self._open_connections,
+            "client_watches": sum(len(conn.watches) for conn in self._conns),
             "watch_buffer_bytes": self.watch_buffer_bytes,
             "slow_watches_cancelled": self._slow_watches_cancelled})
 
@@ -786,11 +804,16 @@ class ClientServer:
                 if (events or (through > reported and (
                         through - reported >= progress_every
                         or now - last_report >= WATCH_PROGRESS_S))) and fits:
+                    # Wait for the socket first: the many watches of a shared connection then
+                    # add one batch at a time above its high-water mark, never one each (a
+                    # fan-out of large values would otherwise overrun the write buffer).
+                    await conn.room()
+                    if conn.closed:
+                        return
                     watch.unacked_bytes += size
                     conn.send(WatchBatch(id=req.id, events=events, through=through,
                                          size_bytes=size))
                     reported, last_report = through, now
-                    await conn.writer.drain()
                 cursor = max(cursor, through + 1)
                 if full:
                     continue

@@ -191,6 +191,9 @@ class ReplicaStatus(_Msg):
     cancelled as too slow (``watch_buffer_bytes`` in the replica's config)."""
     slow_watches_cancelled: int = 0
     """Watches cancelled since start because their client fell a whole buffer behind."""
+    client_watches: int = 0
+    """Watches this replica serves now, over all its client connections (followers serve
+    watches too: a client spreads them over the replicas)."""
 
 
 class Reply(_Msg):
