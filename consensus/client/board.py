@@ -1111,7 +1111,7 @@ class Board:
         refused: set[str] = set()
         capped: TooManyConnections | None = None
         for _ in range(WATCH_RECONNECTS_MAX * 1_000):
-            if attempt >= WATCH_RECONNECTS_MAX or self._closed:
+            if attempt >= WATCH_RECONNECTS_MAX or self._closed or self._conn.closed:
                 break
             address = self._watch_address()
             attempt += 1
@@ -1178,12 +1178,14 @@ class Board:
                 pass
             finally:
                 self._end_watch(link, rid)
-            if not self._closed:
-                self._watch_failed(address)
+            if self._closed or self._conn.closed:
+                break
+            self._watch_failed(address)
             _backoff(min(attempt, 5), time.monotonic() + BACKOFF_MAX_S)
         if capped is not None:
             raise capped
-        raise Unavailable("board is closed" if self._closed else "watch could not reconnect")
+        raise Unavailable("board is closed" if self._closed or self._conn.closed
+                          else "watch could not reconnect")
 
     async def wait_events(self, prefix: str, after_revision: int, *, timeout_s: float,
                           limit: int = 1_000) -> EventPage:
