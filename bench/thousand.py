@@ -54,7 +54,7 @@ PREFIX = "feed/"
 READY_TIMEOUT_S = 300.0
 WORKER_LIFETIME_S = 1_800.0
 DELIVERY_GRACE_S = 30.0
-KEEPALIVE_THREADS = 8
+KEEPALIVE_THREADS = 32
 GRANT_THREADS = 16
 LATE_KEEPALIVE_FRACTION = 0.9
 """A keepalive later than this fraction of the TTL after the previous one is counted late."""
@@ -82,6 +82,16 @@ def rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def delivery(written: list[int], seen: list[int]) -> dict[str, int]:
@@ -279,6 +289,8 @@ def run(cfg: Config, agents: int) -> dict[str, Any]:
 
             acked: dict[int, float] = {}
             status_mid: list[Any] = []
+            pids = [c.pid(i) or 0 for i in range(c.size)] + [p.pid for p in procs]
+            cpu_start = [cpu_s(pid) for pid in pids]
             writes = max(1, round(cfg.duration_s / cfg.interval_s))
             write_errors = 0
             t0 = time.monotonic()
@@ -294,6 +306,9 @@ def run(cfg: Config, agents: int) -> dict[str, Any]:
                 if n == writes // 2:
                     status_mid = c.status()
             replica_rss_end = _replica_rss(c)
+            window_s = time.monotonic() - t0
+            cpu_share = [round((cpu_s(pid) - start) / window_s, 2)
+                         for pid, start in zip(pids, cpu_start, strict=True)]
             final = max(acked)
             for proc in procs:
                 assert proc.stdin is not None
@@ -309,11 +324,14 @@ def run(cfg: Config, agents: int) -> dict[str, Any]:
                     proc.kill()
                     proc.wait(10)
         writer.close()
-    return _summary(agents, processes, writes, write_errors, acked, results, setup_s,
-                    replica_rss_idle, replica_rss_end, status_mid)
+    row = _summary(agents, processes, write_errors, acked, results, setup_s,
+                   replica_rss_idle, replica_rss_end, status_mid)
+    row["cpu_cores"] = {"replicas": cpu_share[:3], "client_processes": cpu_share[3:],
+                        "machine_load_1m": os.getloadavg()[0]}
+    return row
 
 
-def _summary(agents: int, processes: int, writes: int, write_errors: int,
+def _summary(agents: int, processes: int, write_errors: int,
              acked: dict[int, float], results: list[dict[str, Any]], setup_s: float,
              replica_rss_idle: list[int], replica_rss_end: list[int],
              status_mid: list[Any]) -> dict[str, Any]:
@@ -368,7 +386,7 @@ def _print(row: dict[str, Any]) -> None:
           f"p99 {f['p99']:.1f} ms, max {f['max']:.1f} ms; leases lost {row['leases_lost']}; "
           f"client {row['client_rss_bytes_per_agent'] / 1024:.0f} KiB/agent, replicas "
           f"{[round(b / 1024) for b in row['replica_rss_bytes_per_agent']]} KiB/agent; "
-          f"conns/watches {row['replica_connections_watches']}; "
+          f"conns/watches {row['replica_connections_watches']}; cpu {row['cpu_cores']}; "
           f"{'PASS' if row['targets_met'] else 'MISS'}", flush=True)
 
 

@@ -78,7 +78,8 @@ def test_many_boards_share_one_socket_per_replica(cluster: LocalCluster) -> None
     """Twelve Boards with a watch each, on one shared Connection: each replica gains one
     client connection and serves a third of the watches; closing the Boards ends their
     watches, closing the Connection its sockets."""
-    before = _counts(cluster)
+    before = wait_until(lambda: (counts := _counts(cluster)) == [(1, 0)] * REPLICAS and counts,
+                        timeout_s=10, what="only our status probe to be connected")
     writer = cluster.board("share-writer")
     start = writer.put("share/0", 0).revision
     conn = connect_shared(cluster.endpoints, secret=cluster.secret, name="share-test")

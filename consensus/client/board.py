@@ -395,8 +395,13 @@ class _Link:
             box = self._waiters.get(msg.id)
             if box is not None and isinstance(msg, Reply) and msg.id not in self._streams:
                 del self._waiters[msg.id]
+            also = [self._waiters.get(i) for i in msg.also] \
+                if isinstance(msg, WatchBatch) and msg.also else []
         if box is not None:
             box.put(msg)
+        for other in also:  # the same batch for more watches on this link
+            if other is not None:
+                other.put(msg)
 
     def wait(self, box: queue.SimpleQueue[Any], timeout_s: float | None) -> Any:
         """The next message for ``box`` (``None`` once the link closed); raises

@@ -259,8 +259,36 @@ class _Conn:
         self.inflight = 0
         self.watches: dict[int, _Watch] = {}
         self.closed = False
+        self._groups: dict[tuple[str, int, int], tuple[list[Event], int, list[int]]] = {}
+        self._flush_scheduled = False
+
+    def send_batch(self, prefix: str, start: int, watch: int, events: list[Event], through: int,
+                   size_bytes: int) -> None:
+        """Queue watch ``watch``'s batch (its events under ``prefix`` from ``start`` through
+        ``through``). The batches queued in one turn of the loop with the same prefix, start
+        and ``through`` hold the same events: they go out as one frame naming every watch
+        (``WatchBatch.also``), so the Boards of a shared connection watching one prefix cost
+        the replica and the client one encoding and one frame per revision, not one each."""
+        group = self._groups.get((prefix, start, through))
+        if group is not None:
+            group[2].append(watch)
+            return
+        self._groups[(prefix, start, through)] = (events, size_bytes, [watch])
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.server.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send the queued batches, in the order they were queued."""
+        self._flush_scheduled = False
+        groups, self._groups = self._groups, {}
+        for (_, _, through), (events, size_bytes, ids) in groups.items():
+            self.send(WatchBatch(id=ids[0], also=ids[1:] or None, events=events,
+                                 through=through, size_bytes=size_bytes))
 
     def send(self, message: Reply | WatchBatch) -> None:
+        if self._groups and isinstance(message, Reply):  # queued batches go first, in order
+            self.flush()
         if self.closed:
             return
         transport = self.writer.transport
@@ -340,6 +368,9 @@ class ClientServer:
         self._confirm_inflight = 0
         self._proposal_deadlines = _Deadlines()
         self._read_deadlines = _Deadlines()
+        self._events_cache: dict[tuple[str, int], list[Event]] = {}
+        self._events_state: BoardState | None = None
+        self._events_revision = -1
 
     # ------------------------------------------------------------------ extension points
     # Small methods a subclass may override, each at one step of the request path. The test
@@ -769,7 +800,7 @@ class ClientServer:
                 with self.core.lock:
                     state = self.core.state
                     try:
-                        events = state.events_since(req.prefix, cursor, WATCH_BATCH_EVENTS_MAX)
+                        events = self._events_since(req.prefix, cursor)
                     except RevisionCompacted as exc:
                         conn.send(Reply(id=req.id, wire_error=Failure.COMPACTED, message=str(exc),
                                         compact_revision=exc.compact_revision))
@@ -811,8 +842,7 @@ class ClientServer:
                     if conn.closed:
                         return
                     watch.unacked_bytes += size
-                    conn.send(WatchBatch(id=req.id, events=events, through=through,
-                                         size_bytes=size))
+                    conn.send_batch(req.prefix, cursor, req.id, events, through, size)
                     reported, last_report = through, now
                 cursor = max(cursor, through + 1)
                 if full:
@@ -826,6 +856,24 @@ class ClientServer:
             pass
         except (ConnectionError, RuntimeError):
             conn.close()
+
+    def _events_since(self, prefix: str, start: int) -> list[Event]:
+        """``state.events_since`` for a watch, shared by every watch asking for the same
+        prefix and start at the same revision (caller holds the state lock): a thousand
+        watches of one prefix read and build the new revision's events once."""
+        state = self.core.state
+        if state is not self._events_state or state.revision != self._events_revision:
+            self._events_cache.clear()
+            self._events_state, self._events_revision = state, state.revision
+        events = self._events_cache.get((prefix, start))
+        if events is None:
+            events = state.events_since(prefix, start, WATCH_BATCH_EVENTS_MAX)
+            self._events_cache[(prefix, start)] = events
+        return events
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the loop after the handlers ready now (on the loop's thread)."""
+        self._loop.call_soon(callback)
 
     async def _wait_for_ack(self, watch: _Watch, timeout_s: float) -> None:
         """Until the client acknowledges some of ``watch``'s buffer, or ``timeout_s``."""

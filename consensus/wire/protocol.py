@@ -224,6 +224,9 @@ class Reply(_Msg):
     (Both fields stay off the wire when unset: every put's reply goes through this class.)"""
 
 
+WATCHES_PER_BATCH_MAX = 65_536
+
+
 class WatchBatch(_Msg):
     """Events of whole revisions for watch ``id``; ``through`` is the revision the replica has
     scanned up to, so a client resumes from ``through + 1`` after a reconnect. ``size_bytes``
@@ -234,6 +237,9 @@ class WatchBatch(_Msg):
     events: list[Event]
     through: int
     size_bytes: int = 0
+    also: list[int] | None = Field(default=None, max_length=WATCHES_PER_BATCH_MAX)
+    """More watches of the connection this same batch is for (each counts ``size_bytes``):
+    the Boards sharing a connection that watch one prefix get one frame per revision."""
 
 
 def encode(message: BaseModel) -> bytes:
