@@ -56,6 +56,7 @@ WORKER_LIFETIME_S = 1_800.0
 DELIVERY_GRACE_S = 30.0
 KEEPALIVE_THREADS = 32
 GRANT_THREADS = 16
+SESSIONS_SPARE = 1_024
 LATE_KEEPALIVE_FRACTION = 0.9
 """A keepalive later than this fraction of the TTL after the previous one is counted late."""
 
@@ -259,11 +260,17 @@ def _ready(proc: subprocess.Popen[str], deadline: float) -> dict[str, Any]:
 
 def run(cfg: Config, agents: int) -> dict[str, Any]:
     """One agent count on a fresh cluster."""
-    from quorumboard.consensus import LocalCluster
+    from quorumboard.consensus import Limits, LocalCluster
 
     processes = max(1, math.ceil(agents / cfg.agents_per_process))
+    # Every Board holds a session: past the default table (4,096 sessions) the oldest would be
+    # evicted, and their Boards' retries refused, so a larger crowd gets a larger table.
+    limits = Limits()
+    if agents + SESSIONS_SPARE > limits.sessions_max:
+        limits = Limits(sessions_max=agents + SESSIONS_SPARE)
     with tempfile.TemporaryDirectory(prefix="qb-thousand-") as tmp, \
-            LocalCluster(replicas=3, data_dir=Path(tmp) / "cluster", log_level="warning") as c:
+            LocalCluster(replicas=3, data_dir=Path(tmp) / "cluster", log_level="warning",
+                         limits=limits) as c:
         c.wait_for_leader()
         writer = c.board("writer", timeout_s=30.0)
         start = writer.put(f"{PREFIX}begin", 0).revision + 1
@@ -326,6 +333,7 @@ def run(cfg: Config, agents: int) -> dict[str, Any]:
         writer.close()
     row = _summary(agents, processes, write_errors, acked, results, setup_s,
                    replica_rss_idle, replica_rss_end, status_mid)
+    row["sessions_max"] = limits.sessions_max
     row["cpu_cores"] = {"replicas": cpu_share[:3], "client_processes": cpu_share[3:],
                         "machine_load_1m": os.getloadavg()[0]}
     return row
