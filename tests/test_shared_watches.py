@@ -272,3 +272,34 @@ def test_a_follower_served_watch_survives_the_leader_and_its_own_replica(
         for i in range(REPLICAS):
             if cluster.pid(i) is None:
                 cluster.restart(i)
+
+
+def test_a_watch_on_a_replica_cut_off_from_the_leader_moves(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A follower isolated from the other replicas (its clients still reach it) stops
+    applying while the majority goes on; once it has known no leader for a few seconds it
+    ends its watches, which resume on another replica: nothing missed, nothing twice."""
+    with LocalCluster(replicas=REPLICAS, data_dir=tmp_path_factory.mktemp("cut"),
+                      log_level="warning", network_faults=True) as c:
+        assert c.net is not None
+        leader = c.wait_for_leader()
+        follower = (leader + 1) % REPLICAS
+        conn = connect_shared(c.endpoints, secret=c.secret, name="cut-off")
+        watching = _board_served_by(conn, c.endpoints[follower], "cut-watcher")
+        writer = c.board("cut-writer", timeout_s=20)
+        try:
+            acknowledged = [_put(writer, "cut/0", 0)]
+            watcher = _Watcher(watching, "cut/", acknowledged[0])
+            wait_until(lambda: watcher.seen == acknowledged, timeout_s=10,
+                       what="the follower-served watch to start")
+            c.net.isolate(follower)
+            acknowledged += [_put(writer, f"cut/{i}", i) for i in range(1, 6)]
+            wait_until(lambda: watcher.seen == acknowledged, timeout_s=20,
+                       what="the watch to leave the cut-off replica")
+            assert watching.watch_address != c.endpoints[follower]
+            assert watcher.error is None and exactly_once(acknowledged, watcher.seen) == []
+        finally:
+            c.net.heal()
+            watching.close()
+            writer.close()
+            conn.close()

@@ -135,6 +135,10 @@ ENTRY_FIELDS_BYTES = 192
 """An upper bound on an encoded entry's bytes besides its key, author and value: eight field
 names, six 64-bit integers and the msgpack headers (about 140 bytes)."""
 WATCH_PROGRESS_S = 1.0
+WATCH_LEADERLESS_S = 3.0
+"""How long a replica serves its watches without knowing a leader before it ends them (their
+clients resume elsewhere): longer than an election after a leader's death takes with the
+default timeouts (0.4-1.4 s), so a failover alone moves no watch."""
 HANDSHAKE_TIMEOUT_S = 5.0
 CONFIRMS_INFLIGHT_MAX = 2
 """Read-index confirmations one endpoint has in flight; reads that arrive meanwhile wait and
@@ -368,6 +372,8 @@ class ClientServer:
         self._confirm_inflight = 0
         self._proposal_deadlines = _Deadlines()
         self._read_deadlines = _Deadlines()
+        self._leaderless_since: float | None = None
+        self._leader_checked_at = -DEADLINE_SWEEP_S
         self._events_cache: dict[tuple[str, int], list[Event]] = {}
         self._events_state: BoardState | None = None
         self._events_revision = -1
@@ -421,6 +427,7 @@ class ClientServer:
             now = time.monotonic()
             self._proposal_deadlines.sweep(now)
             self._read_deadlines.sweep(now)
+            self._end_leaderless_watches(now)
         finally:  # the sweep must outlive anything a handler does
             self._loop.call_later(DEADLINE_SWEEP_S, self._sweep)
 
@@ -761,9 +768,42 @@ class ClientServer:
 
     # ------------------------------------------------------------------------------ watches
 
+    def _leaderless(self, now: float) -> bool:
+        """Whether this replica has known no leader for :data:`WATCH_LEADERLESS_S` (checked
+        at most every :data:`DEADLINE_SWEEP_S`: it reads the Raft status)."""
+        if now - self._leader_checked_at >= DEADLINE_SWEEP_S:
+            self._leader_checked_at = now
+            if self.core.leader_client_address() is not None:
+                self._leaderless_since = None
+            elif self._leaderless_since is None:
+                self._leaderless_since = now
+        return self._leaderless_since is not None \
+            and now - self._leaderless_since >= WATCH_LEADERLESS_S
+
+    def _end_leaderless_watches(self, now: float) -> None:
+        """A replica cut off from the leader (a partition) has stopped applying while the
+        majority goes on: its watches would stall without a word. End them with
+        ``UNAVAILABLE``, so their clients resume them on another replica from where they
+        were (like etcd's watches that require a leader)."""
+        if not any(conn.watches for conn in self._conns) or not self._leaderless(now):
+            return
+        for conn in list(self._conns):
+            for rid in list(conn.watches):
+                conn.watches.pop(rid).cancel()
+                conn.send(self._leaderless_reply(rid))
+
+    def _leaderless_reply(self, rid: int) -> Reply:
+        return Reply(id=rid, wire_error=Failure.UNAVAILABLE,
+                     message=f"this replica has known no leader for {WATCH_LEADERLESS_S:g}s: "
+                     "its events may be behind the cluster's; watch on another replica",
+                     leader_hint=None)
+
     def _watch(self, conn: _Conn, req: WatchReq) -> None:
         if len(conn.watches) >= WATCHES_PER_CONNECTION_MAX:
             conn.send(Reply(id=req.id, wire_error=Failure.UNAVAILABLE, message="too many watches"))
+            return
+        if self._leaderless(time.monotonic()):
+            conn.send(self._leaderless_reply(req.id))
             return
         with self.core.lock:
             start = self.core.state.revision + 1 if req.start_revision is None \
