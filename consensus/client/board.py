@@ -7,6 +7,11 @@ number, so the state machine returns the original result instead of applying twi
 ``not_leader`` hints and otherwise walks the endpoint list, with bounded attempts and backoff.
 
 Thread-safe: several threads may share one ``Board`` (requests are pipelined on the connection).
+
+The sockets belong to a :class:`Connection`: a Board's own, or one shared by many Boards of a
+process (:func:`connect_shared`), at most one socket per replica either way. Requests go to the
+leader's socket; a Board's watches go to the replica it is assigned (Boards take turns over the
+replicas, so followers carry their share of the fan-out) and share that socket.
 """
 
 from __future__ import annotations

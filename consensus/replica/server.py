@@ -6,7 +6,12 @@ passes the :class:`~consensus.model.Result` back here and it goes out as a
 :class:`~consensus.protocol.Reply`. Watches stream applied events from the replicated event
 log, whole revisions at a time; each watch may have at most ``watch_buffer_bytes`` sent and not
 yet consumed by its client, and a watcher that stays a whole buffer behind is cancelled with the
-revision to resume from, so a slow watcher holds neither memory nor its connection.
+revision to resume from, so a slow watcher holds neither memory nor its connection. Every
+replica serves watches, followers from their own applied state (the event log is the same on
+each, revision by revision, so a watch resumes anywhere from its next revision); one that has
+known no leader for :data:`WATCH_LEADERLESS_S` ends its watches, which resume on a replica that
+is current. The watches of one connection (the Boards of a process may share it) that stand at
+the same place on the same prefix get one frame per batch between them.
 
 At its connection cap (``connections_max``, a per-replica setting) the endpoint answers a new
 connection with the handshake's refusal frame, never a bare close.
