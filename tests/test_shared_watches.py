@@ -124,8 +124,19 @@ def test_a_private_boards_watches_share_its_sockets(cluster: LocalCluster) -> No
                what="the five watches to start")
     assert len(board.connection.connections()) <= 2
     assert board.watch_address in board.connection.connections()
-    served = [s.client_watches for s in cluster.status() if s is not None]
-    assert served[cluster.endpoints.index(board.watch_address)] >= 5
+    index = cluster.endpoints.index(board.watch_address)
+
+    def served() -> int:
+        status = cluster.status()[index]
+        assert status is not None
+        return status.client_watches
+
+    assert served() == 5
+    # A watch that ends by itself (here its idle timeout) is cancelled on the replica, while
+    # the socket goes on serving the others.
+    assert [e.revision for e in board.watch("priv/", start_revision=start,
+                                            idle_timeout_s=0.2)] == [start]
+    wait_until(lambda: served() == 5, timeout_s=10, what="the ended watch to be cancelled")
     board.close()
     for watcher in watchers:
         watcher.thread.join(5)
