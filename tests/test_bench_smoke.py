@@ -230,3 +230,18 @@ def test_checker_bench_times_a_recorded_history(tmp_path: Path) -> None:
     assert main(["--history", str(tmp_path / "run"), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["check"]["verdict"] == "ok"
     assert main(["--history", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_thousand_delivery_names_what_a_watcher_got_wrong() -> None:
+    """bench.thousand: each written revision delivered once, in order; every departure counted
+    (a watcher that missed one, saw one twice, saw two swapped, or saw one never written)."""
+    from bench.thousand import delivery
+
+    written = [3, 5, 8, 9]
+    assert delivery(written, [3, 5, 8, 9]) == {
+        "delivered": 4, "missing": 0, "duplicated": 0, "out_of_order": 0, "foreign": 0}
+    assert delivery(written, [3, 8, 9]) == {
+        "delivered": 3, "missing": 1, "duplicated": 0, "out_of_order": 0, "foreign": 0}
+    assert delivery(written, [3, 5, 5, 8, 9])["duplicated"] == 1
+    assert delivery(written, [3, 8, 5, 9])["out_of_order"] == 1
+    assert delivery(written, [3, 4, 5, 8, 9])["foreign"] == 1
