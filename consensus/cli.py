@@ -25,7 +25,7 @@ from typing import Any
 
 from quorumboard.consensus.client.board import Board, connect
 from quorumboard.consensus.cluster import LocalCluster
-from quorumboard.consensus.core.model import HistoryRecord
+from quorumboard.consensus.core.model import Claim, HistoryRecord, LeaseStatus, PolicyBinding
 from quorumboard.consensus.errors import (
     AuthError,
     BoardError,
@@ -194,6 +194,18 @@ def _human(result: Any) -> str:
         return "\n".join(_human(r) for r in result) if result else "(none)"
     if isinstance(result, HistoryRecord):
         return _human_history(result)
+    if isinstance(result, Claim):
+        return (f"{result.key}  owner {result.owner}, fence {result.fence}, lease "
+                f"{result.lease} (ttl {result.ttl:g}s)")
+    if isinstance(result, LeaseStatus):
+        left = "?" if result.time_left_s is None else f"{result.time_left_s:.1f}s"
+        held = "".join(f", {name} {', '.join(keys)}" for name, keys in
+                       (("keys", result.keys), ("claims", result.claims)) if keys)
+        return (f"lease {result.id}  owner {result.owner}, {left} left of {result.ttl:g}s, "
+                f"{result.refreshes} keepalives{held}")
+    if isinstance(result, PolicyBinding):
+        params = f" {json.dumps(result.params, sort_keys=True)}" if result.params else ""
+        return f"{result.prefix or '(every key)'} -> {result.name}{params}"
     data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
     if isinstance(data, dict) and "key" in data and "version" in data and "value" in data:
         return (f"{data['key']} = {json.dumps(data['value'])}  "
@@ -439,6 +451,15 @@ def _parser() -> argparse.ArgumentParser:
     c = client("history", "audit trail of a key: versions and refusals")
     c.add_argument("key")
     c.set_defaults(run=lambda a: _with_board(a, lambda b: b.history(a.key)))
+    c = client("claims", "claims under a prefix: owner, fence, lease")
+    c.add_argument("prefix", nargs="?", default="")
+    c.add_argument("--stale", action="store_true")
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.claims(a.prefix, stale=a.stale)))
+    c = client("leases", "leases with their time left as the leader counts it")
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.leases()))
+    c = client("policies", "the conflict policies bound to prefixes")
+    c.add_argument("--stale", action="store_true")
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.policies(stale=a.stale)))
     c = client("status", "the connected replica's view of the cluster")
     c.set_defaults(run=lambda a: _with_board(a, lambda b: b.status()))
     return p

@@ -47,7 +47,7 @@ TIERS: dict[str, str] = {
                      "test_cli_serve", "test_lifecycle", "test_list_many", "test_lone_replica",
                      "test_public_api_fuzz", "test_netfaults", "test_clock_faults",
                      "test_bench_smoke", "test_client_recovery", "test_reply_bounds", "test_put_path",
-                     "test_connection_cap", "test_slow_watchers"],
+                     "test_connection_cap", "test_slow_watchers", "test_board_reads"],
                     "cluster"),
     "test_live_stateful": "stateful",
     **dict.fromkeys(["test_chaos", "test_nemesis", "test_workload", "test_negative_controls",
