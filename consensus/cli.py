@@ -77,7 +77,8 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def demo(replicas: int, data_dir: str | None, agents: int, seconds: float) -> int:
+def demo(replicas: int, data_dir: str | None, agents: int, seconds: float, *,
+         dashboard_port: int | None = None) -> int:
     """Bring up a cluster, let agents write, SIGKILL the leader mid-run, bring it back, and
     show that every replica ends with the same digest and no acknowledged edit was lost.
 
@@ -85,17 +86,23 @@ def demo(replicas: int, data_dir: str | None, agents: int, seconds: float) -> in
     counter policy, each retried with its session and seq after a lost reply), recorded as a
     history and judged by the same checks a chaos run uses: exactly-once (the final count lies
     between the acknowledged increments and those plus the ones whose outcome is unknown) and
-    linearizability. One definition of each, here and in ``quorumboard chaos``."""
+    linearizability. One definition of each, here and in ``quorumboard chaos``.
+
+    ``dashboard_port``: serve the dashboard of the demo's cluster on 127.0.0.1 (0: any free
+    port), print its address, and after the run keep cluster and page up until Ctrl-C."""
     from quorumboard.consensus.testing.history import HistoryWriter
     from quorumboard.consensus.testing.workload import CounterWorkload
 
     configure_logging("warning")
     t0 = time.monotonic()
     _say(f"== starting {replicas} replicas on 127.0.0.1 (separate processes, real TCP) ==")
-    with LocalCluster(replicas=replicas, data_dir=data_dir) as cluster:
+    with LocalCluster(replicas=replicas, data_dir=data_dir) as cluster, \
+            contextlib.ExitStack() as page:
         leader = cluster.wait_for_leader()
         _say(f"   client endpoints: {', '.join(cluster.endpoints)}")
         _say(f"   leader: r{leader}   (up in {time.monotonic() - t0:.1f}s)")
+        if dashboard_port is not None:
+            _say(f"   dashboard: {page.enter_context(_demo_dashboard(cluster, dashboard_port))}")
         workload = CounterWorkload(clients=agents, keys=2, ops_per_client=100_000,
                                    duration_s=seconds, rate_per_s=DEMO_RATE_PER_S,
                                    read_share=0.2, seed=1, prefix="team/edits/")
@@ -146,7 +153,26 @@ def demo(replicas: int, data_dir: str | None, agents: int, seconds: float) -> in
         ok = converged == "converged" and all(f.verdict == "ok" for f in findings)
         _say("   OK: every replica has the same state and no acknowledged update was lost"
              if ok else f"   FAILED: replicas {converged}, or a check above failed")
+        if dashboard_port is not None:
+            _say("   the cluster and the dashboard stay up: Ctrl-C to stop")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
         return EXIT_OK if ok else EXIT_ERROR
+
+
+@contextlib.contextmanager
+def _demo_dashboard(cluster: LocalCluster, port: int) -> Iterator[str]:
+    """The dashboard of ``cluster`` on 127.0.0.1:``port``, for as long as the block runs."""
+    try:
+        serve = importlib.import_module("quorumboard.consensus.dashboard.serve")
+    except ModuleNotFoundError as exc:
+        raise InvalidCommand(f"demo --dashboard needs Starlette and uvicorn ({exc}): "
+                             "pip install 'quorumboard[dashboard]'") from None
+    server = serve.DashboardServer(serve.live_app(cluster.endpoints), port=port)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 DEMO_RATE_PER_S = 400.0
@@ -358,6 +384,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--agents", type=int, default=4)
     d.add_argument("--seconds", type=float, default=6.0)
     d.add_argument("--data-dir", default=None)
+    d.add_argument("--dashboard", action="store_true",
+                   help="watch it live in the browser (the [dashboard] extra): prints the "
+                   "page's address, and keeps the cluster and the page up after the run "
+                   "until Ctrl-C")
+    d.add_argument("--port", type=int, default=8080, help="the dashboard's port (0: any free)")
 
     u = sub.add_parser("up", help="run a local cluster in the foreground until Ctrl-C")
     u.add_argument("--replicas", type=int, default=3)
@@ -411,6 +442,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, entry in sorted(_registered().items()):
         sub.add_parser(name, add_help=False,
                        help=f"registered by {entry.value.split(':')[0]} ('{name} --help')")
+    sub.add_parser("dashboard", add_help=False,
+                   help="a read-only page over a live cluster or a run's folder (the "
+                        "[dashboard] extra): 'dashboard --endpoints ...' or 'dashboard --run DIR'")
     sub.add_parser("mcp", add_help=False,
                    help="serve one agent's seat at the board over MCP (stdio or HTTP; the "
                         "[mcp] extra): 'mcp --endpoints ... --agent NAME'")
@@ -499,6 +533,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if registered is not None:
         command: Callable[[Sequence[str]], int] = registered.load()
         return command(argv[1:])
+    if argv[:1] == ["dashboard"]:
+        # Optional (the [dashboard] extra): loaded only for this command, never by the core.
+        try:
+            dashboard = importlib.import_module("quorumboard.consensus.dashboard.serve")
+        except ModuleNotFoundError as exc:
+            print(f"error: quorumboard dashboard needs Starlette and uvicorn ({exc}): "
+                  "pip install 'quorumboard[dashboard]'", file=sys.stderr)
+            return EXIT_USAGE
+        serve_dashboard: Callable[[Sequence[str]], int] = dashboard.main
+        with _terminate_as_interrupt():
+            return serve_dashboard(argv[1:])
     if argv[:1] == ["mcp"]:
         # Optional (the [mcp] extra): loaded only for this command, never by the core.
         try:
@@ -514,7 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             with _terminate_as_interrupt():
-                return demo(args.replicas, args.data_dir, args.agents, args.seconds)
+                return demo(args.replicas, args.data_dir, args.agents, args.seconds,
+                            dashboard_port=args.port if args.dashboard else None)
         if args.command == "up":
             with _terminate_as_interrupt():
                 return _cmd_up(args)

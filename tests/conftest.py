@@ -3,7 +3,8 @@ cluster helpers.
 
 Tiers are markers, one per test file (``TIERS`` below), so each runs alone: ``pytest -m unit``
 (pure, no process started), ``static`` (ruff, mypy, a fresh install), ``cluster``, ``stateful``,
-``chaos``, ``proofs`` (SPIN and z3), ``agents``, ``adapters``. The default run is all of them.
+``chaos``, ``proofs`` (SPIN and z3), ``agents``, ``adapters``, ``dashboard``. The default run
+is all of them.
 A new test file must be given a tier here, or collection fails.
 
 The whole suite runs with ``pickle.loads``/``pickle.load`` patched to raise, in this process and
@@ -55,7 +56,7 @@ TIERS: dict[str, str] = {
     **dict.fromkeys(["test_metrics", "test_report", "test_llm_brain"], "agents"),
 }
 TIER_PREFIXES = {"test_proofs_": "proofs", "test_agents_": "agents", "test_study_": "agents",
-                 "test_adapters_": "adapters"}
+                 "test_adapters_": "adapters", "test_dashboard_": "dashboard"}
 
 
 def tier_of(path: Path) -> str:

@@ -1,0 +1,163 @@
+"""The dashboard's server without a browser: the binding rules (``--host`` needs a token), the
+token on every request, no secret in anything served, and no write path at all. A real cluster
+(with a secret) and the real server on loopback; requests with the standard library."""
+
+from __future__ import annotations
+
+import ast
+import http.client
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.routing import Route
+
+from quorumboard.consensus import InvalidCommand, LocalCluster
+from quorumboard.consensus.dashboard.app import TOKEN_COOKIE, create_app
+from quorumboard.consensus.dashboard.live import LiveSource
+from quorumboard.consensus.dashboard.serve import DashboardServer, binding
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "cluster-secret-that-must-stay-home-4f1c"
+TOKEN = "dashboard-token-0123456789abcdef"
+WRITES = {"put", "propose", "vote", "withdraw", "delete", "grant", "keepalive", "revoke",
+          "claim", "release", "set_policy"}
+"""Every write of the client (``Board``): none may be called by the dashboard."""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(replicas=1, data_dir=tmp_path_factory.mktemp("dash"), secret=SECRET,
+                      log_level="warning") as c:
+        board = c.board(agent="alice")
+        board.put("team/plan", {"step": 1})
+        board.claim("team/task", ttl=60.0, value={"who": "alice"})
+        board.set_policy("team/counts/", "merge", kind="counter")
+        yield c
+
+
+def _get(url: str, headers: dict[str, str] | None = None,
+         method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def _stream_head(url: str, headers: dict[str, str] | None = None,
+                 lines_max: int = 12) -> bytes:
+    """The first lines of the event stream (it never ends by itself)."""
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                timeout=20) as response:
+        return b"".join(response.readline() for _ in range(lines_max))
+
+
+GETS = ["/", "/static/app.js", "/static/app.css", "/api/source", "/api/cluster",
+        "/api/keys?prefix=team/", "/api/claims?prefix=", "/api/leases", "/api/policies"]
+
+
+def test_secret_never_served(cluster: LocalCluster) -> None:
+    """Every route, the stream included, with the right secret and with a wrong one (whose
+    error messages reach the page): the cluster secret appears in no response, header or
+    body. The page still shows the cluster, so the secret was used."""
+    for secret in (SECRET, "a-wrong-secret-but-also-private-99"):
+        app = create_app(LiveSource(cluster.endpoints, secret.encode()))
+        with DashboardServer(app, port=0) as server:
+            base = server.url.rstrip("/")
+            seen = []
+            for path in GETS:
+                status, headers, body = _get(base + path)
+                assert status == 200, (path, body[:200])
+                seen.append(json.dumps(headers).encode() + body)
+            seen.append(_stream_head(base + "/api/events?after=0", lines_max=6))
+            served = b"\n".join(seen)
+            assert secret.encode() not in served and SECRET.encode() not in served
+            keys = json.loads(_get(base + "/api/keys?prefix=team/")[2])
+            if secret == SECRET:
+                assert [k["key"] for k in keys["keys"]] == ["team/plan", "team/task"]
+                assert b"team/plan" in served  # the stream replayed the write
+            else:
+                assert keys["keys"] == [] and "AuthError" in keys["error"]
+
+
+def test_no_write_route_and_nothing_written(cluster: LocalCluster) -> None:
+    """Every route answers GET (and HEAD) only; every other method is 405; no module of the
+    dashboard calls a write of the client; and serving every view changed nothing."""
+    app = create_app(LiveSource(cluster.endpoints, SECRET.encode()))
+    routes = [r for r in app.routes if isinstance(r, Route)]
+    assert len(routes) >= 10
+    for route in routes:
+        assert route.methods == {"GET", "HEAD"}, route.path
+    for path in (ROOT / "consensus" / "dashboard").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                assert node.func.attr not in WRITES, f"{path.name}:{node.lineno} calls a write"
+    before = cluster.board(agent="check").status().revision
+    with DashboardServer(app, port=0) as server:
+        base = server.url.rstrip("/")
+        for path in [*GETS, "/api/events"]:
+            for method in ("POST", "PUT", "PATCH", "DELETE"):
+                status, _, _ = _get(base + path, method=method)
+                assert status == 405, (method, path, status)
+        for path in GETS:
+            assert _get(base + path)[0] == 200
+    assert cluster.board(agent="check").status().revision == before
+
+
+def test_token_on_every_request(cluster: LocalCluster) -> None:
+    app = create_app(LiveSource(cluster.endpoints, SECRET.encode()), token=TOKEN)
+    with DashboardServer(app, port=0) as server:
+        base = server.url.rstrip("/")
+        for path in [*GETS, "/api/events", "/no/such/page"]:
+            status, headers, body = _get(base + path)
+            assert status == 401 and TOKEN.encode() not in body, path
+            assert headers.get("x-frame-options") == "DENY"
+            assert _get(base + path, {"Authorization": "Bearer wrong-token-0123456789"})[0] \
+                == 401
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        for path in GETS:
+            assert _get(base + path, bearer)[0] == 200, path
+        assert b"retry:" in _stream_head(base + "/api/events", bearer, lines_max=1)
+        # The page trades the token in its address for a cookie its scripts cannot read.
+        host, port = server.url.split("//")[1].rstrip("/").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=20)
+        conn.request("GET", f"/?token={TOKEN}")
+        response = conn.getresponse()
+        cookie = response.getheader("set-cookie") or ""
+        assert response.status == 303 and response.getheader("location") == "/"
+        assert cookie.startswith(f"{TOKEN_COOKIE}=") and "HttpOnly" in cookie
+        assert "samesite=strict" in cookie.lower()
+        conn.close()
+        assert _get(base + "/api/cluster", {"Cookie": cookie.split(";")[0]})[0] == 200
+        # Another site's name for this address (DNS rebinding) is refused.
+        assert _get(base + "/api/cluster", {**bearer, "Host": "evil.example"})[0] == 400
+
+
+def test_host_needs_a_token() -> None:
+    """``--host`` without ``--token-env`` is refused with a clear error, by the command and by
+    the rule it applies; a token's variable must be set and long enough."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "quorumboard.consensus.cli", "dashboard", "--endpoints",
+         "127.0.0.1:1", "--host", "0.0.0.0", "--port", "0"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "--token-env" in proc.stderr and "--host 0.0.0.0" in proc.stderr
+    with pytest.raises(InvalidCommand, match="--token-env"):
+        binding("0.0.0.0", None, {})
+    with pytest.raises(InvalidCommand, match="unset"):
+        binding("0.0.0.0", "QB_TOKEN", {})
+    with pytest.raises(InvalidCommand, match="too short"):
+        binding(None, "QB_TOKEN", {"QB_TOKEN": "short"})
+    assert binding(None, None, {}) == ("127.0.0.1", None, ["127.0.0.1", "localhost", "[::1]"])
+    assert binding("0.0.0.0", "QB_TOKEN", {"QB_TOKEN": TOKEN}) == ("0.0.0.0", TOKEN, ["*"])
+    missing = subprocess.run(
+        [sys.executable, "-m", "quorumboard.consensus.cli", "dashboard", "--run",
+         "/nonexistent/run"], capture_output=True, text=True, timeout=60, check=False)
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
