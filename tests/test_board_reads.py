@@ -5,8 +5,6 @@ a real cluster."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +16,7 @@ from quorumboard.consensus import (
     PolicyBinding,
     connect,
 )
+from quorumboard.consensus.cli import main
 from tests.conftest import wait_until
 
 
@@ -83,28 +82,29 @@ def test_leases_count_down_on_the_leaders_clock(cluster: LocalCluster) -> None:
     assert lease.id not in mine()
 
 
-def _qb(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "quorumboard.consensus.cli", *args[:1], "--endpoints",
-         ",".join(cluster.endpoints), "--timeout", "10", *args[1:]],
-        capture_output=True, text=True, timeout=60, check=False)
+def _qb(cluster: LocalCluster, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """The command's output (in this process: the parsing and printing are what is tested)."""
+    capsys.readouterr()
+    code = main([*args[:1], "--endpoints", ",".join(cluster.endpoints), "--timeout", "10",
+                 *args[1:]])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
 
 
-def test_cli_claims_leases_policies(cluster: LocalCluster) -> None:
+def test_cli_claims_leases_policies(cluster: LocalCluster,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     board = cluster.board(agent="carol")
     claim = board.claim("cli/task", ttl=60.0)
     board.set_policy("cli/counts/", "merge", kind="counter")
-    claims = _qb(cluster, "claims", "cli/", "--json")
-    assert claims.returncode == 0, claims.stderr
-    assert json.loads(claims.stdout) == [claim.model_dump(mode="json")]
-    human = _qb(cluster, "claims", "cli/")
-    assert "cli/task" in human.stdout and "owner carol" in human.stdout, human.stdout
-    leases = _qb(cluster, "leases", "--json")
-    assert leases.returncode == 0, leases.stderr
-    mine = [s for s in json.loads(leases.stdout) if s["id"] == claim.lease]
+    claims = _qb(cluster, capsys, "claims", "cli/", "--json")
+    assert json.loads(claims) == [claim.model_dump(mode="json")]
+    human = _qb(cluster, capsys, "claims", "cli/")
+    assert f"cli/task  owner carol, fence {claim.fence}" in human, human
+    leases = json.loads(_qb(cluster, capsys, "leases", "--json"))
+    mine = [s for s in leases if s["id"] == claim.lease]
     assert mine and mine[0]["claims"] == ["cli/task"] and mine[0]["time_left_s"] > 0
-    assert f"lease {claim.lease}  owner carol" in _qb(cluster, "leases").stdout
-    policies = _qb(cluster, "policies", "--json")
-    assert {"prefix": "cli/counts/", "name": "merge", "params": {"kind": "counter"}} in \
-        json.loads(policies.stdout)
-    assert 'cli/counts/ -> merge {"kind": "counter"}' in _qb(cluster, "policies").stdout
+    assert f"lease {claim.lease}  owner carol" in _qb(cluster, capsys, "leases")
+    policies = json.loads(_qb(cluster, capsys, "policies", "--json"))
+    assert {"prefix": "cli/counts/", "name": "merge", "params": {"kind": "counter"}} in policies
+    assert 'cli/counts/ -> merge {"kind": "counter"}' in _qb(cluster, capsys, "policies")

@@ -18,6 +18,7 @@ import pytest
 from starlette.routing import Route
 
 from quorumboard.consensus import InvalidCommand, LocalCluster
+from quorumboard.consensus.cli import main
 from quorumboard.consensus.dashboard.app import TOKEN_COOKIE, create_app
 from quorumboard.consensus.dashboard.live import LiveSource
 from quorumboard.consensus.dashboard.serve import DashboardServer, binding
@@ -140,7 +141,7 @@ def test_token_on_every_request(cluster: LocalCluster) -> None:
         assert _get(base + "/api/cluster", {**bearer, "Host": "evil.example"})[0] == 400
 
 
-def test_host_needs_a_token() -> None:
+def test_host_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
     """``--host`` without ``--token-env`` is refused with a clear error, by the command and by
     the rule it applies; a token's variable must be set and long enough."""
     proc = subprocess.run(
@@ -157,7 +158,7 @@ def test_host_needs_a_token() -> None:
         binding(None, "QB_TOKEN", {"QB_TOKEN": "short"})
     assert binding(None, None, {}) == ("127.0.0.1", None, ["127.0.0.1", "localhost", "[::1]"])
     assert binding("0.0.0.0", "QB_TOKEN", {"QB_TOKEN": TOKEN}) == ("0.0.0.0", TOKEN, ["*"])
-    missing = subprocess.run(
-        [sys.executable, "-m", "quorumboard.consensus.cli", "dashboard", "--run",
-         "/nonexistent/run"], capture_output=True, text=True, timeout=60, check=False)
-    assert missing.returncode == 2 and "no such folder" in missing.stderr
+    assert main(["dashboard", "--run", "/nonexistent/run"]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["dashboard"]) == 2
+    assert "--endpoints" in capsys.readouterr().err

@@ -178,6 +178,9 @@ def _markdown_blocks(text: str) -> list[BlockView]:
                 blocks.append(BlockView(kind="plot", text=image.group(1), src=f"/run/{name}"))
         elif not line:
             flush()
+        elif line.startswith(("- ", "* ")):  # a list item: a paragraph of its own
+            flush()
+            para.append("• " + line[2:])
         else:
             para.append(line)
     flush()
