@@ -53,8 +53,11 @@ nav a.current { border-bottom:2px solid var(--accent); font-weight:600; }
 .headline { margin-left:auto; color:var(--muted); }
 main { padding:14px 18px; }
 h2 { font-size:18px; margin:4px 0 10px; }
-h3 { font-size:15px; margin:16px 0 8px; }
+h3 { font-size:16px; margin:18px 0 8px; }
+h4 { font-size:14px; margin:14px 0 6px; }
 table { border-collapse:collapse; margin:6px 0 14px; }
+div.wide { overflow-x:auto; max-width:100%; }
+div.wide td, div.wide th { white-space:nowrap; }
 th, td { border-bottom:1px solid var(--line); padding:4px 10px; text-align:left;
          vertical-align:top; }
 th { background:var(--bg); font-weight:600; }
@@ -322,14 +325,14 @@ async function experimentView() {
     document.getElementById("headline").textContent = v.title;
     const placed = new Set();
     const nodes = v.blocks.map((b) => {
-      if (b.kind === "heading") return el(b.level <= 1 ? "h2" : "h3", {text: b.text});
+      if (b.kind === "heading") return el("h" + Math.min(4, b.level + 1), {text: b.text});
       if (b.kind === "text") return el("p", {text: b.text});
       if (b.kind === "plot") {
         placed.add(b.src);
         return el("img", {cls: "plot", src: b.src, alt: b.text});
       }
       const [head, ...rows] = b.rows;
-      return table(head || [], rows.map((r) => ({cells: r})));
+      return el("div", {cls: "wide"}, table(head || [], rows.map((r) => ({cells: r}))));
     });
     const rest = v.plots.filter((src) => !placed.has(src));
     if (rest.length) nodes.push(el("h3", {text: "Other plots"}),
