@@ -168,7 +168,8 @@ def _demo_dashboard(cluster: LocalCluster, port: int) -> Iterator[str]:
     except ModuleNotFoundError as exc:
         raise InvalidCommand(f"demo --dashboard needs Starlette and uvicorn ({exc}): "
                              "pip install 'quorumboard[dashboard]'") from None
-    server = serve.DashboardServer(serve.live_app(cluster.endpoints), port=port)
+    app = serve.live_app(cluster.endpoints, secret=cluster.secret)
+    server = serve.DashboardServer(app, port=port)
     try:
         yield server.start()
     finally:

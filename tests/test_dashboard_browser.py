@@ -209,8 +209,8 @@ def test_leader_kill_shows_down_and_a_new_leader(browser: webdriver.Chrome, page
 def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (short) chaos run's folder: a leader killed and restarted under a workload."""
     out = tmp_path_factory.mktemp("chaos") / "run"
-    scenario = Scenario(replicas=3, clients=3, rate=60.0, duration_s=2.0, keys=3,
-                        nemesis=["kill"], interval_s=0.5, fault_s=0.8, seed=7,
+    scenario = Scenario(replicas=3, clients=3, rate=60.0, duration_s=1.5, keys=3,
+                        nemesis=["kill"], interval_s=0.4, fault_s=0.6, seed=7,
                         check_time_limit_s=20.0)
     report = run_chaos(scenario, out)
     assert report.verdict == "valid", report.problems

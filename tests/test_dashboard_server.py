@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import http.client
 import json
+import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -22,6 +24,7 @@ from quorumboard.consensus.cli import main
 from quorumboard.consensus.dashboard.app import TOKEN_COOKIE, create_app
 from quorumboard.consensus.dashboard.live import LiveSource
 from quorumboard.consensus.dashboard.serve import DashboardServer, binding
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "cluster-secret-that-must-stay-home-4f1c"
@@ -144,12 +147,9 @@ def test_token_on_every_request(cluster: LocalCluster) -> None:
 def test_host_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
     """``--host`` without ``--token-env`` is refused with a clear error, by the command and by
     the rule it applies; a token's variable must be set and long enough."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "quorumboard.consensus.cli", "dashboard", "--endpoints",
-         "127.0.0.1:1", "--host", "0.0.0.0", "--port", "0"],
-        capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert "--token-env" in proc.stderr and "--host 0.0.0.0" in proc.stderr
+    assert main(["dashboard", "--endpoints", "127.0.0.1:1", "--host", "0.0.0.0"]) == 2
+    refused = capsys.readouterr().err
+    assert "--token-env" in refused and "--host 0.0.0.0" in refused, refused
     with pytest.raises(InvalidCommand, match="--token-env"):
         binding("0.0.0.0", None, {})
     with pytest.raises(InvalidCommand, match="unset"):
@@ -162,3 +162,28 @@ def test_host_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
     assert "no such folder" in capsys.readouterr().err
     assert main(["dashboard"]) == 2
     assert "--endpoints" in capsys.readouterr().err
+
+
+def test_command_serves_until_sigterm(cluster: LocalCluster) -> None:
+    """``quorumboard dashboard --endpoints ... --port 0`` prints its address, serves the
+    cluster (read with the secret from the environment), and stops cleanly on SIGTERM."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "quorumboard.consensus.cli", "dashboard", "--endpoints",
+         ",".join(cluster.endpoints), "--port", "0"],
+        env={**os.environ, "QUORUMBOARD_SECRET": SECRET}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # the first line is the address (or EOF on failure)
+        assert line.startswith("quorumboard dashboard: http://127.0.0.1:"), line
+        url = line.split()[-1]
+        leader = wait_until(lambda: json.loads(_get(url + "api/cluster")[2])["leader"],
+                            what="the cluster's leader on the page")
+        assert leader == cluster.endpoints[0]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "stopped" in out, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)

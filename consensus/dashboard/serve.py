@@ -43,7 +43,7 @@ EXIT_USAGE = 2
 
 
 def binding(host: str | None, token_env: str | None,
-            environ: Mapping[str, str] = os.environ) -> tuple[str, str | None, list[str]]:
+            environ: Mapping[str, str]) -> tuple[str, str | None, list[str]]:
     """The address to bind, the token (``None``: none asked for) and the host names the page
     may be reached by; :class:`InvalidCommand` when ``--host`` comes without a token, or the
     token's variable is unset or short."""
@@ -122,16 +122,10 @@ class DashboardServer:
         self.stop()
 
 
-def _secret() -> bytes | None:
-    value = os.environ.get("QUORUMBOARD_SECRET")
-    return value.encode() if value else None
-
-
-def live_app(endpoints: list[str], *, token: str | None = None,
+def live_app(endpoints: list[str], *, secret: bytes | None = None, token: str | None = None,
              allowed_hosts: list[str] | None = None) -> Starlette:
-    """The dashboard of the cluster at ``endpoints`` (``QUORUMBOARD_SECRET`` to read it)."""
-    return create_app(LiveSource(endpoints, _secret()), token=token,
-                      allowed_hosts=allowed_hosts)
+    """The dashboard of the cluster at ``endpoints``, read with the cluster ``secret``."""
+    return create_app(LiveSource(endpoints, secret), token=token, allowed_hosts=allowed_hosts)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -157,16 +151,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    """``quorumboard dashboard ...``: serve until interrupted (Ctrl-C, SIGTERM)."""
+    """``quorumboard dashboard ...``: serve until interrupted (Ctrl-C, SIGTERM). The one
+    place the dashboard reads its configuration from the environment."""
     args = _parser().parse_args(list(argv))
+    secret = os.environ.get("QUORUMBOARD_SECRET")
     try:
-        host, token, hosts = binding(args.host, args.token_env)
+        host, token, hosts = binding(args.host, args.token_env, os.environ)
         endpoints = args.endpoints or os.environ.get("QUORUMBOARD_ENDPOINTS")
         if args.run is not None:
             app = create_app(open_run(Path(args.run)), token=token, allowed_hosts=hosts)
         elif endpoints:
             app = live_app([e.strip() for e in endpoints.split(",") if e.strip()],
-                           token=token, allowed_hosts=hosts)
+                           secret=secret.encode() if secret else None, token=token,
+                           allowed_hosts=hosts)
         else:
             raise InvalidCommand("give --endpoints (or QUORUMBOARD_ENDPOINTS) for a live "
                                  "cluster, or --run DIR for a run's folder")
