@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,29 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture(scope="module")
-def page(cluster: LocalCluster) -> Iterator[str]:
+def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Future[Path]]:
+    """A real (short) chaos run's folder: a leader killed and restarted under a workload. It
+    runs on a thread from the module's start, beside the live tests (they mostly wait)."""
+    out = tmp_path_factory.mktemp("chaos") / "run"
+    scenario = Scenario(replicas=3, clients=3, rate=60.0, duration_s=1.5, keys=3,
+                        nemesis=["kill"], interval_s=0.4, fault_s=0.6, seed=7,
+                        check_time_limit_s=20.0)
+
+    def run() -> Path:
+        report = run_chaos(scenario, out)
+        assert report.verdict == "valid", report.problems
+        return out
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-run") as pool:
+        future = pool.submit(run)
+        try:
+            yield future
+        finally:
+            future.result(timeout=300)  # every process of the run stopped before moving on
+
+
+@pytest.fixture(scope="module")
+def page(cluster: LocalCluster, chaos_run: Future[Path]) -> Iterator[str]:
     cluster.wait_for_leader()
     with DashboardServer(live_app(cluster.endpoints), port=0) as server:
         yield server.url
@@ -205,20 +228,8 @@ def test_leader_kill_shows_down_and_a_new_leader(browser: webdriver.Chrome, page
     assert {f"team/after/{i}" for i in range(3)} <= keys
 
 
-@pytest.fixture(scope="module")
-def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (short) chaos run's folder: a leader killed and restarted under a workload."""
-    out = tmp_path_factory.mktemp("chaos") / "run"
-    scenario = Scenario(replicas=3, clients=3, rate=60.0, duration_s=1.5, keys=3,
-                        nemesis=["kill"], interval_s=0.4, fault_s=0.6, seed=7,
-                        check_time_limit_s=20.0)
-    report = run_chaos(scenario, out)
-    assert report.verdict == "valid", report.problems
-    return out
-
-
-def test_chaos_run_view(browser: webdriver.Chrome, chaos_run: Path, shots: Path) -> None:
-    with DashboardServer(create_app(open_run(chaos_run)), port=0) as server:
+def test_chaos_run_view(browser: webdriver.Chrome, chaos_run: Future[Path], shots: Path) -> None:
+    with DashboardServer(create_app(open_run(chaos_run.result(timeout=300))), port=0) as server:
         _open(browser, server.url, "chaos")
         _until(browser, "return document.getElementById('verdict')?.textContent === 'valid'",
                "the verdict")

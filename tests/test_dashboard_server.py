@@ -8,6 +8,7 @@ import ast
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from quorumboard.consensus import InvalidCommand, LocalCluster
 from quorumboard.consensus.cli import main
 from quorumboard.consensus.dashboard.app import TOKEN_COOKIE, create_app
 from quorumboard.consensus.dashboard.live import LiveSource
+from quorumboard.consensus.dashboard.runs import open_run
 from quorumboard.consensus.dashboard.serve import DashboardServer, binding
 from tests.conftest import wait_until
 
@@ -187,3 +189,35 @@ def test_command_serves_until_sigterm(cluster: LocalCluster) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=30)
+
+
+def test_run_folder_serves_only_its_pictures(tmp_path: Path) -> None:
+    """A run folder's report: its tables and plots in order; only PNGs of the folder itself
+    are served (no other file, no path out of it); a folder of neither kind is refused."""
+    folder = tmp_path / "e1"
+    folder.mkdir()
+    shutil.copy(ROOT / "docs" / "experiment-speedup.png", folder / "speedup_vs_n.png")
+    (folder / "secret.txt").write_text(SECRET)
+    (folder / "report.md").write_text(
+        "# Sweep report: e1\n\nTwo runs.\n\n## Speedup\n\n| n | speedup |\n|---|---|\n"
+        "| 1 | 1.00 |\n| 2 | 1.70 |\n\n- first finding\n- second finding\n\n"
+        "![Speedup vs team size](speedup_vs_n.png)\n![gone](../outside.png)\n")
+    (tmp_path / "outside.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with DashboardServer(create_app(open_run(folder)), port=0) as server:
+        base = server.url.rstrip("/")
+        view = json.loads(_get(base + "/api/experiment")[2])
+        assert view["title"] == "Sweep report: e1"
+        assert [b["kind"] for b in view["blocks"]] == [
+            "heading", "text", "heading", "table", "text", "text", "plot"]
+        assert view["blocks"][3]["rows"] == [["n", "speedup"], ["1", "1.00"], ["2", "1.70"]]
+        assert view["plots"] == ["/run/speedup_vs_n.png"]
+        status, headers, body = _get(base + "/run/speedup_vs_n.png")
+        assert status == 200 and headers["content-type"] == "image/png"
+        assert body == (folder / "speedup_vs_n.png").read_bytes()
+        for path in ("/run/secret.txt", "/run/report.md", "/run/..%2Foutside.png",
+                     "/run/%2E%2E%2Foutside.png", "/run/timeline.svg", "/api/chaos"):
+            status, _, body = _get(base + path)
+            assert status == 404 and SECRET.encode() not in body, path
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidCommand, match="neither a chaos run"):
+        open_run(tmp_path / "empty")

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import structlog
 from pydantic import BaseModel
@@ -34,7 +33,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from quorumboard.consensus.core.model import check_prefix
-from quorumboard.consensus.dashboard.live import LiveSource
+from quorumboard.consensus.dashboard.live import STREAMS_MAX, LiveSource, StreamNotice
 from quorumboard.consensus.dashboard.models import EventRow, SourceView
 from quorumboard.consensus.dashboard.page import APP_CSS, APP_JS, page_html
 from quorumboard.consensus.dashboard.runs import TIMELINE_SVG, RunFolder
@@ -196,21 +195,27 @@ def _live_routes(live: LiveSource) -> list[Route]:
         if after_text and not after_text.isdecimal():
             return _bad(f"after: a revision is a whole number (got {after_text[:40]!r})")
         after = int(after_text) if after_text else None
-        try:
-            stream = live.stream(prefix, after, asyncio.get_running_loop())
-        except Unavailable as exc:
-            return _bad(str(exc), 503)
-        return StreamingResponse(_sse(stream), media_type="text/event-stream")
+        if live.streams_full():
+            return _bad(f"{STREAMS_MAX} pages are streaming already: close one", 503)
+        return StreamingResponse(_sse(live, prefix, after), media_type="text/event-stream")
 
     return [Route("/api/cluster", cluster), Route("/api/keys", _reader(keys)),
             Route("/api/claims", _reader(claims)), Route("/api/leases", leases),
             Route("/api/policies", policies), Route("/api/events", _reader(events))]
 
 
-async def _sse(stream: Any) -> AsyncIterator[str]:
+async def _sse(live: LiveSource, prefix: str, after: int | None) -> AsyncIterator[str]:
     """The page's stream: each event is a message whose id is the revision *before* it, so a
     reconnecting browser (which sends the last id) gets that event's whole revision again
-    rather than possibly missing the rest of it; the page drops what it has seen."""
+    rather than possibly missing the rest of it; the page drops what it has seen. The watch
+    starts with the response's body, so whatever ends the body (the page leaving, the server
+    stopping) ends the watch."""
+    try:
+        stream = live.stream(prefix, after, asyncio.get_running_loop())
+    except Unavailable as exc:
+        refused = StreamNotice(kind="refused", message=str(exc))
+        yield f"event: notice\ndata: {refused.model_dump_json()}\n\n"
+        return
     try:
         yield f"retry: {RETRY_MS}\n\n"
         for _ in range(2**62):  # bounded by the page (a disconnect cancels this) or stop()

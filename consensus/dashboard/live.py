@@ -297,6 +297,10 @@ class LiveSource:
         stream.start()
         return stream
 
+    def streams_full(self) -> bool:
+        with self._streams_lock:
+            return len(self._streams) >= STREAMS_MAX
+
     def _forget(self, stream: EventStream) -> None:
         """A stopped stream: no longer counted, but joined at :meth:`close` if its thread has
         not ended by then."""

@@ -248,7 +248,7 @@ function liveViews() {
   // One stream for the page's whole life (a new prefix replaces it).
   const state = el("span", {id: "stream-state", cls: "badge retrying", text: "connecting"});
   const eventsBody = el("tbody", {id: "events"});
-  const eventsPrefix = prefixBox("events", () => openStream());
+  const eventsPrefix = prefixBox("events", () => openStream(false));
   fill("events", el("h2", {text: "Live events "}, state),
        el("div", {cls: "controls"}, eventsPrefix),
        el("p", {cls: "note", text: "Committed changes, newest first, as they commit (one " +
@@ -256,15 +256,22 @@ function liveViews() {
        el("table", {}, el("thead", {}, el("tr", {}, ...["revision", "kind", "key", "version",
           "author", "cause", "value"].map((h) => el("th", {text: h})))), eventsBody));
   let source = null;
+  let lastId = "";
   const seen = new Set();
-  function openStream() {
+  function openStream(resume) {
     if (source) source.close();
-    seen.clear();
-    eventsBody.replaceChildren();
-    source = new EventSource("/api/events?prefix=" + encodeURIComponent(eventsPrefix.value));
+    if (!resume) {
+      seen.clear();
+      eventsBody.replaceChildren();
+      lastId = "";
+    }
+    source = new EventSource("/api/events?prefix=" + encodeURIComponent(eventsPrefix.value) +
+                             (lastId ? "&after=" + encodeURIComponent(lastId) : ""));
     source.onopen = () => { state.textContent = "live"; state.className = "badge live"; };
     source.onerror = () => {
       state.textContent = "reconnecting"; state.className = "badge retrying";
+      // The browser retries a dropped stream by itself, but not a refused one.
+      if (source.readyState === EventSource.CLOSED) setTimeout(() => openStream(true), 5000);
     };
     source.addEventListener("notice", (message) => {
       const notice = JSON.parse(message.data);
@@ -272,6 +279,7 @@ function liveViews() {
     });
     source.addEventListener("board", (message) => {
       const ev = JSON.parse(message.data);
+      lastId = message.lastEventId;
       const id = ev.revision + "|" + ev.key;
       if (seen.has(id)) return;
       seen.add(id);
@@ -287,7 +295,7 @@ function liveViews() {
     });
   }
   loaders.events = () => {};
-  openStream();
+  openStream(false);
 }
 
 // ------------------------------------------------------------------------------- run views
