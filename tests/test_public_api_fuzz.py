@@ -115,7 +115,7 @@ CALLS: dict[str, st.SearchStrategy[tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "claims": st.tuples(st.tuples(prefixes), _kwargs(stale=anything, limit=small)),
     "policies": st.tuples(st.tuples(), _kwargs(stale=anything, limit=small)),
     "leases": st.tuples(st.tuples(), _kwargs(stale=anything, limit=small)),
-    "status": st.tuples(st.tuples(), _kwargs()),
+    "status": st.tuples(st.tuples(), _kwargs(digest=anything)),
     "watch": st.tuples(st.tuples(prefixes),
                        _kwargs(start_revision=small, idle_timeout_s=anything)),
 }

@@ -135,8 +135,15 @@ function show() {
   if (loaders[name]) loaders[name]();
 }
 function every(name, ms, load) {
-  loaders[name] = load;
-  setInterval(() => { if (current() === name && !document.hidden) load(); }, ms);
+  // One load of a view at a time: a slow cluster makes the page wait, never pile requests up.
+  let busy = false;
+  const once = async () => {
+    if (busy) return;
+    busy = true;
+    try { await load(); } finally { busy = false; }
+  };
+  loaders[name] = once;
+  setInterval(() => { if (current() === name && !document.hidden) once(); }, ms);
 }
 function prefixBox(name, onChange) {
   const input = el("input", {id: name + "-prefix", placeholder: "prefix, e.g. team/",
