@@ -115,11 +115,30 @@ def _until(driver: webdriver.Chrome, script: str, what: str) -> Any:
                       what=what)
 
 
+def _cells(driver: webdriver.Chrome, selector: str) -> list[str] | None:
+    """The texts of the cells of the table row at ``selector`` (``None``: no such row)."""
+    found: list[str] | None = driver.execute_script(
+        "const row = document.querySelector(arguments[0]); "
+        "return row && [...row.cells].map(c => c.textContent)", selector)
+    return found
+
+
 def _shot(driver: webdriver.Chrome, folder: Path, name: str) -> None:
     path = folder / f"dashboard-{name}.png"
     assert driver.save_screenshot(str(path)), path
     width, height, pixels = read_png(path.read_bytes())
     assert width >= 800 and height >= 500 and pixels.std() > 5, f"{path} looks blank"
+
+
+def _leader_shown(driver: webdriver.Chrome, cluster: LocalCluster) -> str:
+    """Wait until the page shows the replica that leads now (asked again at every poll: a
+    loaded machine may see an election meanwhile); returns its endpoint."""
+    def agreed() -> str | None:
+        shown = _js(driver, "return document.getElementById('leader')?.textContent")
+        leader = cluster.leader()
+        return shown if leader is not None and shown == cluster.endpoints[leader] else None
+
+    return wait_until(agreed, timeout_s=DEADLINE_S, interval_s=0.1, what="the leader shown")
 
 
 def _open(driver: webdriver.Chrome, url: str, view: str) -> None:
@@ -129,10 +148,8 @@ def _open(driver: webdriver.Chrome, url: str, view: str) -> None:
 
 def test_page_shows_the_leader(browser: webdriver.Chrome, page: str, cluster: LocalCluster,
                                shots: Path) -> None:
-    leader = cluster.endpoints[cluster.wait_for_leader()]
     _open(browser, page, "replicas")
-    _until(browser, f"return document.getElementById('leader')?.textContent === '{leader}'",
-           "the leader in the header")
+    leader = _leader_shown(browser, cluster)
     _until(browser, "return document.querySelectorAll('tr[data-up=true]').length === 3",
            "three replicas up")
     assert _js(browser, f"return document.querySelector('tr[data-endpoint=\"{leader}\"]')"
@@ -155,31 +172,29 @@ def test_keys_claims_and_policies_views(browser: webdriver.Chrome, page: str,
     box = browser.find_element(By.ID, "keys-prefix")
     box.clear()
     box.send_keys("team/", Keys.ENTER)
-    _until(browser, "return document.querySelector('tr[data-key=\"team/notes/solve\"]')",
-           "the keys under team/")
-    row = _js(browser, "return [...document.querySelector('tr[data-key=\"team/plan\"]')"
-                       ".cells].map(c => c.textContent)")
-    assert row[:3] == ["team/plan", "1", "planner"] and "solve" in row[5], row
+    wait_until(lambda: _cells(browser, '#view-keys tr[data-key="team/notes/solve"]'),
+               timeout_s=DEADLINE_S, what="the keys under team/")
+    row = _cells(browser, '#view-keys tr[data-key="team/plan"]')
+    assert row is not None and row[:3] == ["team/plan", "1", "planner"] and "solve" in row[5], row
     _shot(browser, shots, "keys")
 
     _open(browser, page, "claims")
     _until(browser, "return document.querySelector('tr[data-claim=\"team/tasks/check\"]')",
            "the claims")
-    claim = _js(browser, "return [...document.querySelector('tr[data-claim=\"team/tasks/solve\"]')"
-                         ".cells].map(c => c.textContent)")
-    assert claim[:4] == ["team/tasks/solve", "coder", str(task.fence), str(task.lease)], claim
+    claim = _cells(browser, 'tr[data-claim="team/tasks/solve"]')
+    assert claim is not None and claim[:4] == ["team/tasks/solve", "coder", str(task.fence), str(task.lease)], claim
     _until(browser, f"return document.querySelector('tr[data-lease=\"{task.lease}\"]')",
            "the claim's lease")
-    left = float(_js(browser, f"return document.querySelector('tr[data-lease=\"{task.lease}\"]')"
-                              ".cells[3].textContent"))
+    lease = _cells(browser, f'tr[data-lease="{task.lease}"]')
+    assert lease is not None
+    left = float(lease[3])
     assert 0 < left <= 60.0
     _shot(browser, shots, "claims")
 
     _open(browser, page, "policies")
     _until(browser, "return document.querySelector('tr[data-prefix=\"team/tally/\"]')",
            "the policy bindings")
-    tally = _js(browser, "return [...document.querySelector('tr[data-prefix=\"team/tally/\"]')"
-                         ".cells].map(c => c.textContent)")
+    tally = _cells(browser, 'tr[data-prefix="team/tally/"]')
     assert tally == ["team/tally/", "merge", '{"kind": "counter"}'], tally
     _shot(browser, shots, "policies")
 
@@ -192,7 +207,7 @@ def test_a_write_appears_in_the_live_stream(browser: webdriver.Chrome, page: str
     board = cluster.board(agent="writer")
     for i in range(3):
         board.put(f"team/live/{i}", {"draft": i})
-    _until(browser, "return document.querySelector('tr[data-key=\"team/live/2\"]')",
+    _until(browser, "return document.querySelector('#events tr[data-key=\"team/live/2\"]')",
            "the write in the live stream")
     keys = _js(browser, "return [...document.querySelectorAll('#events tr')]"
                         ".map(r => r.dataset.key)")
@@ -206,11 +221,8 @@ def test_leader_kill_shows_down_and_a_new_leader(browser: webdriver.Chrome, page
     """SIGKILL the leader: its row shows down, another replica leads, and a write after the
     kill still reaches the stream (its watch resumed on a live replica, no event lost)."""
     _open(browser, page, "replicas")
-    victim = cluster.wait_for_leader()
-    old = cluster.endpoints[victim]
-    _until(browser, f"return document.getElementById('leader')?.textContent === '{old}'",
-           "the leader shown")
-    cluster.kill(victim)
+    old = _leader_shown(browser, cluster)
+    cluster.kill(cluster.endpoints.index(old))
     _until(browser, f"return document.querySelector('tr[data-endpoint=\"{old}\"]')"
                     "?.dataset.up === 'false'", "the killed leader shown down")
     new = _until(browser, "const t = document.getElementById('leader')?.textContent; "
@@ -221,7 +233,7 @@ def test_leader_kill_shows_down_and_a_new_leader(browser: webdriver.Chrome, page
     for i in range(3):
         board.put(f"team/after/{i}", i)
     _open(browser, page, "events")  # the same page: the hash changes, the stream stays
-    _until(browser, "return document.querySelector('tr[data-key=\"team/after/2\"]')",
+    _until(browser, "return document.querySelector('#events tr[data-key=\"team/after/2\"]')",
            "a write after the kill in the stream")
     keys = set(_js(browser, "return [...document.querySelectorAll('#events tr')]"
                             ".map(r => r.dataset.key)"))

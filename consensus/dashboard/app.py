@@ -155,10 +155,12 @@ def create_app(source: LiveSource | RunFolder, *, token: str | None = None,
                 await asyncio.to_thread(live.close)
 
     hosts = allowed_hosts or ["127.0.0.1", "localhost", "[::1]"]
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[
         Middleware(_Guard, token=token),
         Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
     ])
+    app.state.live = live  # the server ends its streams first when it stops
+    return app
 
 
 def _reader(read: Callable[[Request], Awaitable[Response]]

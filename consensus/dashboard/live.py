@@ -131,6 +131,7 @@ class LiveSource:
         self._read_lock = threading.Lock()  # one read at a time: the rate stays bounded
         self._streams: set[EventStream] = set()
         self._ending: set[EventStream] = set()
+        self._closing = False
         self._streams_lock = threading.Lock()
 
     # ------------------------------------------------------------------------ lifecycle
@@ -140,12 +141,18 @@ class LiveSource:
                                         daemon=True)
         self._poller.start()
 
-    def close(self) -> None:
-        self._stop.set()
+    def end_streams(self) -> None:
+        """End every page's stream and refuse new ones: the first step of stopping, so the
+        server's wait for open responses is not spent on streams that never end."""
         with self._streams_lock:
+            self._closing = True
             streams = list(self._streams)
         for stream in streams:
             stream.stop()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.end_streams()
         with self._streams_lock:
             ending = list(self._ending)
         for stream in ending:
@@ -288,7 +295,7 @@ class LiveSource:
         """A page's event stream from ``after_revision + 1`` (``None``: from now). Raises
         :class:`Unavailable` when :data:`STREAMS_MAX` pages already stream."""
         with self._streams_lock:
-            if self._stop.is_set():
+            if self._closing:
                 raise Unavailable("the dashboard is stopping")
             if len(self._streams) >= STREAMS_MAX:
                 raise Unavailable(f"{STREAMS_MAX} pages are streaming already")

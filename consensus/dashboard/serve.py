@@ -82,6 +82,7 @@ class DashboardServer:
             self._sock.close()
             raise InvalidCommand(f"cannot serve on {host}:{port}: {exc.strerror}") from None
         self._sock.listen(128)
+        self._app = app
         bound_port = self._sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{bound_port}/"
@@ -109,6 +110,9 @@ class DashboardServer:
         return self.url
 
     def stop(self) -> None:
+        live = getattr(self._app.state, "live", None)
+        if isinstance(live, LiveSource):  # open streams end now, not at the graceful timeout
+            live.end_streams()
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT_S + GRACEFUL_S)
