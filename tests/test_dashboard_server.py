@@ -82,7 +82,7 @@ def test_secret_never_served(cluster: LocalCluster) -> None:
                 status, headers, body = _get(base + path)
                 assert status == 200, (path, body[:200])
                 seen.append(json.dumps(headers).encode() + body)
-            seen.append(_stream_head(base + "/api/events?after=0", lines_max=6))
+            seen.append(_stream_head(base + "/api/events?after=0", lines_max=8))
             served = b"\n".join(seen)
             assert secret.encode() not in served and SECRET.encode() not in served
             keys = json.loads(_get(base + "/api/keys?prefix=team/")[2])
@@ -91,6 +91,27 @@ def test_secret_never_served(cluster: LocalCluster) -> None:
                 assert b"team/plan" in served  # the stream replayed the write
             else:
                 assert keys["keys"] == [] and "AuthError" in keys["error"]
+
+
+def test_stream_from_now_gets_a_write_made_once_open(cluster: LocalCluster) -> None:
+    """A stream opened without a start begins at the revision before its response: a write
+    made once the page has its response is always sent (and, the one replica being the
+    leader, nothing older: a follower's anchor could only replay a little more)."""
+    app = create_app(LiveSource(cluster.endpoints, SECRET.encode()))
+    board = cluster.board(agent="alice")
+    with DashboardServer(app, port=0) as server, urllib.request.urlopen(
+            server.url + "api/events?prefix=team/", timeout=20) as stream:
+        entry = board.put("team/now", {"fresh": True})
+        lines = []
+        for _ in range(50):  # bounded: the event is a handful of lines away
+            line = stream.readline().decode()
+            lines.append(line)
+            if line.startswith("data:") and "team/now" in line:
+                break
+        events = [json.loads(x[5:]) for x in lines if x.startswith("data:")]
+        assert [e["key"] for e in events] == ["team/now"], lines
+        assert events[0]["revision"] == entry.mod_revision
+        assert f"id: {entry.mod_revision - 1}\n" in lines
 
 
 def test_no_write_route_and_nothing_written(cluster: LocalCluster) -> None:

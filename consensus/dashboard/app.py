@@ -199,6 +199,11 @@ def _live_routes(live: LiveSource) -> list[Route]:
         after = int(after_text) if after_text else None
         if live.streams_full():
             return _bad(f"{STREAMS_MAX} pages are streaming already: close one", 503)
+        if after is None:
+            # "From now" is the revision before the page hears the stream is open, so a write
+            # made once it is open always arrives (the stream's thread would anchor later).
+            with contextlib.suppress(BoardError):
+                after = await asyncio.to_thread(live.current_revision)
         return StreamingResponse(_sse(live, prefix, after), media_type="text/event-stream")
 
     return [Route("/api/cluster", cluster), Route("/api/keys", _reader(keys)),
@@ -219,7 +224,9 @@ async def _sse(live: LiveSource, prefix: str, after: int | None) -> AsyncIterato
         yield f"event: notice\ndata: {refused.model_dump_json()}\n\n"
         return
     try:
-        yield f"retry: {RETRY_MS}\n\n"
+        # The anchor as the stream's first id: a browser reconnecting before any event
+        # resumes from it.
+        yield f"retry: {RETRY_MS}\n" + ("" if after is None else f"id: {after}\n") + "\n"
         for _ in range(2**62):  # bounded by the page (a disconnect cancels this) or stop()
             try:
                 item = await asyncio.wait_for(stream.queue.get(), HEARTBEAT_S)

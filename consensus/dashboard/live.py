@@ -319,7 +319,9 @@ class LiveSource:
         return connect(self.endpoints, agent="dashboard", secret=self._secret,
                        timeout_s=READ_TIMEOUT_S)
 
-    def _current_revision(self) -> int:
+    def current_revision(self) -> int:
+        """The revision the leader (as the client believes) has applied: where "from now"
+        starts (a follower's would only replay a little, never skip)."""
         return self._reads.status().revision
 
 
@@ -400,7 +402,7 @@ class EventStream:
                 return
             try:
                 if start is None:  # from now: anchor at a revision, so restarts leave no gap
-                    start = self._source._current_revision() + 1
+                    start = self._source.current_revision() + 1
                 for event in self._board.watch(self.prefix, start, idle_timeout_s=WATCH_IDLE_S):
                     if not self._hand(event_row(event)):
                         return
