@@ -8,7 +8,8 @@ on, gap-free, on another replica). The run views are checked on a real chaos run
 real experiment report. Every wait polls with a generous deadline; no timing is asserted.
 
 Each view's screenshot is written to a temporary folder, or to the folder named by
-``QUORUMBOARD_DASHBOARD_SHOTS`` (``docs/`` refreshes the README's)."""
+``QUORUMBOARD_DASHBOARD_SHOTS`` (``docs/`` refreshes the README's, but for the experiment's,
+which shows a real sweep rather than this module's hand-built records)."""
 
 from __future__ import annotations
 
@@ -77,29 +78,37 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture(scope="module")
-def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Future[Path]]:
-    """A real (short) chaos run's folder: a leader killed and restarted under a workload. It
-    runs on a thread from the module's start, beside the live tests (they mostly wait)."""
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Future[Path], Future[Path]]]:
+    """Two run folders, made on a thread from the module's start, beside the live tests (they
+    mostly wait), one after the other (both draw with matplotlib): a real (short) chaos run,
+    a leader killed and restarted under a workload; and the real report of a sweep's
+    results (tests/test_report.py's hand-built records)."""
     out = tmp_path_factory.mktemp("chaos") / "run"
+    sweep = tmp_path_factory.mktemp("experiment") / "exp1"
     scenario = Scenario(replicas=3, clients=3, rate=60.0, duration_s=1.5, keys=3,
                         nemesis=["kill"], interval_s=0.4, fault_s=0.6, seed=7,
                         check_time_limit_s=20.0)
 
-    def run() -> Path:
+    def chaos() -> Path:
         report = run_chaos(scenario, out)
         assert report.verdict == "valid", report.problems
         return out
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-run") as pool:
-        future = pool.submit(run)
+    def experiment() -> Path:
+        write_report(write_results(sweep, sweep_records()))
+        return sweep
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="run-folders") as pool:
+        futures = (pool.submit(chaos), pool.submit(experiment))
         try:
-            yield future
+            yield futures
         finally:
-            future.result(timeout=300)  # every process of the run stopped before moving on
+            for future in futures:  # every process of the run stopped before moving on
+                future.result(timeout=300)
 
 
 @pytest.fixture(scope="module")
-def page(cluster: LocalCluster, chaos_run: Future[Path]) -> Iterator[str]:
+def page(cluster: LocalCluster, runs: tuple[Future[Path], Future[Path]]) -> Iterator[str]:
     cluster.wait_for_leader()
     with DashboardServer(live_app(cluster.endpoints), port=0) as server:
         yield server.url
@@ -240,8 +249,9 @@ def test_leader_kill_shows_down_and_a_new_leader(browser: webdriver.Chrome, page
     assert {f"team/after/{i}" for i in range(3)} <= keys
 
 
-def test_chaos_run_view(browser: webdriver.Chrome, chaos_run: Future[Path], shots: Path) -> None:
-    with DashboardServer(create_app(open_run(chaos_run.result(timeout=300))), port=0) as server:
+def test_chaos_run_view(browser: webdriver.Chrome, runs: tuple[Future[Path], Future[Path]],
+                        shots: Path) -> None:
+    with DashboardServer(create_app(open_run(runs[0].result(timeout=300))), port=0) as server:
         _open(browser, server.url, "chaos")
         _until(browser, "return document.getElementById('verdict')?.textContent === 'valid'",
                "the verdict")
@@ -253,10 +263,9 @@ def test_chaos_run_view(browser: webdriver.Chrome, chaos_run: Future[Path], shot
         _shot(browser, shots, "chaos")
 
 
-def test_experiment_view(browser: webdriver.Chrome, tmp_path: Path, shots: Path) -> None:
-    folder = write_results(tmp_path / "exp1", sweep_records())
-    write_report(folder)
-    with DashboardServer(create_app(open_run(folder)), port=0) as server:
+def test_experiment_view(browser: webdriver.Chrome, runs: tuple[Future[Path], Future[Path]],
+                         shots: Path) -> None:
+    with DashboardServer(create_app(open_run(runs[1].result(timeout=300))), port=0) as server:
         _open(browser, server.url, "experiment")
         _until(browser, "return document.querySelectorAll('#view-experiment table').length",
                "the report's tables")
