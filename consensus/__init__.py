@@ -24,8 +24,10 @@ from quorumboard.consensus.core.model import (
     FenceRef,
     HistoryRecord,
     LeaseInfo,
+    LeaseStatus,
     Listing,
     Pending,
+    PolicyBinding,
 )
 from quorumboard.consensus.core.policies import Accept, Current, Reject, Write, register_policy
 from quorumboard.consensus.core.state import Limits
@@ -81,12 +83,14 @@ __all__ = [
     "InvalidValue",
     "InvariantViolation",
     "LeaseInfo",
+    "LeaseStatus",
     "Limits",
     "Listing",
     "LocalCluster",
     "NotFound",
     "OutcomeUnknown",
     "Pending",
+    "PolicyBinding",
     "PolicyRejected",
     "ProtocolError",
     "Reject",

@@ -25,7 +25,7 @@ from typing import Any
 
 from quorumboard.consensus.client.board import Board, connect
 from quorumboard.consensus.cluster import LocalCluster
-from quorumboard.consensus.core.model import HistoryRecord
+from quorumboard.consensus.core.model import Claim, HistoryRecord, LeaseStatus, PolicyBinding
 from quorumboard.consensus.errors import (
     AuthError,
     BoardError,
@@ -77,7 +77,8 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def demo(replicas: int, data_dir: str | None, agents: int, seconds: float) -> int:
+def demo(replicas: int, data_dir: str | None, agents: int, seconds: float, *,
+         dashboard_port: int | None = None) -> int:
     """Bring up a cluster, let agents write, SIGKILL the leader mid-run, bring it back, and
     show that every replica ends with the same digest and no acknowledged edit was lost.
 
@@ -85,17 +86,23 @@ def demo(replicas: int, data_dir: str | None, agents: int, seconds: float) -> in
     counter policy, each retried with its session and seq after a lost reply), recorded as a
     history and judged by the same checks a chaos run uses: exactly-once (the final count lies
     between the acknowledged increments and those plus the ones whose outcome is unknown) and
-    linearizability. One definition of each, here and in ``quorumboard chaos``."""
+    linearizability. One definition of each, here and in ``quorumboard chaos``.
+
+    ``dashboard_port``: serve the dashboard of the demo's cluster on 127.0.0.1 (0: any free
+    port), print its address, and after the run keep cluster and page up until Ctrl-C."""
     from quorumboard.consensus.testing.history import HistoryWriter
     from quorumboard.consensus.testing.workload import CounterWorkload
 
     configure_logging("warning")
     t0 = time.monotonic()
     _say(f"== starting {replicas} replicas on 127.0.0.1 (separate processes, real TCP) ==")
-    with LocalCluster(replicas=replicas, data_dir=data_dir) as cluster:
+    with LocalCluster(replicas=replicas, data_dir=data_dir) as cluster, \
+            contextlib.ExitStack() as page:
         leader = cluster.wait_for_leader()
         _say(f"   client endpoints: {', '.join(cluster.endpoints)}")
         _say(f"   leader: r{leader}   (up in {time.monotonic() - t0:.1f}s)")
+        if dashboard_port is not None:
+            _say(f"   dashboard: {page.enter_context(_demo_dashboard(cluster, dashboard_port))}")
         workload = CounterWorkload(clients=agents, keys=2, ops_per_client=100_000,
                                    duration_s=seconds, rate_per_s=DEMO_RATE_PER_S,
                                    read_share=0.2, seed=1, prefix="team/edits/")
@@ -146,7 +153,27 @@ def demo(replicas: int, data_dir: str | None, agents: int, seconds: float) -> in
         ok = converged == "converged" and all(f.verdict == "ok" for f in findings)
         _say("   OK: every replica has the same state and no acknowledged update was lost"
              if ok else f"   FAILED: replicas {converged}, or a check above failed")
+        if dashboard_port is not None:
+            _say("   the cluster and the dashboard stay up: Ctrl-C to stop")
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
         return EXIT_OK if ok else EXIT_ERROR
+
+
+@contextlib.contextmanager
+def _demo_dashboard(cluster: LocalCluster, port: int) -> Iterator[str]:
+    """The dashboard of ``cluster`` on 127.0.0.1:``port``, for as long as the block runs."""
+    try:
+        serve = importlib.import_module("quorumboard.consensus.dashboard.serve")
+    except ModuleNotFoundError as exc:
+        raise InvalidCommand(f"demo --dashboard needs Starlette and uvicorn ({exc}): "
+                             "pip install 'quorumboard[dashboard]'") from None
+    app = serve.live_app(cluster.endpoints, secret=cluster.secret)
+    server = serve.DashboardServer(app, port=port)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
 
 
 DEMO_RATE_PER_S = 400.0
@@ -194,6 +221,18 @@ def _human(result: Any) -> str:
         return "\n".join(_human(r) for r in result) if result else "(none)"
     if isinstance(result, HistoryRecord):
         return _human_history(result)
+    if isinstance(result, Claim):
+        return (f"{result.key}  owner {result.owner}, fence {result.fence}, lease "
+                f"{result.lease} (ttl {result.ttl:g}s)")
+    if isinstance(result, LeaseStatus):
+        left = "?" if result.time_left_s is None else f"{result.time_left_s:.1f}s"
+        held = "".join(f", {name} {', '.join(keys)}" for name, keys in
+                       (("keys", result.keys), ("claims", result.claims)) if keys)
+        return (f"lease {result.id}  owner {result.owner}, {left} left of {result.ttl:g}s, "
+                f"{result.refreshes} keepalives{held}")
+    if isinstance(result, PolicyBinding):
+        params = f" {json.dumps(result.params, sort_keys=True)}" if result.params else ""
+        return f"{result.prefix or '(every key)'} -> {result.name}{params}"
     data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
     if isinstance(data, dict) and "key" in data and "version" in data and "value" in data:
         return (f"{data['key']} = {json.dumps(data['value'])}  "
@@ -346,6 +385,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--agents", type=int, default=4)
     d.add_argument("--seconds", type=float, default=6.0)
     d.add_argument("--data-dir", default=None)
+    d.add_argument("--dashboard", action="store_true",
+                   help="watch it live in the browser (the [dashboard] extra): prints the "
+                   "page's address, and keeps the cluster and the page up after the run "
+                   "until Ctrl-C")
+    d.add_argument("--port", type=int, default=8080, help="the dashboard's port (0: any free)")
 
     u = sub.add_parser("up", help="run a local cluster in the foreground until Ctrl-C")
     u.add_argument("--replicas", type=int, default=3)
@@ -399,6 +443,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, entry in sorted(_registered().items()):
         sub.add_parser(name, add_help=False,
                        help=f"registered by {entry.value.split(':')[0]} ('{name} --help')")
+    sub.add_parser("dashboard", add_help=False,
+                   help="a read-only page over a live cluster or a run's folder (the "
+                        "[dashboard] extra): 'dashboard --endpoints ...' or 'dashboard --run DIR'")
     sub.add_parser("mcp", add_help=False,
                    help="serve one agent's seat at the board over MCP (stdio or HTTP; the "
                         "[mcp] extra): 'mcp --endpoints ... --agent NAME'")
@@ -439,6 +486,15 @@ def _parser() -> argparse.ArgumentParser:
     c = client("history", "audit trail of a key: versions and refusals")
     c.add_argument("key")
     c.set_defaults(run=lambda a: _with_board(a, lambda b: b.history(a.key)))
+    c = client("claims", "claims under a prefix: owner, fence, lease")
+    c.add_argument("prefix", nargs="?", default="")
+    c.add_argument("--stale", action="store_true")
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.claims(a.prefix, stale=a.stale)))
+    c = client("leases", "leases with their time left as the leader counts it")
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.leases()))
+    c = client("policies", "the conflict policies bound to prefixes")
+    c.add_argument("--stale", action="store_true")
+    c.set_defaults(run=lambda a: _with_board(a, lambda b: b.policies(stale=a.stale)))
     c = client("status", "the connected replica's view of the cluster")
     c.set_defaults(run=lambda a: _with_board(a, lambda b: b.status()))
     return p
@@ -478,6 +534,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if registered is not None:
         command: Callable[[Sequence[str]], int] = registered.load()
         return command(argv[1:])
+    if argv[:1] == ["dashboard"]:
+        # Optional (the [dashboard] extra): loaded only for this command, never by the core.
+        try:
+            dashboard = importlib.import_module("quorumboard.consensus.dashboard.serve")
+        except ModuleNotFoundError as exc:
+            print(f"error: quorumboard dashboard needs Starlette and uvicorn ({exc}): "
+                  "pip install 'quorumboard[dashboard]'", file=sys.stderr)
+            return EXIT_USAGE
+        serve_dashboard: Callable[[Sequence[str]], int] = dashboard.main
+        with _terminate_as_interrupt():
+            return serve_dashboard(argv[1:])
     if argv[:1] == ["mcp"]:
         # Optional (the [mcp] extra): loaded only for this command, never by the core.
         try:
@@ -493,7 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             with _terminate_as_interrupt():
-                return demo(args.replicas, args.data_dir, args.agents, args.seconds)
+                return demo(args.replicas, args.data_dir, args.agents, args.seconds,
+                            dashboard_port=args.port if args.dashboard else None)
         if args.command == "up":
             with _terminate_as_interrupt():
                 return _cmd_up(args)

@@ -55,6 +55,12 @@ _LARGE_MEMORY_MB: Final = 6144
 # overwriting leader) but only one log slot.
 FIGURE8_DEFAULT: Final = Bound(terms=4, log=1, msgs=1)
 FIGURE8_LARGE: Final = Bound(terms=4, log=1, msgs=2)
+# A follower's read index ask stays pending while everything else moves, so its row has the
+# largest state space: one message in flight by default (1.4 million states, ~13 s), two under
+# --large (7.5 million, ~2 min). The third-term rows keep their bound for it.
+ASK_DEFAULT: Final = Bound(terms=2, log=2, msgs=1)
+ASK_LARGE: Final = LARGE
+_ASK_ROW: Final = "raft.read_index_ask"
 
 _PROPERTIES: Final = (
     ("raft.election_safety", "PROP_ELECTION",
@@ -68,6 +74,13 @@ _PROPERTIES: Final = (
     ("raft.current_term_acks", "PROP_CONFIRM",
      "Current-term acknowledgements: every AppendEntries reply a leader counts (matchIndex, "
      "commit, leadership) answers an append it sent in its current term (§5.1, §5.3; thesis §6.4)"),
+    ("raft.read_index", "PROP_READ",
+     "ReadIndex, a leader's round: a read served after a heartbeat round a majority answered in "
+     "the leader's term, at the commit index of an own-term commit, reflects every entry "
+     "committed before it started (thesis §6.4)"),
+    (_ASK_ROW, "PROP_READ_ASK",
+     "ReadIndex, a follower's ask in a group of three: the leader's commit index, given at once "
+     "to an asker of its own term, reflects every entry committed before the ask (thesis §6.4)"),
 )
 # The rows above are also checked at a third term (name + "_t3"), with the code's reply rule.
 THIRD_TERM_SUFFIX: Final = "_t3"
@@ -94,6 +107,15 @@ _CONTROLS: Final = (
      "negative control: pysyncobj 0.3.17's reply rule (the reply's term is not read) ⇒ a reply "
      "given in an earlier term counts toward a re-elected leader: current-term acks must fail",
      "t3"),
+    ("raft.bug_read_unconfirmed", "PROP_READ", "BUG_READ_UNCONFIRMED",
+     "negative control: a leader serves reads without its heartbeat round (the harness's "
+     "unconfirmed-reads bug) ⇒ a deposed leader reads stale: ReadIndex must fail", "main"),
+    ("raft.bug_read_no_own_term", "PROP_READ", "BUG_READ_NO_OWN_TERM",
+     "negative control: a new leader serves reads before an entry of its term is committed ⇒ its "
+     "commit index may lag its predecessor's: ReadIndex must fail", "main"),
+    ("raft.bug_ask_any_term", "PROP_READ_ASK", "BUG_ASK_ANY_TERM",
+     "negative control: the leader answers a follower's ask at once whatever the asker's term ⇒ "
+     "a newer leader the asker voted for may have committed: ReadIndex must fail", "ask"),
 )
 
 # pysyncobj's reply rule without the fix, against the two properties it could break: a row that
@@ -133,15 +155,17 @@ def _control_run(prop: str, bug: str, bound: Bound, timeout_s: float) -> Outcome
 
 
 def checks(large: bool = False) -> list[Check]:
-    """The Raft rows: five properties (expected to hold) at two terms and again at three, the
+    """The Raft rows: seven properties (expected to hold) at two terms and again at three, the
     planted bugs (refuted), and pysyncobj's unfixed reply rule at three terms (holds there)."""
     bound = LARGE if large else DEFAULT
     bounds = {"main": bound, "fig8": FIGURE8_LARGE if large else FIGURE8_DEFAULT,
-              "t3": THIRD_TERM_LARGE if large else THIRD_TERM_DEFAULT}
+              "t3": THIRD_TERM_LARGE if large else THIRD_TERM_DEFAULT,
+              "ask": ASK_LARGE if large else ASK_DEFAULT}
     timeout_s = _LARGE_TIMEOUT_S if large else _DEFAULT_TIMEOUT_S
     rows: list[Check] = []
-    for suffix, b in (("", bound), (THIRD_TERM_SUFFIX, bounds["t3"])):
+    for suffix, main in (("", bound), (THIRD_TERM_SUFFIX, bounds["t3"])):
         for name, prop, text in _PROPERTIES:
+            b = bounds["ask"] if name == _ASK_ROW and not suffix else main
             rows.append(Check(
                 name=name + suffix, property=text, tool="spin", bound=b.label(), expect="holds",
                 run=functools.partial(_property_run, prop, b, timeout_s, large),

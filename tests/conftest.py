@@ -3,7 +3,8 @@ cluster helpers.
 
 Tiers are markers, one per test file (``TIERS`` below), so each runs alone: ``pytest -m unit``
 (pure, no process started), ``static`` (ruff, mypy, a fresh install), ``cluster``, ``stateful``,
-``chaos``, ``proofs`` (SPIN and z3), ``agents``, ``adapters``. The default run is all of them.
+``chaos``, ``proofs`` (SPIN and z3), ``agents``, ``adapters``, ``dashboard``. The default run
+is all of them.
 A new test file must be given a tier here, or collection fails.
 
 The whole suite runs with ``pickle.loads``/``pickle.load`` patched to raise, in this process and
@@ -47,7 +48,8 @@ TIERS: dict[str, str] = {
                      "test_cli_serve", "test_lifecycle", "test_list_many", "test_lone_replica",
                      "test_public_api_fuzz", "test_netfaults", "test_clock_faults",
                      "test_bench_smoke", "test_client_recovery", "test_reply_bounds", "test_put_path",
-                     "test_connection_cap", "test_slow_watchers", "test_shared_watches"],
+                     "test_connection_cap", "test_slow_watchers", "test_board_reads",
+                     "test_shared_watches"],
                     "cluster"),
     "test_live_stateful": "stateful",
     **dict.fromkeys(["test_chaos", "test_nemesis", "test_workload", "test_negative_controls",
@@ -55,7 +57,7 @@ TIERS: dict[str, str] = {
     **dict.fromkeys(["test_metrics", "test_report", "test_llm_brain"], "agents"),
 }
 TIER_PREFIXES = {"test_proofs_": "proofs", "test_agents_": "agents", "test_study_": "agents",
-                 "test_adapters_": "adapters"}
+                 "test_adapters_": "adapters", "test_dashboard_": "dashboard"}
 
 
 def tier_of(path: Path) -> str:

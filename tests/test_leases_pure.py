@@ -142,3 +142,17 @@ def test_matches_a_model_of_the_contract(ticks: list[dict[str, Any]], bound: int
         # liveness: if fewer than the bound are due, every overdue lease is reported
         if len(overdue) <= bound:
             assert len(got) == len(overdue)
+
+
+def test_time_left_follows_the_countdown_without_moving_it() -> None:
+    """``time_left`` says what ``due`` would decide, and asking changes nothing: a lease not
+    yet counted has its whole TTL, a counted one its deadline less now (never below 0)."""
+    t = LeaseTimers()
+    leases = {1: (0, 2000), 2: (0, 500)}
+    assert t.time_left(leases, 100.0) == {1: 2.0, 2: 0.5}  # countdowns not started yet
+    assert t.due(leases, 100.0) == []
+    assert t.time_left(leases, 101.5) == {1: 0.5, 2: 0.0}
+    assert t.due(leases, 101.5) == [(2, 0)]  # the read did not restart anything
+    assert t.time_left({1: (1, 2000)}, 101.5) == {1: 2.0}  # refreshed: restarts at the tick
+    t.reset()
+    assert t.time_left(leases, 101.5) == {1: 2.0, 2: 0.5}  # a new leader restarts them all

@@ -318,6 +318,8 @@ def test_raft_rows_cover_every_property_and_control() -> None:
         "raft.state_machine_safety", "raft.bug_no_majority", "raft.bug_commit_old_term",
         "raft.bug_truncate_matching", "raft.current_term_acks", "raft.current_term_acks_t3",
         "raft.bug_reply_without_term", "raft.reply_without_term_leader_completeness_t3",
+        "raft.read_index", "raft.read_index_t3", "raft.read_index_ask", "raft.read_index_ask_t3",
+        "raft.bug_read_unconfirmed", "raft.bug_read_no_own_term", "raft.bug_ask_any_term",
     } <= names
     assert len({row.bound for row in raft_checks.checks(large=True)}) >= 1
     # every property is also checked at a third term, with the code's reply rule
@@ -360,3 +362,23 @@ def test_a_reply_without_term_is_refuted_by_a_re_elected_leader(
     assert len(leaders) > len(set(leaders)), control.detail  # one replica elected twice
     assert "((msg>>14)&31)==currentTerm" in control.detail  # the current-term assertion
     assert outcomes["raft.current_term_acks_t3"].verdict == "holds"
+
+
+def test_an_unconfirmed_read_is_refuted_by_a_deposed_leader(
+    raft_results: list[tuple[Check, Outcome]],
+) -> None:
+    """Raft thesis §6.4: without its heartbeat round, a leader that a newer leader has deposed
+    (without its knowing) serves a read that misses a write the newer leader committed; with
+    the round, at the same bound, every served read holds every earlier commit."""
+    outcomes = {row.name: out for row, out in raft_results}
+    control = outcomes["raft.bug_read_unconfirmed"]
+    assert control.verdict == "violated", control.detail
+    steps = [line for line in control.detail.splitlines() if line.startswith("EV r")]
+    served = [line for line in steps if "serves a read" in line]
+    assert served, control.detail
+    server, term = served[-1].split()[1], int(served[-1].split()[-1].rstrip(")"))
+    newer = [line for line in steps if "becomes leader of term" in line
+             and int(line.split("term")[1].split()[0]) > term]
+    assert newer and all(line.split()[1] != server for line in newer), control.detail
+    assert outcomes["raft.read_index"].verdict == "holds"
+    assert outcomes["raft.read_index_ask"].verdict == "holds"

@@ -112,7 +112,10 @@ CALLS: dict[str, st.SearchStrategy[tuple[tuple[Any, ...], dict[str, Any]]]] = {
     "history": st.tuples(st.tuples(keys), _kwargs(limit=small)),
     "pending": st.tuples(st.tuples(keys), _kwargs()),
     "lease": st.tuples(st.tuples(small), _kwargs()),
-    "status": st.tuples(st.tuples(), _kwargs()),
+    "claims": st.tuples(st.tuples(prefixes), _kwargs(stale=anything, limit=small)),
+    "policies": st.tuples(st.tuples(), _kwargs(stale=anything, limit=small)),
+    "leases": st.tuples(st.tuples(), _kwargs(stale=anything, limit=small)),
+    "status": st.tuples(st.tuples(), _kwargs(digest=anything)),
     "watch": st.tuples(st.tuples(prefixes),
                        _kwargs(start_revision=small, idle_timeout_s=anything)),
 }

@@ -100,6 +100,7 @@ def test_no_back_arrows() -> None:
 ENVIRONMENT_READERS = {
     "consensus/cli.py": "the CLI's configuration loading",
     "consensus/replica/__main__.py": "the replica process's configuration loading (its secret)",
+    "consensus/dashboard/serve.py": "the dashboard command's configuration loading (its main)",
 }
 ENVIRONMENT_READING_FOLDERS = {
     "consensus/testing": "the harness (its replica entry point reads a planted bug's name)",

@@ -49,9 +49,11 @@ from quorumboard.consensus.core.model import (
     HistoryRecord,
     KeepAliveCmd,
     LeaseInfo,
+    LeaseStatus,
     Listing,
     OpenSession,
     Pending,
+    PolicyBinding,
     Proposal,
     PutCmd,
     Result,
@@ -175,6 +177,7 @@ def error_from(info: ErrorInfo) -> BoardError:
 
 
 _M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
 
 
 def _checked(call: str, cls: type[_M], **fields: Any) -> _M:
@@ -1041,18 +1044,55 @@ class Board:
         entries' ``revision``)."""
         first = _checked("list", ReadReq, id=0, what="list", key=check_prefix(prefix),
                          limit=limit, stale=stale, start_after=start_after)
+        return self._paged(first, lambda reply: reply.entries,
+                           lambda entry: {"start_after": entry.key})
+
+    def _paged(self, first: ReadReq, items: Callable[[Reply], builtins.list[_T] | None],
+               resume: Callable[[_T], dict[str, Any]]) -> builtins.list[_T]:
+        """Up to ``first.limit`` items of a paged read: pages are read until the replica says
+        there is no ``more``, each resuming after the last item of the previous one
+        (``resume`` gives the request fields that say so). Each page is a linearizable read
+        of its own."""
         limit = first.limit
-        out: builtins.list[Entry] = []
-        after = first.start_after
-        for _ in range(limit):  # bounded: every page holds at least one entry
-            reply = self._send_read(first.model_copy(update={"limit": limit - len(out),
-                                                             "start_after": after}))
-            page = reply.entries or []
+        out: builtins.list[_T] = []
+        request = first
+        for _ in range(limit):  # bounded: every page holds at least one item
+            reply = self._send_read(request.model_copy(update={"limit": limit - len(out)}))
+            page = items(reply) or []
             out.extend(page)
             if not reply.more or not page or len(out) >= limit:
                 break
-            after = page[-1].key
+            request = request.model_copy(update=resume(page[-1]))
         return out
+
+    def claims(self, prefix: str = "", *, stale: bool = False,
+               limit: int = 10_000) -> builtins.list[Claim]:
+        """The current claims on keys under ``prefix``, in key order (at most ``limit``):
+        who owns each, its fence and its lease (:meth:`leases` says how long it has left)."""
+        first = _checked("claims", ReadReq, id=0, what="claims", key=check_prefix(prefix),
+                         limit=limit, stale=stale)
+        return self._paged(first, lambda reply: reply.claims,
+                           lambda claim: {"start_after": claim.key})
+
+    def policies(self, *, stale: bool = False,
+                 limit: int = 10_000) -> builtins.list[PolicyBinding]:
+        """The conflict policies bound to prefixes, by prefix (at most ``limit``); a key under
+        none of them is under the default policy. The longest bound prefix of a key wins."""
+        first = _checked("policies", ReadReq, id=0, what="policies", limit=limit, stale=stale)
+        return self._paged(first, lambda reply: reply.policies,
+                           lambda binding: {"start_after": binding.prefix})
+
+    def leases(self, *, stale: bool = False,
+               limit: int = 10_000) -> builtins.list[LeaseStatus]:
+        """Every live lease by id (at most ``limit``): owner, TTL, its keys and claims, and the
+        seconds left before the leader expires it (``time_left_s``, on the leader's clock).
+
+        Served by the leader (the one clock that counts leases down). With ``stale=True`` the
+        connected replica answers from its own state, and ``time_left_s`` is ``None`` unless
+        it leads."""
+        first = _checked("leases", ReadReq, id=0, what="leases", limit=limit, stale=stale)
+        return self._paged(first, lambda reply: reply.leases,
+                           lambda lease: {"lease": lease.id})
 
     def list_many(self, prefixes: builtins.list[str], *, stale: bool = False,
                   limit: int = 10_000) -> Listing:
@@ -1085,9 +1125,13 @@ class Board:
     def lease(self, lease: int | LeaseInfo | Claim) -> LeaseInfo | None:
         return self._read("lease", lease=_need_lease("lease", lease)).lease
 
-    def status(self) -> ReplicaStatus:
-        """The connected replica's view of the cluster."""
-        reply = self._call(lambda rid: StatusReq(id=rid), idempotent=True)
+    def status(self, *, digest: bool = False) -> ReplicaStatus:
+        """The connected replica's view of the cluster; ``digest=True`` adds the SHA-256 of its
+        applied state (replicas at the same applied index agree on it; it costs the replica a
+        pass over its whole state)."""
+        if not isinstance(digest, bool):
+            raise InvalidCommand(f"status: digest must be a bool (got {digest!r:.80})")
+        reply = self._call(lambda rid: StatusReq(id=rid, digest=digest), idempotent=True)
         if reply.status is None:
             raise ProtocolError("status reply carried no status")
         return reply.status

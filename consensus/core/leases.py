@@ -46,3 +46,18 @@ class LeaseTimers:
                 expired.append((seen[1], lease_id, refreshes))
         expired.sort()
         return [(lid, ref) for _, lid, ref in expired[: self.expiries_per_tick_max]]
+
+    def time_left(self, leases: dict[int, tuple[int, int]], now_s: float) -> dict[int, float]:
+        """Seconds until each lease of ``{lease: (refreshes, ttl_ms)}`` is due on this clock,
+        as :meth:`due` would decide: a lease whose countdown has not started yet (first seen,
+        refreshed since, or after :meth:`reset`) still has its whole TTL, since its countdown
+        starts at the next tick; one already due has 0. Read-only: the countdowns move only
+        in :meth:`due`, so asking never changes when a lease expires."""
+        out: dict[int, float] = {}
+        for lease_id, (refreshes, ttl_ms) in leases.items():
+            seen = self._seen.get(lease_id)
+            if seen is None or seen[0] != refreshes:
+                out[lease_id] = ttl_ms / 1000
+            else:
+                out[lease_id] = max(0.0, seen[1] - now_s)
+        return out

@@ -34,6 +34,7 @@ __all__ = [
     "HistoryRecord",
     "KeepAliveCmd",
     "LeaseInfo",
+    "LeaseStatus",
     "Listing",
     "OpenSession",
     "Pending",
@@ -233,6 +234,23 @@ class LeaseInfo(_Model):
     id: int
     ttl: float
     keys: list[str] = Field(default_factory=list)
+    refreshes: int = 0
+
+
+class LeaseStatus(_Model):
+    """A lease as the leader counts it now (``Board.leases()``).
+
+    ``time_left_s`` is how long until the leader proposes the lease's expiry if no keepalive
+    commits first, on the leader's own clock; ``None`` when the replica that answered does
+    not lead (only a stale read gets that). Like the TTL it is a minimum, not a promise: a new
+    leader restarts every countdown. ``claims`` are the keys claimed under this lease."""
+
+    id: int
+    owner: str
+    ttl: float
+    time_left_s: float | None = None
+    keys: list[str] = Field(default_factory=list)
+    claims: list[str] = Field(default_factory=list)
     refreshes: int = 0
 
 

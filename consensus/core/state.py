@@ -36,6 +36,7 @@ from quorumboard.consensus.core.model import (
     HistoryRecord,
     KeepAliveCmd,
     LeaseInfo,
+    LeaseStatus,
     Pending,
     PolicyBinding,
     Proposal,
@@ -296,6 +297,35 @@ class BoardState:
     def lease(self, lease_id: int) -> LeaseInfo | None:
         rec = self.leases.get(lease_id)
         return None if rec is None else _lease_model(rec)
+
+    def claims_under(self, prefix: str, limit: int = 10_000,
+                     start_after: str = "") -> list[Claim]:
+        """Current claims on keys under ``prefix`` (sorting after ``start_after``), in key
+        order, at most ``limit``."""
+        keys = sorted(k for k in self.claims if k.startswith(prefix) and k > start_after)
+        return [_claim_model(k, self.claims[k]) for k in keys[:limit]]
+
+    def policy_bindings(self, limit: int = 10_000, start_after: str = "") -> list[PolicyBinding]:
+        """Bound conflict policies by prefix (sorting after ``start_after``), at most ``limit``;
+        a key under none of them gets the default policy."""
+        return [self.policies[p] for p in sorted(self.policies) if p > start_after][:limit]
+
+    def lease_statuses(self, time_left_s: dict[int, float] | None, after: int = 0,
+                       limit: int = 10_000) -> list[LeaseStatus]:
+        """Leases with an id above ``after``, by id, at most ``limit``; ``time_left_s`` is the
+        leader's countdown per lease (``None``: this replica does not lead, none known)."""
+        ids = sorted(lid for lid in self.leases if lid > after)[:limit]
+        claimed: dict[int, list[str]] = {}
+        for key in sorted(self.claims):
+            claimed.setdefault(self.claims[key].lease, []).append(key)
+        out = []
+        for lid in ids:
+            rec = self.leases[lid]
+            left = None if time_left_s is None else time_left_s.get(lid, rec.ttl_ms / 1000)
+            out.append(LeaseStatus(id=lid, owner=rec.owner, ttl=rec.ttl_ms / 1000,
+                                   time_left_s=left, keys=sorted(rec.keys),
+                                   claims=claimed.get(lid, []), refreshes=rec.refreshes))
+        return out
 
     def lease_refreshes(self) -> dict[int, tuple[int, int]]:
         """``{lease id: (refresh count, ttl ms)}`` — what the leader's expiry clock tracks."""

@@ -143,6 +143,7 @@ class ReplicaMachine:
         self.raft: RaftNode | None = None
         self._wakers: list[Callable[[], None]] = []
         self._timers = LeaseTimers()
+        self._timers_lock = threading.Lock()  # ticked on the lease thread, read by lease reads
         self._expiring: set[int] = set()  # leases whose expiry is proposed, not yet applied
         self._expiring_lock = threading.Lock()  # added on the lease thread, removed on Raft's
         self._leader = False
@@ -269,6 +270,17 @@ class ReplicaMachine:
             batches=self._group.batches if self._group else 0,
             batched_proposals=self._group.proposals if self._group else 0)
 
+    def lease_time_left(self) -> dict[int, float] | None:
+        """Seconds until this leader expires each lease (caller holds the state lock);
+        ``None`` when this replica does not lead: only the leader's clock counts leases down."""
+        if not self._raft().is_leader():
+            return None
+        leases = self.state.lease_refreshes()
+        if not self._leader:  # leads, but the lease clock has not started its countdowns
+            return {}
+        with self._timers_lock:
+            return self._timers.time_left(leases, self.clock())
+
     def subscribe(self, wake: Callable[[], None]) -> None:
         self._wakers.append(wake)
 
@@ -282,7 +294,8 @@ class ReplicaMachine:
     def on_role_change(self, role: str) -> None:
         """Raft role changed: a new leader restarts every lease countdown (TTL is a minimum)."""
         self._leader = role == "leader"
-        self._timers.reset()
+        with self._timers_lock:
+            self._timers.reset()
         log.info("role changed", role=role, replica=self.config.name)
 
     def lease_tick(self) -> None:
@@ -296,7 +309,9 @@ class ReplicaMachine:
             self.on_role_change("leader")
         with self.lock:
             leases = self.state.lease_refreshes()
-        for lease_id, refreshes in self._timers.due(leases, self.clock()):
+        with self._timers_lock:
+            due = self._timers.due(leases, self.clock())
+        for lease_id, refreshes in due:
             with self._expiring_lock:
                 if lease_id in self._expiring:
                     continue  # already proposed: do not propose it again every tick

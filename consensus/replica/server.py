@@ -180,6 +180,7 @@ class Core(Protocol):
     def leader_client_address(self) -> str | None: ...
     def is_leader(self) -> bool: ...
     def status(self, digest: bool) -> ReplicaStatus: ...
+    def lease_time_left(self) -> dict[int, float] | None: ...
     def subscribe(self, wake: Callable[[], None]) -> None: ...
 
 
@@ -601,7 +602,9 @@ class ClientServer:
         if isinstance(req, ProposeReq):
             self._propose(conn, req)
         elif isinstance(req, ReadReq):
-            if self._answers_locally(req):
+            if req.what == "leases" and not req.stale and not self.core.is_leader():
+                conn.send(self._not_leader(req.id))  # the time left is the leader's to tell
+            elif self._answers_locally(req):
                 with self.core.lock:
                     reply = self._read(req)
                 conn.send(reply)
@@ -744,6 +747,23 @@ class ClientServer:
                          compact_revision=state.audit_compact_revision)
         if req.what == "pending":
             return Reply(id=req.id, revision=rev, pending=state.pending_for(req.key))
+        if req.what == "claims":
+            claims = state.claims_under(req.key, req.limit + 1, req.start_after)
+            kept_claims = _fit(claims[: req.limit], lambda c: _value_bytes(c.key, c.owner))
+            return Reply(id=req.id, revision=rev, claims=kept_claims,
+                         more=len(kept_claims) < len(claims))
+        if req.what == "policies":
+            bindings = state.policy_bindings(req.limit + 1, req.start_after)
+            kept_bindings = _fit(bindings[: req.limit],
+                                 lambda b: _value_bytes(b.prefix, [b.name, b.params]))
+            return Reply(id=req.id, revision=rev, policies=kept_bindings,
+                         more=len(kept_bindings) < len(bindings))
+        if req.what == "leases":
+            leases = state.lease_statuses(self.core.lease_time_left(), req.lease, req.limit + 1)
+            kept_leases = _fit(leases[: req.limit],
+                               lambda s: _value_bytes(s.owner, [s.keys, s.claims]))
+            return Reply(id=req.id, revision=rev, leases=kept_leases,
+                         more=len(kept_leases) < len(leases))
         lease = state.lease(req.lease)
         if lease is None:
             return Reply(id=req.id, revision=rev, error=ErrorInfo(

@@ -18,12 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from quorumboard.consensus.core.model import (
     KEY_BYTES_MAX,
     VALUE_BYTES_MAX,
+    Claim,
     Entry,
     ErrorInfo,
     Event,
     HistoryRecord,
     LeaseInfo,
+    LeaseStatus,
     Pending,
+    PolicyBinding,
     Proposal,
     Result,
 )
@@ -102,13 +105,19 @@ class ProposeReq(_Msg):
     budget_s: Budget = BUDGET_S_DEFAULT
 
 
-ReadKind = Literal["get", "list", "history", "pending", "lease", "list_many"]
+ReadKind = Literal["get", "list", "history", "pending", "lease", "list_many", "claims",
+                   "policies", "leases"]
 PREFIXES_PER_READ_MAX = 64
 
 
 class ReadReq(_Msg):
     """A read. Linearizable unless ``stale``: the replica first gets a read index confirmed by
-    the leader's heartbeat round (ReadIndex, Raft thesis §6.4) and applies up to it."""
+    the leader's heartbeat round (ReadIndex, Raft thesis §6.4) and applies up to it.
+
+    ``claims`` lists the claims under the prefix ``key`` (after ``start_after``); ``policies``
+    every policy binding; ``leases`` the leases with an id above ``lease``, with the time left
+    on the leader's clock, so a linearizable ``leases`` read is answered by the leader only
+    (``NOT_LEADER`` elsewhere, like a proposal)."""
 
     kind: Literal["read"] = "read"
     id: int
@@ -213,6 +222,9 @@ class Reply(_Msg):
     history: list[HistoryRecord] | None = None
     pending: list[Pending] | None = None
     lease: LeaseInfo | None = None
+    claims: list[Claim] | None = None
+    policies: list[PolicyBinding] | None = None
+    leases: list[LeaseStatus] | None = None
     status: ReplicaStatus | None = None
     revision: int = 0
     more: bool = False

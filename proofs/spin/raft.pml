@@ -80,6 +80,23 @@
  *                  never reads, the term of the append it answers (field e); the leader's rule
  *                  reads only the term the replier put in (field t, its currentTerm when it
  *                  replied), so the row checks that the two agree wherever a reply is taken.
+ *   PROP_READ      ReadIndex (thesis §6.4) as consensus/raft/_pysyncobj.py serves it: a
+ *                  linearizable read reflects every entry committed before it started. One read
+ *                  at a time (reads are independent; a batched read joins a round started after
+ *                  it arrived, which is the same as its own). Two ways to serve one:
+ *                  - a leader's round: the leader, once an entry of its own term is committed
+ *                    (lcmt, its commit index as leader), takes its commit index as the read
+ *                    index and sends a heartbeat (qb_heartbeat, or any AppendEntries carrying
+ *                    the round); a member answers with its current term at any later time (or
+ *                    never: loss), and the leader counts an answer only if that term is its
+ *                    own; it serves once a majority, itself included, answered while still
+ *                    leading that term (_qb_confirmed_round, _qb_resolve_rounds).
+ *                  - a follower's ask in a group of three (_qb_on_ask): the asker records its
+ *                    term when it sends; a leader whose current term equals it, with an own-term
+ *                    commit, answers with its commit index at once, at any later time.
+ *                  The check, when a read is served at read index x by leader l: every index the
+ *                  ghost cmt[] held when the read started (bitmask rdSnap) is <= x and holds the
+ *                  same entry in l's log (what l has applied up to x is what the read sees).
  *
  * PLANTED BUGS (negative controls: SPIN must find a counterexample)
  *   BUG_NO_MAJORITY       a candidate becomes leader on its own vote        -> Election Safety
@@ -92,6 +109,12 @@
  *   BUG_NO_UPTODATE       voters skip the election restriction (§5.4.1)    -> Leader Completeness
  *   CODE_AER_NO_TERM      pysyncobj 0.3.17 as shipped: the leader takes a reply of any term
  *                                                                          -> PROP_CONFIRM
+ *   BUG_READ_UNCONFIRMED  the leader serves a read without its heartbeat round (the harness's
+ *                         unconfirmed-reads bug): a deposed leader reads stale -> PROP_READ
+ *   BUG_READ_NO_OWN_TERM  a new leader serves reads before an entry of its term is committed: its
+ *                         commit index may lag its predecessor's        -> PROP_READ
+ *   BUG_ASK_ANY_TERM      the leader answers a follower's ask at once whatever term the asker
+ *                         was in: a newer leader the asker voted for may exist -> PROP_READ
  */
 
 #ifndef MAXTERM
@@ -138,7 +161,10 @@
 /* Per-property slicing: commitment cannot influence who is elected or what is in the logs
  * (nothing in Raft reads commitIndex except applying and leaderCommit), so the runs for
  * Election Safety and Log Matching leave out the AppendEntries replies and matchIndex. */
-#if defined(PROP_COMPLETE) || defined(PROP_SMS) || defined(PROP_CONFIRM)
+#if defined(PROP_READ) || defined(PROP_READ_ASK)
+#define READS 1
+#endif
+#if defined(PROP_COMPLETE) || defined(PROP_SMS) || defined(PROP_CONFIRM) || defined(READS)
 #define REPLIES 1
 #endif
 /* PROP_CONFIRM: a leader takes every reply of its term (an acknowledgement of its leadership
@@ -159,7 +185,12 @@ byte log[N * MAXLOG];              /* LOG(r, i), i = 1..MAXLOG */
 byte role[N];
 #ifdef REPLIES
 byte matchIdx[N * N];              /* MATCH(leader, peer); zero unless that replica leads */
+#ifdef READS
+byte lcmt[N];                      /* the commit index a replica reached as leader of its term */
+#define RESET_MATCH(r) MATCH(r, 0) = 0; MATCH(r, 1) = 0; MATCH(r, 2) = 0; lcmt[r] = 0
+#else
 #define RESET_MATCH(r) MATCH(r, 0) = 0; MATCH(r, 1) = 0; MATCH(r, 2) = 0
+#endif
 #define MATCH_OF(l, p) MATCH(l, p)
 #else
 #define MATCH_OF(l, p) 0
@@ -206,8 +237,17 @@ int net[NMSG];
 #ifdef PROP_ELECTION
 byte leaderOf[MAXTERM + 1];        /* 1 + id of the leader elected in that term, 0 = none yet */
 #endif
-#if defined(PROP_COMPLETE) || defined(PROP_SMS)
+#if defined(PROP_COMPLETE) || defined(PROP_SMS) || defined(READS)
 byte cmt[MAXLOG + 1];              /* entry first committed/applied at index i, 0 = none */
+#endif
+#ifdef READS
+/* the one read in flight: rdKind 0 none, 1 a leader's round (leader rdL, term rdT, read index
+ * rdIdx, answers rdAck as a bitmask of replicas), 2 a follower's ask (asker rdL, its term rdT);
+ * rdSnap: the indexes cmt[] held when the read started (cmt[i] never changes once set) */
+#define RD_NONE 0
+#define RD_ROUND 1
+#define RD_ASK 2
+byte rdKind, rdL, rdT, rdIdx, rdAck, rdSnap;
 #endif
 #ifdef PROP_COMPLETE
 byte cmtTerm[MAXLOG + 1];          /* the term in which index i was first known committed */
@@ -311,7 +351,19 @@ inline gc() {
 	if
 	:: q -> canon()
 	:: else -> skip
+	fi;
+#ifdef READS
+	/* a round whose leader no longer leads its term fails (_qb_reads_tick); an ask no replica
+	 * can still answer (every term is past the asker's) can only time out */
+	if
+	:: rdKind == RD_ROUND && !(role[rdL] == LEADER && currentTerm[rdL] == rdT) ->
+		rdKind = RD_NONE; rdL = 0; rdT = 0; rdIdx = 0; rdAck = 0; rdSnap = 0
+	:: rdKind == RD_ASK && currentTerm[0] > rdT && currentTerm[1] > rdT && currentTerm[2] > rdT ->
+		rdKind = RD_NONE; rdL = 0; rdT = 0; rdIdx = 0; rdAck = 0; rdSnap = 0
+	:: else -> skip
 	fi
+#endif
+	skip
 }
 
 /* ---- property checks (inlines, compiled in per property) ---------------------------------- */
@@ -319,7 +371,7 @@ inline gc() {
 /* State Machine Safety / ghost commit record: replica r applies entries old+1 .. upto
  * (raft.py RaftNode._apply_entry runs on the tick thread as pysyncobj's lastApplied advances). */
 inline applied(r, old, upto) {
-#if defined(PROP_COMPLETE) || defined(PROP_SMS)
+#if defined(PROP_COMPLETE) || defined(PROP_SMS) || defined(READS)
 	i = old + 1;
 	do
 	:: i <= upto ->
@@ -397,9 +449,64 @@ inline check_new_leader(r) {
 	skip
 }
 
+/* ReadIndex: serve the read in flight at read index x by leader l (see PROP_READ). */
+inline serve_read(l, x) {
+#ifdef READS
+	printf("EV r%d serves a read at index %d (term %d)\n", l, x, currentTerm[l]);
+	i = 1;
+	do
+	:: i <= MAXLOG ->
+		assert(!(rdSnap & (1 << i)) || (i <= x && LOG(l, i) == cmt[i]));   /* ReadIndex */
+		i++
+	:: else -> break
+	od;
+	rdKind = RD_NONE; rdL = 0; rdT = 0; rdIdx = 0; rdAck = 0; rdSnap = 0
+#else
+	skip
+#endif
+}
+
+/* the indexes committed so far, as a bitmask (the read's snapshot) */
+inline snapshot_cmt() {
+#ifdef READS
+	rdSnap = 0;
+	i = 1;
+	do
+	:: i <= MAXLOG ->
+		if
+		:: cmt[i] != 0 -> rdSnap = rdSnap | (1 << i)
+		:: else -> skip
+		fi;
+		i++
+	:: else -> break
+	od
+#else
+	skip
+#endif
+}
+
 /* ---- one replica -------------------------------------------------------------------------- */
 
 #define me _pid
+
+#ifdef READS
+/* _qb_own_term_committed: the leader's commit index holds an entry of its current term */
+#ifdef BUG_READ_NO_OWN_TERM
+#define OWN_TERM_COMMITTED(r) 1
+#else
+#define OWN_TERM_COMMITTED(r) (lcmt[r] > 0 && ETERM(LOG(r, lcmt[r])) == currentTerm[r])
+#endif
+#ifdef BUG_READ_UNCONFIRMED
+#define ROUND_CONFIRMED 1
+#else
+#define ROUND_CONFIRMED (((rdAck & 1) + ((rdAck >> 1) & 1) + ((rdAck >> 2) & 1)) >= QUORUM)
+#endif
+#ifdef BUG_ASK_ANY_TERM
+#define ASK_TERM_OK(r) 1
+#else
+#define ASK_TERM_OK(r) (currentTerm[r] == rdT)
+#endif
+#endif
 
 /* §5.1: a newer term makes the receiver a follower of that term with no vote
  * (pysyncobj __onMessageReceived: __setCurrentTerm(term, None); FOLLOWER). Persisted. */
@@ -508,6 +615,12 @@ inline on_append_reply() {
 	if
 	:: newc > 0 ->
 		printf("EV r%d (leader, term %d) commits up to index %d\n", me, currentTerm[me], newc);
+#ifdef READS
+		if
+		:: newc > lcmt[me] -> lcmt[me] = newc
+		:: else -> skip
+		fi;
+#endif
 		applied(me, 0, newc)     /* commitIndex is not kept: the ghost record is idempotent */
 	:: else -> skip
 	fi
@@ -625,6 +738,32 @@ end:	do
 #endif
 #if MAXTERM >= 4
 	LEARN_TERM(4)
+#endif
+#ifdef PROP_READ
+	/* ReadIndex (thesis §6.4), see PROP_READ. A leader with an own-term commit starts a round:
+	 * its commit index is the read index, it counts itself, its heartbeat goes out. */
+	:: d_step { rdKind == RD_NONE && role[me] == LEADER && OWN_TERM_COMMITTED(me) ->
+		rdKind = RD_ROUND; rdL = me; rdT = currentTerm[me]; rdIdx = lcmt[me];
+		rdAck = 1 << me; snapshot_cmt();
+		printf("EV r%d starts a read round at index %d (term %d)\n", me, rdIdx, rdT) }
+	/* a member answers the round's heartbeat (delivered at any time after the round started)
+	 * with its current term; the leader counts it only if that is the round's term */
+	:: d_step { rdKind == RD_ROUND && rdL != me && !(rdAck & (1 << me)) &&
+	            currentTerm[me] == rdT -> rdAck = rdAck | (1 << me) }
+	/* the leader serves the round's reads once a majority answered, still leading its term */
+	:: d_step { rdKind == RD_ROUND && rdL == me && role[me] == LEADER &&
+	            currentTerm[me] == rdT && ROUND_CONFIRMED -> serve_read(me, rdIdx); gc() }
+#endif
+#ifdef PROP_READ_ASK
+	/* a follower asks the leader for a read index, in its current term (_qb_send_asks sends
+	 * only to a known leader, so a candidate's reads wait until it follows one) */
+	:: d_step { rdKind == RD_NONE && role[me] == FOLLOWER ->
+		rdKind = RD_ASK; rdL = me; rdT = currentTerm[me]; snapshot_cmt();
+		printf("EV r%d asks for a read index (term %d)\n", me, rdT); gc() }
+	/* a leader of the asker's term with an own-term commit answers at once with its commit
+	 * index (a group of three: the asker and the leader are a majority in that term) */
+	:: d_step { rdKind == RD_ASK && rdL != me && role[me] == LEADER && ASK_TERM_OK(me) &&
+	            OWN_TERM_COMMITTED(me) -> serve_read(me, lcmt[me]); gc() }
 #endif
 	/* pysyncobj leaderFallbackTimeout: a leader without a quorum's replies steps down */
 	:: d_step { role[me] == LEADER -> role[me] = FOLLOWER; RESET_MATCH(me);
