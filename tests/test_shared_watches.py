@@ -5,8 +5,8 @@ the SIGKILL of the leader, then of the follower serving it, delivering every eve
 once, in revision order. A watcher planted by this test with a resume that skips one revision
 is caught by the same check.
 
-Real replica processes on 127.0.0.1, one cluster for the module (the kill test restarts what it
-killed)."""
+Real replica processes on 127.0.0.1, one cluster for the module, its raft links through the
+test harness's fault proxies (the kill test restarts what it killed; the partition test heals)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ REPLICAS = 3
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     with LocalCluster(replicas=REPLICAS, data_dir=tmp_path_factory.mktemp("shared"),
-                      log_level="warning") as c:
+                      log_level="warning", network_faults=True) as c:
         c.wait_for_leader()
         yield c
 
@@ -132,11 +132,13 @@ def test_a_private_boards_watches_share_its_sockets(cluster: LocalCluster) -> No
         return status.client_watches
 
     assert served() == 5
-    # A watch that ends by itself (here its idle timeout) is cancelled on the replica, while
-    # the socket goes on serving the others.
-    assert [e.revision for e in board.watch("priv/", start_revision=start,
-                                            idle_timeout_s=0.2)] == [start]
-    wait_until(lambda: served() == 5, timeout_s=10, what="the ended watch to be cancelled")
+    # A watch its caller closes is cancelled on the replica, while the socket goes on serving
+    # the others.
+    sixth = board.watch("priv/", start_revision=start)
+    assert next(sixth).revision == start
+    wait_until(lambda: served() == 6, timeout_s=10, what="the sixth watch to be served")
+    sixth.close()
+    wait_until(lambda: served() == 5, timeout_s=10, what="the closed watch to be cancelled")
     board.close()
     for watcher in watchers:
         watcher.thread.join(5)
@@ -285,32 +287,30 @@ def test_a_follower_served_watch_survives_the_leader_and_its_own_replica(
                 cluster.restart(i)
 
 
-def test_a_watch_on_a_replica_cut_off_from_the_leader_moves(
-        tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_watch_on_a_replica_cut_off_from_the_leader_moves(cluster: LocalCluster) -> None:
     """A follower isolated from the other replicas (its clients still reach it) stops
     applying while the majority goes on; once it has known no leader for a few seconds it
     ends its watches, which resume on another replica: nothing missed, nothing twice."""
-    with LocalCluster(replicas=REPLICAS, data_dir=tmp_path_factory.mktemp("cut"),
-                      log_level="warning", network_faults=True) as c:
-        assert c.net is not None
-        leader = c.wait_for_leader()
-        follower = (leader + 1) % REPLICAS
-        conn = connect_shared(c.endpoints, secret=c.secret, name="cut-off")
-        watching = _board_served_by(conn, c.endpoints[follower], "cut-watcher")
-        writer = c.board("cut-writer", timeout_s=20)
-        try:
-            acknowledged = [_put(writer, "cut/0", 0)]
-            watcher = _Watcher(watching, "cut/", acknowledged[0])
-            wait_until(lambda: watcher.seen == acknowledged, timeout_s=10,
-                       what="the follower-served watch to start")
-            c.net.isolate(follower)
-            acknowledged += [_put(writer, f"cut/{i}", i) for i in range(1, 6)]
-            wait_until(lambda: watcher.seen == acknowledged, timeout_s=20,
-                       what="the watch to leave the cut-off replica")
-            assert watching.watch_address != c.endpoints[follower]
-            assert watcher.error is None and exactly_once(acknowledged, watcher.seen) == []
-        finally:
-            c.net.heal()
-            watching.close()
-            writer.close()
-            conn.close()
+    c = cluster
+    assert c.net is not None
+    leader = c.wait_for_leader()
+    follower = (leader + 1) % REPLICAS
+    conn = connect_shared(c.endpoints, secret=c.secret, name="cut-off")
+    watching = _board_served_by(conn, c.endpoints[follower], "cut-watcher")
+    writer = c.board("cut-writer", timeout_s=20)
+    try:
+        acknowledged = [_put(writer, "cut/0", 0)]
+        watcher = _Watcher(watching, "cut/", acknowledged[0])
+        wait_until(lambda: watcher.seen == acknowledged, timeout_s=10,
+                   what="the follower-served watch to start")
+        c.net.isolate(follower)
+        acknowledged += [_put(writer, f"cut/{i}", i) for i in range(1, 6)]
+        wait_until(lambda: watcher.seen == acknowledged, timeout_s=20,
+                   what="the watch to leave the cut-off replica")
+        assert watching.watch_address != c.endpoints[follower]
+        assert watcher.error is None and exactly_once(acknowledged, watcher.seen) == []
+    finally:
+        c.net.heal()
+        watching.close()
+        writer.close()
+        conn.close()

@@ -140,10 +140,10 @@ ENTRY_FIELDS_BYTES = 192
 """An upper bound on an encoded entry's bytes besides its key, author and value: eight field
 names, six 64-bit integers and the msgpack headers (about 140 bytes)."""
 WATCH_PROGRESS_S = 1.0
-WATCH_LEADERLESS_S = 3.0
+WATCH_LEADERLESS_S = 5.0
 """How long a replica serves its watches without knowing a leader before it ends them (their
-clients resume elsewhere): longer than an election after a leader's death takes with the
-default timeouts (0.4-1.4 s), so a failover alone moves no watch."""
+clients resume elsewhere): well past what an election after a leader's death takes with the
+default timeouts (0.4-1.4 s, longer on a loaded machine), so a failover alone moves no watch."""
 HANDSHAKE_TIMEOUT_S = 5.0
 CONFIRMS_INFLIGHT_MAX = 2
 """Read-index confirmations one endpoint has in flight; reads that arrive meanwhile wait and
