@@ -161,21 +161,20 @@ def test_set_current_term_is_durable_immediately(tmp_path: Path) -> None:
 
 
 def test_sync_is_group_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    real_fsync = os.fsync
     j = open_journal(tmp_path / "j", fsync=True)
+    calls: list[int] = []
+    real_sync = j._sync_log
 
-    def counting_fsync(fd: int) -> None:
-        calls.append(fd)
-        real_fsync(fd)
+    def counting_sync() -> None:
+        calls.append(1)
+        real_sync()
 
-    monkeypatch.setattr(os, "fsync", counting_fsync)
+    monkeypatch.setattr(j, "_sync_log", counting_sync)
     fill(j, 50)
-    assert calls == []  # add() does not fsync
+    assert calls == [] and j.durable_index == 0  # add() does not flush
     j.sync()
-    j.sync()  # nothing new: no second fsync
-    assert len(calls) == 1
-    monkeypatch.undo()
+    j.sync()  # nothing new: no second flush
+    assert len(calls) == 1 and j.durable_index == 50
     j.close()
 
 
