@@ -390,8 +390,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="compact the Raft log past this many entries (default 20000)")
     ch.add_argument("--planted-bug", default=None,
                     help="negative control: run replicas with this bug planted (stale-reads, "
-                    "retry-bypass, watch-gap, divergent-apply, fence-bypass, lost-write); a "
-                    "sound check judges the run invalid")
+                    "retry-bypass, watch-gap, divergent-apply, fence-bypass, lost-write; "
+                    "unsynced-acks shows only under power cuts); a sound check judges the run "
+                    "invalid")
     ch.add_argument("--out", default=None, help="output dir (default runs/chaos-SEED-TIME)")
     ch.add_argument("--json", action="store_true", help="print verdict.json")
     ch.add_argument("--log-level", default="warning")
