@@ -357,7 +357,12 @@ class Journal:
         self._allocated = size_bytes
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
-        """Remembered lazily (once a second): Raft does not need the commit index durable."""
+        """Remembered lazily (once a second): Raft does not need the commit index durable.
+
+        In fsync mode the stored value never runs ahead of :attr:`durable_index`: after a power
+        cut the log holds only its flushed entries, and a commit index past them would have a
+        restarted replica apply (or, leading, count as committed) entries it no longer has, or
+        the older ones a cut suffix had replaced."""
         if raftCommitIndex != self._commit_index:
             self._commit_index = raftCommitIndex
             self._meta_dirty = True
@@ -506,9 +511,11 @@ class Journal:
         return {"commit": commit, "term": term, "voted": voted}
 
     def _store_meta(self) -> None:
-        data = seal_file(
-            META_MAGIC, {"commit": self._commit_index, "term": self._term, "voted": self._voted_for}
-        )
+        commit = self._commit_index
+        if self._fsync and self._entries:
+            commit = min(commit, self.durable_index)
+        data = seal_file(META_MAGIC, {"commit": commit, "term": self._term,
+                                      "voted": self._voted_for})
         tmp = self._meta_path.with_name(self._meta_path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:

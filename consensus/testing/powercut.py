@@ -20,10 +20,10 @@ with the directory flushed, so each is durable the moment it replaces the old on
   ``python -m quorumboard.consensus.testing.replica --power-cut``) and whose
   :meth:`PowerCutCluster.power_cut` SIGKILLs a replica and cuts its power.
 * The negative control, planted bug ``unsynced-acks`` (:class:`UnsyncedAcksJournal`): a
-  journal that reports every append durable at once and flushes only once a second, as an
-  operating system's writeback would; so a replica acknowledges appends before they are on
-  disk, and a leader counts itself for entries it has not flushed. Power cuts must catch it
-  losing acknowledged writes.
+  journal that reports every append durable at once and leaves the flush to the operating
+  system's periodic writeback (every :data:`WRITEBACK_INTERVAL_S`); so a replica acknowledges
+  appends before they are on disk, and a leader counts itself for entries it has not flushed.
+  Power cuts must catch it losing acknowledged writes.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ __all__ = [
 DURABLE_SUFFIX: Final = ".durable"
 """The durable image of a log is kept next to it under its name + this suffix."""
 _NOTHING_CHANGED: Final = sys.maxsize
+WRITEBACK_INTERVAL_S: Final = 5
+"""How often the planted bug's log reaches the disk (Linux's default writeback interval)."""
 
 
 class PowerCutJournal(Journal):
@@ -69,6 +71,8 @@ class PowerCutJournal(Journal):
         self._image_end = 0
         self._changed_from = 0  # the first flush copies the whole log
         super().__init__(path, **kwargs)
+        if not self._image_path.exists():  # first start: the log as created is on disk
+            self._update_image()
 
     def _sync_log(self) -> None:
         super()._sync_log()
@@ -103,15 +107,20 @@ class PowerCutJournal(Journal):
 
 class UnsyncedAcksJournal(Journal):
     """Planted bug ``unsynced-acks``: every append counts as durable at once (so the replica
-    acknowledges it, and a leader counts itself for it), and the log is flushed once a second,
-    on the journal's timer, as an operating system's writeback would."""
+    acknowledges it, and a leader counts itself for it), and the log is flushed only every
+    :data:`WRITEBACK_INTERVAL_S` seconds (on the journal's one-second timer), as an operating
+    system's writeback would."""
+
+    _seconds = 0
 
     def sync(self) -> None:
         self._durable = len(self._entries)
 
     def onOneSecondTimer(self) -> None:
         super().onOneSecondTimer()
-        self.flush()
+        self._seconds += 1
+        if self._seconds % WRITEBACK_INTERVAL_S == 0:
+            self.flush()
 
 
 def on_power_cut_disk(raft_class: type[RaftNode]) -> type[RaftNode]:
