@@ -299,3 +299,19 @@ def test_durable_index_follows_flushes_and_cuts(tmp_path: Path) -> None:
     fill(plain, 2)
     assert plain.durable_index == 2
     plain.close()
+
+
+def test_stored_commit_index_never_runs_ahead_of_the_flushed_log(tmp_path: Path) -> None:
+    """After a power cut the log holds only flushed entries: the commit index on disk must not
+    cover the others (a restarted replica would apply entries it no longer has)."""
+    path = tmp_path / "j"
+    j = open_journal(path, fsync=True)
+    fill(j, 5)
+    j.sync()
+    fill(j, 2, start=6)
+    j.setRaftCommitIndex(7)
+    j.onOneSecondTimer()
+    assert j.getRaftCommitIndex() == 7
+    assert open_journal(path).getRaftCommitIndex() == 5
+    j.close()
+    assert open_journal(path).getRaftCommitIndex() == 7  # closing flushed the rest

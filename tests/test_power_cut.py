@@ -14,15 +14,18 @@ still hold every acknowledged write. The negative control runs the same with pla
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from quorumboard.consensus import BoardError, connect
 from quorumboard.consensus.client.board import Board
-from quorumboard.consensus.testing.powercut import PowerCutCluster
+from quorumboard.consensus.raft.journal import JOURNAL_FILE, Journal
+from quorumboard.consensus.testing.powercut import PowerCutCluster, PowerCutJournal, cut_power
 from tests.conftest import wait_until
 
 CLIENTS = 3
@@ -163,3 +166,32 @@ def test_negative_control_acks_before_the_flush_lose_writes_to_a_power_cut(
     load = Load(acks_before_flush)
     lost = power_cut_round(acks_before_flush, load, rng, cut_leader=False)
     assert lost, "acknowledging before the flush lost nothing: the power cut tests nothing"
+
+
+def _die(journal: PowerCutJournal) -> None:
+    """The process holding ``journal`` is gone: its descriptor closes, nothing is flushed."""
+    os.close(journal._fd)
+    journal._closed = True
+
+
+@pytest.mark.parametrize("seed", [None, 1, 2, 3, 4, 5])
+def test_a_power_cut_keeps_the_flushed_log_and_maybe_a_torn_prefix_of_the_rest(
+        tmp_path: Path, seed: int | None) -> None:
+    """The power-cut disk itself: the flushed records survive, unflushed ones are gone (or a
+    random prefix of them stays, the last one possibly torn, which the journal's torn-tail
+    rule truncates), and the log opens either way."""
+    path = tmp_path / JOURNAL_FILE
+    j = PowerCutJournal(path, fsync=True, record_bytes_max=1 << 20)
+    for idx in range(1, 6):
+        j.add(b"flushed" * 9, idx, 1)
+    j.sync()
+    for idx in range(6, 10):
+        j.add(b"pending" * 9, idx, 1)
+    _die(j)
+    cut_power(tmp_path, None if seed is None else random.Random(seed))
+    k = Journal(path, fsync=True, record_bytes_max=1 << 20)
+    indexes = [e[1] for e in k.entries()]
+    k.close()
+    assert indexes[:5] == [1, 2, 3, 4, 5] and indexes == list(range(1, len(indexes) + 1))
+    if seed is None:
+        assert len(indexes) == 5

@@ -291,13 +291,13 @@ class Journal:
         return len(self._entries)
 
     def _destroy(self) -> None:
-        """Persist pending meta, fsync and close; idempotent."""
+        """Flush the log, persist pending meta and close; idempotent."""
         if self._closed:
             return
         try:
+            self.flush()  # the log first: the commit index stored next may then cover it all
             if self._meta_dirty:
                 self._store_meta()
-            self.flush()
         finally:
             self._closed = True
             os.close(self._fd)
@@ -527,4 +527,4 @@ class Journal:
         os.replace(tmp, self._meta_path)
         if self._fsync:
             fsync_dir(self._dir)
-        self._meta_dirty = False
+        self._meta_dirty = commit != self._commit_index  # store the rest once it is flushed
