@@ -376,6 +376,8 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         # each with the journal's truncation count when it was made
         self._qb_acks: list[tuple[Any, dict[str, Any], int]] = []
         self._qb_hold_acks = bool(owner.settings.fsync)
+        self._qb_appends_held = False  # leader: appending this tick's proposals
+        self._qb_appends_wanted = False  # ... and pysyncobj asked to send them
         settings = owner.settings
         super().__init__(
             settings.self_address, list(settings.peers), conf, transportClass=QbTransport
@@ -513,10 +515,27 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         gets no reply, and the entry waited for the idle tick (``tick_period_s``, 50 ms):
         every put and every read barrier cost ~50 ms. See :meth:`_qb_commit_alone`.
         """
-        SyncObj._checkCommandsToApply(self)
+        self._qb_appends_held = True
+        try:
+            SyncObj._checkCommandsToApply(self)
+        finally:
+            self._qb_appends_held = False
+        if self._qb_appends_wanted:
+            self._qb_appends_wanted = False
+            SyncObj._SyncObj__sendAppendEntries(self)
         self._qb_sync_log()
         self._qb_commit_alone()
         self._qb_reads_tick()
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        """pysyncobj sends AppendEntries after each proposal it appends: while it appends this
+        tick's proposals (:meth:`_checkCommandsToApply`) that becomes one AppendEntries per
+        member for all of them, sent right after the last (the proposals of a tick share one
+        message, one append and one acknowledgement on each follower)."""
+        if self._qb_appends_held:
+            self._qb_appends_wanted = True
+            return
+        SyncObj._SyncObj__sendAppendEntries(self)
 
     def _qb_sync_log(self) -> None:
         """Flush what this tick appended, once its AppendEntries are on the wire.
