@@ -471,8 +471,8 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         reply waits for the flush that covers those entries (:meth:`_qb_send_acks`, at the start
         of the next tick, right after the messages that arrived together are handled), so no
         acknowledgement ever counts an entry that a power cut here could still take back, and
-        the appends of one burst (pysyncobj sends one AppendEntries per proposal) share one
-        flush. Replies keep their order (a failed one waits with the rest)."""
+        the appends that arrive together share one flush. Replies keep their order (a failed
+        one waits with the rest)."""
         if nextNodeIdx is None:
             nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1
         message = {
@@ -540,10 +540,10 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
     def _qb_sync_log(self) -> None:
         """Flush what this tick appended, once its AppendEntries are on the wire.
 
-        pysyncobj sends AppendEntries right after it appends (``appendEntriesUseBatch=False``),
-        so by now the followers are receiving and flushing their copies while we flush ours
-        (Raft thesis §10.2.1): one commit waits for about one flush and a round trip instead of
-        our flush, then theirs. One flush covers every entry appended since the last (all the
+        This tick's AppendEntries left just before (:meth:`_checkCommandsToApply`), so the
+        followers are receiving and flushing their copies while we flush ours (Raft thesis
+        §10.2.1): one commit waits for about one flush and a round trip instead of our flush,
+        then theirs. One flush covers every entry appended since the last (all the
         proposals this tick took from the queue, bounded by ``commandsQueueSize``: group
         commit), and a follower's tick has nothing to flush here (it flushed before it
         acknowledged). Until this flush the leader does not count itself for these entries
