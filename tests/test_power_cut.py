@@ -34,6 +34,8 @@ PREFIX = "pc/"
 OP_TIMEOUT_S = 4.0
 OPS_PER_ROUND_MAX = 100_000
 JOIN_TIMEOUT_S = 2 * OP_TIMEOUT_S + 5.0
+FAST_ELECTIONS = {"election_timeout_min_s": 0.4, "election_timeout_max_s": 0.8}
+"""The restarted majority elects a leader sooner (nothing else here is timing-sensitive)."""
 
 
 class Load:
@@ -110,7 +112,7 @@ def power_cut_round(cluster: PowerCutCluster, load: Load, rng: random.Random,
     cut = [leader, followers[0]] if cut_leader else followers
     spared = next(i for i in range(cluster.size) if i not in cut)
     load.start()
-    target = load.count + rng.randint(20, 120)  # the random point: after this many more acks
+    target = load.count + rng.randint(10, 60)  # the random point: after this many more acks
     wait_until(lambda: load.count >= target, timeout_s=15.0, what=f"{target} acknowledged puts")
     cluster.pause(spared)
     load.stop()
@@ -135,13 +137,13 @@ def power_cut_round(cluster: PowerCutCluster, load: Load, rng: random.Random,
 
 @pytest.fixture
 def healthy() -> Iterator[PowerCutCluster]:
-    with PowerCutCluster(replicas=3, fsync=True, log_level="warning") as cluster:
+    with PowerCutCluster(replicas=3, fsync=True, log_level="warning", **FAST_ELECTIONS) as cluster:
         yield cluster
 
 
 @pytest.fixture
 def acks_before_flush() -> Iterator[PowerCutCluster]:
-    with PowerCutCluster(replicas=3, fsync=True, log_level="warning",
+    with PowerCutCluster(replicas=3, fsync=True, log_level="warning", **FAST_ELECTIONS,
                          planted_bug="unsynced-acks") as cluster:
         yield cluster
 
