@@ -394,7 +394,8 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", help="run a local cluster in the foreground until Ctrl-C")
     u.add_argument("--replicas", type=int, default=3)
     u.add_argument("--data-dir", default="./quorumboard-data")
-    u.add_argument("--fsync", action="store_true", help="fsync the log before acknowledging")
+    u.add_argument("--fsync", action="store_true",
+                   help="acknowledge a write only once a majority has it on disk (fdatasync)")
     u.add_argument("--log-level", default="warning")
     _per_replica_options(u)
 
@@ -405,7 +406,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--peer", action="append", metavar="RAFT=CLIENT",
                    help="another member: its raft address = its client address (repeat)")
     s.add_argument("--data-dir", required=True)
-    s.add_argument("--fsync", action="store_true")
+    s.add_argument("--fsync", action="store_true",
+                   help="acknowledge a write only once a majority has it on disk (fdatasync)")
     s.add_argument("--policy-module", action="append", help="import to register custom policies")
     s.add_argument("--secret-env", default="QUORUMBOARD_SECRET",
                    help="environment variable holding the shared secret (>= 16 bytes)")
@@ -434,8 +436,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="compact the Raft log past this many entries (default 20000)")
     ch.add_argument("--planted-bug", default=None,
                     help="negative control: run replicas with this bug planted (stale-reads, "
-                    "retry-bypass, watch-gap, divergent-apply, fence-bypass, lost-write); a "
-                    "sound check judges the run invalid")
+                    "retry-bypass, watch-gap, divergent-apply, fence-bypass, lost-write; "
+                    "unsynced-acks shows only under power cuts); a sound check judges the run "
+                    "invalid")
     ch.add_argument("--out", default=None, help="output dir (default runs/chaos-SEED-TIME)")
     ch.add_argument("--json", action="store_true", help="print verdict.json")
     ch.add_argument("--log-level", default="warning")

@@ -279,11 +279,7 @@ class LocalCluster:
             return
         if self._lifeline is None:
             self._lifeline = Lifeline()
-        args = [sys.executable, "-m", REPLICA_MODULE]
-        if self._planted_bug is not None:
-            args = [sys.executable, "-m", TESTING_REPLICA_MODULE, "--planted-bug",
-                    self._planted_bug]
-        args += [str(self._configs[i]), *self._lifeline.child_args()]
+        args = [*self._replica_command(), str(self._configs[i]), *self._lifeline.child_args()]
         fds = [self._lifeline.read_fd]
         secret_fd: int | None = None
         if self.secret is not None:  # through a pipe: the secret is in no environment
@@ -303,6 +299,15 @@ class LocalCluster:
             log_file.close()
             if secret_fd is not None:
                 os.close(secret_fd)
+
+    def _replica_command(self) -> list[str]:
+        """How a replica process starts (its config and descriptors follow): the replica
+        module, or with ``planted_bug`` the test harness's entry point. The harness's
+        power-cut cluster overrides it (consensus/testing/powercut.py)."""
+        if self._planted_bug is not None:
+            return [sys.executable, "-m", TESTING_REPLICA_MODULE, "--planted-bug",
+                    self._planted_bug]
+        return [sys.executable, "-m", REPLICA_MODULE]
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         """Start every replica and wait until a leader has been elected and is serving."""

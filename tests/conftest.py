@@ -53,7 +53,7 @@ TIERS: dict[str, str] = {
                     "cluster"),
     "test_live_stateful": "stateful",
     **dict.fromkeys(["test_chaos", "test_nemesis", "test_workload", "test_negative_controls",
-                     "test_read_index"], "chaos"),
+                     "test_read_index", "test_power_cut"], "chaos"),
     **dict.fromkeys(["test_metrics", "test_report", "test_llm_brain"], "agents"),
 }
 TIER_PREFIXES = {"test_proofs_": "proofs", "test_agents_": "agents", "test_study_": "agents",

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import structlog
 
 from quorumboard.consensus.errors import CorruptData
-from quorumboard.consensus.raft.journal import JOURNAL_MAGIC, Journal
+from quorumboard.consensus.raft.journal import (
+    JOURNAL_MAGIC,
+    PREALLOCATE_BYTES,
+    Journal,
+    encode_record,
+)
 
 RECORD_MAX = 1 << 20
 
@@ -106,14 +110,20 @@ def test_invalid_last_record_truncated(tmp_path: Path) -> None:
     assert len(open_journal(path)) == 2
 
 
-def test_zero_filled_tail_truncated(tmp_path: Path) -> None:
+def test_zero_filled_tail_is_the_end_of_the_log(tmp_path: Path) -> None:
+    """Zeros after the last record (a crash after the file grew, or space written ahead) are
+    where the log ends: kept, not a record, and the next append goes there."""
     path = tmp_path / "j"
     j = open_journal(path)
     fill(j, 3)
     j.close()
     with open(path, "ab") as f:
         f.write(b"\x00" * 4096)
-    assert len(open_journal(path)) == 3
+    k = open_journal(path)
+    assert len(k) == 3
+    k.add(b"cmd4", 4, 1)
+    k.close()
+    assert [e[1] for e in open_journal(path).entries()] == [1, 2, 3, 4]
 
 
 def test_mid_file_bit_flip_is_corrupt(tmp_path: Path) -> None:
@@ -161,21 +171,20 @@ def test_set_current_term_is_durable_immediately(tmp_path: Path) -> None:
 
 
 def test_sync_is_group_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    real_fsync = os.fsync
     j = open_journal(tmp_path / "j", fsync=True)
+    calls: list[int] = []
+    real_sync = j._sync_log
 
-    def counting_fsync(fd: int) -> None:
-        calls.append(fd)
-        real_fsync(fd)
+    def counting_sync() -> None:
+        calls.append(1)
+        real_sync()
 
-    monkeypatch.setattr(os, "fsync", counting_fsync)
+    monkeypatch.setattr(j, "_sync_log", counting_sync)
     fill(j, 50)
-    assert calls == []  # add() does not fsync
+    assert calls == [] and j.durable_index == 0  # add() does not flush
     j.sync()
-    j.sync()  # nothing new: no second fsync
-    assert len(calls) == 1
-    monkeypatch.undo()
+    j.sync()  # nothing new: no second flush
+    assert len(calls) == 1 and j.durable_index == 50
     j.close()
 
 
@@ -188,3 +197,121 @@ def test_index_gap_is_corrupt(tmp_path: Path) -> None:
     j.close()
     with pytest.raises(CorruptData, match="gap"):
         open_journal(path)
+
+
+# --- written-ahead zeros (fsync mode) and the torn-tail rule -----------------------------------
+
+
+def test_fsync_mode_writes_zeros_ahead_of_the_log(tmp_path: Path) -> None:
+    """In fsync mode the file holds zeros ahead of its last record (a flush never grows it);
+    the log reopens in either mode, and appends continue where the records end."""
+    path = tmp_path / "j"
+    j = open_journal(path, fsync=True)
+    fill(j, 5)
+    j.sync()
+    records = len(JOURNAL_MAGIC) + sum(len(encode_record(*e)) for e in j.entries())
+    assert path.stat().st_size > records + PREALLOCATE_BYTES // 2
+    j.close()
+    assert not any(path.read_bytes()[records:])
+    k = open_journal(path)  # without fsync: same log, appends go after the records
+    assert len(k) == 5
+    k.add(b"cmd6", 6, 1)
+    k.close()
+    m = open_journal(path, fsync=True)
+    assert [e[1] for e in m.entries()] == [1, 2, 3, 4, 5, 6]
+    m.deleteEntriesFrom(3)  # a cut takes the zeros ahead too: nothing old shows behind it
+    m.add(b"x4", 4, 2)
+    m.close()
+    assert open_journal(path).entries()[-2:] == [(b"cmd3", 3, 1), (b"x4", 4, 2)]
+
+
+@pytest.mark.parametrize("kept", [3, 8, 12, 30])
+def test_torn_record_before_the_zeros_ahead_is_truncated(tmp_path: Path, kept: int) -> None:
+    """A power cut in the middle of an append into written-ahead space leaves part of the
+    record followed by zeros: told from the zeros by its header, truncated with a warning
+    (or, cut inside its length field with only zeros read, simply where the log ends)."""
+    path = tmp_path / "j"
+    j = open_journal(path, fsync=True)
+    fill(j, 5)
+    j.close()
+    data = bytearray(path.read_bytes())
+    end = len(JOURNAL_MAGIC) + sum(len(encode_record(*e)) for e in open_journal(path).entries())
+    torn = encode_record(b"x" * 40, 6, 1)[:kept]
+    data[end:end + len(torn)] = torn
+    path.write_bytes(bytes(data))
+    with structlog.testing.capture_logs() as logs:
+        k = open_journal(path, fsync=True)
+    assert [e[1] for e in k.entries()] == [1, 2, 3, 4, 5]
+    assert any(entry["event"] == "journal_torn_tail_truncated" for entry in logs) == any(torn)
+    k.add(b"cmd6", 6, 1)
+    k.close()
+    assert open_journal(path)[-1] == (b"cmd6", 6, 1)
+
+
+def test_damage_before_the_zeros_ahead_is_corrupt(tmp_path: Path) -> None:
+    """An invalid record with a valid one after it is damage, not a torn append, in a log
+    with zeros ahead as in one without."""
+    path = tmp_path / "j"
+    j = open_journal(path, fsync=True)
+    fill(j, 5)
+    j.close()
+    data = bytearray(path.read_bytes())
+    data[len(JOURNAL_MAGIC) + 12] ^= 0xFF  # inside the first record's body
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptData, match="checksum"):
+        open_journal(path, fsync=True)
+
+
+def test_a_log_written_before_zeros_ahead_still_opens(tmp_path: Path) -> None:
+    """Data dirs from before: records to the end of the file, no zeros ahead, maybe a torn
+    last record. They open in fsync mode, keep their entries, and grow the new way."""
+    path = tmp_path / "j"
+    records = [encode_record(f"old{i}".encode(), i, 1) for i in range(1, 8)]
+    path.write_bytes(JOURNAL_MAGIC + b"".join(records) + records[0][:9])  # torn 8th record
+    j = open_journal(path, fsync=True)
+    assert [e[1] for e in j.entries()] == list(range(1, 8))
+    j.add(b"new8", 8, 2)
+    j.sync()
+    j.close()
+    k = open_journal(path)
+    assert k[-1] == (b"new8", 8, 2) and k[0] == (b"old1", 1, 1)
+    k.close()
+
+
+def test_durable_index_follows_flushes_and_cuts(tmp_path: Path) -> None:
+    """What the leader counts itself for: entries up to the last flush, never past a cut."""
+    j = open_journal(tmp_path / "j", fsync=True)
+    assert j.durable_index == 0
+    fill(j, 3)
+    assert j.durable_index == 0
+    j.sync()
+    fill(j, 2, start=4)
+    assert j.durable_index == 3
+    j.deleteEntriesFrom(1)  # keep index 1 only
+    assert j.durable_index == 1 and j.truncations == 1
+    j.sync()
+    j.deleteEntriesTo(1)  # the prefix rewrite is flushed before it replaces the log
+    assert len(j) == 0 and j.durable_index == 0
+    j.add(b"a", 2, 1)
+    assert j.durable_index == 1
+    j.close()
+    plain = open_journal(tmp_path / "k")  # without fsync the page cache is the promise
+    fill(plain, 2)
+    assert plain.durable_index == 2
+    plain.close()
+
+
+def test_stored_commit_index_never_runs_ahead_of_the_flushed_log(tmp_path: Path) -> None:
+    """After a power cut the log holds only flushed entries: the commit index on disk must not
+    cover the others (a restarted replica would apply entries it no longer has)."""
+    path = tmp_path / "j"
+    j = open_journal(path, fsync=True)
+    fill(j, 5)
+    j.sync()
+    fill(j, 2, start=6)
+    j.setRaftCommitIndex(7)
+    j.onOneSecondTimer()
+    assert j.getRaftCommitIndex() == 7
+    assert open_journal(path).getRaftCommitIndex() == 5
+    j.close()
+    assert open_journal(path).getRaftCommitIndex() == 7  # closing flushed the rest

@@ -43,6 +43,17 @@ on pysyncobj):
   majority by itself (:meth:`SyncObjReplica._qb_on_ask`). Waiting for the state to
   reach the index is :meth:`SyncObjReplica.qb_when_applied`. Every queue is bounded
   (:data:`READS_PENDING_MAX`) and every wait has a deadline.
+* **Durable writes at one flush per commit (Raft thesis §10.2.1)**, with ``fsync``: a write is
+  acknowledged only after a majority has its entry on disk, and the leader may be outside that
+  majority. A follower holds its acknowledgements until one flush covers every append they
+  acknowledge (:meth:`SyncObjReplica._SyncObj__sendNextNodeIdx`,
+  :meth:`SyncObjReplica._qb_send_acks`); the leader sends its AppendEntries first and flushes
+  while they travel and the followers flush (:meth:`SyncObjReplica._qb_sync_log`), and counts
+  itself toward an entry's majority only once its own copy is on disk
+  (:meth:`SyncObjReplica._qb_count_self_when_durable`; pysyncobj counts the leader always). One
+  flush covers every entry appended since the last (group commit), so one commit costs about
+  one flush plus a round trip, not two flushes in a row, and a burst of appends costs one
+  flush on each member, not one per append.
 * **A one-member group is not timer-bound** (:meth:`SyncObjReplica._qb_commit_alone`).
 * **The apply hook**: entries reach the owner's ``_apply_entry``, which never raises.
 * **Compaction**: the owner's ``_compaction_truncates`` decides whether the journal prefix a
@@ -360,6 +371,13 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         self._qb_ask_ids = itertools.count(1)
         self._qb_applied_waits: list[tuple[int, int, float, Callable[[bool], None]]] = []
         self._qb_applied_serial = itertools.count()
+        self._qb_commit_floor = 0  # the commit index when the current tick began
+        # follower, fsync mode: AppendEntries replies waiting for the flush that covers them,
+        # each with the journal's truncation count when it was made
+        self._qb_acks: list[tuple[Any, dict[str, Any], int]] = []
+        self._qb_hold_acks = bool(owner.settings.fsync)
+        self._qb_appends_held = False  # leader: appending this tick's proposals
+        self._qb_appends_wanted = False  # ... and pysyncobj asked to send them
         settings = owner.settings
         super().__init__(
             settings.self_address, list(settings.peers), conf, transportClass=QbTransport
@@ -447,17 +465,46 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         of the append being answered (pysyncobj adopts an append's term before it replies, and
         replies only to appends of a term >= its own). See :meth:`_qb_reply_is_current`. And
         ``round``: the ReadIndex round the answered append carried (see :meth:`qb_read_index`);
-        any reply in our term, success or not, shows the follower still follows our term."""
+        any reply in our term, success or not, shows the follower still follows our term.
+
+        A success reply acknowledges every entry up to ``nextNodeIdx - 1``. With ``fsync`` the
+        reply waits for the flush that covers those entries (:meth:`_qb_send_acks`, at the start
+        of the next tick, right after the messages that arrived together are handled), so no
+        acknowledgement ever counts an entry that a power cut here could still take back, and
+        the appends that arrive together share one flush. Replies keep their order (a failed
+        one waits with the rest)."""
         if nextNodeIdx is None:
             nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1
-        self._SyncObj__transport.send(node, {
+        message = {
             "type": "next_node_idx",
             "next_node_idx": nextNodeIdx,
             "reset": reset,
             "success": success,
             "term": self._SyncObj__raftCurrentTerm,
             "round": self._qb_answering_round,
-        })
+        }
+        if self._qb_hold_acks:
+            self._qb_acks.append((node, message, self._qb_owner._journal.truncations))
+        else:
+            self._SyncObj__transport.send(node, message)
+
+    def _qb_send_acks(self) -> None:
+        """Flush the journal once, then send the AppendEntries replies that waited for it.
+
+        A success reply prepared before a suffix of the log was cut, or in an earlier term,
+        is dropped instead: the entries it acknowledges may be gone (an append of a newer
+        leader replaced them before the flush), and a lost reply is what Raft tolerates (the
+        leader's next append asks again). If the flush fails, nothing is sent."""
+        if not self._qb_acks:
+            return
+        acks, self._qb_acks = self._qb_acks, []
+        journal = self._qb_owner._journal
+        journal.sync()
+        term, cuts = self._SyncObj__raftCurrentTerm, journal.truncations
+        for node, message, cuts_then in acks:  # bounded by the replies one poll produced
+            if message["success"] and (cuts_then != cuts or message["term"] != term):
+                continue
+            self._SyncObj__transport.send(node, message)
 
     def _checkCommandsToApply(self) -> None:
         """Append queued proposals (pysyncobj), then commit them at once if we are alone.
@@ -468,9 +515,83 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         gets no reply, and the entry waited for the idle tick (``tick_period_s``, 50 ms):
         every put and every read barrier cost ~50 ms. See :meth:`_qb_commit_alone`.
         """
-        SyncObj._checkCommandsToApply(self)
+        self._qb_appends_held = True
+        try:
+            SyncObj._checkCommandsToApply(self)
+        finally:
+            self._qb_appends_held = False
+        if self._qb_appends_wanted:
+            self._qb_appends_wanted = False
+            SyncObj._SyncObj__sendAppendEntries(self)
+        self._qb_sync_log()
         self._qb_commit_alone()
         self._qb_reads_tick()
+
+    def _SyncObj__sendAppendEntries(self) -> None:
+        """pysyncobj sends AppendEntries after each proposal it appends: while it appends this
+        tick's proposals (:meth:`_checkCommandsToApply`) that becomes one AppendEntries per
+        member for all of them, sent right after the last (the proposals of a tick share one
+        message, one append and one acknowledgement on each follower)."""
+        if self._qb_appends_held:
+            self._qb_appends_wanted = True
+            return
+        SyncObj._SyncObj__sendAppendEntries(self)
+
+    def _qb_sync_log(self) -> None:
+        """Flush what this tick appended, once its AppendEntries are on the wire.
+
+        This tick's AppendEntries left just before (:meth:`_checkCommandsToApply`), so the
+        followers are receiving and flushing their copies while we flush ours (Raft thesis
+        §10.2.1): one commit waits for about one flush and a round trip instead of our flush,
+        then theirs. One flush covers every entry appended since the last (all the
+        proposals this tick took from the queue, bounded by ``commandsQueueSize``: group
+        commit), and a follower's tick has nothing to flush here (it flushed before it
+        acknowledged). Until this flush the leader does not count itself for these entries
+        (:meth:`_qb_count_self_when_durable`)."""
+        self._qb_owner._journal.sync()
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        """pysyncobj's tick, after sending the acknowledgements the last poll's appends
+        produced (:meth:`_qb_send_acks`: one flush for all of them, before this tick applies
+        anything). Remembers the commit index the tick starts from, which
+        :meth:`_qb_count_self_when_durable` keeps as a floor (it was committed before)."""
+        self._qb_send_acks()
+        self._qb_commit_floor = self._SyncObj__raftCommitIndex
+        SyncObj._onTick(self, timeToWait)
+
+    def _SyncObj__applyLogEntries(self) -> bool:
+        if self._SyncObj__otherNodes and self._qb_leading():
+            self._qb_count_self_when_durable()
+        return bool(SyncObj._SyncObj__applyLogEntries(self))
+
+    def _qb_count_self_when_durable(self) -> None:
+        """Leader: recount the commit index pysyncobj just raised, counting ourselves only for
+        the entries our journal has on disk (Raft thesis §10.2.1).
+
+        pysyncobj's leader counts itself for every entry in its log, which is right only when
+        its log is on disk before it replicates. Ours is flushed after the AppendEntries leave
+        (:meth:`_qb_sync_log`), so an entry is committed once a majority, counting us only up
+        to the journal's ``durable_index``, acknowledged it: possibly the followers alone.
+        Without ``fsync`` ``durable_index`` is the log's end and nothing changes. Runs right
+        after pysyncobj's commit rule at the top of a tick (before anything is applied); the
+        commit index the tick began with was committed already and stays. As in Raft §5.4.2
+        only an entry of our current term commits by counting."""
+        commit = self._SyncObj__raftCommitIndex
+        floor = self._qb_commit_floor
+        durable = self._qb_owner._journal.durable_index
+        if commit <= floor or durable >= commit:
+            return
+        others = self._SyncObj__otherNodes
+        match = self._SyncObj__raftMatchIndex
+        acked = sorted([durable, *(match.get(node, 0) for node in others)], reverse=True)
+        majority = acked[(len(others) + 1) // 2]  # the highest index a majority has on disk
+        target = min(commit, majority)
+        entries = self._SyncObj__getEntries(target, 1) if target > floor else []
+        if not entries or entries[0][2] != self._SyncObj__raftCurrentTerm:
+            target = floor  # terms never fall along the log: no entry of ours below either
+        self._SyncObj__raftCommitIndex = target
+        self._SyncObj__raftLog.setRaftCommitIndex(target)
+        self._SyncObj__leaderCommitIndex = target
 
     def _qb_alone_leading(self) -> bool:
         return (not self._SyncObj__otherNodes

@@ -5,22 +5,39 @@ This journal keeps pysyncobj's duck-typed interface (``add``, ``clear``, ``delet
 so it can be dropped in by raft.py, without importing pysyncobj.
 
 Log file: an 8-byte magic header, then records ``[u32 length][u32 crc32][msgpack [idx, term,
-command]]`` (big-endian). Entries are also held in memory as ``(command, idx, term)`` tuples,
-because pysyncobj compares them with ``!=`` against tuples, with the file offset of each record so
-that ``deleteEntriesFrom`` is one ``ftruncate``.
+command]]`` (big-endian), then, in fsync mode, zeros: space written ahead
+(:data:`PREALLOCATE_BYTES` at a time) so that flushing a record never changes the file's size or
+block map, which would make every flush a filesystem-journal commit (measured on ext4 with three
+replicas flushing at once: a flush costs several times more when the file grows with it). Zeros
+are never a record (a record's length is > 0), so the log ends at the first record whose rest of
+file is zeros; a file without that space (written before it existed, or without fsync) reads the
+same. Entries are also held in memory as ``(command, idx, term)`` tuples, because pysyncobj
+compares them with ``!=`` against tuples, with the file offset of each record so that
+``deleteEntriesFrom`` is one ``ftruncate``.
 
 Meta file (commit index, current term, voted-for): magic + crc32 + msgpack, replaced atomically via
 tmp + rename (file and directory fsync'd in fsync mode).
 
 Recovery on open: a torn or invalid *last* record is an append that was never acknowledged, so it is
-truncated with a warning. Anything invalid before the tail, a gap in indices, or a bad meta checksum
+truncated with a warning; "last" means that the file holds nothing but zeros after the space
+the record claims, so a torn record is told from the written-ahead zeros that follow it. Anything invalid before the tail, a gap in indices, or a bad meta checksum
 raises :class:`CorruptData` naming file and offset: the replica refuses to start rather than serve
 a log it cannot trust.
 
-Durability (``fsync=True``): ``add`` only marks the log dirty; :meth:`Journal.sync` fsyncs once for
-everything appended since (group commit). The transport calls it before any message leaves the
-node, so no append or ack is visible to a peer before it is on disk. ``setCurrentTerm`` always
-persists synchronously (Raft §5.1, Figure 2: term and vote are durable before replying).
+Durability (``fsync=True``): ``add`` only writes (the kernel's page cache holds it);
+:meth:`Journal.sync` makes every record appended since the last sync durable with one
+``fdatasync`` (group commit: one flush covers every client's entries of a tick) and moves
+:attr:`Journal.durable_index`. The Raft layer decides when (consensus/raft/_pysyncobj.py): a
+follower syncs before it acknowledges an append, a leader syncs after its AppendEntries are on
+the wire and counts itself toward a commit majority only up to ``durable_index`` (Raft thesis
+§10.2.1: the leader writes its log in parallel with replicating it). Opening a journal in fsync
+mode syncs it once: what a restarted process reads may still be only in the page cache, and it
+must not acknowledge that as durable. ``setCurrentTerm`` always persists synchronously (Raft
+§5.1, Figure 2: term and vote are durable before replying).
+
+Every flush and every truncation of the log goes through :meth:`Journal._sync_log` and
+:meth:`Journal._truncate_log`: the test harness's power-cut disk
+(consensus/testing/powercut.py) overrides them to know what a power cut would keep.
 """
 
 from __future__ import annotations
@@ -37,7 +54,8 @@ import structlog
 from quorumboard.consensus.core.invariant import check
 from quorumboard.consensus.errors import CorruptData
 
-__all__ = ["JOURNAL_FILE", "JOURNAL_MAGIC", "META_MAGIC", "SNAPSHOT_FILE", "Entry", "Journal"]
+__all__ = ["JOURNAL_FILE", "JOURNAL_MAGIC", "META_MAGIC", "PREALLOCATE_BYTES", "SNAPSHOT_FILE",
+           "Entry", "Journal"]
 
 log = structlog.get_logger(__name__)
 
@@ -52,9 +70,15 @@ META_MAGIC = b"QBMETA01"
 _RECORD_HEAD = struct.Struct(">II")
 _META_BYTES_MAX = 64 * 1024
 _DEFAULT_COMMIT_INDEX = 1  # pysyncobj's default: index 1 is the initial no-op
+PREALLOCATE_BYTES = 1 << 20
+"""How far ahead of its last record a journal in fsync mode writes zeros (at most this much
+disk per replica beyond the log itself; one filesystem-journal commit per this many bytes)."""
 
 
 _SEAL_HEAD = struct.Struct(">I")
+_datasync = getattr(os, "fdatasync", os.fsync)
+"""``fdatasync`` where the OS has it: it flushes the data and the size (what reading the log
+back needs), not timestamps, so it writes less than ``fsync``."""
 
 
 def seal_file(magic: bytes, obj: object) -> bytes:
@@ -94,6 +118,31 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _write_all_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    # os.pwrite may write less than asked; each pass writes at least one byte or raises.
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+_ZERO_SCAN_BYTES = 1 << 16
+
+
+def _content_end(data: bytes) -> int:
+    """Where the trailing zeros of ``data`` begin (nothing from there on is a record)."""
+    end = len(data)
+    # Scans backwards a chunk at a time: about PREALLOCATE_BYTES / _ZERO_SCAN_BYTES passes.
+    while end > 0:
+        start = max(0, end - _ZERO_SCAN_BYTES)
+        kept = len(data[start:end].rstrip(b"\0"))
+        if kept:
+            return start + kept
+        end = start
+    return 0
 
 
 def encode_record(command: bytes, idx: int, term: int) -> bytes:
@@ -138,7 +187,15 @@ class Journal:
         self._closed = False
         self._dir.mkdir(parents=True, exist_ok=True)
         self._load_log()
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(self._path, os.O_WRONLY)
+        self._allocated = os.fstat(self._fd).st_size  # records end at _end, zeros up to here
+        # Entries (a prefix of the log) known to be on disk. Without fsync the page cache is
+        # all we promise, so every entry counts.
+        self._durable = len(self._entries)
+        self._truncations = 0
+        if fsync:
+            self._dirty = True
+            self.sync()
         meta = self._load_meta()
         self._commit_index: int = meta["commit"]
         self._term: int = meta["term"]
@@ -152,20 +209,25 @@ class Journal:
         check(not self._closed, "journal is closed")
         command = bytes(command)
         record = encode_record(command, idx, term)
-        _write_all(self._fd, record)
+        if self._fsync and self._end + len(record) > self._allocated:
+            self._preallocate(self._end + len(record) + PREALLOCATE_BYTES)
+        _write_all_at(self._fd, record, self._end)
         self._entries.append((command, idx, term))
         self._offsets.append(self._end)
         self._end += len(record)
         self._dirty = True
-        if self._sync_on_add:
+        if not self._fsync:
+            self._durable = len(self._entries)
+        elif self._sync_on_add:
             self.sync()
 
     def clear(self) -> None:
         """Drop every entry (pysyncobj does this before installing a snapshot)."""
-        os.ftruncate(self._fd, len(JOURNAL_MAGIC))
+        self._truncate_log(len(JOURNAL_MAGIC))
         self._entries = []
         self._offsets = []
         self._end = len(JOURNAL_MAGIC)
+        self._durable = 0
         self._dirty = True
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
@@ -175,10 +237,11 @@ class Journal:
         if entryFrom >= len(self._entries):
             return
         offset = self._offsets[entryFrom]
-        os.ftruncate(self._fd, offset)
+        self._truncate_log(offset)
         del self._entries[entryFrom:]
         del self._offsets[entryFrom:]
         self._end = offset
+        self._durable = min(self._durable, entryFrom)
         self._dirty = True
 
     def deleteEntriesTo(self, entryTo: int) -> None:
@@ -209,10 +272,12 @@ class Journal:
         os.close(self._fd)
         os.replace(tmp, self._path)
         fsync_dir(self._dir)
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(self._path, os.O_WRONLY)
+        self._allocated = end
         self._entries = keep
         self._offsets = offsets
         self._end = end
+        self._durable = len(keep)
         self._dirty = False
 
     @overload
@@ -226,13 +291,13 @@ class Journal:
         return len(self._entries)
 
     def _destroy(self) -> None:
-        """Persist pending meta, fsync and close; idempotent."""
+        """Flush the log, persist pending meta and close; idempotent."""
         if self._closed:
             return
         try:
+            self.flush()  # the log first: the commit index stored next may then cover it all
             if self._meta_dirty:
                 self._store_meta()
-            self.flush()
         finally:
             self._closed = True
             os.close(self._fd)
@@ -242,19 +307,62 @@ class Journal:
         self._destroy()
 
     def flush(self) -> None:
-        """fsync the log if anything changed since the last fsync (in any mode)."""
+        """Flush the log if anything changed since the last flush (in any mode)."""
         if self._dirty and not self._closed:
-            os.fsync(self._fd)
+            self._sync_log()
             self._dirty = False
+            self._durable = len(self._entries)
 
     def sync(self) -> None:
-        """Group commit: in fsync mode, make every append so far durable before we talk."""
+        """Group commit: in fsync mode, make every append so far durable with one flush
+        (nothing to do if nothing changed since the last one)."""
         if self._fsync and self._dirty and not self._closed:
-            os.fsync(self._fd)
+            self._sync_log()
             self._dirty = False
+            self._durable = len(self._entries)
+
+    @property
+    def durable_index(self) -> int:
+        """The Raft index up to which every entry is on disk (fsync mode; without fsync, the
+        last index: the page cache is all that mode promises). Below the first entry's index
+        when none is: the leader counts itself toward a commit majority only up to here."""
+        if self._durable:
+            return self._entries[self._durable - 1][1]
+        return self._entries[0][1] - 1 if self._entries else 0
+
+    @property
+    def truncations(self) -> int:
+        """How many times a suffix of the log was cut since it was opened: an acknowledgement
+        prepared before a cut may speak of entries that are gone."""
+        return self._truncations
+
+    def _sync_log(self) -> None:
+        """Flush the log file to disk: every durability point of the log comes here."""
+        _datasync(self._fd)
+
+    def _truncate_log(self, size_bytes: int) -> None:
+        """Cut the log file to ``size_bytes`` (conflicting suffix, snapshot install). The
+        written-ahead zeros go too: what follows a cut must read as zeros, never as the old
+        records that were there."""
+        os.ftruncate(self._fd, size_bytes)
+        self._allocated = size_bytes
+        self._truncations += 1
+
+    def _preallocate(self, size_bytes: int) -> None:
+        """Write zeros from the end of the file to ``size_bytes``. Zeros, not ``fallocate``:
+        space allocated but never written is marked so in the file's block map, and the first
+        write into it changes that map, which is the filesystem-journal commit this avoids.
+        The next flush makes the zeros durable along with the record that needed them."""
+        _write_all_at(self._fd, bytes(size_bytes - self._allocated), self._allocated)
+        self._allocated = size_bytes
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
-        """Remembered lazily (once a second): Raft does not need the commit index durable."""
+        """Remembered lazily (once a second): Raft does not need the commit index durable.
+
+        In fsync mode the stored value never runs ahead of :attr:`durable_index`: after a power
+        cut the log holds only its flushed entries, and a commit index past them would have a
+        restarted replica apply (or, leading, count as committed) entries it no longer has, or
+        the older ones a cut suffix had replaced."""
         if raftCommitIndex != self._commit_index:
             self._commit_index = raftCommitIndex
             self._meta_dirty = True
@@ -321,11 +429,14 @@ class Journal:
             raise CorruptData(f"{self._path}: bad journal header at offset 0")
         offset = len(JOURNAL_MAGIC)
         size = len(data)
+        content_end = _content_end(data)
         # Each pass consumes one record (> 8 bytes) or stops, so at most size / 8 passes.
         while offset < size:
+            if offset >= content_end:
+                break  # written-ahead space (or a crash's zero fill): the log ends here
             entry, record_bytes, reason = self._parse_record(data, offset)
             if entry is None:
-                if self._is_torn_tail(data, offset):
+                if self._is_torn_tail(data, offset, content_end):
                     log.warning(
                         "journal_torn_tail_truncated",
                         file=str(self._path),
@@ -366,18 +477,20 @@ class Journal:
             return None, 0, "undecodable record"
         return entry, _RECORD_HEAD.size + length, ""
 
-    def _is_torn_tail(self, data: bytes, offset: int) -> bool:
+    def _is_torn_tail(self, data: bytes, offset: int, content_end: int) -> bool:
         """Is the invalid record at ``offset`` the unacknowledged last append?
 
-        True when nothing after it could be a record: the header itself is cut, the announced
-        body runs to or past end of file (with a plausible length), or the rest is zero fill
-        (a crash after the file size grew but before the data reached the disk).
+        True when nothing after it could be a record: the header itself is cut, or the header
+        announces a plausible length and the file ends within that length or holds only zeros
+        after it (the written-ahead space a torn last append leaves as it was). Anything else
+        after an invalid record (a later record) means damage inside the log: not torn.
         """
         remaining = len(data) - offset
-        if remaining < _RECORD_HEAD.size or not any(data[offset:]):
+        if remaining < _RECORD_HEAD.size:
             return True
         length: int = _RECORD_HEAD.unpack_from(data, offset)[0]
-        return 0 < length <= self._record_bytes_max and _RECORD_HEAD.size + length >= remaining
+        end = offset + _RECORD_HEAD.size + length
+        return 0 < length <= self._record_bytes_max and end >= content_end
 
     def _load_meta(self) -> dict[str, Any]:
         defaults: dict[str, Any] = {"commit": _DEFAULT_COMMIT_INDEX, "term": 0, "voted": None}
@@ -398,9 +511,11 @@ class Journal:
         return {"commit": commit, "term": term, "voted": voted}
 
     def _store_meta(self) -> None:
-        data = seal_file(
-            META_MAGIC, {"commit": self._commit_index, "term": self._term, "voted": self._voted_for}
-        )
+        commit = self._commit_index
+        if self._fsync and self._entries:
+            commit = min(commit, self.durable_index)
+        data = seal_file(META_MAGIC, {"commit": commit, "term": self._term,
+                                      "voted": self._voted_for})
         tmp = self._meta_path.with_name(self._meta_path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -412,4 +527,4 @@ class Journal:
         os.replace(tmp, self._meta_path)
         if self._fsync:
             fsync_dir(self._dir)
-        self._meta_dirty = False
+        self._meta_dirty = commit != self._commit_index  # store the rest once it is flushed

@@ -471,6 +471,11 @@ class RaftNode:
     journalFile/fullDumpFile in data_dir with our journal and serializer hooks.
     """
 
+    journal_class: type[Journal] = Journal
+    """The journal this node opens. An extension point for the test harness only: its
+    power-cut disk and its planted durability bug are journal subclasses
+    (consensus/testing/powercut.py)."""
+
     def __init__(
         self,
         settings: RaftSettings,
@@ -503,10 +508,10 @@ class RaftNode:
         if self._snapshot_path.exists():
             self._startup_snapshot = read_snapshot(self._snapshot_path, self._snapshot_bytes_max)
         journal_path = data_dir / JOURNAL_FILE
-        # A lone replica never sends a message, so it must sync on every append instead. Keep
-        # this even though _qb_commit_alone syncs too: pysyncobj commits a new lone leader's
-        # no-op in the tick that appends it, without calling sync().
-        self._journal = Journal(
+        # A lone replica has no follower to flush in parallel with, so it syncs on every
+        # append. Keep this even though _qb_commit_alone syncs too: pysyncobj commits a new
+        # lone leader's no-op in the tick that appends it, without calling sync().
+        self._journal = self.journal_class(
             journal_path,
             fsync=settings.fsync,
             record_bytes_max=settings.frame_bytes_max,
@@ -524,7 +529,6 @@ class RaftNode:
             recv_chunk_bytes=256 * 1024,
             socket_buffer_bytes=2**20,
             pending_connections_max=settings.pending_connections_max,
-            before_send=self._journal.sync,
             dial=dict(settings.dial),
         )
         conf = SyncObjConf(

@@ -56,7 +56,6 @@ class WireConfig:
     recv_chunk_bytes: int
     socket_buffer_bytes: int
     pending_connections_max: int
-    before_send: Callable[[], None]
     dial: dict[str, str] = dataclasses.field(default_factory=dict)
     """Peer identity -> the address to dial for it (a fault-injection proxy), if not itself."""
 
@@ -343,14 +342,9 @@ class QbConnection:
         return True
 
     def send(self, message: dict[str, Any]) -> None:
-        """Queue one message (dropped unless authenticated); journal is synced first (fsync mode)."""
+        """Queue one message (dropped unless authenticated)."""
         channel = self._channel
         if self._state != CONNECTION_STATE.CONNECTED or channel is None:
-            return
-        try:
-            self._wire.before_send()
-        except Exception:
-            log.exception("journal_sync_failed_message_withheld", peer=self._peer_name())
             return
         for part in self._fit(message, 0):
             self._queue_frame(channel.seal(part))

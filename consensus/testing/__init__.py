@@ -29,6 +29,7 @@ from quorumboard.consensus.testing.history import (
 from quorumboard.consensus.testing.jsonl import drop_torn_tail, read_jsonl
 from quorumboard.consensus.testing.nemesis import Fault, FaultStep, Nemesis, NemesisConfig
 from quorumboard.consensus.testing.netfaults import NetworkFaults
+from quorumboard.consensus.testing.powercut import PowerCutCluster, cut_power
 from quorumboard.consensus.testing.workload import CasRegisterWorkload
 
 __all__ = [
@@ -50,9 +51,11 @@ __all__ = [
     "NetworkFaults",
     "OpRecord",
     "Operation",
+    "PowerCutCluster",
     "Scenario",
     "SetModel",
     "check_operations",
+    "cut_power",
     "drop_torn_tail",
     "read_faults",
     "read_history",

@@ -12,7 +12,7 @@ from typing import Final, Literal, get_args
 __all__ = ["PLANTED_BUGS", "PLANTED_BUG_ENV", "PlantedBug"]
 
 PlantedBug = Literal["stale-reads", "unconfirmed-reads", "retry-bypass", "watch-gap",
-                     "divergent-apply", "fence-bypass", "lost-write"]
+                     "divergent-apply", "fence-bypass", "lost-write", "unsynced-acks"]
 PLANTED_BUGS: Final = frozenset(get_args(PlantedBug))
 PLANTED_BUG_ENV: Final = "QUORUMBOARD_PLANTED_BUG"
 """Read by the harness's replica entry point only, when no ``--planted-bug`` is given."""

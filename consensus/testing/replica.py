@@ -1,5 +1,6 @@
 """The harness's replica: ``python -m quorumboard.consensus.testing.replica [--planted-bug BUG]
-CONFIG``, the normal replica process with one deliberate bug planted in it.
+[--power-cut] CONFIG``, the normal replica process with one deliberate bug planted in it, or
+on the power-cut disk, or both.
 
 Every checker ships with a negative control: a bug it must catch. The bugs live here, not in
 production code: each is a subclass of a production part that overrides one of its extension
@@ -7,7 +8,11 @@ points (:class:`~quorumboard.consensus.replica.server.ClientServer`'s ``_answers
 ``_submit``, ``_events_to_send``; :class:`~quorumboard.consensus.replica.machine.ReplicaMachine`'s
 ``_apply_proposal``; :class:`~quorumboard.consensus.raft.node.RaftNode`'s
 ``_compaction_truncates`` and ``_confirmed_read_index``), and this entry point runs the normal replica with that part swapped
-in. ``LocalCluster(planted_bug=...)`` starts its replicas here; nothing else does.
+in. ``LocalCluster(planted_bug=...)`` and
+:class:`~quorumboard.consensus.testing.powercut.PowerCutCluster` start their replicas here;
+nothing else does. ``--power-cut`` keeps the replica's Raft log on the power-cut disk
+(:mod:`quorumboard.consensus.testing.powercut`: a flushed image of the log, which a power cut
+puts back).
 
 The bugs (``--planted-bug``, else the ``QUORUMBOARD_PLANTED_BUG`` environment variable):
 
@@ -23,7 +28,11 @@ The bugs (``--planted-bug``, else the ``QUORUMBOARD_PLANTED_BUG`` environment va
 * ``fence-bypass``: the leader drops the fence from writes to keys other than the claimed one,
   so a stalled holder's late write applies (claims safety);
 * ``lost-write``: every replica acknowledges each put committed at a revision divisible by 20
-  and then restores the key's previous value (no lost write / set completeness).
+  and then restores the key's previous value (no lost write / set completeness);
+* ``unsynced-acks``: every replica's journal reports appends durable before they are flushed
+  and flushes once a second (:class:`~quorumboard.consensus.testing.powercut.UnsyncedAcksJournal`),
+  so followers acknowledge, and leaders count themselves for, entries a power cut takes back
+  (durability; only power cuts show it: a SIGKILL keeps the page cache).
 
 A replica with a planted bug says so at CRITICAL level when it starts.
 """
@@ -45,6 +54,7 @@ from quorumboard.consensus.replica import __main__ as replica_main
 from quorumboard.consensus.replica.machine import EXIT_CONFIG, Replica, ReplicaMachine
 from quorumboard.consensus.replica.server import ClientServer, Done
 from quorumboard.consensus.testing.planted import PLANTED_BUG_ENV, PLANTED_BUGS, PlantedBug
+from quorumboard.consensus.testing.powercut import UnsyncedAcksJournal, on_power_cut_disk
 from quorumboard.consensus.wire.protocol import ReadReq
 
 __all__ = [
@@ -154,6 +164,12 @@ class UnconfirmedReadsNode(RaftNode):
         super()._confirmed_read_index(on_index)
 
 
+class UnsyncedAcksNode(RaftNode):
+    """Acknowledges appends before they are on disk (see :class:`UnsyncedAcksJournal`)."""
+
+    journal_class = UnsyncedAcksJournal
+
+
 # --- the replica -------------------------------------------------------------------------------
 
 
@@ -174,30 +190,39 @@ _PARTS: Final[dict[str, tuple[type[ReplicaMachine], type[ClientServer], type[Raf
     "fence-bypass": (ReplicaMachine, FenceBypassServer, RaftNode),
     "divergent-apply": (DivergentApplyMachine, ClientServer, RaftNode),
     "lost-write": (LostWriteMachine, ClientServer, RaftNode),
+    "unsynced-acks": (ReplicaMachine, ClientServer, UnsyncedAcksNode),
 }
 assert set(_PARTS) == PLANTED_BUGS
 
 
-def replica_class(bug: PlantedBug | str | None) -> type[Replica]:
-    """The :class:`Replica` to run with ``bug`` planted (the normal one for ``None``)."""
-    if bug is None:
-        return Replica
-    if bug not in _PARTS:
+def replica_class(bug: PlantedBug | str | None, *, power_cut: bool = False) -> type[Replica]:
+    """The :class:`Replica` to run with ``bug`` planted (the normal one for ``None``), its Raft
+    log on the power-cut disk if ``power_cut``."""
+    if bug is not None and bug not in _PARTS:
         raise ValueError(f"planted bug {bug!r} is not one of {sorted(PLANTED_BUGS)}")
-    machine, server, raft = _PARTS[bug]
-    return type(f"Planted_{bug.replace('-', '_')}", (_PlantedReplica,),
-                {"bug": bug, "machine_class": machine, "server_class": server,
-                 "raft_class": raft})
+    if bug is None and not power_cut:
+        return Replica
+    machine, server, raft = _PARTS[bug] if bug is not None else (
+        ReplicaMachine, ClientServer, RaftNode)
+    if power_cut:
+        raft = on_power_cut_disk(raft)
+    base = Replica if bug is None else _PlantedReplica
+    name = "PowerCut" if bug is None else f"Planted_{bug.replace('-', '_')}"
+    return type(name, (base,), {"bug": bug or "", "machine_class": machine,
+                                "server_class": server, "raft_class": raft})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = replica_main.parser("python -m quorumboard.consensus.testing.replica")
     parser.add_argument("--planted-bug", choices=sorted(PLANTED_BUGS), default=None,
                         help=f"negative control: the bug to plant (default: ${PLANTED_BUG_ENV})")
+    parser.add_argument("--power-cut", action="store_true",
+                        help="keep the Raft log on the power-cut disk (see "
+                        "quorumboard.consensus.testing.powercut)")
     args = parser.parse_args(argv)
     bug = args.planted_bug or os.environ.get(PLANTED_BUG_ENV) or None
     try:
-        cls = replica_class(bug)
+        cls = replica_class(bug, power_cut=args.power_cut)
     except ValueError as exc:
         print(f"{PLANTED_BUG_ENV}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
