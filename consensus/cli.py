@@ -2,7 +2,8 @@
 
 Exit codes mean something to scripts: 0 ok, 1 other error, 2 usage, 3 conflict (refused by a
 policy, a stale version or a fence), 4 not found, 5 unavailable / outcome unknown, 6 invalid
-input, 9 authentication failed (the cluster secret does not match: retrying cannot help);
+input, 9 authentication failed (the cluster secret does not match: retrying cannot help), 10
+space quota exceeded (delete keys to free space, then retry);
 ``chaos``: 0 checked and valid, 7 violation found, 8 could not decide within the limit.
 ``--json`` prints machine-readable output.
 """
@@ -33,6 +34,7 @@ from quorumboard.consensus.errors import (
     InvalidCommand,
     NotFound,
     RevisionCompacted,
+    SpaceQuotaExceeded,
     Unavailable,
 )
 from quorumboard.consensus.logs import configure_logging
@@ -42,11 +44,14 @@ __all__ = ["main"]
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_INVALID = (
     0, 1, 2, 3, 4, 5, 6)
 EXIT_AUTH = 9
+EXIT_SPACE_QUOTA = 10
 
 
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, AuthError):
         return EXIT_AUTH
+    if isinstance(exc, SpaceQuotaExceeded):
+        return EXIT_SPACE_QUOTA
     if isinstance(exc, Conflict):
         return EXIT_CONFLICT
     if isinstance(exc, NotFound):
@@ -206,8 +211,10 @@ def _human_history(record: HistoryRecord) -> str:
     or held (``rejected`` / ``pending``, which changed nothing and have no version of their own)."""
     head = f"rev {record.revision} {record.outcome} by {record.author}"
     decided = f"[{record.policy}: {record.decision}]"
+    value = (f"(value dropped, sha256 {record.value_sha256})" if record.value_sha256 is not None
+             else json.dumps(record.value))
     if record.outcome == "put":
-        return f"{head} -> version {record.version} {json.dumps(record.value)} {decided}"
+        return f"{head} -> version {record.version} {value} {decided}"
     if record.outcome == "delete":
         return f"{head} -> version {record.version} {decided}"
     return f"{head} (key at version {record.version}) {decided}"

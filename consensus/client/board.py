@@ -71,6 +71,7 @@ from quorumboard.consensus.errors import (
     ProtocolError,
     RevisionCompacted,
     SessionExpired,
+    SpaceQuotaExceeded,
     StaleVersion,
     TooManyConnections,
     Unavailable,
@@ -155,6 +156,7 @@ _ERRORS: dict[str, type[BoardError]] = {
     "invalid": InvalidCommand,
     "unknown_policy": UnknownPolicy,
     "session_expired": SessionExpired,
+    "space_quota": SpaceQuotaExceeded,
     "internal": BoardError,
 }
 
@@ -165,7 +167,15 @@ def error_from(info: ErrorInfo) -> BoardError:
     if issubclass(cls, Conflict):
         return cls(info.message, current=info.current, policy=info.policy, reason=info.reason,
                    detail=info.detail)
+    if cls is SpaceQuotaExceeded:
+        return SpaceQuotaExceeded(info.message, quota_bytes=_int(info.detail, "quota_bytes"),
+                                  used_bytes=_int(info.detail, "used_bytes"))
     return cls(info.message)
+
+
+def _int(detail: dict[str, Any], name: str) -> int:
+    number = detail.get(name)
+    return number if isinstance(number, int) else 0
 
 
 _M = TypeVar("_M", bound=BaseModel)
