@@ -77,11 +77,11 @@ class Limits(BaseModel):
     keys_max: int = Field(default=1_000_000, ge=1)
     events_retained_max: int = Field(default=20_000, ge=1)
     audit_retained_max: int = Field(default=20_000, ge=1)
-    events_value_bytes_max: int = Field(default=64 * 2**20, ge=0)
+    events_value_bytes_max: int = Field(default=32 * 2**20, ge=0)
     """Bytes of values the retained event log keeps (msgpack size). Past it the oldest events
     keep their metadata and the value's SHA-256 (``Event.value_sha256``), not the value: the
     count cap alone would let 20,000 events of 1 MiB hold 20 GB."""
-    audit_value_bytes_max: int = Field(default=64 * 2**20, ge=0)
+    audit_value_bytes_max: int = Field(default=32 * 2**20, ge=0)
     """Bytes of values the audit trail keeps; past it the oldest records keep metadata and
     ``HistoryRecord.value_sha256``."""
     space_quota_bytes: int = Field(default=2**30, ge=1)

@@ -112,6 +112,7 @@ _STATUS_READ_ATTEMPTS: Final = 5
 
 BIND_RETRY_S: Final = 0.5
 COMPACTION_JOURNAL_BYTES_MIN: Final = 64 * 1024
+COMPACTION_JOURNAL_BYTES_DEFAULT: Final = 64 * 2**20
 TICK_PERIOD_S: Final = 0.05
 """Longest wait between pysyncobj ticks when nothing happens (timers: elections, heartbeats)."""
 
@@ -157,7 +158,7 @@ class RaftSettings(pydantic.BaseModel, frozen=True):
     # Entries in the log before a snapshot is taken: bounds journal size and restart replay time
     # (20k entries of ~1 KiB = ~20 MiB) while keeping snapshots (a full state dump) infrequent.
     compaction_min_entries: int = 20_000
-    compaction_journal_bytes: int = 64 * 2**20
+    compaction_journal_bytes: int = COMPACTION_JOURNAL_BYTES_DEFAULT
     """Snapshot and compact as well once the journal grew this many bytes since its low point
     after the last compaction it triggered: with large values the entry count alone let the
     journal (on disk and in memory) reach gigabytes."""

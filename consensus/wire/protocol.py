@@ -191,6 +191,11 @@ class ReplicaStatus(_Msg):
     cancelled as too slow (``watch_buffer_bytes`` in the replica's config)."""
     slow_watches_cancelled: int = 0
     """Watches cancelled since start because their client fell a whole buffer behind."""
+    space_bytes: int = 0
+    """Live bytes counted against the space quota: every key plus its value and every open
+    proposal's value (the same on every replica at the same revision)."""
+    space_quota_bytes: int = 0
+    """``Limits.space_quota_bytes``: a write past it is refused (``SpaceQuotaExceeded``)."""
 
 
 class Reply(_Msg):
