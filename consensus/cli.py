@@ -211,13 +211,17 @@ def _human_history(record: HistoryRecord) -> str:
     or held (``rejected`` / ``pending``, which changed nothing and have no version of their own)."""
     head = f"rev {record.revision} {record.outcome} by {record.author}"
     decided = f"[{record.policy}: {record.decision}]"
-    value = (f"(value dropped, sha256 {record.value_sha256})" if record.value_sha256 is not None
-             else json.dumps(record.value))
+    value = _shown_value(record.value, record.value_sha256)
     if record.outcome == "put":
         return f"{head} -> version {record.version} {value} {decided}"
     if record.outcome == "delete":
         return f"{head} -> version {record.version} {decided}"
     return f"{head} (key at version {record.version}) {decided}"
+
+
+def _shown_value(value: Any, sha256: str | None) -> str:
+    """A value as printed, or, past the board's retained-value bound, that it was dropped."""
+    return f"(value dropped, sha256 {sha256})" if sha256 is not None else json.dumps(value)
 
 
 def _parse_value(text: str) -> Any:
@@ -245,7 +249,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             if args.json:
                 print(_dump(ev), flush=True)
             else:
-                value = json.dumps(ev.entry.value) if ev.kind == "put" else ""
+                value = _shown_value(ev.entry.value, ev.value_sha256) if ev.kind == "put" else ""
                 print(f"rev {ev.revision} {ev.kind} {ev.key} {value} ({ev.cause})", flush=True)
             if args.count and count >= args.count:
                 return
