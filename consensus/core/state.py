@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from quorumboard.consensus.core.model import (
     AnnouncePolicies,
@@ -182,6 +182,17 @@ class EventRecord:
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
         return self.model().model_dump(**kwargs)
 
+    def row(self) -> dict[str, Any]:
+        """``model_dump(mode="python")`` without pydantic: what a snapshot stores, built for
+        20,000 records at a time on the tick thread (several times faster)."""
+        e = self.entry
+        return {"revision": self.revision, "kind": self.kind, "key": self.key,
+                "entry": {"key": e.key, "value": e.value, "version": e.version,
+                          "revision": e.revision, "author": e.author,
+                          "create_revision": e.create_revision,
+                          "mod_revision": e.mod_revision, "lease": e.lease},
+                "cause": self.cause, "value_sha256": self.value_sha256}
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
@@ -214,6 +225,13 @@ class AuditRecord:
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
         return self.model().model_dump(**kwargs)
 
+    def row(self) -> dict[str, Any]:
+        """``model_dump(mode="python")`` without pydantic (see :meth:`EventRecord.row`)."""
+        return {"revision": self.revision, "key": self.key, "outcome": self.outcome,
+                "version": self.version, "author": self.author, "value": self.value,
+                "policy": self.policy, "decision": self.decision,
+                "value_sha256": self.value_sha256}
+
 
 _DEFAULT_BINDING = PolicyBinding(prefix="", name=DEFAULT_POLICY)
 
@@ -223,8 +241,15 @@ def _event_record(event: Event) -> EventRecord:
                        event.value_sha256, _held_bytes(event.entry.value))
 
 
-def _audit_record(record: HistoryRecord) -> AuditRecord:
-    return AuditRecord(**record.model_dump(), value_bytes=_held_bytes(record.value))
+def _audit_record(r: HistoryRecord) -> AuditRecord:
+    return AuditRecord(r.revision, r.key, r.outcome, r.version, r.author, r.value, r.policy,
+                       r.decision, r.value_sha256, _held_bytes(r.value))
+
+
+# A snapshot's 20,000 events and audit records validated in one call each (pydantic's loop
+# runs in Rust): a lagging replica installs a snapshot several times faster.
+_EVENTS = TypeAdapter(list[Event])
+_AUDIT = TypeAdapter(list[HistoryRecord])
 
 
 def _held_bytes(value: Value) -> int:
@@ -421,9 +446,9 @@ class BoardState:
                 self.next_proposal,
                 self.fence_counter,
             ],
-            "events": [e.model_dump(mode="python") for e in self.events],
+            "events": [e.row() for e in self.events],
             "events_compact_revision": self.events_compact_revision,
-            "audit": [a.model_dump(mode="python") for a in self.audit],
+            "audit": [a.row() for a in self.audit],
             "audit_compact_revision": self.audit_compact_revision,
         }
 
@@ -460,10 +485,10 @@ class BoardState:
             ann = AnnouncePolicies.model_validate(a)
             s.announced[ann.replica] = ann
         s.next_lease, s.next_session, s.next_proposal, s.fence_counter = data["counters"]
-        s.events = deque(_event_record(Event.model_validate(e)) for e in data["events"])
+        s.events = deque(_event_record(e) for e in _EVENTS.validate_python(data["events"]))
         s.events_compact_revision = int(data["events_compact_revision"])
         s.events_value_bytes, s._events_stripped = _kept_values(s.events)
-        s.audit = deque(_audit_record(HistoryRecord.model_validate(a)) for a in data["audit"])
+        s.audit = deque(_audit_record(a) for a in _AUDIT.validate_python(data["audit"]))
         s.audit_compact_revision = int(data["audit_compact_revision"])
         s.audit_value_bytes, s._audit_stripped = _kept_values(s.audit)
         return s
