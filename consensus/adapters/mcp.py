@@ -196,7 +196,10 @@ def _event_out(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"revision": event.revision, "kind": event.kind, "key": event.key,
                            "version": event.entry.version, "author": event.entry.author,
                            "cause": event.cause}
-    if event.kind == "put":
+    if event.value_sha256 is not None:  # past the board's retained-value bound
+        out["value_dropped"] = True
+        out["value_sha256"] = event.value_sha256
+    elif event.kind == "put":
         out["value"] = event.entry.value
     return out
 
