@@ -36,6 +36,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
+import json
 import os
 import tempfile
 import threading
@@ -272,6 +274,8 @@ def part_keys(cfg: Config, workdir: Path) -> dict[str, Any]:
 def part_catch_up(cfg: Config, workdir: Path) -> dict[str, Any]:
     """A follower killed, ``behind_entries`` log entries committed without it, restarted:
     seconds until it serves and until it applied what the leader had committed."""
+    from quorumboard.consensus import Unavailable
+
     with _cluster(cfg, workdir, "catchup", limits=_limits(cfg)) as c:
         leader = c.wait_for_leader()
         lagger = (leader + 1) % c.size
@@ -285,7 +289,7 @@ def part_catch_up(cfg: Config, workdir: Path) -> dict[str, Any]:
         write_s = time.monotonic() - t0
         target = _commit_index(c)
         behind = target - start_index
-        t1 = time.monotonic()
+        t1, restarted_at = time.monotonic(), time.time()
         c.restart(lagger)
         serving_s = time.monotonic() - t1
         caught_up_s: float | None = None
@@ -296,22 +300,44 @@ def part_catch_up(cfg: Config, workdir: Path) -> dict[str, Any]:
                 caught_up_s = time.monotonic() - t1
                 break
             time.sleep(POLL_S)
-        log = (c.data_dir / f"r{lagger}" / "replica.log")
-        installed = log.exists() and "raft_snapshot_loaded" in log.read_text(errors="replace")
-        digest = c.wait_converged(120)
+        print(f"  caught up after {caught_up_s} s", flush=True)
+        phases = _log_phases(c.data_dir / f"r{lagger}" / "replica.log", restarted_at)
+        try:  # every replica digests its whole state on its loop: slow under load
+            converged: str | None = c.wait_converged(120)[:16]
+        except Unavailable as exc:
+            converged = f"not confirmed: {exc}"[:200]
     return {"entries_behind": behind, "puts_behind": puts, "write_s": round(write_s, 1),
             "restart_until_serving_s": round(serving_s, 2),
             "restart_until_caught_up_s": None if caught_up_s is None else round(caught_up_s, 2),
-            "snapshot_installed": installed, "converged_digest": digest[:16],
+            "phases_s": phases, "snapshot_installed": "snapshot_loaded_s" in phases,
+            "converged_digest": converged,
             "target_s": CATCH_UP_TARGET_S,
             "within_target": caught_up_s is not None and caught_up_s <= CATCH_UP_TARGET_S}
+
+
+def _log_phases(log: Path, since: float) -> dict[str, float]:
+    """Seconds from ``since`` (wall clock) to the restarted replica's Raft start and snapshot
+    install, read from its log: where its catch-up time went."""
+    phases: dict[str, float] = {}
+    names = {"raft_started": "raft_started_s", "raft_snapshot_loaded": "snapshot_loaded_s"}
+    text = log.read_text(errors="replace") if log.exists() else ""
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+            at = datetime.datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError):
+            continue
+        name = names.get(record.get("event", ""))
+        if name and at.timestamp() >= since:
+            phases.setdefault(name, round(at.timestamp() - since, 2))
+    return phases
 
 
 def _commit_index(c: Any) -> int:
     """The highest commit index any replica reports (a replica busy past its status deadline
     answers None and is skipped; at least one of a majority answers within a few tries)."""
     for _ in range(50):
-        known = [st.commit_index for st in c.status() if st is not None]
+        known: list[int] = [st.commit_index for st in c.status() if st is not None]
         if known:
             return max(known)
         time.sleep(SAMPLE_PERIOD_S)
