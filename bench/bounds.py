@@ -23,9 +23,12 @@ A snapshot holds S = L + E + A + M at most.
 
 * **data dir** <= 2 S + J + 2 V: the snapshot, the next one while it is written, and the
   journal, which is compacted once it grew J (plus the entry that crossed it and one in flight).
-* **RSS** <= idle RSS + L + E + A + J + V + 3 S: the state (retained values are shared with the
-  live ones when they are the same put, so L + E + A overcounts), the journal held in memory,
-  and a snapshot being written (the state packed, sealed, and joined: three transient copies).
+* **RSS** <= idle RSS + L + E + A + J + V + 3 S + T: the state (retained values are shared with
+  the live ones when they are the same put, so L + E + A overcounts), the journal held in
+  memory, a snapshot being written (the state packed, sealed, and joined: three transient
+  copies), and T, the Raft transport's buffers: per peer at most ``send_buffer_bytes_max``
+  (64 MiB) queued to send and one frame (``frame_bytes_max``, 16 MiB) being received, plus a
+  client's request and reply (2 V).
 
 Nothing here asserts a figure: the JSON carries each measured peak, its bound and whether it
 held, and the exit code is 1 if a bound or the catch-up target was missed.
@@ -129,6 +132,21 @@ class Sampler:
         self._thread.join(10)
 
 
+def bounds(live: int, events: int, audit: int, journal: int, value: int, *,
+           peers: int) -> tuple[int, int, int]:
+    """(snapshot, data dir, RSS over idle) bounds in bytes: see the module docstring."""
+    from quorumboard.consensus.raft.node import RaftSettings
+
+    fields = RaftSettings.model_fields
+    send_max, frame_max = fields["send_buffer_bytes_max"].default, \
+        fields["frame_bytes_max"].default
+    snapshot = live + events + audit + METADATA_BYTES
+    disk = 2 * snapshot + journal + 2 * value
+    transport = peers * (send_max + frame_max) + 2 * value
+    rss = live + events + audit + journal + value + 3 * snapshot + transport
+    return snapshot, disk, rss
+
+
 def _limits(cfg: Config, **extra: int) -> Any:
     from quorumboard.consensus import Limits
 
@@ -181,16 +199,14 @@ def part_overwrites(cfg: Config, workdir: Path) -> dict[str, Any]:
         finally:
             sampler.stop()
         elapsed = time.monotonic() - t0
-        c.wait_converged(120)
+        _wait_applied(c)
         status = board.status()
         hwm = [rss_bytes(p)[1] if p else 0 for p in _pids(c)]
         journal = cfg.compaction_journal_bytes or COMPACTION_JOURNAL_BYTES_DEFAULT
     live = status.space_bytes
-    snapshot_max = live + limits.events_value_bytes_max + limits.audit_value_bytes_max \
-        + METADATA_BYTES
-    disk_bound = 2 * snapshot_max + journal + 2 * cfg.value_bytes
-    rss_over_idle = (live + limits.events_value_bytes_max + limits.audit_value_bytes_max
-                     + journal + cfg.value_bytes + 3 * snapshot_max)
+    snapshot_max, disk_bound, rss_over_idle = bounds(
+        live, limits.events_value_bytes_max, limits.audit_value_bytes_max, journal,
+        cfg.value_bytes, peers=2)
     rss_bound = [i + rss_over_idle for i in idle]
     rss_peak = [max(a, b) for a, b in zip(sampler.rss_peak, hwm, strict=True)]
     return {
@@ -260,7 +276,7 @@ def part_keys(cfg: Config, workdir: Path) -> dict[str, Any]:
         made = _write_parallel(cfg, c, cfg.rss_keys,
                                lambda b, n: b.put(f"keys/{n:08d}", value))
         elapsed = time.monotonic() - t0
-        c.wait_converged(120)
+        _wait_applied(c)
         after = [rss_bytes(p)[0] if p else 0 for p in _pids(c)]
         status = c.board(agent="reader").status()
     per_100k = [(a - b) * 100_000 / max(1, made) for a, b in zip(after, before, strict=True)]
@@ -331,6 +347,19 @@ def _log_phases(log: Path, since: float) -> dict[str, float]:
         if name and at.timestamp() >= since:
             phases.setdefault(name, round(at.timestamp() - since, 2))
     return phases
+
+
+def _wait_applied(c: Any, timeout_s: float = 300.0) -> None:
+    """Until every replica applied what was committed when called (their status, without the
+    digest: a digest of a large state is computed on the replica's loop, slow under load)."""
+    target = _commit_index(c)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        statuses = c.status()
+        if all(st is not None and st.last_applied >= target for st in statuses):
+            return
+        time.sleep(SAMPLE_PERIOD_S)
+    raise RuntimeError(f"replicas did not apply up to {target} within {timeout_s} s")
 
 
 def _commit_index(c: Any) -> int:
