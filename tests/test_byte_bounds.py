@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
+
 from quorumboard.consensus.core.model import (
     DeleteCmd,
     Proposal,
@@ -152,3 +154,16 @@ def test_open_proposals_count_against_the_quota_until_decided() -> None:
     assert approved.pending is not None and approved.pending.value == _value(1)
     assert s.space_bytes == value_bytes(_value(1)) + len("v/x") + value_bytes(_value(2))
     assert s.pending[opened.pending.id].value is None, "a decided proposal frees its value"
+
+
+def test_value_bytes_is_the_msgpack_size() -> None:
+    """The quota counts msgpack bytes; scalars are sized without packing: at every boundary of
+    msgpack's encodings the two agree."""
+    ints = [b + d for b in (0, 32, 128, 256, 2**16, 2**32, 2**63 - 1) for d in (-1, 0, 1)]
+    samples: list[Any] = [None, True, False, 0.5, -1e300, *ints, *(-i for i in ints),
+                          -(2**63), {"a": [1, "x"]}, [], "é" * 20, "€" * 11]
+    samples += ["a" * n for n in (0, 31, 32, 255, 256, 65535, 65536)]
+    for v in samples:
+        if isinstance(v, int) and not -(2**63) <= v < 2**63:
+            continue
+        assert value_bytes(v) == len(msgpack.packb(v, use_bin_type=True)), repr(v)[:40]

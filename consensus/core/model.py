@@ -166,7 +166,23 @@ def check_value(value: object) -> Value:
 def value_bytes(value: Value) -> int:
     """A value's size as the board counts it (quota, retained-value bounds): its msgpack bytes.
 
-    A function of the value alone, so every replica counts a write the same."""
+    A function of the value alone, so every replica counts a write the same. Scalars are sized
+    by msgpack's rules without encoding them (a replica installing a snapshot sizes every key:
+    packing each would be a third of the install); containers are packed."""
+    kind = type(value)
+    if kind is str:
+        n = len(value) if value.isascii() else len(value.encode("utf-8"))
+        return n + (1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5)
+    if kind is int:
+        if -32 <= value < 128:
+            return 1
+        if value > 0:
+            return 2 if value < 256 else 3 if value < 65536 else 5 if value < 2**32 else 9
+        return 2 if value >= -128 else 3 if value >= -32768 else 5 if value >= -(2**31) else 9
+    if value is None or kind is bool:
+        return 1
+    if kind is float:
+        return 9
     return len(msgpack.packb(value, use_bin_type=True))
 
 
