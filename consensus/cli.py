@@ -2,7 +2,8 @@
 
 Exit codes mean something to scripts: 0 ok, 1 other error, 2 usage, 3 conflict (refused by a
 policy, a stale version or a fence), 4 not found, 5 unavailable / outcome unknown, 6 invalid
-input, 9 authentication failed (the cluster secret does not match: retrying cannot help);
+input, 9 authentication failed (the cluster secret does not match: retrying cannot help), 10
+space quota exceeded (delete keys to free space, then retry);
 ``chaos``: 0 checked and valid, 7 violation found, 8 could not decide within the limit.
 ``--json`` prints machine-readable output.
 """
@@ -33,6 +34,7 @@ from quorumboard.consensus.errors import (
     InvalidCommand,
     NotFound,
     RevisionCompacted,
+    SpaceQuotaExceeded,
     Unavailable,
 )
 from quorumboard.consensus.logs import configure_logging
@@ -42,11 +44,14 @@ __all__ = ["main"]
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_INVALID = (
     0, 1, 2, 3, 4, 5, 6)
 EXIT_AUTH = 9
+EXIT_SPACE_QUOTA = 10
 
 
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, AuthError):
         return EXIT_AUTH
+    if isinstance(exc, SpaceQuotaExceeded):
+        return EXIT_SPACE_QUOTA
     if isinstance(exc, Conflict):
         return EXIT_CONFLICT
     if isinstance(exc, NotFound):
@@ -245,11 +250,17 @@ def _human_history(record: HistoryRecord) -> str:
     or held (``rejected`` / ``pending``, which changed nothing and have no version of their own)."""
     head = f"rev {record.revision} {record.outcome} by {record.author}"
     decided = f"[{record.policy}: {record.decision}]"
+    value = _shown_value(record.value, record.value_sha256)
     if record.outcome == "put":
-        return f"{head} -> version {record.version} {json.dumps(record.value)} {decided}"
+        return f"{head} -> version {record.version} {value} {decided}"
     if record.outcome == "delete":
         return f"{head} -> version {record.version} {decided}"
     return f"{head} (key at version {record.version}) {decided}"
+
+
+def _shown_value(value: Any, sha256: str | None) -> str:
+    """A value as printed, or, past the board's retained-value bound, that it was dropped."""
+    return f"(value dropped, sha256 {sha256})" if sha256 is not None else json.dumps(value)
 
 
 def _parse_value(text: str) -> Any:
@@ -277,7 +288,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             if args.json:
                 print(_dump(ev), flush=True)
             else:
-                value = json.dumps(ev.entry.value) if ev.kind == "put" else ""
+                value = _shown_value(ev.entry.value, ev.value_sha256) if ev.kind == "put" else ""
                 print(f"rev {ev.revision} {ev.kind} {ev.key} {value} ({ev.cause})", flush=True)
             if args.count and count >= args.count:
                 return

@@ -132,6 +132,10 @@ class LocalCluster:
     client connections each replica serves before refusing more (``TooManyConnections``), and
     how far a watcher may fall behind before its watch is cancelled (``WatchCancelled``).
 
+    ``compaction_min_entries`` / ``compaction_journal_bytes``: each replica snapshots and
+    compacts its log past this many entries, and each time its journal grew this many bytes
+    (20,000 entries; ``None`` keeps the replica's default, 64 MiB).
+
     ``planted_bug`` (negative controls only; replica processes only) starts every replica
     through the test harness's entry point with that bug planted (see
     :mod:`quorumboard.consensus.testing.replica`); without it the harness is never loaded.
@@ -144,6 +148,7 @@ class LocalCluster:
                  election_timeout_min_s: float = 0.4, election_timeout_max_s: float = 1.4,
                  embedded: bool = False, network_faults: bool = False,
                  clock_faults: bool = False, compaction_min_entries: int = 20_000,
+                 compaction_journal_bytes: int | None = None,
                  planted_bug: str | None = None, start: bool = True,
                  connections_max: int | None = None,
                  watch_buffer_bytes: int | None = None) -> None:
@@ -152,7 +157,9 @@ class LocalCluster:
         self._per_replica: dict[str, int] = {}
         for name, value, (low, high) in (
                 ("connections_max", connections_max, CONNECTIONS_MAX_RANGE),
-                ("watch_buffer_bytes", watch_buffer_bytes, WATCH_BUFFER_BYTES_RANGE)):
+                ("watch_buffer_bytes", watch_buffer_bytes, WATCH_BUFFER_BYTES_RANGE),
+                # its lower bound is the replica's to check (consensus/raft/node.py)
+                ("compaction_journal_bytes", compaction_journal_bytes, (1, 2**62))):
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

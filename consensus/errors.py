@@ -33,6 +33,7 @@ __all__ = [
     "ProtocolError",
     "RevisionCompacted",
     "SessionExpired",
+    "SpaceQuotaExceeded",
     "StaleVersion",
     "TooManyConnections",
     "Unavailable",
@@ -116,6 +117,22 @@ class FencedOut(Conflict):
 
 class NotFound(BoardError):
     """The key, lease or pending proposal does not exist (at a linearizable read, if not stale)."""
+
+
+class SpaceQuotaExceeded(BoardError):
+    """A write would take the board past its space quota (``Limits.space_quota_bytes``: UTF-8
+    bytes of every key plus msgpack bytes of its value and of every open proposal's value).
+
+    The refusal is committed, so every replica refuses the same write (etcd's space-quota
+    alarm); nothing was written. Deletes, lease revokes and expiries still apply and free space,
+    as does overwriting a key with a smaller value: retry once space is freed (CLI exit code
+    10). ``quota_bytes`` is the quota, ``used_bytes`` what was in use when it was refused.
+    """
+
+    def __init__(self, message: str, *, quota_bytes: int = 0, used_bytes: int = 0) -> None:
+        super().__init__(message)
+        self.quota_bytes = quota_bytes
+        self.used_bytes = used_bytes
 
 
 class RevisionCompacted(BoardError):

@@ -217,6 +217,10 @@ class ViewCache:
             except WatchCancelled:  # this agent fell a whole watch buffer behind while it
                 self._stream = None  # thought: every event before the cut was applied, so
                 continue  # the watch restarts from this cache's revision, gap-free
+            if ev is not None and ev.value_dropped:  # resumed past the retained values: the
+                self._stream = None  # event says what changed but not to what, so read the
+                self._resync()  # board as after a compaction
+                continue
             if ev is None:  # no event in WATCH_IDLE_S: find the leader, restart at the cursor
                 self._stream = None
                 with contextlib.suppress(BoardError):  # a board fault: try again until deadline

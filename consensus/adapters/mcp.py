@@ -75,6 +75,7 @@ from quorumboard.consensus import (
     PolicyRejected,
     RevisionCompacted,
     SessionExpired,
+    SpaceQuotaExceeded,
     StaleVersion,
     TooManyConnections,
     Unavailable,
@@ -118,6 +119,8 @@ _HINTS: list[tuple[type[BoardError], str]] = [
                         "board_wait from its revision"),
     (SessionExpired, "the outcome of that write cannot be known: board_get the key to see "
                      "whether it applied before writing again"),
+    (SpaceQuotaExceeded, "the board is full (its space quota): delete keys that are no longer "
+                         "needed, or write a smaller value, then write again"),
     (OutcomeUnknown, "retry the same call: it applies at most once"),
     (TooManyConnections, "the replica is at its connection cap: retry later; if it persists "
                          "the operator must raise the replicas' connections_max"),
@@ -193,7 +196,10 @@ def _event_out(event: Event) -> dict[str, Any]:
     out: dict[str, Any] = {"revision": event.revision, "kind": event.kind, "key": event.key,
                            "version": event.entry.version, "author": event.entry.author,
                            "cause": event.cause}
-    if event.kind == "put":
+    if event.value_sha256 is not None:  # past the board's retained-value bound
+        out["value_dropped"] = True
+        out["value_sha256"] = event.value_sha256
+    elif event.kind == "put":
         out["value"] = event.entry.value
     return out
 

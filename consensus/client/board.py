@@ -78,6 +78,7 @@ from quorumboard.consensus.errors import (
     ProtocolError,
     RevisionCompacted,
     SessionExpired,
+    SpaceQuotaExceeded,
     StaleVersion,
     TooManyConnections,
     Unavailable,
@@ -163,6 +164,7 @@ _ERRORS: dict[str, type[BoardError]] = {
     "invalid": InvalidCommand,
     "unknown_policy": UnknownPolicy,
     "session_expired": SessionExpired,
+    "space_quota": SpaceQuotaExceeded,
     "internal": BoardError,
 }
 
@@ -173,7 +175,15 @@ def error_from(info: ErrorInfo) -> BoardError:
     if issubclass(cls, Conflict):
         return cls(info.message, current=info.current, policy=info.policy, reason=info.reason,
                    detail=info.detail)
+    if cls is SpaceQuotaExceeded:
+        return SpaceQuotaExceeded(info.message, quota_bytes=_int(info.detail, "quota_bytes"),
+                                  used_bytes=_int(info.detail, "used_bytes"))
     return cls(info.message)
+
+
+def _int(detail: dict[str, Any], name: str) -> int:
+    number = detail.get(name)
+    return number if isinstance(number, int) else 0
 
 
 _M = TypeVar("_M", bound=BaseModel)

@@ -7,6 +7,7 @@ no sockets, threads, clocks, randomness or I/O.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Annotated, Any, Literal, TypeAlias
 
@@ -47,9 +48,12 @@ __all__ = [
     "Value",
     "VoteCmd",
     "WithdrawCmd",
+    "canonical_bytes",
     "check_key",
     "check_prefix",
     "check_value",
+    "value_bytes",
+    "value_sha256",
 ]
 
 KEY_BYTES_MAX = 512
@@ -154,10 +158,53 @@ def check_value(value: object) -> Value:
     """Return ``value`` if JSON-like and at most :data:`VALUE_BYTES_MAX` encoded, else raise
     :class:`InvalidValue` naming the offending path."""
     _check_value_shape(value, 0, "$")
-    size = len(msgpack.packb(value, use_bin_type=True))
+    size = value_bytes(value)
     if size > VALUE_BYTES_MAX:
         raise InvalidValue(f"value is {size} bytes encoded, larger than {VALUE_BYTES_MAX}")
     return value
+
+
+def value_bytes(value: Value) -> int:
+    """A value's size as the board counts it (quota, retained-value bounds): its msgpack bytes.
+
+    A function of the value alone, so every replica counts a write the same. Scalars are sized
+    by msgpack's rules without encoding them (a replica installing a snapshot sizes every key:
+    packing each would be a third of the install); containers are packed."""
+    kind = type(value)
+    if kind is str:
+        n = len(value) if value.isascii() else len(value.encode("utf-8"))
+        return n + (1 if n < 32 else 2 if n < 256 else 3 if n < 65536 else 5)
+    if kind is int:
+        if -32 <= value < 128:
+            return 1
+        if value > 0:
+            return 2 if value < 256 else 3 if value < 65536 else 5 if value < 2**32 else 9
+        return 2 if value >= -128 else 3 if value >= -32768 else 5 if value >= -(2**31) else 9
+    if value is None or kind is bool:
+        return 1
+    if kind is float:
+        return 9
+    return len(msgpack.packb(value, use_bin_type=True))
+
+
+def canonical_bytes(value: Value) -> bytes:
+    """Deterministic msgpack encoding (object keys sorted) used for ordering and digests."""
+    data: bytes = msgpack.packb(_canonical(value), use_bin_type=True)
+    return data
+
+
+def _canonical(value: Value) -> Value:
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def value_sha256(value: Value) -> str:
+    """SHA-256 (hex) of a value's canonical encoding: what an event or audit record keeps of a
+    value dropped past the retained-value bound, so a holder of a copy can check it."""
+    return hashlib.sha256(canonical_bytes(value)).hexdigest()
 
 
 class _Model(BaseModel):
@@ -282,6 +329,16 @@ class Event(_Model):
     key: str
     entry: Entry
     cause: str = ""
+    value_sha256: str | None = None
+    """Set when the board no longer holds this put's value: the retained event log keeps at most
+    ``Limits.events_value_bytes_max`` bytes of values, and an older put event keeps only its
+    metadata and this SHA-256 of the value (:func:`value_sha256`), with ``entry.value`` None.
+    ``None`` means ``entry.value`` is the value as written."""
+
+    @property
+    def value_dropped(self) -> bool:
+        """Whether the value was dropped from the retained log (see ``value_sha256``)."""
+        return self.value_sha256 is not None
 
 
 class HistoryRecord(_Model):
@@ -296,6 +353,15 @@ class HistoryRecord(_Model):
     value: Value = None
     policy: str
     decision: str
+    value_sha256: str | None = None
+    """Set when the audit trail no longer holds this record's value: it keeps at most
+    ``Limits.audit_value_bytes_max`` bytes of values, and an older record keeps its metadata and
+    this SHA-256 of the value (:func:`value_sha256`), with ``value`` None."""
+
+    @property
+    def value_dropped(self) -> bool:
+        """Whether the value was dropped from the audit trail (see ``value_sha256``)."""
+        return self.value_sha256 is not None
 
 
 class PolicyBinding(_Model):
@@ -460,6 +526,7 @@ ErrorCode = Literal[
     "invalid",
     "unknown_policy",
     "session_expired",
+    "space_quota",
     "internal",
 ]
 

@@ -31,9 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-import msgpack
-
-from quorumboard.consensus.core.model import INT_MAX, INT_MIN, Value
+from quorumboard.consensus.core.model import INT_MAX, INT_MIN, Value, canonical_bytes
 from quorumboard.consensus.core.policy_ops import as_int
 from quorumboard.consensus.errors import UnknownPolicy
 
@@ -105,20 +103,6 @@ class Defer:
 Decision: TypeAlias = Accept | Reject | Defer
 PolicyFn: TypeAlias = Callable[[Current | None, Write, Mapping[str, Any]], Decision]
 ParamsCheck: TypeAlias = Callable[[Mapping[str, Any]], None]
-
-
-def canonical_bytes(value: Value) -> bytes:
-    """Deterministic msgpack encoding (object keys sorted) used for ordering and digests."""
-    data: bytes = msgpack.packb(_canonical(value), use_bin_type=True)
-    return data
-
-
-def _canonical(value: Value) -> Value:
-    if isinstance(value, dict):
-        return {k: _canonical(value[k]) for k in sorted(value)}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
 
 
 def _type_name(value: Value) -> str:

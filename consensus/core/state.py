@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from quorumboard.consensus.core.model import (
     AnnouncePolicies,
@@ -48,6 +48,8 @@ from quorumboard.consensus.core.model import (
     VoteCmd,
     WithdrawCmd,
     check_value,
+    value_bytes,
+    value_sha256,
 )
 from quorumboard.consensus.core.policies import (
     BUILTIN,
@@ -76,6 +78,17 @@ class Limits(BaseModel):
     keys_max: int = Field(default=1_000_000, ge=1)
     events_retained_max: int = Field(default=20_000, ge=1)
     audit_retained_max: int = Field(default=20_000, ge=1)
+    events_value_bytes_max: int = Field(default=32 * 2**20, ge=0)
+    """Bytes of values the retained event log keeps (msgpack size). Past it the oldest events
+    keep their metadata and the value's SHA-256 (``Event.value_sha256``), not the value: the
+    count cap alone would let 20,000 events of 1 MiB hold 20 GB."""
+    audit_value_bytes_max: int = Field(default=32 * 2**20, ge=0)
+    """Bytes of values the audit trail keeps; past it the oldest records keep metadata and
+    ``HistoryRecord.value_sha256``."""
+    space_quota_bytes: int = Field(default=2**30, ge=1)
+    """Live space: UTF-8 bytes of every key plus the msgpack bytes of its value and of every
+    open proposal's value. A write that would take it past this is refused
+    (``SpaceQuotaExceeded``, etcd's space-quota alarm); deletes, revokes and expiries free it."""
     sessions_max: int = Field(default=4_096, ge=1)
     results_per_session_max: int = Field(default=1_024, ge=1)
     pending_max: int = Field(default=10_000, ge=1)
@@ -95,6 +108,7 @@ class _KV:
     mod_revision: int
     author: str
     lease: int | None
+    size: int = 0  # key + value bytes: what this key counts against the space quota
 
 
 @dataclass(slots=True)
@@ -128,6 +142,7 @@ class _Pending:
     approvals: list[str] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
     status: PendingStatus = "pending"
+    size: int = 0  # value bytes counted against the space quota while the proposal is open
 
 
 @dataclass(slots=True)
@@ -149,13 +164,35 @@ class EventRecord:
     key: str
     entry: Entry
     cause: str
+    value_sha256: str | None = None
+    value_bytes: int = 0  # the kept value's size (0 once dropped, and for a delete)
 
     def model(self) -> Event:
         return Event.model_construct(revision=self.revision, kind=self.kind, key=self.key,
-                                     entry=self.entry, cause=self.cause)
+                                     entry=self.entry, cause=self.cause,
+                                     value_sha256=self.value_sha256)
+
+    def without_value(self) -> EventRecord:
+        """This event with its value replaced by the value's digest (metadata kept)."""
+        if self.value_bytes == 0:  # a delete, a null value, or dropped already
+            return self
+        entry = self.entry.model_copy(update={"value": None})
+        return EventRecord(self.revision, self.kind, self.key, entry, self.cause,
+                           value_sha256(self.entry.value), 0)
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
         return self.model().model_dump(**kwargs)
+
+    def row(self) -> dict[str, Any]:
+        """``model_dump(mode="python")`` without pydantic: what a snapshot stores, built for
+        20,000 records at a time on the tick thread (several times faster)."""
+        e = self.entry
+        return {"revision": self.revision, "kind": self.kind, "key": self.key,
+                "entry": {"key": e.key, "value": e.value, "version": e.version,
+                          "revision": e.revision, "author": e.author,
+                          "create_revision": e.create_revision,
+                          "mod_revision": e.mod_revision, "lease": e.lease},
+                "cause": self.cause, "value_sha256": self.value_sha256}
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,21 +207,60 @@ class AuditRecord:
     value: Value
     policy: str
     decision: str
+    value_sha256: str | None = None
+    value_bytes: int = 0  # the kept value's size (0 once dropped, and for a delete)
 
     def model(self) -> HistoryRecord:
         return HistoryRecord.model_construct(
             revision=self.revision, key=self.key, outcome=self.outcome, version=self.version,
-            author=self.author, value=self.value, policy=self.policy, decision=self.decision)
+            author=self.author, value=self.value, policy=self.policy, decision=self.decision,
+            value_sha256=self.value_sha256)
+
+    def without_value(self) -> AuditRecord:
+        """This record with its value replaced by the value's digest (metadata kept)."""
+        if self.value_bytes == 0:
+            return self
+        return AuditRecord(self.revision, self.key, self.outcome, self.version, self.author,
+                           None, self.policy, self.decision, value_sha256(self.value), 0)
 
     def model_dump(self, **kwargs: Any) -> dict[str, Any]:
         return self.model().model_dump(**kwargs)
+
+    def row(self) -> dict[str, Any]:
+        """``model_dump(mode="python")`` without pydantic (see :meth:`EventRecord.row`)."""
+        return {"revision": self.revision, "key": self.key, "outcome": self.outcome,
+                "version": self.version, "author": self.author, "value": self.value,
+                "policy": self.policy, "decision": self.decision,
+                "value_sha256": self.value_sha256}
 
 
 _DEFAULT_BINDING = PolicyBinding(prefix="", name=DEFAULT_POLICY)
 
 
 def _event_record(event: Event) -> EventRecord:
-    return EventRecord(event.revision, event.kind, event.key, event.entry, event.cause)
+    return EventRecord(event.revision, event.kind, event.key, event.entry, event.cause,
+                       event.value_sha256, _held_bytes(event.entry.value))
+
+
+def _audit_record(r: HistoryRecord) -> AuditRecord:
+    return AuditRecord(r.revision, r.key, r.outcome, r.version, r.author, r.value, r.policy,
+                       r.decision, r.value_sha256, _held_bytes(r.value))
+
+
+# A snapshot's 20,000 events and audit records validated in one call each (pydantic's loop
+# runs in Rust): a lagging replica installs a snapshot several times faster.
+_EVENTS = TypeAdapter(list[Event])
+_AUDIT = TypeAdapter(list[HistoryRecord])
+
+
+def _held_bytes(value: Value) -> int:
+    """What a record holding ``value`` counts against its log's retained-value bound: nothing
+    for ``None`` (a delete, a dropped value, a null: there is nothing to drop)."""
+    return 0 if value is None else value_bytes(value)
+
+
+def _key_bytes(key: str) -> int:
+    return len(key.encode("utf-8"))
 
 
 @dataclass(slots=True)
@@ -231,6 +307,14 @@ class BoardState:
         self.events_compact_revision = 1
         self.audit: deque[AuditRecord] = deque()
         self.audit_compact_revision = 1
+        # Byte accounting, derived from the records above (so rebuilt by from_snapshot, never
+        # stored): the space quota's count, and for each retained log the bytes of the values
+        # it still holds and how many of its oldest records no longer hold one (a prefix).
+        self.space_bytes = 0
+        self.events_value_bytes = 0
+        self._events_stripped = 0
+        self.audit_value_bytes = 0
+        self._audit_stripped = 0
 
     # ------------------------------------------------------------------------------ queries
 
@@ -392,9 +476,9 @@ class BoardState:
                 self.next_proposal,
                 self.fence_counter,
             ],
-            "events": [e.model_dump(mode="python") for e in self.events],
+            "events": [e.row() for e in self.events],
             "events_compact_revision": self.events_compact_revision,
-            "audit": [a.model_dump(mode="python") for a in self.audit],
+            "audit": [a.row() for a in self.audit],
             "audit_compact_revision": self.audit_compact_revision,
         }
 
@@ -405,17 +489,21 @@ class BoardState:
         s.revision = int(data["revision"])
         s.applied = int(data["applied"])
         for k, value, version, crev, mrev, author, lease in data["kv"]:
-            s.kv[k] = _KV(value, version, crev, mrev, author, lease)
+            size = _key_bytes(k) + value_bytes(value)
+            s.kv[k] = _KV(value, version, crev, mrev, author, lease, size)
+            s.space_bytes += size
         for lid, ttl_ms, owner, keys, refreshes in data["leases"]:
             s.leases[lid] = _Lease(lid, ttl_ms, owner, set(keys), refreshes)
         for k, owner, fence, lease, ttl_ms in data["claims"]:
             s.claims[k] = _Claim(owner, fence, lease, ttl_ms)
         for row in data["pending"]:
             pid, key, value, author, base, k, params, base_rev, lease, appr, rej, status = row
+            size = value_bytes(value) if status == "pending" else 0
             s.pending[pid] = _Pending(
                 pid, key, value, author, base, k, params, base_rev, lease, list(appr), list(rej),
-                status,
+                status, size,
             )
+            s.space_bytes += size
         for b in data["policies"]:
             binding = PolicyBinding.model_validate(b)
             s.policies[binding.prefix] = binding
@@ -427,11 +515,12 @@ class BoardState:
             ann = AnnouncePolicies.model_validate(a)
             s.announced[ann.replica] = ann
         s.next_lease, s.next_session, s.next_proposal, s.fence_counter = data["counters"]
-        s.events = deque(_event_record(Event.model_validate(e)) for e in data["events"])
+        s.events = deque(_event_record(e) for e in _EVENTS.validate_python(data["events"]))
         s.events_compact_revision = int(data["events_compact_revision"])
-        s.audit = deque(AuditRecord(**HistoryRecord.model_validate(a).model_dump())
-                        for a in data["audit"])
+        s.events_value_bytes, s._events_stripped = _kept_values(s.events)
+        s.audit = deque(_audit_record(a) for a in _AUDIT.validate_python(data["audit"]))
         s.audit_compact_revision = int(data["audit_compact_revision"])
+        s.audit_value_bytes, s._audit_stripped = _kept_values(s.audit)
         return s
 
     def digest(self) -> str:
@@ -442,19 +531,47 @@ class BoardState:
 
     def _record_audit(self, record: AuditRecord) -> None:
         self.audit.append(record)
+        self.audit_value_bytes += record.value_bytes
         while len(self.audit) > self.limits.audit_retained_max:
             dropped = self.audit.popleft()
+            self.audit_value_bytes -= dropped.value_bytes
+            self._audit_stripped = max(0, self._audit_stripped - 1)
             self.audit_compact_revision = max(self.audit_compact_revision, dropped.revision + 1)
+        # Past the byte bound the oldest records keep their metadata and a digest.
+        bound = self.limits.audit_value_bytes_max
+        while self.audit_value_bytes > bound and self._audit_stripped < len(self.audit):
+            old = self.audit[self._audit_stripped]
+            self.audit[self._audit_stripped] = old.without_value()
+            self.audit_value_bytes -= old.value_bytes
+            self._audit_stripped += 1
 
     def _record_event(self, event: EventRecord) -> None:
         self.events.append(event)
-        if len(self.events) <= self.limits.events_retained_max:
-            return
-        # Drop whole revisions so a watcher never sees half of an atomic change.
-        first = self.events[0].revision
-        while self.events and self.events[0].revision == first:
-            self.events.popleft()
-        self.events_compact_revision = first + 1
+        self.events_value_bytes += event.value_bytes
+        if len(self.events) > self.limits.events_retained_max:
+            # Drop whole revisions so a watcher never sees half of an atomic change.
+            first = self.events[0].revision
+            while self.events and self.events[0].revision == first:
+                dropped = self.events.popleft()
+                self.events_value_bytes -= dropped.value_bytes
+                self._events_stripped = max(0, self._events_stripped - 1)
+            self.events_compact_revision = first + 1
+        # Past the byte bound the oldest put events keep their metadata and a digest: a watch
+        # resuming from them still learns every change, and that the value is gone.
+        bound = self.limits.events_value_bytes_max
+        while self.events_value_bytes > bound and self._events_stripped < len(self.events):
+            old = self.events[self._events_stripped]
+            self.events[self._events_stripped] = old.without_value()
+            self.events_value_bytes -= old.value_bytes
+            self._events_stripped += 1
+
+
+def _kept_values(records: deque[EventRecord] | deque[AuditRecord]) -> tuple[int, int]:
+    """(bytes of the values still held, how many oldest records hold none) of a restored log:
+    what :meth:`BoardState._record_event` / ``_record_audit`` maintain as records arrive."""
+    dropped = [rec.value_sha256 is not None for rec in records]
+    stripped = len(dropped) - dropped[::-1].index(True) if True in dropped else 0
+    return sum(rec.value_bytes for rec in records), stripped
 
 
 def _lease_model(rec: _Lease) -> LeaseInfo:
@@ -636,8 +753,7 @@ def _dispatch(state: BoardState, p: Proposal, policies: PolicyRegistry) -> Appli
                     reason="not-author",
                 )
             )
-        pend.status = "withdrawn"
-        return Applied(Result(revision=state.revision, pending=_pending_model(pend)))
+        return Applied(Result(revision=state.revision, pending=_close(state, pend, "withdrawn")))
     if isinstance(cmd, SetPolicyCmd):
         return _set_policy(state, cmd, policies)
     if isinstance(cmd, AnnouncePolicies):
@@ -694,6 +810,26 @@ def _check_new_key(state: BoardState, key: str, lease: int | None) -> None:
                 len(rec.keys) >= state.limits.keys_per_lease_max:
             raise _Refused(_err("policy_rejected", f"lease {lease} already has "
                                 f"{state.limits.keys_per_lease_max} keys", reason="quota"))
+
+
+def _check_space(state: BoardState, key: str, size: int, *, replaces: bool = True) -> None:
+    """The space quota: refuse a write of ``size`` value bytes to ``key`` (replacing its
+    current value, unless ``replaces`` is false: a proposal adds its value) that would take the
+    board past ``Limits.space_quota_bytes``. A write that grows nothing past it still applies,
+    and deletes never check, so a full board can always be cleaned up."""
+    old = state.kv.get(key) if replaces else None
+    adds = size + (_key_bytes(key) if replaces else 0)
+    after = state.space_bytes - (old.size if old is not None else 0) + adds
+    quota = state.limits.space_quota_bytes
+    if after > quota:
+        raise _Refused(_err(
+            "space_quota",
+            f"writing {key} ({size} value bytes) would take the board to {after} bytes, past "
+            f"its space quota of {quota} bytes ({state.space_bytes} in use): delete keys or "
+            "revoke leases to free space",
+            reason="space-quota",
+            detail={"quota_bytes": quota, "used_bytes": state.space_bytes,
+                    "write_bytes": adds}))
 
 
 def _new_lease(state: BoardState, owner: str, ttl_ms: int) -> _Lease:
@@ -776,6 +912,7 @@ def _refuse_decision(
             value=value,
             policy=binding.name,
             decision=f"{decision.reason}: {decision.message}",
+            value_bytes=_held_bytes(value),
         )
     )
     code: ErrorCode = "stale_version" if decision.stale else "policy_rejected"
@@ -820,8 +957,10 @@ def _put(state: BoardState, agent: str, cmd: PutCmd, policies: PolicyRegistry) -
             raise _refuse_decision(
                 state, cmd.key, agent, Reject("result-invalid", str(exc)), binding, cmd.value
             ) from None
+    size = value_bytes(value)
+    _check_space(state, cmd.key, size)
     entry = _write(
-        state, cmd.key, value, agent, lease, binding.name, decision.decision, cause="put"
+        state, cmd.key, value, size, agent, lease, binding.name, decision.decision, cause="put"
     )
     return Applied(Result(revision=state.revision, entry=entry), [state.events[-1]])
 
@@ -830,13 +969,17 @@ def _write(
     state: BoardState,
     key: str,
     value: Value,
+    size: int,
     author: str,
     lease: int | None,
     policy: str,
     decision: str,
     cause: str,
 ) -> Entry:
-    """Store a new version of ``key`` at a new revision and record its event and audit line."""
+    """Store a new version of ``key`` at a new revision and record its event and audit line.
+
+    ``size`` is ``value``'s :func:`value_bytes`, computed once by the caller, which checked the
+    space quota with it (:func:`_check_space`)."""
     state.revision += 1
     rev = state.revision
     old = state.kv.get(key)
@@ -851,13 +994,17 @@ def _write(
         rev,
         author,
         lease,
+        _key_bytes(key) + size,
     )
+    state.space_bytes += rec.size - (old.size if old is not None else 0)
     state.kv[key] = rec
     if lease is not None:
         state.leases[lease].keys.add(key)
     entry = state._entry(key, rec)
+    held = 0 if value is None else size
     state._record_event(
-        EventRecord(revision=rev, kind="put", key=key, entry=entry, cause=cause)
+        EventRecord(revision=rev, kind="put", key=key, entry=entry, cause=cause,
+                    value_bytes=held)
     )
     state._record_audit(
         AuditRecord(
@@ -869,6 +1016,7 @@ def _write(
             value=value,
             policy=policy,
             decision=decision,
+            value_bytes=held,
         )
     )
     return entry
@@ -879,6 +1027,7 @@ def _remove(
 ) -> EventRecord:
     """Delete ``key`` at the current revision (the caller bumped it)."""
     rec = state.kv.pop(key)
+    state.space_bytes -= rec.size
     if rec.lease is not None and rec.lease in state.leases:
         state.leases[rec.lease].keys.discard(key)
     claim = state.claims.get(key)
@@ -981,15 +1130,19 @@ def _claim(state: BoardState, agent: str, cmd: ClaimCmd) -> Applied:
             )
         )
     _check_new_key(state, cmd.key, None)
+    fence = state.fence_counter + 1
+    value = cmd.value if cmd.value is not None else {"owner": agent, "fence": fence}
+    size = value_bytes(value)
+    _check_space(state, cmd.key, size)
     ttl_ms = round(cmd.ttl * 1000)
     lease = _new_lease(state, agent, ttl_ms)
-    state.fence_counter += 1
-    claim = _Claim(owner=agent, fence=state.fence_counter, lease=lease.id, ttl_ms=ttl_ms)
-    value = cmd.value if cmd.value is not None else {"owner": agent, "fence": claim.fence}
+    state.fence_counter = fence
+    claim = _Claim(owner=agent, fence=fence, lease=lease.id, ttl_ms=ttl_ms)
     _write(
         state,
         cmd.key,
         value,
+        size,
         agent,
         lease.id,
         "claim",
@@ -1010,6 +1163,8 @@ def _open_vote(
     decision: Defer,
     current: _KV | None,
 ) -> Applied:
+    size = value_bytes(cmd.value)
+    _check_space(state, cmd.key, size, replaces=False)
     if len(state.pending) >= state.limits.pending_max:
         closed = [pid for pid, p in state.pending.items() if p.status != "pending"]
         if not closed:
@@ -1027,7 +1182,9 @@ def _open_vote(
         params=dict(binding.params),
         base_revision=current.mod_revision if current else 0,
         lease=cmd.lease,
+        size=size,
     )
+    state.space_bytes += size
     state.next_proposal += 1
     if binding.params.get("proposer_approves", True):
         pend.approvals.append(agent)
@@ -1042,6 +1199,7 @@ def _open_vote(
             value=cmd.value,
             policy="vote",
             decision=f"proposal {pend.id} opened",
+            value_bytes=_held_bytes(cmd.value),
         )
     )
     return _settle_vote(state, pend, binding)
@@ -1080,58 +1238,54 @@ def _settle_vote(state: BoardState, pend: _Pending, binding: PolicyBinding) -> A
     if verdict == "pending":
         return Applied(Result(revision=state.revision, pending=_pending_model(pend)))
     if verdict == "rejected":
-        pend.status = "rejected"
-        return Applied(Result(revision=state.revision, pending=_pending_model(pend)))
+        return Applied(Result(revision=state.revision, pending=_close(state, pend, "rejected")))
     current = state.kv.get(pend.key)
+    note = ""
     if (current.mod_revision if current else 0) != pend.base_revision:
-        pend.status = "superseded"
-        return Applied(
-            Result(
-                revision=state.revision,
-                pending=_pending_model(pend),
-                note="the key changed since the proposal was opened",
-            )
-        )
-    if pend.lease is not None and pend.lease not in state.leases:
-        pend.status = "superseded"
-        return Applied(
-            Result(
-                revision=state.revision,
-                pending=_pending_model(pend),
-                note="the proposal's lease ended before it was approved",
-            )
-        )
-    claim = state.claims.get(pend.key)
-    if claim is not None:
-        pend.status = "superseded"
-        return Applied(
-            Result(
-                revision=state.revision,
-                pending=_pending_model(pend),
-                note="the key was claimed since the proposal was opened",
-            )
-        )
-    try:
-        _check_new_key(state, pend.key, pend.lease)
-    except _Refused as quota:
-        pend.status = "superseded"
-        return Applied(Result(revision=state.revision, pending=_pending_model(pend),
-                              note=f"approved but refused: {quota.info.message}"))
-    pend.status = "approved"
+        note = "the key changed since the proposal was opened"
+    elif pend.lease is not None and pend.lease not in state.leases:
+        note = "the proposal's lease ended before it was approved"
+    elif pend.key in state.claims:
+        note = "the key was claimed since the proposal was opened"
+    value, size = pend.value, pend.size
+    if not note:
+        state.space_bytes -= size  # the proposal's share becomes the key's, if it fits
+        try:
+            _check_new_key(state, pend.key, pend.lease)
+            _check_space(state, pend.key, size)
+        except _Refused as quota:
+            note = f"approved but refused: {quota.info.message}"
+        finally:
+            state.space_bytes += size
+    if note:
+        return Applied(Result(revision=state.revision,
+                              pending=_close(state, pend, "superseded"), note=note))
+    closed = _close(state, pend, "approved")
     entry = _write(
         state,
         pend.key,
-        pend.value,
+        value,
+        size,
         pend.author,
         pend.lease,
         binding.name,
         f"vote approved by {', '.join(pend.approvals)}",
         cause="vote-approved",
     )
-    return Applied(
-        Result(revision=state.revision, entry=entry, pending=_pending_model(pend)),
-        [state.events[-1]],
-    )
+    return Applied(Result(revision=state.revision, entry=entry, pending=closed),
+                   [state.events[-1]])
+
+
+def _close(state: BoardState, pend: _Pending, status: PendingStatus) -> Pending:
+    """Decide a proposal: its model as decided (with its value, for the result), then the
+    record forgets the value and frees its space (the audit trail keeps the value it opened
+    with; an approved value lives on in the key)."""
+    pend.status = status
+    decided = _pending_model(pend)
+    state.space_bytes -= pend.size
+    pend.size = 0
+    pend.value = None
+    return decided
 
 
 def _set_policy(state: BoardState, cmd: SetPolicyCmd, policies: PolicyRegistry) -> Applied:

@@ -401,6 +401,12 @@ class Journal:
         """A copy of the in-memory log."""
         return list(self._entries)
 
+    @property
+    def size_bytes(self) -> int:
+        """The log file's size: what compaction by bytes compares with its threshold (the
+        entries held in memory are about as large)."""
+        return self._end
+
     # --- loading ------------------------------------------------------------------------------
 
     def _create_empty(self) -> None:

@@ -111,6 +111,8 @@ _STATUS_READ_ATTEMPTS: Final = 5
 
 
 BIND_RETRY_S: Final = 0.5
+COMPACTION_JOURNAL_BYTES_MIN: Final = 64 * 1024
+COMPACTION_JOURNAL_BYTES_DEFAULT: Final = 64 * 2**20
 TICK_PERIOD_S: Final = 0.05
 """Longest wait between pysyncobj ticks when nothing happens (timers: elections, heartbeats)."""
 
@@ -156,6 +158,10 @@ class RaftSettings(pydantic.BaseModel, frozen=True):
     # Entries in the log before a snapshot is taken: bounds journal size and restart replay time
     # (20k entries of ~1 KiB = ~20 MiB) while keeping snapshots (a full state dump) infrequent.
     compaction_min_entries: int = 20_000
+    compaction_journal_bytes: int = COMPACTION_JOURNAL_BYTES_DEFAULT
+    """Snapshot and compact as well once the journal grew this many bytes since its low point
+    after the last compaction it triggered: with large values the entry count alone let the
+    journal (on disk and in memory) reach gigabytes."""
     compaction_min_time_s: float = 600.0
     snapshot_chunk_bytes: int = 256 * 1024
     # Proposals in flight (queued or awaiting commit). pysyncobj showed a compaction bug with
@@ -200,6 +206,9 @@ class RaftSettings(pydantic.BaseModel, frozen=True):
             raise ValueError("frame_bytes_max must be >= 4 * command_bytes_max")
         if self.compaction_min_entries < 2 or self.proposals_in_flight_max < 1:
             raise ValueError("compaction_min_entries >= 2 and proposals_in_flight_max >= 1")
+        if self.compaction_journal_bytes < COMPACTION_JOURNAL_BYTES_MIN:
+            raise ValueError(f"compaction_journal_bytes must be at least "
+                             f"{COMPACTION_JOURNAL_BYTES_MIN}")
         return self
 
 
@@ -465,7 +474,8 @@ class RaftNode:
     leaderFallbackTimeout=2.0 s, connectionTimeout=3.5 s, connectionRetryTime=0.5 s,
     commandsQueueSize=proposals_in_flight_max=2000, commandsWaitLeader=True,
     appendEntriesBatchSizeBytes=command_bytes_max+2 (so pysyncobj's pickled large-entry
-    "transmission" path is never taken), logCompactionMinEntries=20000,
+    "transmission" path is never taken), logCompactionMinEntries=20000 (and a
+    compaction forced each 64 MiB of journal growth: ``compaction_journal_bytes``),
     logCompactionMinTime=600 s, logCompactionBatchSize=256 KiB, useFork=False,
     dynamicMembershipChange=False, password=None (our transport authenticates),
     journalFile/fullDumpFile in data_dir with our journal and serializer hooks.
@@ -498,6 +508,7 @@ class RaftNode:
         self._closed = False
         self._loop = loop
         self._tick_scheduled = False
+        self._journal_low_bytes = 0  # the journal's smallest size since compaction by bytes
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self._snapshot_path = data_dir / SNAPSHOT_FILE
@@ -816,6 +827,20 @@ class RaftNode:
                 log.exception("raft_tick_call_raised")
         if self._pending:
             self._expire_pending(time.monotonic())
+        self._compact_by_bytes()
+
+    def _compact_by_bytes(self) -> None:
+        """Force a snapshot once the journal grew ``compaction_journal_bytes`` past its low
+        point (pysyncobj triggers only by entries and time). Measured from the low point, not
+        from zero: entries a snapshot cannot cover yet (not applied) stay in the journal, and
+        must not make every tick take another snapshot."""
+        size = self._journal.size_bytes
+        self._journal_low_bytes = min(self._journal_low_bytes, size)
+        if size - self._journal_low_bytes > self.settings.compaction_journal_bytes:
+            log.info("raft_compaction_by_bytes", journal_bytes=size,
+                     threshold_bytes=self.settings.compaction_journal_bytes)
+            self._journal_low_bytes = size
+            self._sync.forceLogCompaction()
 
     def _apply_entry(self, command: bytes) -> object:
         kind = command[0] if command else -1

@@ -46,7 +46,13 @@ from quorumboard.consensus.core.model import (
 from quorumboard.consensus.core.policies import PolicyRegistry, registry
 from quorumboard.consensus.core.state import Applied, BoardState, Limits, apply, decode_proposal
 from quorumboard.consensus.errors import CorruptData, ProtocolError
-from quorumboard.consensus.raft.node import RaftNode, RaftSettings, forbid_pickle
+from quorumboard.consensus.raft.node import (
+    COMPACTION_JOURNAL_BYTES_DEFAULT,
+    COMPACTION_JOURNAL_BYTES_MIN,
+    RaftNode,
+    RaftSettings,
+    forbid_pickle,
+)
 from quorumboard.consensus.replica.batching import GroupCommit
 from quorumboard.consensus.replica.lifeline import watch_parent
 from quorumboard.consensus.replica.server import (
@@ -105,6 +111,10 @@ class ReplicaConfig(BaseModel):
     """Peer raft address -> address to dial instead (LocalCluster's network fault proxies)."""
     compaction_min_entries: int = Field(default=20_000, ge=2)
     """Snapshot and compact the log past this many entries (small values stress snapshots)."""
+    compaction_journal_bytes: int = Field(default=COMPACTION_JOURNAL_BYTES_DEFAULT,
+                                          ge=COMPACTION_JOURNAL_BYTES_MIN)
+    """... and each time the journal grew this many bytes (large values: bounds the journal
+    on disk and in memory by bytes, not only by entries)."""
     connections_max: int = Field(default=CONNECTIONS_MAX, ge=CONNECTIONS_MAX_RANGE[0],
                                  le=CONNECTIONS_MAX_RANGE[1])
     """Client connections this replica serves at once; past it a new connection is refused
@@ -261,12 +271,14 @@ class ReplicaMachine:
         raft = self._raft().status()
         with self.lock:
             revision, keys = self.state.revision, len(self.state.kv)
+            space, quota = self.state.space_bytes, self.state.limits.space_quota_bytes
             dig = self.state.digest() if digest else ""
         return ReplicaStatus(
             address=self.config.raft_address, client_address=self.config.client_address,
             role=raft.role, leader=raft.leader, leader_client=self.leader_client_address(),
             term=raft.term, commit_index=raft.commit_index, last_applied=raft.last_applied,
             revision=revision, keys=keys, digest=dig, has_quorum=raft.has_quorum,
+            space_bytes=space, space_quota_bytes=quota,
             batches=self._group.batches if self._group else 0,
             batched_proposals=self._group.proposals if self._group else 0)
 
@@ -420,6 +432,7 @@ class Replica:
             election_timeout_min_s=config.election_timeout_min_s,
             election_timeout_max_s=config.election_timeout_max_s,
             compaction_min_entries=config.compaction_min_entries,
+            compaction_journal_bytes=config.compaction_journal_bytes,
             command_bytes_max=CLIENT_FRAME_BYTES_MAX), self.machine, loop=loop)
 
     def _start_background(self, config: ReplicaConfig) -> None:

@@ -203,6 +203,11 @@ class ReplicaStatus(_Msg):
     client_watches: int = 0
     """Watches this replica serves now, over all its client connections (followers serve
     watches too: a client spreads them over the replicas)."""
+    space_bytes: int = 0
+    """Live bytes counted against the space quota: every key plus its value and every open
+    proposal's value (the same on every replica at the same revision)."""
+    space_quota_bytes: int = 0
+    """``Limits.space_quota_bytes``: a write past it is refused (``SpaceQuotaExceeded``)."""
 
 
 class Reply(_Msg):
