@@ -50,7 +50,7 @@ TIERS: dict[str, str] = {
                      "test_public_api_fuzz", "test_netfaults", "test_clock_faults",
                      "test_bench_smoke", "test_client_recovery", "test_reply_bounds", "test_put_path",
                      "test_connection_cap", "test_slow_watchers", "test_board_reads",
-                     "test_shared_watches", "test_space_quota"],
+                     "test_shared_watches", "test_space_quota", "test_replica_start"],
                     "cluster"),
     "test_live_stateful": "stateful",
     **dict.fromkeys(["test_chaos", "test_nemesis", "test_workload", "test_negative_controls",

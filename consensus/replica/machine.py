@@ -419,7 +419,8 @@ class Replica:
             self._server.start()
         except BaseException:
             self._raft.close()
-            loop.close()
+            if not loop.is_running():  # a loop still running belongs to a stuck thread
+                loop.close()
             raise
         self._start_background(config)
 

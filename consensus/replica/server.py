@@ -96,6 +96,13 @@ log = structlog.get_logger("quorumboard.consensus.replica.server")
 T = TypeVar("T")
 
 HELLO_BYTES_MAX = 4096
+START_TIMEOUT_S = 120.0
+STOP_JOIN_S = 5.0
+"""How long a replica's start waits for its client endpoint to listen. The endpoint shares its
+event loop with the Raft node, which may first be replaying a long log or installing a
+snapshot: a loaded machine once took over 10 s there (an hour-long chaos campaign), and a
+replica that gave up then exited for no fault of its own. The bound only catches a loop that
+never gets to it."""
 CONNECTIONS_MAX = 1024
 """The default cap on client connections (``ReplicaConfig.connections_max``)."""
 CONNECTIONS_MAX_RANGE = (1, 1_000_000)
@@ -404,11 +411,16 @@ class ClientServer:
 
     # ------------------------------------------------------------------------ lifecycle
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         raise_open_files_limit(self.connections_max)
         self._thread.start()
         if not self._ready.wait(timeout_s):
-            raise RuntimeError("client server did not start in time")
+            # Stop the loop before giving up, so the caller can close it (closing a running
+            # loop raises and hides this error).
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(STOP_JOIN_S)
+            raise RuntimeError(f"client server did not start within {timeout_s:g} s")
         if self._error is not None:
             raise self._error
         self.core.subscribe(self._wake_threadsafe)
@@ -448,9 +460,9 @@ class ClientServer:
                 conn.close()
 
         with contextlib.suppress(RuntimeError):
-            asyncio.run_coroutine_threadsafe(_shutdown(), self._loop).result(5)
+            asyncio.run_coroutine_threadsafe(_shutdown(), self._loop).result(STOP_JOIN_S)
             self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._thread.join(STOP_JOIN_S)
 
     # -------------------------------------------------------------- notification from apply
 
