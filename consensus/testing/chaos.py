@@ -62,7 +62,7 @@ from quorumboard.consensus.testing.workload import (
 )
 
 __all__ = ["EXIT_UNKNOWN", "EXIT_VIOLATION", "ChaosReport", "Scenario", "load_scenario",
-           "run_chaos"]
+           "recheck_chaos", "run_chaos"]
 
 log = structlog.get_logger("quorumboard.consensus.testing.chaos")
 
@@ -212,6 +212,45 @@ def run_chaos(scenario: Scenario, out: Path,
     findings += _run_findings(stats, nemesis, records)
     report = _report(result, findings, convergence, digests, nemesis.injected, out, check_s)
     _write_outputs(out, scenario, result, report, records)
+    return report
+
+
+def recheck_chaos(out: Path, check_time_limit_s: float | None = None) -> ChaosReport:
+    """Check a recorded run again, offline, without its cluster: its ``scenario.json`` and
+    ``history.jsonl`` (and, for the watch and claims workloads, their recorded streams), with
+    today's checker and ``check_time_limit_s`` (default: the scenario's). What only the live
+    run could see — convergence, crashes, stuck clients — is taken from its ``verdict.json``
+    when there is one (else convergence is ``unknown``). Writes ``recheck.json`` and
+    ``recheck.txt`` next to the run's own verdict, which it leaves as it was."""
+    history_path = out / "history.jsonl"
+    try:
+        scenario = Scenario.model_validate_json((out / "scenario.json").read_bytes())
+        previous = (ChaosReport.model_validate_json((out / "verdict.json").read_bytes())
+                    if (out / "verdict.json").exists() else None)
+    except (OSError, ValidationError) as exc:
+        raise InvalidCommand(f"{out}: not a readable chaos run folder: {exc}") from None
+    if not history_path.is_file():
+        raise InvalidCommand(f"{out}: no history.jsonl: not a chaos run folder")
+    if check_time_limit_s is not None:
+        scenario = scenario_from({**scenario.model_dump(),
+                                  "check_time_limit_s": check_time_limit_s}, "--check-time-limit")
+    records, note = read_history(history_path)
+    findings, result, check_s = _check(_workload_for(scenario), scenario, history_path, records,
+                                       note)
+    live_only = {"data-faults", "no-crash", "clients"}
+    findings += [f for f in (previous.findings if previous else []) if f.check in live_only]
+    findings += _final_read_findings(records)
+    digests = previous.digests if previous else []
+    seen = {d for d in digests if d is not None}
+    convergence: Convergence = (
+        "diverged" if len(seen) > 1 else
+        "converged" if previous is not None and previous.converged and seen else "unknown")
+    events = read_faults(out / "faults.jsonl") if (out / "faults.jsonl").exists() else []
+    injected = (previous.faults_injected if previous else
+                sum(1 for e in events if e.phase == "start" and not e.error))
+    report = _report(result, findings, convergence, digests, injected, out, check_s)
+    (out / "recheck.json").write_text(report.model_dump_json(indent=2) + "\n")
+    (out / "recheck.txt").write_text(report.explanation + "\n")
     return report
 
 
@@ -401,4 +440,17 @@ def print_summary(report: ChaosReport, summary_path: Path) -> str:
     lines.append(f"wrote {report.out}/ ({', '.join(written)})")
     if not (out / "timeline.png").exists():
         lines.append(PNG_HINT)
+    return "\n".join(lines)
+
+
+def print_recheck(report: ChaosReport) -> str:
+    """What ``quorumboard chaos --recheck`` prints."""
+    lines = [f"verdict: {report.verdict} (linearizable: {report.linearizable}, "
+             f"converged: {report.converged})",
+             f"operations checked: {report.operations}; faults injected: "
+             f"{report.faults_injected}; checks took {report.check_s:g} s",
+             *[f"problem: {p}" for p in report.problems]]
+    lines += [f.detail for f in report.findings
+              if f.check == "linearizable" and f.verdict != "ok"]
+    lines.append(f"wrote {report.out}/recheck.json, recheck.txt")
     return "\n".join(lines)

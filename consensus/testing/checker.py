@@ -24,6 +24,9 @@ not on the length of the history: a one-hour campaign is checked in one pass.
   that agree on everything but the set of indeterminate operations still open, the one with
   more open dominates (it may still apply them, or not) and the other is dropped: without this
   rule each lost write doubled the configurations for the rest of the history.
+  Indeterminate operations with equal inputs are interchangeable, so only the first still open
+  of each kind is tried (a canonical order: k equal lost increments give k + 1 configurations,
+  not 2**k).
 * **Bounded and fair.** Every key's search counts its steps (model steps and events) and stops
   after ``steps_max``, or when ``should_stop()`` (polled every 1,024 steps; the caller's clock
   lives there, not here) says so, and answers ``unknown`` instead of hanging. The keys advance
@@ -354,6 +357,16 @@ class _Frontier:
         self.steps_max = steps_max
         self.should_stop = should_stop
         self.observer = [model.observes(op) for op in ops]
+        # Indeterminate operations with equal inputs are interchangeable once called (no return
+        # bounds them, their outputs are unknown): only the first still open of each kind is
+        # tried, so k equal lost writes give k + 1 configurations, not 2**k.
+        kinds: dict[Hashable, int] = {}
+        self.kind: list[Hashable] = []
+        for i, op in enumerate(ops):
+            try:
+                self.kind.append(kinds.setdefault(op.input, i) if op.indeterminate else i)
+            except TypeError:  # an unhashable input: no twin
+                self.kind.append(i)
         # An indeterminate observer constrains nothing and changes nothing: it is left out.
         # Calls sort before returns at equal times (operations that touch in time count as
         # concurrent: the permissive choice).
@@ -462,11 +475,13 @@ class _Frontier:
         seen = {(state, lin, open_)}
         while todo:  # bounded: each configuration is expanded once, and the step budget
             s, lin, open_ = todo.pop()
-            for q in [*self.running, *open_]:
+            tried: set[Hashable] = set()
+            for q in [*self.running, *sorted(open_)]:
                 # A running observer the state accepts is already placed (see _eager), so
                 # one not placed is not accepted here: only a state change can place it.
-                if q in lin or self.observer[q]:
+                if q in lin or self.observer[q] or self.kind[q] in tried:
                     continue
+                tried.add(self.kind[q])
                 self._tick()
                 ok, after = self.model.step(s, self.ops[q])
                 if not ok:
