@@ -1,16 +1,29 @@
-"""How fast the linearizability checker decides a large history.
+"""How fast the linearizability checker decides a large history, against the reference engine.
 
     python -m bench.checker                      # 20,000 operations, 16 clients, 10 keys
     python -m bench.checker --ops 20000 --clients 16 --keys 10 --info-rate 0.01 --seed 7
-    python -m bench.checker --history runs/c23   # a recorded chaos run (its history.jsonl)
+    python -m bench.checker --campaign           # a synthetic one-hour campaign (1.1M ops)
+    python -m bench.checker --history /tmp/c23   # a recorded chaos run (its history.jsonl)
 
 Histories are simulated (:func:`simulate`): each client runs operations back to back with
 random think times and durations; each operation takes effect at a random instant inside its
 interval, so the history is linearizable by construction and as concurrent as real clients make
-it. One run checks it (verdict ``ok``), then checks a copy with one planted stale read (verdict
-``violation``, with the failing window). The baseline, run in the same invocation, is one
-sequential replay of the model in linearization order: the floor any checker pays to look at
-every operation once. Figures are process CPU seconds (one core), reported with their ratio.
+it. With stalls (``--stall-every-s``), every so often the cluster stops answering for
+``--stall-s`` seconds, as under a nemesis: every operation invoked then completes only when the
+stall ends (16 clients all in flight on 10 keys at once), and a share of the writes invoked in
+it (``--lost-share``) is lost — recorded as indeterminate, never applied — the two things that
+make a campaign's history hard to check. ``--campaign`` is the one-hour campaign's shape: 16
+clients at 300 operations/s in total over 10 keys, a 2 s stall every 10 s, some writes lost,
+1.1 million operations (:data:`CAMPAIGN`). One run checks the history (verdict ``ok``), then checks a copy
+with one planted stale read (verdict ``violation``, with the failing window). The baseline is
+one sequential replay of the model in linearization order: the floor any checker pays to look
+at every operation once. Figures are process CPU seconds (one core) and wall seconds.
+
+With ``--reference`` the reference engine (``engine="wgl"``: the depth-first search the checker
+used before, kept in consensus/testing/checker.py) is timed on the same history in the same
+invocation, within ``--time-limit-s``; it is on by default for recorded histories (``--history``)
+and for simulated ones up to 300,000 operations (its memo grows with the square of a key's
+history).
 
 With ``--history DIR`` it times the checker on a real campaign instead: the history a
 ``quorumboard chaos --out DIR`` run recorded, read and converted exactly as the run's own check
@@ -42,41 +55,64 @@ from quorumboard.consensus.testing.checker import (
 
 
 def simulate(ops_total: int, clients: int, keys: int, seed: int,
-             info_rate: float = 0.0) -> tuple[list[Operation], list[Operation]]:
-    """A linearizable compare-and-set register history; returns it and its linearization."""
+             info_rate: float = 0.0, *, think_s: float = 0.0005, duration_s: float = 0.003,
+             stall_every_s: float = 0.0, stall_s: float = 3.0, lost_share: float = 0.0
+             ) -> tuple[list[Operation], list[Operation]]:
+    """A linearizable compare-and-set register history; returns it and its linearization (the
+    operations that took effect, in order; lost writes are in the history only). See the module
+    docstring for stalls and lost writes."""
     rnd = random.Random(seed)
     clock = [0.0] * clients
     planned = []
     for i in range(ops_total):
         c = i % clients
-        call = clock[c] + rnd.expovariate(1 / 0.0005)
-        duration = rnd.expovariate(1 / 0.003)
+        call = clock[c] + rnd.expovariate(1 / think_s)
+        duration = rnd.expovariate(1 / duration_s)
+        lost = False
+        if stall_every_s > 0 and call % stall_every_s < stall_s:  # invoked during a stall
+            stall_end = call - call % stall_every_s + stall_s
+            duration = stall_end - call + duration
+            lost = rnd.random() < lost_share
         clock[c] = call + duration
         point = call + rnd.random() * duration
-        planned.append((point, i, c, f"k{rnd.randrange(keys)}", call, call + duration))
+        planned.append((point, i, c, f"k{rnd.randrange(keys)}", call, call + duration, lost))
     planned.sort()
     state: dict[str, tuple[int, Any]] = {}
     order: list[Operation] = []
-    for _point, i, c, key, call, ret in planned:
+    history: list[Operation] = []
+    for _point, i, c, key, call, ret, lost in planned:
         version, value = state.get(key, (0, None))
         inp: tuple[Any, ...]
         out: Any
-        if rnd.random() < 0.5:
+        if rnd.random() < 0.5 and not lost:
             inp, out = ("read",), (version, value)
         else:
             expect = version if rnd.random() < 0.7 else max(0, version - 1)
             new = rnd.randrange(1_000_000)
             inp = ("cas", expect, new)
+            if lost:  # the request was lost: it never applied, and its client never heard
+                history.append(Operation(i, f"c{c}", key, inp, UNKNOWN, call, math.inf))
+                continue
             if expect == version:
                 state[key] = (version + 1, new)
                 out = ("ok", version + 1)
             else:
                 out = ("conflict", version)
         order.append(Operation(i, f"c{c}", key, inp, out, call, ret))
-    history = [dataclasses.replace(op, output=UNKNOWN, ret=math.inf)
-               if rnd.random() < info_rate else op for op in order]
+    history += [dataclasses.replace(op, output=UNKNOWN, ret=math.inf)
+                if rnd.random() < info_rate else op for op in order]
     history.sort(key=lambda op: op.id)
     return history, order
+
+
+CAMPAIGN: dict[str, Any] = dict(
+    ops_total=1_100_000, clients=16, keys=10, info_rate=0.0001, think_s=16 / 300,
+    duration_s=0.02, stall_every_s=10.0, stall_s=2.0, lost_share=0.002)
+"""The one-hour campaign's shape (``quorumboard chaos --clients 16 --rate 300 --duration 3600``,
+a fault every 5 s, about half of them stopping the cluster for a few seconds): 16 clients, 300
+operations/s, 10 keys, a 2 s stall every 10 s, 0.2% of stalled writes lost and 0.01% of the
+operations indeterminate after applying (a recorded 8-minute campaign had 7 indeterminate
+operations in 202,124: this has several times more)."""
 
 
 def plant_stale_read(history: list[Operation]) -> list[Operation]:

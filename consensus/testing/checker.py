@@ -51,6 +51,7 @@ import abc
 import bisect
 import dataclasses
 import math
+import operator
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -357,6 +358,7 @@ class _Frontier:
         self.steps_max = steps_max
         self.should_stop = should_stop
         self.observer = [model.observes(op) for op in ops]
+        self.indeterminate = [op.output is UNKNOWN for op in ops]
         # Indeterminate operations with equal inputs are interchangeable once called (no return
         # bounds them, their outputs are unknown): only the first still open of each kind is
         # tried, so k equal lost writes give k + 1 configurations, not 2**k.
@@ -442,12 +444,17 @@ class _Frontier:
         return lin.union(placed) if placed else lin
 
     def _call(self, i: int) -> None:
-        if self.ops[i].indeterminate:  # it may apply from now on: one more open operation
+        if self.indeterminate[i]:  # it may apply from now on: one more open operation
             self.configs = {c: [o | {i} for o in opens] for c, opens in self.configs.items()}
             return
         self.running.add(i)
         if not self.observer[i]:
             return  # placed when something needs it, at the latest at its return
+        if len(self.configs) == 1:  # the common case, without rebuilding anything
+            ((state, lin), opens), = self.configs.items()
+            if self._accepts(state, i):
+                self.configs = {(state, lin | {i}): opens}
+            return
         configs: dict[_Config, list[frozenset[int]]] = {}
         for (state, lin), opens in self.configs.items():
             if self._accepts(state, i):
@@ -457,6 +464,13 @@ class _Frontier:
         self.configs = configs
 
     def _return(self, i: int) -> None:
+        self.running.discard(i)
+        if len(self.configs) == 1:  # the common case: already placed, forget it
+            ((state, lin), opens), = self.configs.items()
+            if i in lin:
+                self.configs = {(state, lin - {i}): opens}
+                return
+        self.running.add(i)
         configs: dict[_Config, list[frozenset[int]]] = {}
         for (state, lin), opens in self.configs.items():
             for o in opens:
@@ -708,7 +722,8 @@ def check_operations(
         check(op.id not in seen, f"operation id {op.id} appears twice")
         seen.add(op.id)
         by_key.setdefault(op.key, []).append(op)
-    histories = {key: sorted(by_key[key], key=lambda o: (o.call, o.id)) for key in sorted(by_key)}
+    by_call = operator.attrgetter("call", "id")
+    histories = {key: sorted(by_key[key], key=by_call) for key in sorted(by_key)}
     models = {key: _model_for(model, key) for key in histories}
     if engine == "frontier":
         outcomes = _search_keys(histories, models, steps_max, should_stop)
