@@ -62,6 +62,7 @@ __all__ = [
     "CasRegister",
     "CheckResult",
     "Counter",
+    "Engine",
     "KeyResult",
     "LwwRegister",
     "Model",
@@ -642,7 +643,7 @@ def _key_result(key: str, ops: list[Operation], model: Model[Any], outcome: _Out
     found = outcome
     steps = outcome.steps
     stride = 1
-    probe_at = lo
+    probe_at: int | None = lo
     for _ in range(128):  # bounded: doubling, then halving, over at most 2**64 times
         if lo >= hi:
             break
