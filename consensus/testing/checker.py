@@ -41,8 +41,9 @@ The previous engine, Wing & Gong's depth-first search with Lowe's memo of (linea
 pairs, stays as ``engine="wgl"``: a reference the tests compare the search against on small
 histories, and the baseline of ``bench/checker.py``. Its memo holds one bit per operation of
 the key per entry, so its memory grows with the square of a key's history, and Python's hash of
-those bitmasks (the integer modulo 2**61 - 1) maps every prefix-shaped set with the same length
-modulo 61 to one bucket: on long histories its set lookups degrade to chains of comparisons.
+those bitmasks (the integer modulo 2**61 - 1) gives prefix-shaped sets whose lengths agree modulo
+61 one hash: 20,000 such entries with one model state share 61 hash values, and filling a set
+with them takes 17 times as long as with distinct states (comparisons along collision chains).
 """
 
 from __future__ import annotations
