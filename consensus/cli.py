@@ -315,10 +315,19 @@ def _cmd_up(args: argparse.Namespace) -> int:
 def _cmd_chaos(args: argparse.Namespace) -> int:
     from quorumboard.consensus.testing.chaos import (
         load_scenario,
+        print_recheck,
         print_summary,
+        recheck_chaos,
         run_chaos,
         scenario_from,
     )
+
+    if args.recheck is not None:
+        configure_logging(args.log_level)
+        report = recheck_chaos(Path(args.recheck), args.check_time_limit)
+        print(report.model_dump_json(indent=2) if args.json else print_recheck(report),
+              flush=True)
+        return report.exit_code
 
     overrides = {
         "replicas": args.replicas, "workload": args.workload, "clients": args.clients,
@@ -452,6 +461,9 @@ def _parser() -> argparse.ArgumentParser:
                     "invalid")
     ch.add_argument("--out", default=None, help="output dir (default runs/chaos-SEED-TIME)")
     ch.add_argument("--json", action="store_true", help="print verdict.json")
+    ch.add_argument("--recheck", default=None, metavar="DIR",
+                    help="check a recorded run (a chaos --out folder) again, offline, with "
+                    "--check-time-limit; writes DIR/recheck.json, leaves the run's verdict")
     ch.add_argument("--log-level", default="warning")
 
     for name, entry in sorted(_registered().items()):

@@ -226,10 +226,18 @@ def test_checker_bench_times_a_recorded_history(tmp_path: Path) -> None:
     assert fig["check"]["verdict"] == "ok"
     assert fig["planted_stale_read"]["verdict"] == "violation"
     assert sum(k["operations"] for k in fig["check"]["keys"]) == 400
+    assert (fig["reference"]["check"]["verdict"],
+            fig["reference"]["planted_stale_read"]["verdict"]) == ("ok", "violation")
     out = tmp_path / "checker.json"
     assert main(["--history", str(tmp_path / "run"), "--out", str(out)]) == 0
     assert json.loads(out.read_text())["check"]["verdict"] == "ok"
     assert main(["--history", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    # A simulated history with stalls and lost writes (the campaign's shape, small).
+    assert main(["--ops", "3000", "--think-s", "0.01", "--stall-every-s", "1", "--stall-s",
+                 "0.5", "--lost-share", "0.05", "--out", str(out)]) == 0
+    fig = json.loads(out.read_text())
+    assert fig["lost_writes"] > 0 and fig["indeterminate"] >= fig["lost_writes"]
+    assert fig["reference"]["check"]["verdict"] == fig["check"]["verdict"] == "ok"
 
 
 def test_thousand_delivery_names_what_a_watcher_got_wrong() -> None:

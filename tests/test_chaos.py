@@ -2,7 +2,7 @@
 writes every artefact; the same campaign against replicas with a planted bug (linearizable reads
 answered from local state) exits with the violation code and outlines the failing window; a
 scenario file is read, and a bad one refused by name. Every replica process a run starts is gone
-when it returns."""
+when it returns. A recorded run is checked again offline (``--recheck``)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from quorumboard.consensus.errors import InvalidCommand
 from quorumboard.consensus.testing.chaos import (
     EXIT_UNKNOWN,
     EXIT_VIOLATION,
+    ChaosReport,
     Scenario,
     load_scenario,
 )
-from quorumboard.consensus.testing.history import FAULT_KINDS, read_faults
+from quorumboard.consensus.testing.history import FAULT_KINDS, HistoryWriter, read_faults
 from quorumboard.consensus.testing.picture import COLORS, FAULT_COLORS
 
 RUN_TIMEOUT_S = 240.0
@@ -137,3 +138,52 @@ def test_without_matplotlib_the_run_writes_its_data_and_page_and_says_how_to_get
     page = (out / "timeline.html").read_text()
     assert "<svg" in page and "pause " in page and FAULT_COLORS["pause"] in page
     assert not replicas_running_under(out)
+
+
+def _recorded_run(out: Path, stale: bool) -> None:
+    """A chaos run folder as a run leaves it, written by hand (no cluster): scenario, history
+    (two cas-register keys, each created, then read by the ``final`` process), faults and the
+    run's own verdict. With ``stale`` the final read of one key misses its create."""
+    scenario = Scenario(replicas=3, keys=2, nemesis=["kill"], duration_s=1)
+    out.mkdir()
+    (out / "scenario.json").write_text(scenario.model_dump_json())
+    with HistoryWriter(out / "history.jsonl") as h:
+        for n, key in enumerate(["wl/cas-register/0", "wl/cas-register/1"]):
+            h.write(f"c{n}", "invoke", "cas", key, [0, n], 10 + n)
+            h.write(f"c{n}", "ok", "cas", key, ["ok", 1], 20 + n)
+        for n, key in enumerate(["wl/cas-register/0", "wl/cas-register/1"]):
+            h.write("final", "invoke", "read", key, None, 30 + 2 * n)
+            seen = [0, None] if stale and n == 1 else [1, n]
+            h.write("final", "ok", "read", key, seen, 31 + 2 * n)
+    (out / "faults.jsonl").write_text("")
+    previous = ChaosReport(verdict="unknown", linearizable="unknown", findings=[],
+                           converged=True, digests=["d", "d", "d"], operations=4,
+                           faults_injected=1, problems=[], explanation="", out=str(out))
+    (out / "verdict.json").write_text(previous.model_dump_json())
+
+
+def test_recheck_checks_a_recorded_run_offline_and_keeps_its_verdict(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``chaos --recheck DIR`` judges a recorded run again without a cluster, writes
+    recheck.json next to the run's verdict (left as it was), and its negative control, a final
+    read that misses an acknowledged create, exits with the violation code."""
+    from quorumboard.consensus.cli import main
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    _recorded_run(good, stale=False)
+    _recorded_run(bad, stale=True)
+    before = (good / "verdict.json").read_text()
+    assert main(["chaos", "--recheck", str(good), "--check-time-limit", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "verdict: valid" in printed and "operations checked: 4" in printed, printed
+    recheck = json.loads((good / "recheck.json").read_text())
+    assert recheck["verdict"] == "valid" and recheck["converged"] and recheck["check_s"] >= 0
+    assert (good / "verdict.json").read_text() == before, "the run's own verdict is kept"
+
+    assert main(["chaos", "--recheck", str(bad)]) == EXIT_VIOLATION
+    printed = capsys.readouterr().out
+    assert "not linearizable" in printed and "wl/cas-register/1" in printed, printed
+
+    assert main(["chaos", "--recheck", str(tmp_path / "nothing")]) not in (0, EXIT_VIOLATION,
+                                                                           EXIT_UNKNOWN)
+    assert "not a readable chaos run folder" in capsys.readouterr().err

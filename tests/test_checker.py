@@ -1,10 +1,15 @@
 """The linearizability checker (consensus/testing/checker.py): known verdicts, simulated histories,
-indeterminate operations, budgets, and its negative control (a planted stale read)."""
+indeterminate operations, budgets, and its negative control (a planted stale read); each rule of
+the frontier search on a hand-made history that needs it (and its planted-bug twin), the search
+against the reference depth-first search, and keys sharing a time limit."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,11 +17,13 @@ from hypothesis import strategies as st
 
 from bench.checker import plant_stale_read, simulate
 from quorumboard.consensus.errors import InvariantViolation
+from quorumboard.consensus.testing import checker
 from quorumboard.consensus.testing.checker import (
     UNKNOWN,
     CasRegister,
     Counter,
     LwwRegister,
+    Model,
     Operation,
     SetModel,
     check_operations,
@@ -169,3 +176,148 @@ def test_culprit_is_the_completion_the_search_stopped_at() -> None:
     stale = op(2, ("read",), (0, None), 2.0, 3.0)
     (bad,) = check_operations([write, fresh, stale], CasRegister()).violations
     assert bad.culprit == stale
+
+
+# ------------------------------------------- the search's rules, on small hand-made histories
+# Each history needs one rule of the frontier search to be decided in a few hundred steps; the
+# reference depth-first search (engine="wgl") runs out of the same small budget on it, and the
+# planted-bug twin of each history is still caught, naming the planted operation.
+
+SMALL_BUDGET = 2_000
+
+
+def _reads_around_a_write(planted: bool) -> list[Operation]:
+    """One slow write and 16 reads all concurrent with it, alternately seeing it and not."""
+    ops = [op(0, ("cas", 0, "a"), ("ok", 1), 0.0, 100.0)]
+    ops += [op(j, ("read",), (0, None) if j % 2 else (1, "a"), float(j), 100.0 + j)
+            for j in range(1, 17)]
+    if planted:  # a read called after the write completed that does not see it
+        ops.append(op(17, ("read",), (0, None), 300.0, 301.0))
+    return ops
+
+
+def _lost_writes(planted: bool) -> list[Operation]:
+    """12 compare-and-sets from version 0 that timed out and never applied, then a create by
+    someone else that everybody reads."""
+    ops = [op(j, ("cas", 0, f"x{j}"), UNKNOWN, float(j), math.inf) for j in range(12)]
+    ops.append(op(12, ("cas", 0, "b"), ("ok", 1), 50.0, 51.0))
+    ops += [op(13 + j, ("read",), (1, "b"), 60.0 + 2 * j, 61.0 + 2 * j) for j in range(20)]
+    if planted:  # a lost write seen after the create that beat it was seen: no order
+        ops.append(op(40, ("read",), (1, "x3"), 200.0, 201.0))
+    return ops
+
+
+def _equal_lost_increments(planted: bool) -> list[Operation]:
+    """12 increments by one that timed out; reads then see the total climb 0, 1, ..., 12."""
+    ops = [op(j, ("add", 1), UNKNOWN, float(j), math.inf) for j in range(12)]
+    ops += [op(13 + j, ("read",), j, 50.0 + 2 * j, 51.0 + 2 * j) for j in range(13)]
+    if planted:  # the total goes back
+        ops.append(op(30, ("read",), 11, 200.0, 201.0))
+    return ops
+
+
+RULES = [
+    # (history, model, the rule that decides it)
+    (_reads_around_a_write, CasRegister, "observers placed at once"),
+    (_lost_writes, CasRegister, "dominated indeterminate sets dropped"),
+    (_equal_lost_increments, Counter, "equal indeterminate operations in one order"),
+]
+
+
+@pytest.mark.parametrize("history,model,rule", RULES, ids=[r for _, _, r in RULES])
+def test_each_search_rule_decides_its_history_in_a_small_budget(
+        history: Callable[[bool], list[Operation]], model: Callable[[], Model[Any]],
+        rule: str) -> None:
+    ops = history(False)
+    result = check_operations(ops, model(), steps_max=SMALL_BUDGET)
+    assert result.verdict == "ok", (rule, result.explain())
+    assert check_operations(ops, model(), steps_max=SMALL_BUDGET, engine="wgl").verdict \
+        == "unknown", "the reference search needs far more steps: the history tests the rule"
+    assert check_operations(ops, model(), steps_max=5_000_000, engine="wgl").verdict == "ok"
+
+
+@pytest.mark.parametrize("history,model,rule", RULES, ids=[r for _, _, r in RULES])
+def test_negative_control_each_rules_history_with_a_planted_bug_is_caught(
+        history: Callable[[bool], list[Operation]], model: Callable[[], Model[Any]],
+        rule: str) -> None:
+    ops = history(True)
+    result = check_operations(ops, model(), steps_max=SMALL_BUDGET)
+    assert result.verdict == "violation", (rule, result.explain())
+    (bad,) = result.violations
+    assert bad.culprit == ops[-1] and ops[-1] in bad.window, result.explain()
+
+
+# ------------------------------------------------------- the search against the reference
+
+
+def _random_history(rnd: random.Random, model: str) -> list[Operation]:
+    """A few operations from a few clients, produced by a sequential run (so linearizable)
+    with some outcomes lost (indeterminate) and, sometimes, one output changed (often not)."""
+    clock = [0.0] * rnd.randint(1, 5)
+    planned = []
+    for i in range(rnd.randint(1, 10)):
+        c = rnd.randrange(len(clock))
+        call = clock[c] + rnd.random() / 2
+        clock[c] = call + rnd.random() * 3
+        planned.append((rnd.uniform(call, clock[c]), i, c, call, clock[c]))
+    planned.sort()
+    state: Any = (0, None) if model == "cas" else 0
+    ops = []
+    for _, i, c, call, ret in planned:
+        inp: tuple[Any, ...]
+        if rnd.random() < 0.4:
+            inp, out = ("read",), state
+        elif model == "cas":
+            expect = state[0] if rnd.random() < 0.6 else rnd.randrange(3)
+            inp = ("cas", expect, rnd.choice("ab"))
+            out = ("ok", expect + 1) if expect == state[0] else ("conflict", state[0])
+            state = (expect + 1, inp[2]) if expect == state[0] else state
+        else:
+            inp = ("add", rnd.randint(1, 2))
+            state += inp[1]
+            out = ("ok", state)
+        if rnd.random() < 0.12:
+            out, ret = UNKNOWN, math.inf
+        ops.append(op(i, inp, out, call, ret, client=f"c{c}"))
+    if rnd.random() < 0.4:
+        j = rnd.randrange(len(ops))
+        if not ops[j].indeterminate:
+            wrong = (rnd.randrange(3), rnd.choice([None, "a", "b"])) if model == "cas" \
+                else rnd.randrange(6)
+            ops[j] = dataclasses.replace(ops[j], output=wrong if ops[j].input[0] == "read"
+                                         else ("ok", rnd.randrange(4)))
+    return ops
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), model=st.sampled_from(["cas", "counter"]))
+def test_the_search_agrees_with_the_reference_search(seed: int, model: str) -> None:
+    """Same verdict, same smallest failing window and culprit, on small random histories
+    (about a third of them not linearizable)."""
+    ops = _random_history(random.Random(seed), model)
+    m: Model[Any] = CasRegister() if model == "cas" else Counter()
+    new, ref = check_operations(ops, m), check_operations(ops, m, engine="wgl")
+    assert new.verdict == ref.verdict, (new.explain(), ref.explain())
+    for a, b in zip(new.violations, ref.violations, strict=True):
+        assert (a.window, a.culprit, a.cut_time) == (b.window, b.culprit, b.cut_time)
+
+
+def test_keys_share_a_time_limit_in_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A limit that stops the search part way stops every key part way, each saying how far it
+    got; before, the first key took the whole limit and the others never started. (Turns are
+    made short here so that a small history needs several.)"""
+    monkeypatch.setattr(checker, "SLICE_STEPS", 4_096)
+    history, _ = simulate(12_000, 16, 3, 5, 0.0)
+    assert all(k.steps > 3 * 4_096 for k in check_operations(history, CasRegister()).keys)
+    polls = []
+
+    def stop() -> bool:  # about one and a half turns of each key
+        polls.append(1)
+        return len(polls) > 3 * 4_096 * 3 // 2 // 1_024
+
+    result = check_operations(history, CasRegister(), should_stop=stop)
+    assert [k.verdict for k in result.keys] == ["unknown"] * 3, result.explain()
+    for k in result.keys:
+        assert "time limit reached" in k.reason and k.steps >= 4_096, k.reason
+        position = int(k.reason.split("at event ")[1].split(" of")[0].replace(",", ""))
+        assert 0 < position < 2 * 4_000 * 3 // 4, k.reason

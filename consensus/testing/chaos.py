@@ -54,10 +54,15 @@ from quorumboard.consensus.testing.nemesis import NEEDS_NETWORK, Nemesis, Nemesi
 from quorumboard.consensus.testing.picture import Band, Bar, Timeline, series_of, to_svg
 from quorumboard.consensus.testing.planted import PlantedBug
 from quorumboard.consensus.testing.summary import RunSummary, fault_spans, pair_ops, summarize
-from quorumboard.consensus.testing.workload import STUCK_CLIENT, WORKLOADS, WorkloadStats
+from quorumboard.consensus.testing.workload import (
+    STUCK_CLIENT,
+    WORKLOADS,
+    Workload,
+    WorkloadStats,
+)
 
 __all__ = ["EXIT_UNKNOWN", "EXIT_VIOLATION", "ChaosReport", "Scenario", "load_scenario",
-           "run_chaos"]
+           "recheck_chaos", "run_chaos"]
 
 log = structlog.get_logger("quorumboard.consensus.testing.chaos")
 
@@ -121,6 +126,8 @@ class ChaosReport(BaseModel):
     problems: list[str]
     explanation: str
     out: str
+    check_s: float | None = None
+    """Seconds the checks took, from when the history had been read."""
 
     @property
     def exit_code(self) -> int:
@@ -150,6 +157,14 @@ def scenario_from(fields: dict[str, Any], where: str = "scenario") -> Scenario:
         raise InvalidCommand(f"{where}: {at or 'scenario'}: {first['msg']}") from None
 
 
+def _workload_for(scenario: Scenario) -> Workload:
+    return WORKLOADS[scenario.workload](
+        clients=scenario.clients, keys=scenario.keys,
+        ops_per_client=scenario.ops_per_client_max, duration_s=scenario.duration_s,
+        rate_per_s=scenario.rate, read_share=scenario.read_share, seed=scenario.seed,
+        final_reads=False)
+
+
 def run_chaos(scenario: Scenario, out: Path,
               progress: Callable[[str], None] = lambda _m: None) -> ChaosReport:
     """Run ``scenario``, write everything under ``out`` (which must not exist yet or be
@@ -160,11 +175,7 @@ def run_chaos(scenario: Scenario, out: Path,
     (out / "scenario.json").write_text(scenario.model_dump_json(indent=2) + "\n")
     nemesis_config = NemesisConfig(faults=scenario.nemesis, interval_s=scenario.interval_s,
                                    fault_s=scenario.fault_s, seed=scenario.seed)
-    workload = WORKLOADS[scenario.workload](
-        clients=scenario.clients, keys=scenario.keys,
-        ops_per_client=scenario.ops_per_client_max, duration_s=scenario.duration_s,
-        rate_per_s=scenario.rate, read_share=scenario.read_share, seed=scenario.seed,
-        final_reads=False)
+    workload = _workload_for(scenario)
     history_path, faults_path = out / "history.jsonl", out / "faults.jsonl"
     progress(f"starting {scenario.replicas} replicas under {out / 'cluster'}")
     with LocalCluster(replicas=scenario.replicas, data_dir=out / "cluster",
@@ -196,14 +207,62 @@ def run_chaos(scenario: Scenario, out: Path,
             log.error("replicas did not converge", verdict=convergence, digests=digests)
         workload.read_all(cluster.board(agent="final", timeout_s=CONVERGE_TIMEOUT_S), history)
     progress("checking the history")
-    deadline = time.monotonic() + scenario.check_time_limit_s
     records, note = read_history(history_path)  # once: every check and figure uses it
-    findings, result = workload.check(history_path, records, note,
-                                      should_stop=lambda: time.monotonic() > deadline)
+    findings, result, check_s = _check(workload, scenario, history_path, records, note)
     findings += _run_findings(stats, nemesis, records)
-    report = _report(result, findings, convergence, digests, nemesis.injected, out)
+    report = _report(result, findings, convergence, digests, nemesis.injected, out, check_s)
     _write_outputs(out, scenario, result, report, records)
     return report
+
+
+def recheck_chaos(out: Path, check_time_limit_s: float | None = None) -> ChaosReport:
+    """Check a recorded run again, offline, without its cluster: its ``scenario.json`` and
+    ``history.jsonl`` (and, for the watch and claims workloads, their recorded streams), with
+    today's checker and ``check_time_limit_s`` (default: the scenario's). What only the live
+    run could see — convergence, crashes, stuck clients — is taken from its ``verdict.json``
+    when there is one (else convergence is ``unknown``). Writes ``recheck.json`` and
+    ``recheck.txt`` next to the run's own verdict, which it leaves as it was."""
+    history_path = out / "history.jsonl"
+    try:
+        scenario = Scenario.model_validate_json((out / "scenario.json").read_bytes())
+        previous = (ChaosReport.model_validate_json((out / "verdict.json").read_bytes())
+                    if (out / "verdict.json").exists() else None)
+    except (OSError, ValidationError) as exc:
+        raise InvalidCommand(f"{out}: not a readable chaos run folder: {exc}") from None
+    if not history_path.is_file():
+        raise InvalidCommand(f"{out}: no history.jsonl: not a chaos run folder")
+    if check_time_limit_s is not None:
+        scenario = scenario_from({**scenario.model_dump(),
+                                  "check_time_limit_s": check_time_limit_s}, "--check-time-limit")
+    records, note = read_history(history_path)
+    findings, result, check_s = _check(_workload_for(scenario), scenario, history_path, records,
+                                       note)
+    live_only = {"data-faults", "no-crash", "clients"}
+    findings += [f for f in (previous.findings if previous else []) if f.check in live_only]
+    findings += _final_read_findings(records)
+    digests = previous.digests if previous else []
+    seen = {d for d in digests if d is not None}
+    convergence: Convergence = (
+        "diverged" if len(seen) > 1 else
+        "converged" if previous is not None and previous.converged and seen else "unknown")
+    events = read_faults(out / "faults.jsonl") if (out / "faults.jsonl").exists() else []
+    injected = (previous.faults_injected if previous else
+                sum(1 for e in events if e.phase == "start" and not e.error))
+    report = _report(result, findings, convergence, digests, injected, out, check_s)
+    (out / "recheck.json").write_text(report.model_dump_json(indent=2) + "\n")
+    (out / "recheck.txt").write_text(report.explanation + "\n")
+    return report
+
+
+def _check(workload: Workload, scenario: Scenario, history_path: Path, records: list[OpRecord],
+           note: str) -> tuple[list[Finding], CheckResult, float]:
+    """The workload's checks, the search within ``check_time_limit_s`` (from when the history
+    has been read: reading it is not the search), and the seconds they took."""
+    start = time.monotonic()
+    deadline = start + scenario.check_time_limit_s
+    findings, result = workload.check(history_path, records, note,
+                                      should_stop=lambda: time.monotonic() > deadline)
+    return findings, result, round(time.monotonic() - start, 3)
 
 
 def _run_findings(stats: WorkloadStats, nemesis: Nemesis, records: list[OpRecord]
@@ -223,6 +282,11 @@ def _run_findings(stats: WorkloadStats, nemesis: Nemesis, records: list[OpRecord
         out.append(Finding(check="clients", verdict="unknown",
                            detail=f"{stuck} client(s) still blocked after the run: their last "
                                   "operations are not in the history"))
+    return out + _final_read_findings(records)
+
+
+def _final_read_findings(records: list[OpRecord]) -> list[Finding]:
+    out = []
     failed = sorted({inv.key for inv, done in pair_records(records)
                      if inv.process == "final" and (done is None or done.type != "ok")})
     if failed:
@@ -233,7 +297,8 @@ def _run_findings(stats: WorkloadStats, nemesis: Nemesis, records: list[OpRecord
 
 
 def _report(result: CheckResult, findings: list[Finding], convergence: Convergence,
-            digests: list[str | None], injected: int, out: Path) -> ChaosReport:
+            digests: list[str | None], injected: int, out: Path,
+            check_s: float | None) -> ChaosReport:
     problems = [f"{f.check}: {f.verdict}" + ("" if f.check == "linearizable" else
                                              f" ({f.detail})")
                 for f in findings if f.verdict != "ok"]
@@ -250,7 +315,7 @@ def _report(result: CheckResult, findings: list[Finding], convergence: Convergen
     return ChaosReport(verdict=verdict, linearizable=result.verdict, findings=findings,
                        converged=converged, digests=digests,
                        operations=sum(k.operations for k in result.keys),
-                       faults_injected=injected, problems=problems,
+                       faults_injected=injected, problems=problems, check_s=check_s,
                        explanation="\n".join([result.explain(), *notes]), out=str(out))
 
 
@@ -375,4 +440,17 @@ def print_summary(report: ChaosReport, summary_path: Path) -> str:
     lines.append(f"wrote {report.out}/ ({', '.join(written)})")
     if not (out / "timeline.png").exists():
         lines.append(PNG_HINT)
+    return "\n".join(lines)
+
+
+def print_recheck(report: ChaosReport) -> str:
+    """What ``quorumboard chaos --recheck`` prints."""
+    lines = [f"verdict: {report.verdict} (linearizable: {report.linearizable}, "
+             f"converged: {report.converged})",
+             f"operations checked: {report.operations}; faults injected: "
+             f"{report.faults_injected}; checks took {report.check_s:g} s",
+             *[f"problem: {p}" for p in report.problems]]
+    lines += [f.detail for f in report.findings
+              if f.check == "linearizable" and f.verdict != "ok"]
+    lines.append(f"wrote {report.out}/recheck.json, recheck.txt")
     return "\n".join(lines)

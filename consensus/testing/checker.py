@@ -1,32 +1,58 @@
 """Linearizability checking of recorded histories (pure: no clock, no I/O).
 
-The search is Wing & Gong's, with Lowe's memoisation of (linearised set, model state) pairs, as
-in Porcupine (Athalye, 2017): walk the history's call and return events in time order; at a
-call, try to linearise that operation now (the model accepts its output from the current
-state); at a return whose operation is not yet linearised, undo the last choice. A history is
-linearisable iff every operation can be placed.
+Each key's sub-history is checked by a breadth-first search over *configurations*, with
+just-in-time linearization (Lowe, "Testing for linearizability", 2017): walk the call and return
+events in time order, carrying every configuration a valid linearization of the past can be in
+— the model state, which running operations have already taken effect, which indeterminate ones
+have not. At a return, each configuration must linearize the returning operation, if it has not
+yet, after any sequence of other running ones; a configuration that cannot is dropped, and if
+none is left the history is not linearizable. The search never backtracks and forgets every
+operation once it has returned, so its cost per event depends on the concurrency at that point,
+not on the length of the history: a one-hour campaign is checked in one pass.
 
 * **P-compositionality.** Linearisability is local (Herlihy & Wing): a history is linearisable
   iff each key's sub-history is, so each key is checked alone — the search cost is exponential
   in a key's concurrency, not the whole history's.
+* **Observers are placed at once.** An operation that leaves every state it is accepted in
+  unchanged (a read, a refused compare-and-set: :meth:`Model.observes`) is linearized as soon
+  as a configuration's state accepts it: doing it later can only be worse, since nothing it
+  does could enable anything. Without this, concurrent reads multiply the configurations (each
+  subset of them placed or not).
 * **Indeterminate operations** (Jepsen's ``info``: a timeout or a lost connection; the edit may
-  or may not have applied) get a return time of +infinity and an unknown output: they may take
-  effect at any point after their call, or never (placed after every observation, they change
-  nothing observed), and the model accepts whatever they would have returned.
-* **Bounded.** The search stops after ``steps_max`` steps, or when ``should_stop()`` (polled
-  every 1,024 steps; the caller's clock lives there, not here) says so, and answers
-  ``unknown`` instead of hanging.
+  or may not have applied) have no return: they may take effect at any point after their call,
+  or never, and the model accepts whatever they would have returned. Of two configurations
+  that agree on everything but the set of indeterminate operations still open, the one with
+  more open dominates (it may still apply them, or not) and the other is dropped: without this
+  rule each lost write doubled the configurations for the rest of the history.
+  Indeterminate operations with equal inputs are interchangeable, so only the first still open
+  of each kind is tried (a canonical order: k equal lost increments give k + 1 configurations,
+  not 2**k).
+* **Bounded and fair.** Every key's search counts its steps (model steps and events) and stops
+  after ``steps_max``, or when ``should_stop()`` (polled every 1,024 steps; the caller's clock
+  lives there, not here) says so, and answers ``unknown`` instead of hanging. The keys advance
+  in turns of :data:`SLICE_STEPS`, so a time limit is shared among them instead of spent on the
+  first hard one, and an ``unknown`` says how far each undecided key got.
 * **Failing window.** For a key that is not linearisable, the smallest failing prefix is found
-  by bisection: the history cut at time T (operations still running at T become indeterminate,
-  a relaxation, so a violation in the cut is a violation in the whole) — the report names the
-  operations of that prefix and the last one, which no order can explain.
+  by search over cut times: the history cut at time T (operations still running at T become
+  indeterminate, a relaxation, so a violation in the cut is a violation in the whole) — the
+  report names the operations of that prefix and the last one, which no order can explain.
+
+The previous engine, Wing & Gong's depth-first search with Lowe's memo of (linearized set, state)
+pairs, stays as ``engine="wgl"``: a reference the tests compare the search against on small
+histories, and the baseline of ``bench/checker.py``. Its memo holds one bit per operation of
+the key per entry, so its memory grows with the square of a key's history, and Python's hash of
+those bitmasks (the integer modulo 2**61 - 1) gives prefix-shaped sets whose lengths agree modulo
+61 one hash: 20,000 such entries with one model state share 61 hash values, and filling a set
+with them takes 17 times as long as with distinct states (comparisons along collision chains).
 """
 
 from __future__ import annotations
 
 import abc
+import bisect
 import dataclasses
 import math
+import operator
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -37,6 +63,7 @@ __all__ = [
     "CasRegister",
     "CheckResult",
     "Counter",
+    "Engine",
     "KeyResult",
     "LwwRegister",
     "Model",
@@ -101,6 +128,12 @@ class Model(Protocol[S]):
 
     def step(self, state: S, op: Operation) -> tuple[bool, S]: ...
 
+    def observes(self, op: Operation) -> bool:
+        """Whether ``op``, with its recorded output, leaves every state that accepts it
+        unchanged (a read, a refusal). The search then places it as soon as it is accepted;
+        ``False`` is always safe (only slower)."""
+        ...
+
     def describe(self, op: Operation) -> str: ...
 
 
@@ -130,6 +163,10 @@ class _ReadWriteModel(abc.ABC):
         output, after = effect
         return (op.indeterminate or op.output == output), after
 
+    def observes(self, op: Operation) -> bool:
+        """A read changes nothing, whatever it returned."""
+        return bool(op.input[0] == "read")
+
     def describe(self, op: Operation) -> str:
         return _describe(op)
 
@@ -153,6 +190,12 @@ class CasRegister(_ReadWriteModel):
         if state[0] != expect:
             return ("conflict", state[0]), state
         return ("ok", expect + 1), (expect + 1, value)
+
+    def observes(self, op: Operation) -> bool:
+        """A read, or a refusal (the state stays as it was wherever a ``conflict`` is the
+        answer); an accepted compare-and-set always bumps the version."""
+        return super().observes(op) or (isinstance(op.output, tuple)
+                                         and op.output[:1] == ("conflict",))
 
 
 class LwwRegister(_ReadWriteModel):
@@ -220,8 +263,8 @@ class KeyResult:
 
     For a violation: ``window`` is the smallest failing prefix found (its operations, in call
     order, cut at ``cut_time``), ``culprit`` the operation whose completion at ``cut_time`` makes
-    it fail (everything before that completion has a valid order), and
-    ``linearized`` the longest order the search could build before giving up on it."""
+    it fail (everything before that completion has a valid order). For ``unknown``,
+    ``reason`` says which limit stopped the search and how far into the key's events it got."""
 
     key: str
     model: str
@@ -230,7 +273,6 @@ class KeyResult:
     steps: int
     window: tuple[Operation, ...] = ()
     culprit: Operation | None = None
-    linearized: tuple[Operation, ...] = ()
     cut_time: float = math.inf
     reason: str = ""
 
@@ -268,9 +310,14 @@ class CheckResult:
 
 # --------------------------------------------------------------------------------- search
 
-STEPS_MAX_DEFAULT = 5_000_000
-"""Search steps per key before answering ``unknown`` (about a few seconds of CPU)."""
+STEPS_MAX_DEFAULT = 50_000_000
+"""Search steps per key before answering ``unknown`` (a step is one event or one model step:
+about a minute of CPU; a caller's time limit usually binds first)."""
+SLICE_STEPS = 1 << 16
+"""Steps one key's search runs before the next undecided key takes its turn."""
 _STOP_POLL_STEPS = 1_024
+
+Engine = Literal["frontier", "wgl"]
 
 
 @dataclasses.dataclass
@@ -278,12 +325,209 @@ class _Outcome:
     ok: bool | None  # None: out of budget
     steps: int
     culprit: Operation | None = None
-    linearized: tuple[Operation, ...] = ()
+    reason: str = ""
 
 
-def _search(ops: Sequence[Operation], model: Model[Any], steps_max: int,
-            should_stop: Callable[[], bool] | None) -> _Outcome:
-    """WGL over one key's operations. Returns whether they linearize (None: budget spent)."""
+class _Stopped(Exception):
+    """A search's budget is spent, or its caller said stop: the verdict is ``unknown``."""
+
+
+_Config = tuple[Any, frozenset[int]]
+"""(model state, the running operations it has already linearized)"""
+
+
+def _add(configs: dict[_Config, list[frozenset[int]]], state: Any, lin: frozenset[int],
+         open_: frozenset[int]) -> None:
+    """Add a configuration, keeping per (state, linearized) only the maximal sets of still-open
+    indeterminate operations: more open dominates (each may still apply, or never)."""
+    have = configs.get((state, lin))
+    if have is None:
+        configs[(state, lin)] = [open_]
+    elif not any(open_ <= other for other in have):
+        have[:] = [other for other in have if not other <= open_]
+        have.append(open_)
+
+
+class _Frontier:
+    """The breadth-first search over one key's sub-history (see the module docstring). It is
+    resumable: :meth:`advance` runs it for a number of steps, and may be called again, which is
+    how the keys of one history share a time limit."""
+
+    def __init__(self, ops: Sequence[Operation], model: Model[Any], steps_max: int,
+                 should_stop: Callable[[], bool] | None) -> None:
+        self.ops = ops
+        self.model = model
+        self.steps_max = steps_max
+        self.should_stop = should_stop
+        self.observer = [model.observes(op) for op in ops]
+        self.indeterminate = [op.output is UNKNOWN for op in ops]
+        # Indeterminate operations with equal inputs are interchangeable once called (no return
+        # bounds them, their outputs are unknown): only the first still open of each kind is
+        # tried, so k equal lost writes give k + 1 configurations, not 2**k.
+        kinds: dict[Hashable, int] = {}
+        self.kind: list[Hashable] = []
+        for i, op in enumerate(ops):
+            try:
+                self.kind.append(kinds.setdefault(op.input, i) if op.indeterminate else i)
+            except TypeError:  # an unhashable input: no twin
+                self.kind.append(i)
+        # An indeterminate observer constrains nothing and changes nothing: it is left out.
+        # Calls sort before returns at equal times (operations that touch in time count as
+        # concurrent: the permissive choice).
+        events = [(op.call, 0, i) for i, op in enumerate(ops)
+                  if not (op.indeterminate and self.observer[i])]
+        events += [(op.ret, 1, i) for i, op in enumerate(ops) if not op.indeterminate]
+        events.sort()
+        self.events = [(kind == 0, i) for _, kind, i in events]
+        self.position = 0
+        self.steps = 0
+        self.next_poll = _STOP_POLL_STEPS
+        self.running: set[int] = set()  # determinate operations called and not yet returned
+        self.configs: dict[_Config, list[frozenset[int]]] = {
+            (model.init(), frozenset()): [frozenset()]}
+        self.verdict: bool | None = None
+        self.culprit: Operation | None = None
+        self.reason = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.verdict is not None or bool(self.reason)
+
+    def outcome(self) -> _Outcome:
+        return _Outcome(self.verdict, self.steps, self.culprit, self.reason)
+
+    def advance(self, budget: int) -> bool | None:
+        """Run about ``budget`` more steps (whole events); the verdict once there is one."""
+        if self.finished:
+            return self.verdict
+        until = self.steps + budget
+        try:
+            while self.position < len(self.events) and self.steps < until:  # bounded: events
+                is_call, i = self.events[self.position]
+                self._tick()
+                if is_call:
+                    self._call(i)
+                else:
+                    self._return(i)
+                self.position += 1
+                if not self.configs:
+                    self.verdict, self.culprit = False, self.ops[i]
+                    return False
+        except _Stopped as exc:
+            self.reason = (f"{exc} after {self.steps:,} steps, at event {self.position:,} "
+                           f"of {len(self.events):,}")
+            return None
+        if self.position == len(self.events):
+            self.verdict = True
+        return self.verdict
+
+    def _tick(self) -> None:
+        self.steps += 1
+        if self.steps > self.steps_max:
+            raise _Stopped("search budget spent")
+        if self.should_stop is not None and self.steps >= self.next_poll:
+            self.next_poll += _STOP_POLL_STEPS
+            if self.should_stop():
+                raise _Stopped("time limit reached")
+
+    def _accepts(self, state: Any, i: int) -> bool:
+        """Whether observer ``i`` may take effect in ``state`` (and leaves it as it is)."""
+        self._tick()
+        ok, after = self.model.step(state, self.ops[i])
+        check(not ok or after == state,
+              f"{self.model.name}: operation {self.ops[i].id} is declared an observer but "
+              "changed the state")
+        return ok
+
+    def _eager(self, state: Any, lin: frozenset[int]) -> frozenset[int]:
+        """``lin`` plus every running observer ``state`` accepts: placed at once."""
+        placed = [q for q in self.running
+                  if self.observer[q] and q not in lin and self._accepts(state, q)]
+        return lin.union(placed) if placed else lin
+
+    def _call(self, i: int) -> None:
+        if self.indeterminate[i]:  # it may apply from now on: one more open operation
+            self.configs = {c: [o | {i} for o in opens] for c, opens in self.configs.items()}
+            return
+        self.running.add(i)
+        if not self.observer[i]:
+            return  # placed when something needs it, at the latest at its return
+        if len(self.configs) == 1:  # the common case, without rebuilding anything
+            ((state, lin), opens), = self.configs.items()
+            if self._accepts(state, i):
+                self.configs = {(state, lin | {i}): opens}
+            return
+        configs: dict[_Config, list[frozenset[int]]] = {}
+        for (state, lin), opens in self.configs.items():
+            if self._accepts(state, i):
+                lin = lin | {i}
+            for o in opens:
+                _add(configs, state, lin, o)
+        self.configs = configs
+
+    def _return(self, i: int) -> None:
+        self.running.discard(i)
+        if len(self.configs) == 1:  # the common case: already placed, forget it
+            ((state, lin), opens), = self.configs.items()
+            if i in lin:
+                self.configs = {(state, lin - {i}): opens}
+                return
+        self.running.add(i)
+        configs: dict[_Config, list[frozenset[int]]] = {}
+        for (state, lin), opens in self.configs.items():
+            for o in opens:
+                if i in lin:
+                    _add(configs, state, lin - {i}, o)
+                else:
+                    self._place(i, state, lin, o, configs)
+        self.running.discard(i)
+        self.configs = configs
+
+    def _place(self, i: int, state: Any, lin: frozenset[int], open_: frozenset[int],
+               out: dict[_Config, list[frozenset[int]]]) -> None:
+        """Every configuration that linearizes ``i`` after some sequence of other running or
+        open operations, from this one, into ``out`` (with ``i`` forgotten: it has returned)."""
+        todo = [(state, lin, open_)]
+        seen = {(state, lin, open_)}
+        while todo:  # bounded: each configuration is expanded once, and the step budget
+            s, lin, open_ = todo.pop()
+            tried: set[Hashable] = set()
+            for q in [*self.running, *sorted(open_)]:
+                # A running observer the state accepts is already placed (see _eager), so
+                # one not placed is not accepted here: only a state change can place it.
+                if q in lin or self.observer[q] or self.kind[q] in tried:
+                    continue
+                tried.add(self.kind[q])
+                self._tick()
+                ok, after = self.model.step(s, self.ops[q])
+                if not ok:
+                    continue
+                if q in open_:
+                    if after == s:
+                        continue  # dominated by this configuration, with q still open
+                    lin2, open2 = lin, open_ - {q}
+                else:
+                    lin2, open2 = lin | {q}, open_
+                if after != s:
+                    lin2 = self._eager(after, lin2)
+                if i in lin2:
+                    _add(out, after, lin2 - {i}, open2)
+                elif (after, lin2, open2) not in seen:
+                    seen.add((after, lin2, open2))
+                    todo.append((after, lin2, open2))
+
+
+def _search_frontier(ops: Sequence[Operation], model: Model[Any], steps_max: int,
+                     should_stop: Callable[[], bool] | None) -> _Outcome:
+    search = _Frontier(ops, model, steps_max, should_stop)
+    search.advance(steps_max + 1)
+    return search.outcome()
+
+
+def _search_wgl(ops: Sequence[Operation], model: Model[Any], steps_max: int,
+                should_stop: Callable[[], bool] | None) -> _Outcome:
+    """WGL over one key's operations (the reference engine). Returns whether they linearize
+    (None: budget spent)."""
     n = len(ops)
     if n == 0:
         return _Outcome(True, 0)
@@ -330,15 +574,13 @@ def _search(ops: Sequence[Operation], model: Model[Any], steps_max: int,
     linearized = 0
     cache: set[tuple[int, Any]] = set()
     calls: list[tuple[int, Any]] = []
-    best: list[int] = []
-    low = 0  # the stack's lowest depth since ``best`` was last brought up to date
     entry = nxt[0]
     steps = 0
     for steps in range(1, steps_max + 1):  # bounded: the step budget
         if nxt[0] == -1:
             return _Outcome(True, steps)
         if should_stop is not None and steps % _STOP_POLL_STEPS == 0 and should_stop():
-            return _Outcome(None, steps)
+            return _Outcome(None, steps, reason=f"time limit reached after {steps:,} steps")
         if is_call[entry]:
             i = op_of[entry]
             ok, after = model.step(state, ops[i])
@@ -354,24 +596,18 @@ def _search(ops: Sequence[Operation], model: Model[Any], steps_max: int,
                     continue
             entry = nxt[entry]
         else:
-            # The longest partial order, kept for the report, is updated when the search
-            # backtracks from a record depth, and only above the lowest depth the stack has
-            # reached since the last update (below it, ``best`` and the stack still agree):
-            # amortised O(1) per step. Copying the whole stack at each new record made a
-            # linearizable key of n operations cost O(n^2): 74 of 78 s at 80,000 operations.
-            if len(calls) > len(best):
-                del best[low:]
-                best.extend(op_of[s] for s, _ in calls[low:])
-                low = len(calls)
             if not calls:
-                return _Outcome(False, steps, culprit=ops[op_of[entry]],
-                                linearized=tuple(ops[i] for i in best))
+                return _Outcome(False, steps, culprit=ops[op_of[entry]])
             top, state = calls.pop()
-            low = min(low, len(calls))
             linearized &= ~(1 << op_of[top])
             unlift(top)
             entry = nxt[top]
-    return _Outcome(None, steps)
+    return _Outcome(None, steps, reason=f"search budget spent after {steps:,} steps")
+
+
+_ENGINES: dict[str, Callable[[Sequence[Operation], Model[Any], int,
+                              Callable[[], bool] | None], _Outcome]] = {
+    "frontier": _search_frontier, "wgl": _search_wgl}
 
 
 def _cut(ops: Sequence[Operation], t: float) -> list[Operation]:
@@ -387,30 +623,40 @@ def _cut(ops: Sequence[Operation], t: float) -> list[Operation]:
     return out
 
 
-def _check_key(key: str, ops: list[Operation], model: Model[Any], steps_max: int,
-               should_stop: Callable[[], bool] | None) -> KeyResult:
-    ops = sorted(ops, key=lambda o: (o.call, o.id))
-    outcome = _search(ops, model, steps_max, should_stop)
+def _key_result(key: str, ops: list[Operation], model: Model[Any], outcome: _Outcome,
+                engine: Engine, steps_max: int, should_stop: Callable[[], bool] | None
+                ) -> KeyResult:
+    """The key's verdict from its search's outcome; for a violation, its failing window."""
     if outcome.ok is None:
         return KeyResult(key, model.name, "unknown", len(ops), outcome.steps,
-                         reason=f"search budget spent after {outcome.steps} steps")
+                         reason=outcome.reason)
     if outcome.ok:
         return KeyResult(key, model.name, "ok", len(ops), outcome.steps)
-    # Bisect the smallest failing prefix (violation is monotone in the cut time).
+    search = _ENGINES[engine]
+    # The smallest failing cut: violation is monotone in the cut time, and no cut before the
+    # completion the search failed at fails (before it, a valid order of everything returned
+    # exists, and the cut only relaxes the rest). Probe from there, doubling the stride, then
+    # bisect the last stride: usually the first probe fails.
     times = sorted({op.ret for op in ops if not math.isinf(op.ret)})
-    lo, hi = 0, len(times) - 1
+    first = (outcome.culprit.ret if outcome.culprit is not None
+             and not math.isinf(outcome.culprit.ret) else times[0] if times else math.inf)
+    lo, hi = bisect.bisect_left(times, first), len(times) - 1
     found = outcome
     steps = outcome.steps
-    for _ in range(64):  # bounded: log2 of the number of distinct return times
+    stride = 1
+    probe_at: int | None = lo
+    for _ in range(128):  # bounded: doubling, then halving, over at most 2**64 times
         if lo >= hi:
             break
-        mid = (lo + hi) // 2
-        probe = _search(_cut(ops, times[mid]), model, steps_max, should_stop)
+        mid = min(probe_at, hi - 1) if probe_at is not None else (lo + hi) // 2
+        probe = search(_cut(ops, times[mid]), model, steps_max, should_stop)
         steps += probe.steps
         if probe.ok is False:
-            hi, found = mid, probe
+            hi, found, probe_at = mid, probe, None
         else:  # linearizable, or undecided: do not claim a smaller window
             lo = mid + 1
+            if probe_at is not None:
+                probe_at, stride = lo + stride, stride * 2
     cut_time = times[hi] if times else math.inf
     kept = {o.id for o in _cut(ops, cut_time)}
     window = tuple(o for o in ops if o.id in kept)
@@ -423,13 +669,31 @@ def _check_key(key: str, ops: list[Operation], model: Model[Any], steps_max: int
         for cand in at_cut:
             relaxed = [dataclasses.replace(o, output=UNKNOWN, ret=math.inf) if o.id == cand.id
                        else o for o in seen]
-            probe = _search(relaxed, model, steps_max, should_stop)
+            probe = search(relaxed, model, steps_max, should_stop)
             steps += probe.steps
             if probe.ok:
                 culprit = cand
                 break
     return KeyResult(key, model.name, "violation", len(ops), steps, window=window,
-                     culprit=culprit, linearized=found.linearized, cut_time=cut_time)
+                     culprit=culprit, cut_time=cut_time)
+
+
+def _search_keys(histories: dict[str, list[Operation]], models: dict[str, Model[Any]],
+                 steps_max: int, should_stop: Callable[[], bool] | None
+                 ) -> dict[str, _Outcome]:
+    """Every key's frontier search, in turns of :data:`SLICE_STEPS`: a time limit that stops
+    them stops them all part way, each with its progress, not the last keys before they
+    start."""
+    searches = {key: _Frontier(ops, models[key], steps_max, should_stop)
+                for key, ops in histories.items()}
+    undecided = list(searches)
+    for _ in range(steps_max // SLICE_STEPS + 2):  # bounded: a turn spends a slice or ends one
+        if not undecided:
+            break
+        for key in undecided:
+            searches[key].advance(SLICE_STEPS)
+        undecided = [key for key in undecided if not searches[key].finished]
+    return {key: search.outcome() for key, search in searches.items()}
 
 
 def _model_for(model: Model[Any] | Callable[[str], Model[Any]], key: str) -> Model[Any]:
@@ -444,12 +708,15 @@ def check_operations(
     *,
     steps_max: int = STEPS_MAX_DEFAULT,
     should_stop: Callable[[], bool] | None = None,
+    engine: Engine = "frontier",
 ) -> CheckResult:
     """Check a history of operations for linearizability, one key at a time.
 
-    ``model`` is one model for every key, or a function from key to model. Never raises on a
-    bad history; an operation whose ``ret`` precedes its ``call`` is a caller bug and is
-    refused with :class:`~consensus.errors.InvariantViolation`."""
+    ``model`` is one model for every key, or a function from key to model. ``engine`` is
+    ``"frontier"`` (the search) or ``"wgl"`` (the reference, one key after the other). Never
+    raises on a bad history; an operation whose ``ret`` precedes its ``call`` is a caller bug
+    and is refused with :class:`~consensus.errors.InvariantViolation`."""
+    check(engine in _ENGINES, f"unknown checker engine {engine!r}")
     by_key: dict[str, list[Operation]] = {}
     seen: set[int] = set()
     for op in ops:
@@ -457,10 +724,16 @@ def check_operations(
         check(op.id not in seen, f"operation id {op.id} appears twice")
         seen.add(op.id)
         by_key.setdefault(op.key, []).append(op)
-    results = []
-    for key in sorted(by_key):
-        m = _model_for(model, key)
-        results.append(_check_key(key, by_key[key], m, steps_max, should_stop))
+    by_call = operator.attrgetter("call", "id")
+    histories = {key: sorted(by_key[key], key=by_call) for key in sorted(by_key)}
+    models = {key: _model_for(model, key) for key in histories}
+    if engine == "frontier":
+        outcomes = _search_keys(histories, models, steps_max, should_stop)
+    else:
+        outcomes = {key: _search_wgl(ops_, models[key], steps_max, should_stop)
+                    for key, ops_ in histories.items()}
+    results = [_key_result(key, histories[key], models[key], outcomes[key], engine, steps_max,
+                           should_stop) for key in histories]
     verdicts = {r.verdict for r in results}
     verdict: Verdict = ("violation" if "violation" in verdicts else
                         "unknown" if "unknown" in verdicts else "ok")
