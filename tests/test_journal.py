@@ -315,3 +315,32 @@ def test_stored_commit_index_never_runs_ahead_of_the_flushed_log(tmp_path: Path)
     assert open_journal(path).getRaftCommitIndex() == 5
     j.close()
     assert open_journal(path).getRaftCommitIndex() == 7  # closing flushed the rest
+
+
+def test_a_failed_flush_is_final(tmp_path: Path) -> None:
+    """After one failed flush no later flush may count: Linux reports a writeback error once
+    and may drop the dirty pages, so a retried fdatasync can succeed with the data gone. The
+    harness fails one flush; every later sync raises and the durable index stays put."""
+
+    class FailsOnce(Journal):
+        failures = 0
+
+        def _sync_log(self) -> None:
+            if FailsOnce.failures:
+                FailsOnce.failures -= 1
+                raise OSError(5, "Input/output error")
+            super()._sync_log()
+
+    j = FailsOnce(tmp_path / "j", fsync=True, record_bytes_max=RECORD_MAX)
+    FailsOnce.failures = 1
+    fill(j, 2)
+    with pytest.raises(OSError, match="Input/output error"):
+        j.sync()
+    assert FailsOnce.failures == 0  # the next _sync_log would succeed ...
+    fill(j, 1, start=3)
+    for _ in range(3):
+        with pytest.raises(OSError, match="Input/output error"):
+            j.sync()  # ... but is never trusted
+    assert j.durable_index == 0
+    with pytest.raises(OSError, match="Input/output error"):
+        j.close()  # its final flush fails the same way, and the file is closed anyway

@@ -193,6 +193,7 @@ class Journal:
         # all we promise, so every entry counts.
         self._durable = len(self._entries)
         self._truncations = 0
+        self._flush_error: OSError | None = None  # the first failed flush, final (_flush_now)
         if fsync:
             self._dirty = True
             self.sync()
@@ -309,17 +310,34 @@ class Journal:
     def flush(self) -> None:
         """Flush the log if anything changed since the last flush (in any mode)."""
         if self._dirty and not self._closed:
-            self._sync_log()
-            self._dirty = False
-            self._durable = len(self._entries)
+            self._flush_now()
 
     def sync(self) -> None:
         """Group commit: in fsync mode, make every append so far durable with one flush
         (nothing to do if nothing changed since the last one)."""
         if self._fsync and self._dirty and not self._closed:
+            self._flush_now()
+
+    def _flush_now(self) -> None:
+        """One flush; on success every entry so far is durable.
+
+        A failed flush is final for this open journal: every later flush raises the same
+        error and :attr:`durable_index` never moves again. Retrying is not safe: Linux reports
+        a writeback error once and may already have dropped the dirty pages, so a second
+        ``fdatasync`` can succeed with the data gone, and the replica would then acknowledge
+        entries that are not on disk (PostgreSQL stops on a failed fsync for the same reason).
+        The replica acknowledges nothing more until it is restarted and rereads its disk."""
+        if self._flush_error is not None:
+            raise self._flush_error
+        try:
             self._sync_log()
-            self._dirty = False
-            self._durable = len(self._entries)
+        except OSError as exc:
+            self._flush_error = exc
+            log.critical("raft_log_flush_failed", path=str(self._path), error=str(exc),
+                         effect="nothing more is acknowledged until the replica restarts")
+            raise
+        self._dirty = False
+        self._durable = len(self._entries)
 
     @property
     def durable_index(self) -> int:

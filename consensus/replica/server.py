@@ -266,6 +266,44 @@ class _Watch:
             self.task.cancel()
 
 
+class _BatchQueue:
+    """The watch batches a connection queued in one turn of the loop, merged where they hold the
+    same events and kept in revision order for every watch.
+
+    Batches with the same prefix, start and ``through`` hold the same events: they go out as one
+    frame naming every watch (``WatchBatch.also``). A watch may queue two batches in one turn (a
+    full batch, then the next): its second may match a group another watch created before its
+    first, and flushing groups in creation order would then send it revisions out of order. So a
+    watch that already has a batch queued makes the queue drain first (:meth:`must_drain`)."""
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, int, int], tuple[list[Event], int, list[int]]] = {}
+        self._queued: set[int] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._groups)
+
+    def must_drain(self, watch: int) -> bool:
+        return watch in self._queued
+
+    def add(self, prefix: str, start: int, watch: int, events: list[Event], through: int,
+            size_bytes: int) -> None:
+        self._queued.add(watch)
+        group = self._groups.get((prefix, start, through))
+        if group is not None:
+            group[2].append(watch)
+            return
+        self._groups[(prefix, start, through)] = (events, size_bytes, [watch])
+
+    def drain(self) -> list[WatchBatch]:
+        """The queued batches as frames, in the order their groups were created."""
+        groups, self._groups = self._groups, {}
+        self._queued.clear()
+        return [WatchBatch(id=ids[0], also=ids[1:] or None, events=events, through=through,
+                           size_bytes=size_bytes)
+                for (_, _, through), (events, size_bytes, ids) in groups.items()]
+
+
 class _Conn:
     """One authenticated client connection."""
 
@@ -276,21 +314,18 @@ class _Conn:
         self.inflight = 0
         self.watches: dict[int, _Watch] = {}
         self.closed = False
-        self._groups: dict[tuple[str, int, int], tuple[list[Event], int, list[int]]] = {}
+        self._batches = _BatchQueue()
         self._flush_scheduled = False
 
     def send_batch(self, prefix: str, start: int, watch: int, events: list[Event], through: int,
                    size_bytes: int) -> None:
         """Queue watch ``watch``'s batch (its events under ``prefix`` from ``start`` through
-        ``through``). The batches queued in one turn of the loop with the same prefix, start
-        and ``through`` hold the same events: they go out as one frame naming every watch
-        (``WatchBatch.also``), so the Boards of a shared connection watching one prefix cost
-        the replica and the client one encoding and one frame per revision, not one each."""
-        group = self._groups.get((prefix, start, through))
-        if group is not None:
-            group[2].append(watch)
-            return
-        self._groups[(prefix, start, through)] = (events, size_bytes, [watch])
+        ``through``), merged with the same batch of other watches (:class:`_BatchQueue`), so
+        the Boards of a shared connection watching one prefix cost the replica and the client
+        one encoding and one frame per revision, not one each."""
+        if self._batches.must_drain(watch):  # its earlier batch goes first
+            self.flush()
+        self._batches.add(prefix, start, watch, events, through, size_bytes)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.server.call_soon(self.flush)
@@ -298,13 +333,11 @@ class _Conn:
     def flush(self) -> None:
         """Send the queued batches, in the order they were queued."""
         self._flush_scheduled = False
-        groups, self._groups = self._groups, {}
-        for (_, _, through), (events, size_bytes, ids) in groups.items():
-            self.send(WatchBatch(id=ids[0], also=ids[1:] or None, events=events,
-                                 through=through, size_bytes=size_bytes))
+        for batch in self._batches.drain():
+            self.send(batch)
 
     def send(self, message: Reply | WatchBatch) -> None:
-        if self._groups and isinstance(message, Reply):  # queued batches go first, in order
+        if self._batches and isinstance(message, Reply):  # queued batches go first, in order
             self.flush()
         if self.closed:
             return
