@@ -59,8 +59,11 @@ FIGURE8_LARGE: Final = Bound(terms=4, log=1, msgs=2)
 # largest state space: one message in flight by default (1.4 million states, ~13 s), two under
 # --large (7.5 million, ~2 min). The third-term rows keep their bound for it.
 ASK_DEFAULT: Final = Bound(terms=2, log=2, msgs=1)
-ASK_LARGE: Final = LARGE
+ASK_LARGE: Final = Bound(terms=2, log=2, msgs=2)
 _ASK_ROW: Final = "raft.read_index_ask"
+# The read rows at the third-term bound cost more than every other third-term row together
+# (356k and 1.8M states, ~25 s): they run under --large, beside the rest of the large rows.
+_LARGE_ONLY_T3: Final = frozenset({"raft.read_index", _ASK_ROW})
 
 _PROPERTIES: Final = (
     ("raft.election_safety", "PROP_ELECTION",
@@ -165,7 +168,12 @@ def checks(large: bool = False) -> list[Check]:
     rows: list[Check] = []
     for suffix, main in (("", bound), (THIRD_TERM_SUFFIX, bounds["t3"])):
         for name, prop, text in _PROPERTIES:
-            b = bounds["ask"] if name == _ASK_ROW and not suffix else main
+            if suffix and name in _LARGE_ONLY_T3:
+                if not large:
+                    continue
+                b = THIRD_TERM_DEFAULT  # their T=3, L=2, M=2 search was not run to the end
+            else:
+                b = bounds["ask"] if name == _ASK_ROW and not suffix else main
             rows.append(Check(
                 name=name + suffix, property=text, tool="spin", bound=b.label(), expect="holds",
                 run=functools.partial(_property_run, prop, b, timeout_s, large),

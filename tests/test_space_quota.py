@@ -60,7 +60,9 @@ def test_compaction_is_triggered_by_journal_bytes(cluster: LocalCluster) -> None
         return sizes if all(s <= JOURNAL_BYTES + slack for s in sizes) else None
 
     sizes = wait_until(compacted, 20, what=f"every journal under {JOURNAL_BYTES + slack} B")
-    assert sum(sizes) < 60 * VALUE_CHARS / 4, sizes
+    # each far below the ~1 MB written through it (each journal is somewhere between empty and
+    # its threshold plus the entries that crossed it, whenever it is looked at)
+    assert all(size < 60 * VALUE_CHARS / 4 for size in sizes), sizes
     for i in range(cluster.size):
         assert (cluster.data_dir / f"r{i}" / SNAPSHOT_FILE).exists(), f"r{i} took no snapshot"
     status = cluster.status()
