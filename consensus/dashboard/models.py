@@ -7,8 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from quorumboard.consensus.testing.summary import OpWindowStats  # a chaos run's window rows
+
 __all__ = ["BlockView", "ChaosView", "ClaimRow", "ClaimsView", "ClusterView", "EventRow",
-           "ExperimentView", "FaultRow", "FindingRow", "KeyRow", "KeysView", "LeaseRow", "LeasesView",
+           "ExperimentView", "FindingRow", "KeyRow", "KeysView", "LeaseRow", "LeasesView",
            "PoliciesView", "PolicyRow", "ReplicaView", "SourceView"]
 
 
@@ -125,25 +127,6 @@ class EventRow(_View):
     value: str
 
 
-class FaultRow(_View):
-    """One window of a chaos run's figures (the whole run, the quiet time, or a fault)."""
-
-    label: str
-    start_s: float
-    end_s: float
-    invoked: int
-    ok: int
-    fail: int
-    info: int
-    availability: float | None
-    ok_per_s: float | None
-    gap_max_s: float | None
-    latency_p50_ms: float | None
-    latency_p99_ms: float | None
-    recover_s: float | None
-    error: str
-
-
 class FindingRow(_View):
     check: str
     verdict: str
@@ -160,7 +143,7 @@ class ChaosView(_View):
     findings: list[FindingRow]
     explanation: str
     duration_s: float | None
-    windows: list[FaultRow]
+    windows: list[OpWindowStats]
     timeline: str | None
     """The URL of the run's timeline picture (``None``: the folder has none)."""
 

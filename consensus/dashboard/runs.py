@@ -17,11 +17,11 @@ from quorumboard.consensus.dashboard.models import (
     BlockView,
     ChaosView,
     ExperimentView,
-    FaultRow,
     FindingRow,
     SourceView,
 )
 from quorumboard.consensus.errors import InvalidCommand
+from quorumboard.consensus.testing.summary import OpWindowStats
 
 __all__ = ["RunFolder", "open_run"]
 
@@ -64,7 +64,7 @@ class RunFolder:
         except (OSError, ValidationError) as exc:
             raise InvalidCommand(f"{self.path / 'verdict.json'}: not a chaos verdict "
                                  f"({type(exc).__name__})") from None
-        windows: list[FaultRow] = []
+        windows: list[OpWindowStats] = []
         duration = None
         summary_path = self.path / "summary.json"
         if summary_path.is_file():
@@ -74,8 +74,7 @@ class RunFolder:
                 raise InvalidCommand(f"{summary_path}: not a run summary ({exc.error_count()} "
                                      "errors)") from None
             duration = summary.duration_s
-            windows = [FaultRow.model_validate(w.model_dump())
-                       for w in [summary.total, summary.quiet, *summary.faults]]
+            windows = [summary.total, summary.quiet, *summary.faults]
         timeline = None
         if self.timeline_svg() is not None:
             timeline = f"/run/{TIMELINE_SVG}"
