@@ -554,6 +554,19 @@ def _registered() -> dict[str, importlib.metadata.EntryPoint]:
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
 
 
+def _optional_main(module: str, extra: str, needs: str) -> Callable[[Sequence[str]], int] | None:
+    """The ``main`` of a command that lives in an extra: imported only for that command, never
+    by the core; ``None`` after saying which extra to install when it is missing."""
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        print(f"error: quorumboard {extra} needs {needs} ({exc}): "
+              f"pip install 'quorumboard[{extra}]'", file=sys.stderr)
+        return None
+    command: Callable[[Sequence[str]], int] = loaded.main
+    return command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     registered = _registered().get(argv[0]) if argv else None
@@ -561,26 +574,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         command: Callable[[Sequence[str]], int] = registered.load()
         return command(argv[1:])
     if argv[:1] == ["dashboard"]:
-        # Optional (the [dashboard] extra): loaded only for this command, never by the core.
-        try:
-            dashboard = importlib.import_module("quorumboard.consensus.dashboard.serve")
-        except ModuleNotFoundError as exc:
-            print(f"error: quorumboard dashboard needs Starlette and uvicorn ({exc}): "
-                  "pip install 'quorumboard[dashboard]'", file=sys.stderr)
+        serve_dashboard = _optional_main("quorumboard.consensus.dashboard.serve", "dashboard",
+                                         "Starlette and uvicorn")
+        if serve_dashboard is None:
             return EXIT_USAGE
-        serve_dashboard: Callable[[Sequence[str]], int] = dashboard.main
         with _terminate_as_interrupt():
             return serve_dashboard(argv[1:])
     if argv[:1] == ["mcp"]:
-        # Optional (the [mcp] extra): loaded only for this command, never by the core.
-        try:
-            module = importlib.import_module("quorumboard.consensus.adapters.mcp")
-        except ModuleNotFoundError as exc:
-            print(f"error: quorumboard mcp needs the MCP SDK ({exc}): "
-                  "pip install 'quorumboard[mcp]'", file=sys.stderr)
-            return EXIT_USAGE
-        serve_mcp: Callable[[Sequence[str]], int] = module.main
-        return serve_mcp(argv[1:])
+        serve_mcp = _optional_main("quorumboard.consensus.adapters.mcp", "mcp", "the MCP SDK")
+        return EXIT_USAGE if serve_mcp is None else serve_mcp(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:
