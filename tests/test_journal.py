@@ -9,6 +9,7 @@ import structlog
 
 from quorumboard.consensus.errors import CorruptData
 from quorumboard.consensus.raft.journal import (
+    DISK_PAGE_BYTES,
     JOURNAL_MAGIC,
     PREALLOCATE_BYTES,
     Journal,
@@ -259,6 +260,57 @@ def test_damage_before_the_zeros_ahead_is_corrupt(tmp_path: Path) -> None:
     data[len(JOURNAL_MAGIC) + 12] ^= 0xFF  # inside the first record's body
     path.write_bytes(bytes(data))
     with pytest.raises(CorruptData, match="checksum"):
+        open_journal(path, fsync=True)
+
+
+def _log_over_pages(path: Path, count: int) -> tuple[bytearray, list[int]]:
+    """A flushed log of ``count`` records of 1,000 bytes each (four to a page), closed: its
+    bytes and each record's offset."""
+    j = open_journal(path, fsync=True)
+    for idx in range(1, count + 1):
+        j.add(bytes([idx]) * 1000, idx, 1)
+    j.sync()
+    j.close()
+    offsets, at = [], len(JOURNAL_MAGIC)
+    for idx in range(1, count + 1):
+        offsets.append(at)
+        at += len(encode_record(bytes([idx]) * 1000, idx, 1))
+    return bytearray(path.read_bytes()), offsets
+
+
+@pytest.mark.parametrize("page", [1, 2, 3])
+def test_a_page_never_written_back_ends_the_log_before_it(tmp_path: Path, page: int) -> None:
+    """A power cut after appends that were never flushed: writeback follows no order, so a
+    later page may be on disk while an earlier one still reads as the zeros written ahead.
+    Nothing from the first such page on was acknowledged (a flush covers every page written
+    before it): the log ends at the record the page cuts, with a warning, and appends go on
+    from there."""
+    path = tmp_path / "j"
+    data, offsets = _log_over_pages(path, 20)
+    start = page * DISK_PAGE_BYTES
+    data[start:start + DISK_PAGE_BYTES] = bytes(DISK_PAGE_BYTES)
+    path.write_bytes(bytes(data))
+    with structlog.testing.capture_logs() as logs:
+        k = open_journal(path, fsync=True)
+    kept = [i + 1 for i, o in enumerate(offsets)
+            if o + len(encode_record(bytes(1000), 1, 1)) <= start]
+    assert [e[1] for e in k.entries()] == kept
+    assert [e["reason"] for e in logs if e["event"] == "journal_torn_tail_truncated"] != []
+    k.add(b"next", kept[-1] + 1, 2)
+    k.close()
+    assert open_journal(path)[-1] == (b"next", kept[-1] + 1, 2)
+
+
+def test_damage_that_is_not_an_unwritten_page_is_still_corrupt(tmp_path: Path) -> None:
+    """The negative twin: the same log with bytes of that page changed, not zeroed (a page
+    the disk wrote wrong), is damage: the journal refuses it, naming the offset."""
+    path = tmp_path / "j"
+    data, offsets = _log_over_pages(path, 20)
+    start = 2 * DISK_PAGE_BYTES
+    data[start:start + DISK_PAGE_BYTES] = bytes([0xA5]) * DISK_PAGE_BYTES
+    path.write_bytes(bytes(data))
+    first_cut = max(o for o in offsets if o < start)
+    with pytest.raises(CorruptData, match=f"offset {first_cut}"):
         open_journal(path, fsync=True)
 
 

@@ -20,9 +20,14 @@ tmp + rename (file and directory fsync'd in fsync mode).
 
 Recovery on open: a torn or invalid *last* record is an append that was never acknowledged, so it is
 truncated with a warning; "last" means that the file holds nothing but zeros after the space
-the record claims, so a torn record is told from the written-ahead zeros that follow it. Anything invalid before the tail, a gap in indices, or a bad meta checksum
-raises :class:`CorruptData` naming file and offset: the replica refuses to start rather than serve
-a log it cannot trust.
+the record claims, so a torn record is told from the written-ahead zeros that follow it. So is
+an invalid record on a page the disk never wrote back (zeros from the record, or from a page
+boundary inside it, to the page's end), with everything after it: writeback follows no order,
+so after a power cut a later page may be on disk when an earlier one is not, but a flush
+covers every page written before it, so nothing from that page on was acknowledged. Anything
+else invalid before the tail, a gap in indices, or a bad meta checksum raises
+:class:`CorruptData` naming file and offset: the replica refuses to start rather than serve a
+log it cannot trust.
 
 Durability (``fsync=True``): ``add`` only writes (the kernel's page cache holds it);
 :meth:`Journal.sync` makes every record appended since the last sync durable with one
@@ -46,7 +51,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, Final, overload
 
 import msgpack
 import structlog
@@ -143,6 +148,30 @@ def _content_end(data: bytes) -> int:
             return start + kept
         end = start
     return 0
+
+
+DISK_PAGE_BYTES: Final = 4096
+"""The unit in which the page cache writes a file back. After a power cut each page written
+since the last flush holds either what was written or what the disk had before (zeros, in the
+space written ahead), in any combination: writeback follows no order."""
+
+
+def _unwritten_page(data: bytes, start: int, end: int) -> bool:
+    """Whether the record in ``data[start:end]`` lies (in part) on a page the disk never wrote
+    back: zeros from ``start``, or from a page boundary inside the record, to the page's end
+    (or the file's), at least a record header long. A flush covers every page written before
+    it, so such a page was written after the last flush, and so was every record after it:
+    none of them was ever acknowledged, and the log ends before this record. (A record whose
+    own bytes hold a page's worth of zeros is told apart only by its checksum: a record that
+    both holds such zeros and is damaged elsewhere would be taken for unwritten.)"""
+    at = start
+    # Bounded: each pass moves to the next page boundary, at most end / DISK_PAGE_BYTES passes.
+    while at < end:
+        page_end = min(len(data), (at // DISK_PAGE_BYTES + 1) * DISK_PAGE_BYTES)
+        if page_end - at >= _RECORD_HEAD.size and not any(data[at:page_end]):
+            return True
+        at = page_end
+    return False
 
 
 def encode_record(command: bytes, idx: int, term: int) -> bytes:
@@ -460,13 +489,14 @@ class Journal:
                 break  # written-ahead space (or a crash's zero fill): the log ends here
             entry, record_bytes, reason = self._parse_record(data, offset)
             if entry is None:
-                if self._is_torn_tail(data, offset, content_end):
+                unwritten = _unwritten_page(data, offset, self._record_span(data, offset))
+                if unwritten or self._is_torn_tail(data, offset, content_end):
                     log.warning(
                         "journal_torn_tail_truncated",
                         file=str(self._path),
                         offset=offset,
                         dropped_bytes=size - offset,
-                        reason=reason,
+                        reason=reason + (", a page never written back" if unwritten else ""),
                     )
                     with open(self._path, "r+b") as f:
                         f.truncate(offset)
@@ -500,6 +530,16 @@ class Journal:
         if entry is None:
             return None, 0, "undecodable record"
         return entry, _RECORD_HEAD.size + length, ""
+
+    def _record_span(self, data: bytes, offset: int) -> int:
+        """Where the record at ``offset`` ends by its header (just the header if the length it
+        announces is impossible), within ``data``."""
+        if len(data) - offset < _RECORD_HEAD.size:
+            return len(data)
+        length: int = _RECORD_HEAD.unpack_from(data, offset)[0]
+        if not 0 < length <= self._record_bytes_max:
+            return offset + _RECORD_HEAD.size
+        return min(len(data), offset + _RECORD_HEAD.size + length)
 
     def _is_torn_tail(self, data: bytes, offset: int, content_end: int) -> bool:
         """Is the invalid record at ``offset`` the unacknowledged last append?

@@ -13,8 +13,10 @@ with the directory flushed, so each is durable the moment it replaces the old on
   truncation points (``_sync_log``, ``_truncate_log``) and its prefix rewrite; nothing in
   production code knows of it.
 * :func:`cut_power` (called while the replica is down) puts that image back in place of the
-  log: writes after the last flush are gone, except, if asked, a random prefix of them (a disk
-  writes back in order but may stop anywhere, so the last record kept may be torn).
+  log: writes after the last flush are gone, except, if asked, some of them: either a random
+  prefix (written back in order, stopped anywhere, so the last record kept may be torn) or a
+  random set of their pages (written back in any order, so a record may be missing with a
+  later one on disk).
 * :class:`PowerCutCluster`, a :class:`~quorumboard.consensus.cluster.LocalCluster` whose
   replica processes run on that journal (the harness's entry point,
   ``python -m quorumboard.consensus.testing.replica --power-cut``) and whose
@@ -35,7 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from quorumboard.consensus.cluster import TESTING_REPLICA_MODULE, LocalCluster
-from quorumboard.consensus.raft.journal import JOURNAL_FILE, Journal
+from quorumboard.consensus.raft.journal import DISK_PAGE_BYTES, JOURNAL_FILE, Journal
 from quorumboard.consensus.raft.node import RaftNode
 
 __all__ = [
@@ -133,9 +135,11 @@ def on_power_cut_disk(raft_class: type[RaftNode]) -> type[RaftNode]:
 
 def cut_power(data_dir: Path, rng: random.Random | None = None) -> None:
     """Leave a replica's log as a power cut would have: what was written after its last flush
-    is gone. With ``rng``, a random prefix of those writes stays (the disk had written it
-    back), and the last record it keeps may be torn: the journal's torn-tail rule must tell it
-    from the zeros written ahead of the log. The file keeps its size, zero-filled, as the
+    is gone. With ``rng``, some of those writes stay (the disk had written them back): half
+    the time a random prefix, whose last record may be torn (the journal's torn-tail rule must
+    tell it from the zeros written ahead of the log); otherwise a random set of their pages,
+    so a record may read as zeros with later ones intact (the journal must end the log at the
+    first page never written back, not refuse to open). The file keeps its size, zero-filled, as the
     space written ahead would. Only while the replica is down; a log never flushed under
     :class:`PowerCutJournal` (no image) is left as it is."""
     log_path = data_dir / JOURNAL_FILE
@@ -143,13 +147,30 @@ def cut_power(data_dir: Path, rng: random.Random | None = None) -> None:
     if not log_path.exists() or not image_path.exists():
         return
     durable, written = image_path.read_bytes(), log_path.read_bytes()
-    kept = durable
+    kept = bytearray(durable)
     if rng is not None and written.startswith(durable):  # since then only appended
-        unflushed = len(written.rstrip(b"\0")) - len(durable)  # records, not the zeros ahead
-        kept = written[:len(durable) + rng.randrange(max(0, unflushed) + 1)]
+        records_end = len(written.rstrip(b"\0"))  # the records, not the zeros ahead
+        if rng.random() < 0.5:  # written back in order, stopped anywhere
+            kept = bytearray(written[:len(durable) + rng.randrange(
+                max(0, records_end - len(durable)) + 1)])
+        else:  # written back in any order: each page since the flush there or not
+            kept = _random_pages(durable, written[:records_end], rng)
     tmp = log_path.with_name(log_path.name + ".cut")
-    tmp.write_bytes(kept + bytes(max(0, len(written) - len(kept))))
+    tmp.write_bytes(bytes(kept) + bytes(max(0, len(written) - len(kept))))
     os.replace(tmp, log_path)
+
+
+def _random_pages(durable: bytes, written: bytes, rng: random.Random) -> bytearray:
+    """``written`` where each page (:data:`DISK_PAGE_BYTES`) holding bytes past ``durable``
+    was written back, and as the disk had it before (``durable``, then zeros) where not."""
+    disk = bytearray(durable) + bytes(max(0, len(written) - len(durable)))
+    first = len(durable) // DISK_PAGE_BYTES * DISK_PAGE_BYTES
+    # Bounded by the pages of the unflushed writes.
+    for start in range(first, len(written), DISK_PAGE_BYTES):
+        if rng.random() < 0.5:
+            end = min(len(written), start + DISK_PAGE_BYTES)
+            disk[start:end] = written[start:end]
+    return disk
 
 
 class PowerCutCluster(LocalCluster):
