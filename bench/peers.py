@@ -25,8 +25,9 @@ on 100 keys holding 256-byte values:
 * ``stale`` - a read served from one member's state (etcd ``serializable``; quorumboard
   ``get(stale=True)``).
 
-All clients talk to the leader (quorumboard's ``Board`` does; the etcd clients are pointed at
-the member that leads when the row starts), so neither system pays a follower's forwarding hop.
+All clients talk to the leader (quorumboard's Boards are given the leader's endpoint first, and
+writes follow the leader; the etcd clients are pointed at the member that leads when the row
+starts), so neither system pays a follower's forwarding hop.
 The ``etcd`` rows go through its v3 JSON gateway (HTTP/1.1 + JSON + base64 on the client port),
 which is slower than its gRPC path: etcd as a Python program without a gRPC client sees it.
 The ``etcd-grpc`` rows are the faster path, as a Python gRPC client gets it.
@@ -161,7 +162,11 @@ def run_quorumboard(cfg: Config, clients: int, op: str, fsync: bool, workdir: Pa
     with LocalCluster(replicas=MEMBERS, data_dir=workdir / "cluster", fsync=fsync,
                       log_level="warning") as cluster:
         leader = cluster.wait_for_leader()
-        endpoints = ",".join(cluster.endpoints)
+        # The leader's endpoint first: a Board reads from the replica it reached first (a
+        # follower serves linearizable reads too), so without this a row that only reads would
+        # measure whichever replica happens to be listed first, unlike the etcd rows.
+        endpoints = ",".join([cluster.endpoints[leader]]
+                             + [e for i, e in enumerate(cluster.endpoints) if i != leader])
         with connect(endpoints, agent="peers-load") as loader:
             loader.set_policy(KEY_PREFIX, "last-writer-wins")
             versions = {_key(k): loader.put(_key(k), value).version for k in range(KEYS)}

@@ -3,6 +3,9 @@
 * Raft §5.3 (log matching, AppendEntries receiver steps 2-5): ``_trim_matching_entries`` in
   consensus/raft/_pysyncobj.py: entries the follower already has are not truncated, a
   conflicting suffix is, and the commit index never passes what the message verified;
+* thesis §6.4 (ReadIndex): ``round_members`` picks the members a heartbeat round goes to first
+  (a majority with the leader, those that answered the newest round first), the rest waiting
+  for the round's widening;
 * the wire schema (consensus/raft/transport.py ``validate_message`` / ``decode_message``): every
   message pysyncobj would act on is well formed, every malformed kind is refused with a
   :class:`ProtocolError` before pysyncobj sees it (pysyncobj indexes messages unchecked).
@@ -16,7 +19,7 @@ import msgpack
 import pytest
 
 from quorumboard.consensus.errors import ProtocolError
-from quorumboard.consensus.raft._pysyncobj import _trim_matching_entries
+from quorumboard.consensus.raft._pysyncobj import _trim_matching_entries, round_members
 from quorumboard.consensus.raft.transport import decode_message, validate_message
 
 # A follower's journal: (command, index, term), indexes 5..9 (a compacted prefix before 5).
@@ -198,3 +201,28 @@ def test_undecodable_and_ext_typed_payloads_are_refused() -> None:
         decode_message(b"\xc1", 2**20, CMD_MAX)
     with pytest.raises(ProtocolError, match="undecodable"):
         decode_message(msgpack.packb(msgpack.ExtType(1, b"x")), 2**20, CMD_MAX)
+
+
+# (case, members, connected, newest round each answered, expected first, expected skipped)
+ROUND_CASES = [
+    ("§6.4 three members: the one that answered the newest round, the other skipped",
+     ["a", "b"], {"a", "b"}, {"a": 3, "b": 7}, ["b"], ["a"]),
+    ("§6.4 none answered yet: configuration order",
+     ["a", "b"], {"a", "b"}, {}, ["a"], ["b"]),
+    ("§6.4 the preferred member is disconnected: the other, nothing skipped",
+     ["a", "b"], {"a"}, {"b": 9}, ["a"], []),
+    ("§6.4 five members: the two freshest, ties in configuration order",
+     ["a", "b", "c", "d"], {"a", "b", "c", "d"}, {"b": 5, "c": 5, "d": 2}, ["b", "c"],
+     ["d", "a"]),
+    ("§6.4 five members, two connected: both, though they cannot make a majority alone",
+     ["a", "b", "c", "d"], {"c", "d"}, {"a": 9}, ["c", "d"], []),
+    ("§6.4 a group of one: no member to ask", [], set(), {}, [], []),
+]
+
+
+@pytest.mark.parametrize(("case", "members", "connected", "answered", "first", "skipped"),
+                         ROUND_CASES, ids=[c[0] for c in ROUND_CASES])
+def test_6_4_round_members(case: str, members: list[str], connected: set[str],
+                           answered: dict[str, int], first: list[str],
+                           skipped: list[str]) -> None:
+    assert round_members(members, connected, answered) == (first, skipped), case

@@ -7,6 +7,9 @@ processes over TCP on 127.0.0.1.
 * §6.4 safety: a leader cut off from both followers (the harness's network fault proxies),
   while the majority elects a new leader and commits a write, never answers a read through it
   with the old value: its heartbeat round gets no majority, so the read fails ``UNAVAILABLE``.
+* A watch "from now" at a follower cut off from the leader is refused, not started before
+  writes acknowledged meanwhile.
+* With either follower paused, reads at the leader go on (the round moves to the other).
 * Negative control: the same test against replicas with the ``unconfirmed-reads`` bug planted
   (the harness's replica entry point, consensus/testing/replica.py: the leader skips the
   heartbeat round) observes the stale read.
@@ -16,6 +19,7 @@ processes over TCP on 127.0.0.1.
 
 from __future__ import annotations
 
+import queue
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +29,7 @@ import pytest
 from quorumboard.consensus import LocalCluster, connect
 from quorumboard.consensus.client.board import _Link
 from quorumboard.consensus.testing.chaos import Scenario, run_chaos
-from quorumboard.consensus.wire.protocol import Failure, ReadReq, Reply
+from quorumboard.consensus.wire.protocol import Failure, ReadReq, Reply, WatchReq
 from tests.conftest import leader_status
 
 KEY = "ri/x"
@@ -33,6 +37,9 @@ READ_BUDGET_S = 0.5
 ELECTION_WAIT_S = 10.0
 STALE_WINDOW_S = 6.0
 READS_MAX = 40
+WATCH_REPLY_S = 15.0
+WATCH_END_S = 30.0
+WRITES_WHILE_CUT_MAX = 1_000
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +70,103 @@ def test_6_4_linearizable_reads_append_nothing_and_see_the_last_write(
     finally:
         at_follower.close()
     assert after == before, "a linearizable read appended a log entry"
+
+
+def test_6_4_reads_go_on_while_either_follower_is_paused(cluster: LocalCluster) -> None:
+    """A round goes first to the member that answered the newest round; with that member
+    paused (SIGSTOP: connected, silent), the round is widened to the other, and a read still
+    sees the write acknowledged just before it. Each follower is paused in turn, so the
+    preferred one is paused at least once."""
+    leader = cluster.wait_for_leader()
+    at_leader = connect([cluster.endpoints[leader]], agent="ri-paused", secret=cluster.secret)
+    try:
+        for follower in (i for i in range(cluster.size) if i != leader):
+            cluster.pause(follower)
+            try:
+                for i in range(10):
+                    at_leader.put(f"ri/paused/{follower}/{i}", i)
+                    entry = at_leader.get(f"ri/paused/{follower}/{i}")
+                    assert entry is not None and entry.value == i, (follower, i, entry)
+            finally:
+                cluster.resume(follower)
+    finally:
+        at_leader.close()
+    assert cluster.leader() == leader, "a paused follower cost the leader its term"
+
+
+def _watch_from_now_at(cluster: LocalCluster, i: int) -> Reply:
+    """The first reply to a watch "from now" opened at replica ``i``."""
+    link = _Link(cluster.endpoints[i], cluster.secret, "ri-watch", timeout_s=1.0)
+    try:
+        return link.request(lambda rid: WatchReq(id=rid, prefix="ri/lag/"), WATCH_REPLY_S)
+    finally:
+        link.close()
+
+
+def test_6_4_a_watch_from_now_at_a_lagging_follower_misses_no_write_and_replays_none(
+        cluster: LocalCluster) -> None:
+    """A watch with no start revision starts after a confirmed read index, like a linearizable
+    read. A follower cut off from the leader, behind the writes acknowledged since, does not
+    start it after its own old revision (which would stream those writes as new): it refuses
+    (``UNAVAILABLE``, and a Board tries another replica). Healed, it starts after them."""
+    assert cluster.net is not None
+    leader = cluster.wait_for_leader()
+    follower = next(i for i in range(cluster.size) if i != leader)
+    writer = connect([cluster.endpoints[leader]], agent="ri-lag", secret=cluster.secret)
+    try:
+        cluster.net.isolate(follower)
+        try:
+            last = max(writer.put(f"ri/lag/{i}", i).revision for i in range(5))
+            cut_off = _watch_from_now_at(cluster, follower)
+        finally:
+            cluster.net.heal()
+        cluster.wait_converged()
+        healed = _watch_from_now_at(cluster, follower)
+    finally:
+        writer.close()
+    assert cut_off.wire_error is Failure.UNAVAILABLE or (
+        cut_off.revision is not None and cut_off.revision >= last), \
+        f"a lagging follower started a watch before the acknowledged revision {last}: {cut_off}"
+    assert healed.wire_error is None and healed.revision is not None \
+        and healed.revision >= last, healed
+
+
+def test_a_follower_whose_links_were_reset_ends_its_watches(cluster: LocalCluster) -> None:
+    """A follower whose connections to every member were reset (not just held) connects to no
+    one, so it starts no election and keeps naming its old leader while the others commit
+    without it. Its watches must not stall in silence: out of touch with any leader for the
+    limit, it ends them (``UNAVAILABLE``), and their clients resume on another replica."""
+    assert cluster.net is not None
+    leader = cluster.wait_for_leader()
+    follower = next(i for i in range(cluster.size) if i != leader)
+    link = _Link(cluster.endpoints[follower], cluster.secret, "ri-reset", timeout_s=1.0)
+    writer = connect([cluster.endpoints[leader]], agent="ri-reset-w", secret=cluster.secret)
+    try:
+        rid, box = link.open_box(stream=True)
+        link.send(WatchReq(id=rid, prefix="ri/reset/", start_revision=1))
+        opened = link.wait(box, WATCH_REPLY_S)
+        assert isinstance(opened, Reply) and opened.wire_error is None, opened
+        cluster.net.isolate(follower, reset=True)
+        ended: Reply | None = None
+        deadline = time.monotonic() + WATCH_END_S
+        for n in range(WRITES_WHILE_CUT_MAX):  # the others go on committing meanwhile
+            writer.put(f"ri/reset/{n}", n)
+            try:
+                msg = link.wait(box, 0.2)
+            except queue.Empty:
+                msg = None
+            if isinstance(msg, Reply):
+                ended = msg
+                break
+            if time.monotonic() > deadline:
+                break
+    finally:
+        cluster.net.heal()
+        link.close()
+        writer.close()
+        cluster.wait_converged()
+    assert ended is not None and ended.wire_error is Failure.UNAVAILABLE, \
+        f"the cut-off follower's watch stalled without a word: {ended}"
 
 
 def _read_at(cluster: LocalCluster, i: int) -> Reply:

@@ -74,8 +74,8 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, Protocol, TypeVar
 
 import msgpack
 import pysyncobj
@@ -282,6 +282,16 @@ waiting for the state to catch up): past it a read fails at once (backpressure).
 endpoint batches its reads into one request per round, so this bounds followers' requests and
 misuse, not normal load."""
 
+M = TypeVar("M")
+
+_ROUND_KINDS: Final = frozenset({"qb_heartbeat", "qb_heartbeat_reply"})
+
+ROUND_WIDEN_S: Final = 0.005
+"""A ReadIndex round goes to a majority's worth of members first; still unconfirmed this long
+after (checked every tick: after every burst of events, at least every ``tick_period_s``), it
+goes to the others too. Well past a round's time on loopback (0.2-2 ms measured on 2 cores),
+so the others are asked only when a chosen member is dead, paused or slow."""
+
 IndexCallback = Callable[[int | None], None]
 """A read's confirmed read index, or ``None``: not confirmed (not the leader any more, no
 leader to ask, the deadline passed, a queue full)."""
@@ -299,6 +309,18 @@ class _ReadWait:
     term: int = 0
     index: int = 0
     sent_to: Any = None
+
+
+def round_members(others: Collection[M], connected: Collection[M],
+                  answered: Mapping[M, int]) -> tuple[list[M], list[M]]:
+    """Which connected members a ReadIndex round goes to first, and which it skips: as many
+    as make a majority with the leader, those that answered the newest round first (ties in
+    ``others`` order). Fewer when fewer are connected (the round then waits for a member to
+    connect, or for an AppendEntries reply)."""
+    members = sorted((n for n in others if n in connected),
+                     key=lambda n: answered.get(n, 0), reverse=True)
+    needed = (len(others) + 1) // 2
+    return members[:needed], members[needed:]
 
 
 def _answer(callback: Callable[[Any], None], value: Any) -> None:
@@ -364,6 +386,12 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         self._qb_round = 0  # the newest round started; carried by every append we send
         self._qb_answering_round = 0  # follower: the round of the append being answered
         self._qb_acked: dict[Any, int] = {}  # leader: newest round each member answered
+        self._qb_round_skipped: list[Any] = []  # leader: members the newest round was not sent to
+        self._qb_round_sent_at = 0.0  # leader: when the newest round was sent
+        # whether every message since qb_arm_event was a round's heartbeat or its answer
+        # (None: no message yet); see qb_event_needs_tick
+        self._qb_reads_only: bool | None = None
+        self._qb_leader_heard_at = 0.0  # follower: when the leader's last message came
         self._qb_unstarted: list[_ReadWait] = []  # leader: reads waiting for their round
         self._qb_rounds: deque[_ReadWait] = deque()  # leader: started, in round order
         self._qb_term_committed = -1  # the term whose first entry we saw committed
@@ -399,18 +427,24 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         ``nextIndex`` (a failed append resets it).
         """
         kind = message.get("type")
+        self._qb_reads_only = (kind in _ROUND_KINDS) and self._qb_reads_only is not False
         if kind == "append_entries":
             self._qb_answering_round = message.get("round", 0)
             try:
                 self._qb_on_append_entries(node, message)
             finally:
                 self._qb_answering_round = 0
+            if self._SyncObj__raftLeader == node:
+                self._qb_leader_heard_at = time.monotonic()
             return
         if kind == "next_node_idx" and not self._qb_reply_is_current(message):
             return  # a reply to an append of another term: it acknowledges nothing now
         if kind == "next_node_idx":
             self._qb_on_round_answered(node, message.get("round", 0))
         elif kind == "qb_heartbeat":  # a ReadIndex round: answer with our current term
+            if (self._SyncObj__raftLeader == node
+                    and message["term"] == self._SyncObj__raftCurrentTerm):
+                self._qb_leader_heard_at = time.monotonic()
             self._SyncObj__transport.send(node, {
                 "type": "qb_heartbeat_reply", "term": self._SyncObj__raftCurrentTerm,
                 "round": message["round"]})
@@ -628,6 +662,28 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
     # --- ReadIndex (Raft thesis §6.4) -----------------------------------------------------------
     # Everything below runs on the tick thread only (RaftNode routes calls there).
 
+    def qb_leader_in_touch(self, now: float, within_s: float) -> bool:
+        """Whether we lead, or follow a leader whose last AppendEntries or round heartbeat came
+        within ``within_s``. pysyncobj keeps the leader it knew for as long as no member is
+        connected (a follower starts no election alone), so a follower whose links were all
+        reset still names its old leader while the rest of the cluster moves on."""
+        if self._qb_leading():
+            return True
+        return (self._SyncObj__raftLeader is not None
+                and now - self._qb_leader_heard_at <= within_s)
+
+    def qb_arm_event(self) -> None:
+        """Before an I/O event is handled: start noting what its messages were."""
+        self._qb_reads_only = None
+
+    def qb_event_needs_tick(self) -> bool:
+        """After an I/O event: whether a tick must act on it. Not when all it carried was
+        round heartbeats and their answers: a member answers a heartbeat as it arrives and a
+        leader counts the answer as it arrives (reads resolve there), and neither touches
+        pysyncobj's state, so the tick would find nothing to do (on a follower it cost about
+        as much as answering the heartbeat, measured). The periodic tick still runs."""
+        return self._qb_reads_only is not True
+
     def _qb_leading(self) -> bool:
         return bool(self._SyncObj__raftState == _RAFT_STATE.LEADER)
 
@@ -695,16 +751,40 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         self._qb_resolve_rounds()
 
     def _qb_send_round(self, term: int) -> None:
-        """The round's heartbeat to every member: ``qb_heartbeat``, which a member answers at
-        once with its current term (``qb_heartbeat_reply``). It stays outside the log, so a
-        follower touches neither its journal nor pysyncobj's append path for it (a round
-        through AppendEntries cost about a third more per read, measured). AppendEntries carry
-        the round too, so their replies confirm it as well (a lost heartbeat costs at most one
-        ``heartbeat_interval_s``)."""
+        """The round's heartbeat, ``qb_heartbeat``, which a member answers at once with its
+        current term (``qb_heartbeat_reply``), to just enough members to make a majority with
+        us: those that answered the newest rounds first (alive and quick). The others get it
+        only if the round is still unconfirmed :data:`ROUND_WIDEN_S` later
+        (:meth:`_qb_widen_round`). On two cores a heartbeat nobody waits for is not free: its
+        send, the member's wake-up and its answer compete for the cores the reply on the
+        critical path needs.
+
+        The heartbeat stays outside the log, so a follower touches neither its journal nor
+        pysyncobj's append path for it (a round through AppendEntries cost about a third more
+        per read, measured). AppendEntries carry the round too, so their replies confirm it
+        as well (a lost heartbeat costs at most one ``heartbeat_interval_s``). Sending to
+        fewer members changes no safety argument: a round counts answers, and a member we
+        skipped is one whose answer was lost."""
+        chosen, self._qb_round_skipped = round_members(
+            self._SyncObj__otherNodes, self._SyncObj__connectedNodes, self._qb_acked)
+        self._qb_round_sent_at = time.monotonic()
+        self._qb_send_heartbeats(term, chosen)
+
+    def _qb_send_heartbeats(self, term: int, members: list[Any]) -> None:
         message = {"type": "qb_heartbeat", "term": term, "round": self._qb_round}
-        for node in self._SyncObj__otherNodes:
-            if node in self._SyncObj__connectedNodes:
-                self._SyncObj__transport.send(node, dict(message))
+        for node in members:
+            self._SyncObj__transport.send(node, dict(message))
+
+    def _qb_widen_round(self, now: float) -> None:
+        """Leader, every tick: a round still unconfirmed :data:`ROUND_WIDEN_S` after it was
+        sent (a chosen member is dead, paused or slow) goes to the members it skipped; their
+        answers confirm every older round as well."""
+        if (self._qb_rounds and self._qb_round_skipped
+                and now - self._qb_round_sent_at > ROUND_WIDEN_S):
+            connected = self._SyncObj__connectedNodes
+            skipped, self._qb_round_skipped = self._qb_round_skipped, []
+            self._qb_send_heartbeats(self._SyncObj__raftCurrentTerm,
+                                     [n for n in skipped if n in connected])
 
     def _qb_on_round_answered(self, node: Any, answered: int) -> None:
         """A reply of our current term answered the append that carried round ``answered``."""
@@ -794,6 +874,7 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
                 self._qb_unstarted.extend(self._qb_asks.values())
                 self._qb_asks.clear()
             self._qb_start_round()
+            self._qb_widen_round(now)
         elif self._qb_unstarted or self._qb_rounds:
             ended = self._qb_unstarted + list(self._qb_rounds)
             self._qb_unstarted, self._qb_rounds = [], deque()

@@ -313,9 +313,13 @@ class LoopPoller:
     the connection. Only the loop's thread may subscribe once the loop runs.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, after_event: Callable[[], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, after_event: Callable[[], None],
+                 before_event: Callable[[], None] = lambda: None,
+                 event_needs_tick: Callable[[], bool] = lambda: True) -> None:
         self._loop = loop
         self._after_event = after_event
+        self._before_event = before_event
+        self._event_needs_tick = event_needs_tick
         self._fds: set[int] = set()
 
     def subscribe(self, descr: int, callback: Callable[[int, int], None], eventMask: int) -> None:
@@ -340,11 +344,15 @@ class LoopPoller:
         """The loop waits for events; a tick never blocks here."""
 
     def _fire(self, callback: Callable[[int, int], None], descr: int, event: int) -> None:
+        self._before_event()
         try:
             callback(descr, event)
         except Exception:  # pysyncobj's own tick loop logs and carries on, so do we
             log.exception("raft_poll_callback_raised")
-        self._after_event()
+            self._after_event()
+            return
+        if self._event_needs_tick():
+            self._after_event()
 
 
 def forbid_pickle() -> None:
@@ -571,7 +579,8 @@ class RaftNode:
             maxBindRetries=settings.bind_attempts_max if loop is None else 1,
             bindRetryTime=BIND_RETRY_S,
         )
-        poller = None if loop is None else LoopPoller(loop, self._tick_soon)
+        poller = None if loop is None else LoopPoller(
+            loop, self._tick_soon, self._arm_event, self._event_needs_tick)
         if poller is not None and not self._wait_bindable():
             self._journal.close()
             raise Unavailable(f"cannot bind raft address {settings.self_address}")
@@ -971,6 +980,23 @@ class RaftNode:
                 log.warning("raft_bind_retry", address=self.settings.self_address,
                             attempt=attempt + 1, error=str(exc))
         return False
+
+    def leader_in_touch(self) -> bool:
+        """Whether this node leads, or has heard from its leader within the longest election
+        timeout (a follower that has not would start an election, were it connected to any
+        member). Read without locking, like :meth:`status`."""
+        sync = getattr(self, "_sync", None)
+        return bool(sync is not None and not self._closed and sync.qb_leader_in_touch(
+            time.monotonic(), self.settings.election_timeout_max_s))
+
+    def _arm_event(self) -> None:
+        sync = getattr(self, "_sync", None)
+        if sync is not None:
+            sync.qb_arm_event()
+
+    def _event_needs_tick(self) -> bool:
+        sync = getattr(self, "_sync", None)
+        return sync is None or sync.qb_event_needs_tick()
 
     def _tick_soon(self) -> None:
         """Loop mode, on the loop: tick once the current events are handled (one per burst)."""

@@ -262,6 +262,9 @@ class ReplicaMachine:
     def is_leader(self) -> bool:
         return self._raft().is_leader()
 
+    def leader_in_touch(self) -> bool:
+        return self._raft().leader_in_touch()
+
     def leader_client_address(self) -> str | None:
         raft = self._raft()
         leader = None if raft.closed else raft.status().leader

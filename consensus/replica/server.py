@@ -151,6 +151,9 @@ WATCH_LEADERLESS_S = 5.0
 """How long a replica serves its watches without knowing a leader before it ends them (their
 clients resume elsewhere): well past what an election after a leader's death takes with the
 default timeouts (0.4-1.4 s, longer on a loaded machine), so a failover alone moves no watch."""
+WATCH_CONFIRM_S = 5.0
+"""How long a watch "from now" waits for the read index it starts after before it is refused
+(and the client tries another replica): a request's default budget."""
 HANDSHAKE_TIMEOUT_S = 5.0
 CONFIRMS_INFLIGHT_MAX = 2
 """Read-index confirmations one endpoint has in flight; reads that arrive meanwhile wait and
@@ -186,6 +189,7 @@ class Core(Protocol):
     def read_index(self, done: Done) -> None: ...
     def leader_client_address(self) -> str | None: ...
     def is_leader(self) -> bool: ...
+    def leader_in_touch(self) -> bool: ...
     def status(self, digest: bool) -> ReplicaStatus: ...
     def lease_time_left(self) -> dict[int, float] | None: ...
     def subscribe(self, wake: Callable[[], None]) -> None: ...
@@ -734,16 +738,20 @@ class ClientServer:
         loop = self._loop
         answered = False
 
-        def finish(replies: list[tuple[_Conn, Reply]]) -> None:
+        def answer(replies: list[tuple[_Conn, Reply]]) -> bool:
             nonlocal answered
             if answered:
-                return
+                return False
             answered = True
             self._confirm_inflight -= 1
             for conn, reply in replies:
                 conn.inflight -= 1
                 conn.send(reply)
-            self._maybe_confirm_reads()
+            return True
+
+        def finish(replies: list[tuple[_Conn, Reply]]) -> None:
+            if answer(replies):
+                self._maybe_confirm_reads()
 
         def done(_result: object | None, failure: Failure | None) -> None:  # on the tick thread
             if failure is None:
@@ -755,10 +763,14 @@ class ClientServer:
                                      leader_hint=self.core.leader_client_address()))
                            for c, r in batch]
             with contextlib.suppress(RuntimeError):
-                if threading.get_ident() == self._loop_thread_id:  # no wake-up needed
-                    loop.call_soon(finish, replies)
-                else:
+                if threading.get_ident() != self._loop_thread_id:
                     loop.call_soon_threadsafe(finish, replies)
+                elif answer(replies):
+                    # The replies go out now, ahead of whatever else is ready on the loop (a
+                    # late member's answer, a tick); only the next confirmation waits for the
+                    # loop, since starting it here would re-enter the Raft read path that is
+                    # calling us.
+                    loop.call_soon(self._maybe_confirm_reads)
 
         def timed_out() -> None:
             if not answered:
@@ -839,11 +851,13 @@ class ClientServer:
     # ------------------------------------------------------------------------------ watches
 
     def _leaderless(self, now: float) -> bool:
-        """Whether this replica has known no leader for :data:`WATCH_LEADERLESS_S` (checked
-        at most every :data:`DEADLINE_SWEEP_S`: it reads the Raft status)."""
+        """Whether this replica has been out of touch with any leader for
+        :data:`WATCH_LEADERLESS_S` (checked at most every :data:`DEADLINE_SWEEP_S`): it knew
+        none, or it has not heard from the one it knows (a follower whose links to every
+        member were reset keeps naming its old leader)."""
         if now - self._leader_checked_at >= DEADLINE_SWEEP_S:
             self._leader_checked_at = now
-            if self.core.leader_client_address() is not None:
+            if self.core.leader_in_touch():
                 self._leaderless_since = None
             elif self._leaderless_since is None:
                 self._leaderless_since = now
@@ -869,6 +883,41 @@ class ClientServer:
                      leader_hint=None)
 
     def _watch(self, conn: _Conn, req: WatchReq) -> None:
+        """Open a watch. One "from now" (no start revision) starts after a confirmed read index
+        (as a linearizable read would see the board), not after this replica's own revision:
+        a follower that lags would otherwise stream, as new, events committed before the
+        watch was asked for. Without a confirmation within the read budget it is refused
+        (``UNAVAILABLE``), and the client tries another replica."""
+        if req.start_revision is not None:
+            self._open_watch(conn, req, None)
+            return
+        loop = self._loop
+        answered = False
+
+        def answer(failure: Failure | None) -> None:  # on the loop, once
+            nonlocal answered
+            if not answered:
+                answered = True
+                self._open_watch(conn, req, failure)
+
+        def confirmed(_result: object | None, failure: Failure | None) -> None:
+            if threading.get_ident() == self._loop_thread_id:
+                answer(failure)
+            else:
+                with contextlib.suppress(RuntimeError):  # the loop closed: so did the conn
+                    loop.call_soon_threadsafe(answer, failure)
+
+        self._read_deadlines.add(WATCH_CONFIRM_S, lambda: answer(Failure.UNAVAILABLE))
+        self.core.read_index(confirmed)
+
+    def _open_watch(self, conn: _Conn, req: WatchReq, failure: Failure | None) -> None:
+        if conn.closed:
+            return
+        if failure is not None:
+            conn.send(Reply(id=req.id, wire_error=Failure.UNAVAILABLE,
+                            message="no read index confirmed to start the watch from",
+                            leader_hint=self.core.leader_client_address()))
+            return
         if len(conn.watches) >= WATCHES_PER_CONNECTION_MAX:
             conn.send(Reply(id=req.id, wire_error=Failure.UNAVAILABLE, message="too many watches"))
             return

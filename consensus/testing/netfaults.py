@@ -96,16 +96,19 @@ class NetworkFaults:
         """Where replica ``src`` dials to reach replica ``dst``."""
         return f"127.0.0.1:{self._links[(src, dst)].port}"
 
-    def partition(self, groups: Iterable[Iterable[int]]) -> None:
+    def partition(self, groups: Iterable[Iterable[int]], *, reset: bool = False) -> None:
         """Cut every link between replicas in different groups; open the rest. A replica in
-        no group is cut from everyone."""
+        no group is cut from everyone. ``reset``: the connections across the cut are also
+        reset (as a firewall rejecting them would), not just held, so the replicas see their
+        peers disconnected at once; new ones are held as with any cut."""
         side: dict[int, int] = {}
         for g, members in enumerate(groups):
             for i in members:
                 side[i] = g
         cut = {k for k in self._ways if side.get(k[0], -1 - k[0]) != side.get(k[1], -1 - k[1])}
-        self._call(self._set_cut(cut))
-        log.info("network partition", groups=[sorted(g) for g in self._groups(side)])
+        self._call(self._set_cut(cut, reset=reset))
+        log.info("network partition", groups=[sorted(g) for g in self._groups(side)],
+                 reset=reset)
 
     def cut(self, pairs: Iterable[tuple[int, int]], *, one_way: bool = False) -> None:
         """Cut exactly ``pairs`` and open every other direction: ``(a, b)`` stops bytes from
@@ -121,9 +124,10 @@ class NetworkFaults:
         self._call(self._set_cut(cut))
         log.info("network cut", pairs=sorted(cut), one_way=one_way)
 
-    def isolate(self, i: int) -> None:
-        """Cut replica ``i`` from every other replica (clients still reach it)."""
-        self.partition([[j for j in range(self.size) if j != i]])
+    def isolate(self, i: int, *, reset: bool = False) -> None:
+        """Cut replica ``i`` from every other replica (clients still reach it); ``reset`` as
+        for :meth:`partition`."""
+        self.partition([[j for j in range(self.size) if j != i]], reset=reset)
 
     def delay(self, delay_s: float, jitter_s: float = 0.0,
               links: Iterable[tuple[int, int]] | None = None) -> None:
@@ -205,12 +209,17 @@ class NetworkFaults:
                 link.port = link.server.sockets[0].getsockname()[1]
                 self._links[(src, dst)] = link
 
-    async def _set_cut(self, cut: set[tuple[int, int]]) -> None:
+    async def _set_cut(self, cut: set[tuple[int, int]], reset: bool = False) -> None:
         for key, way in self._ways.items():
             if key in cut:
                 way.open.clear()
             else:
                 way.open.set()
+        if reset:
+            for key, link in self._links.items():
+                if key in cut or (key[1], key[0]) in cut:
+                    for w in list(link.conns):
+                        w.transport.abort()
 
     async def _set_ways(self, ways: list[tuple[int, int]], **fields: float) -> None:
         for key in ways:
