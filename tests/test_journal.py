@@ -301,6 +301,24 @@ def test_a_page_never_written_back_ends_the_log_before_it(tmp_path: Path, page: 
     assert open_journal(path)[-1] == (b"next", kept[-1] + 1, 2)
 
 
+def test_zeros_where_a_committed_entry_was_are_corrupt(tmp_path: Path) -> None:
+    """The same zeroed page under a stored commit index that covers the records on it: those
+    were flushed before that index was stored, so the zeros are a disk that lost a flushed
+    write, not writeback that had not happened yet. The journal refuses to open rather than
+    forget entries it acknowledged."""
+    path = tmp_path / "j"
+    _log_over_pages(path, 20)
+    j = open_journal(path, fsync=True)
+    j.setRaftCommitIndex(20)
+    j.close()
+    data = bytearray(path.read_bytes())
+    start = 2 * DISK_PAGE_BYTES
+    data[start:start + DISK_PAGE_BYTES] = bytes(DISK_PAGE_BYTES)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptData, match="committed entry"):
+        open_journal(path, fsync=True)
+
+
 def test_damage_that_is_not_an_unwritten_page_is_still_corrupt(tmp_path: Path) -> None:
     """The negative twin: the same log with bytes of that page changed, not zeroed (a page
     the disk wrote wrong), is damage: the journal refuses it, naming the offset."""

@@ -73,25 +73,27 @@ def test_6_4_linearizable_reads_append_nothing_and_see_the_last_write(
 
 
 def test_6_4_reads_go_on_while_either_follower_is_paused(cluster: LocalCluster) -> None:
-    """A round goes first to the member that answered the newest round; with that member
-    paused (SIGSTOP: connected, silent), the round is widened to the other, and a read still
-    sees the write acknowledged just before it. Each follower is paused in turn, so the
-    preferred one is paused at least once."""
+    """A round goes first to the member that answered the newest round, and to the other once
+    it is 5 ms old. With that member paused (SIGSTOP: connected, silent), reads at the leader
+    still see the values written before. Each follower is paused in turn, so the preferred
+    one is paused at least once. (Liveness only: an AppendEntries heartbeat, every 100 ms,
+    would also confirm a round, so this cannot tell widening from waiting for one; the
+    choice of members is checked in tests/test_raft_rules.py.)"""
     leader = cluster.wait_for_leader()
     at_leader = connect([cluster.endpoints[leader]], agent="ri-paused", secret=cluster.secret)
     try:
+        for i in range(5):
+            at_leader.put(f"ri/paused/{i}", i)
         for follower in (i for i in range(cluster.size) if i != leader):
             cluster.pause(follower)
             try:
-                for i in range(10):
-                    at_leader.put(f"ri/paused/{follower}/{i}", i)
-                    entry = at_leader.get(f"ri/paused/{follower}/{i}")
-                    assert entry is not None and entry.value == i, (follower, i, entry)
+                for n in range(20):  # reads only: no append makes the other member current
+                    entry = at_leader.get(f"ri/paused/{n % 5}")
+                    assert entry is not None and entry.value == n % 5, (follower, n, entry)
             finally:
                 cluster.resume(follower)
     finally:
         at_leader.close()
-    assert cluster.leader() == leader, "a paused follower cost the leader its term"
 
 
 def _watch_from_now_at(cluster: LocalCluster, i: int) -> Reply:

@@ -126,6 +126,7 @@ class Owner(Protocol):
 
     def _apply_entry(self, command: bytes) -> object: ...
     def _compaction_truncates(self) -> bool: ...
+    def _tick_in(self, delay_s: float) -> None: ...
 
 
 # --- pickle replacement ------------------------------------------------------------------------
@@ -288,8 +289,7 @@ _ROUND_KINDS: Final = frozenset({"qb_heartbeat", "qb_heartbeat_reply"})
 
 ROUND_WIDEN_S: Final = 0.005
 """A ReadIndex round goes to a majority's worth of members first; still unconfirmed this long
-after (checked every tick: after every burst of events, at least every ``tick_period_s``), it
-goes to the others too. Well past a round's time on loopback (0.2-2 ms measured on 2 cores),
+after (a tick is asked for at that moment), it goes to the others too. Well past a round's time on loopback (0.2-2 ms measured on 2 cores),
 so the others are asked only when a chosen member is dead, paused or slow."""
 
 IndexCallback = Callable[[int | None], None]
@@ -765,9 +765,13 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         as well (a lost heartbeat costs at most one ``heartbeat_interval_s``). Sending to
         fewer members changes no safety argument: a round counts answers, and a member we
         skipped is one whose answer was lost."""
-        chosen, self._qb_round_skipped = round_members(
+        chosen, skipped = round_members(
             self._SyncObj__otherNodes, self._SyncObj__connectedNodes, self._qb_acked)
-        self._qb_round_sent_at = time.monotonic()
+        if not self._qb_round_skipped:  # the oldest unwidened round's time is the one to keep
+            self._qb_round_sent_at = time.monotonic()
+            if skipped:
+                self._qb_owner._tick_in(ROUND_WIDEN_S)
+        self._qb_round_skipped = list(dict.fromkeys(self._qb_round_skipped + skipped))
         self._qb_send_heartbeats(term, chosen)
 
     def _qb_send_heartbeats(self, term: int, members: list[Any]) -> None:
@@ -776,15 +780,21 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
             self._SyncObj__transport.send(node, dict(message))
 
     def _qb_widen_round(self, now: float) -> None:
-        """Leader, every tick: a round still unconfirmed :data:`ROUND_WIDEN_S` after it was
-        sent (a chosen member is dead, paused or slow) goes to the members it skipped; their
-        answers confirm every older round as well."""
-        if (self._qb_rounds and self._qb_round_skipped
-                and now - self._qb_round_sent_at > ROUND_WIDEN_S):
-            connected = self._SyncObj__connectedNodes
-            skipped, self._qb_round_skipped = self._qb_round_skipped, []
-            self._qb_send_heartbeats(self._SyncObj__raftCurrentTerm,
-                                     [n for n in skipped if n in connected])
+        """Leader, every tick: a round still unconfirmed :data:`ROUND_WIDEN_S` after the oldest
+        round not sent to every member was (a chosen member is dead, paused or slow) goes to
+        the members those rounds skipped; their answers confirm every older round as well. A
+        tick is asked for at that moment: with a chosen member silent, no event would bring
+        one sooner than the periodic tick."""
+        if not (self._qb_rounds and self._qb_round_skipped):
+            return
+        wait_s = self._qb_round_sent_at + ROUND_WIDEN_S - now
+        if wait_s > 0:
+            self._qb_owner._tick_in(wait_s)
+            return
+        connected = self._SyncObj__connectedNodes
+        skipped, self._qb_round_skipped = self._qb_round_skipped, []
+        self._qb_send_heartbeats(self._SyncObj__raftCurrentTerm,
+                                 [n for n in skipped if n in connected])
 
     def _qb_on_round_answered(self, node: Any, answered: int) -> None:
         """A reply of our current term answered the append that carried round ``answered``."""
@@ -813,10 +823,12 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         confirmed = self._qb_confirmed_round()
         leading, term = self._qb_leading(), self._SyncObj__raftCurrentTerm
         for _ in range(len(rounds)):  # bounded by the rounds held
-            if rounds[0].round > confirmed:
-                return
+            if not rounds or rounds[0].round > confirmed:  # (a callback may have started reads)
+                break
             wait = rounds.popleft()
             _answer(wait.callback, wait.index if leading and wait.term == term else None)
+        if not rounds:
+            self._qb_round_skipped = []  # nothing left to widen
 
     def _qb_send_asks(self) -> None:
         """Follower: send every request not yet sent to the current leader (again, after a
@@ -879,6 +891,7 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
             ended = self._qb_unstarted + list(self._qb_rounds)
             self._qb_unstarted, self._qb_rounds = [], deque()
             self._qb_acked.clear()
+            self._qb_round_skipped = []
             for wait in ended:
                 _answer(wait.callback, None)
         self._qb_expire(now)

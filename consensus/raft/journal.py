@@ -489,8 +489,18 @@ class Journal:
                 break  # written-ahead space (or a crash's zero fill): the log ends here
             entry, record_bytes, reason = self._parse_record(data, offset)
             if entry is None:
-                unwritten = _unwritten_page(data, offset, self._record_span(data, offset))
-                if unwritten or self._is_torn_tail(data, offset, content_end):
+                torn = self._is_torn_tail(data, offset, content_end)
+                unwritten = not torn and _unwritten_page(
+                    data, offset, self._record_span(data, offset))
+                if unwritten and self._entries and self._entries[-1][1] < self._stored_commit():
+                    # Committed entries were flushed before the commit index that covers them
+                    # was stored: zeros where one of them was are a disk that lost a flushed
+                    # write, never a page that was not written back yet.
+                    raise CorruptData(
+                        f"{self._path}: zeros at offset {offset}, where the log must hold "
+                        f"committed entry {self._entries[-1][1] + 1} (stored commit index "
+                        f"{self._stored_commit()})")
+                if unwritten or torn:
                     log.warning(
                         "journal_torn_tail_truncated",
                         file=str(self._path),
@@ -530,6 +540,11 @@ class Journal:
         if entry is None:
             return None, 0, "undecodable record"
         return entry, _RECORD_HEAD.size + length, ""
+
+    def _stored_commit(self) -> int:
+        """The commit index in the meta file (read before the log's own state is set)."""
+        commit: int = self._load_meta()["commit"]
+        return commit
 
     def _record_span(self, data: bytes, offset: int) -> int:
         """Where the record at ``offset`` ends by its header (just the header if the length it

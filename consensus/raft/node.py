@@ -516,6 +516,7 @@ class RaftNode:
         self._closed = False
         self._loop = loop
         self._tick_scheduled = False
+        self._tick_timer_pending = False  # loop mode: a _tick_in timer is set
         self._journal_low_bytes = 0  # the journal's smallest size since compaction by bytes
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -988,6 +989,21 @@ class RaftNode:
         sync = getattr(self, "_sync", None)
         return bool(sync is not None and not self._closed and sync.qb_leader_in_touch(
             time.monotonic(), self.settings.election_timeout_max_s))
+
+    def _tick_in(self, delay_s: float) -> None:
+        """Loop mode: make sure a tick runs ``delay_s`` from now (one timer at a time; a later
+        request while one is pending is served by the tick it brings, which asks again if it
+        is still early). The tick thread of the other mode ticks on its own."""
+        loop = self._loop
+        if loop is None or self._tick_timer_pending:
+            return
+        self._tick_timer_pending = True
+
+        def fire() -> None:
+            self._tick_timer_pending = False
+            self._tick_soon()
+
+        loop.call_later(delay_s, fire)
 
     def _arm_event(self) -> None:
         sync = getattr(self, "_sync", None)

@@ -317,6 +317,7 @@ class _Conn:
         self.channel = channel
         self.inflight = 0
         self.watches: dict[int, _Watch] = {}
+        self.opening: set[int] = set()  # watches asked for, not open yet
         self.closed = False
         self._batches = _BatchQueue()
         self._flush_scheduled = False
@@ -418,7 +419,8 @@ class ClientServer:
         self._handoff_lock = threading.Lock()
         self._handoff_scheduled = False
         self._error: BaseException | None = None
-        self._reads_waiting: list[tuple[_Conn, ReadReq]] = []
+        # reads, and watches "from now", waiting for a read index (they share confirmations)
+        self._reads_waiting: list[tuple[_Conn, ReadReq | WatchReq]] = []
         self._confirm_inflight = 0
         self._proposal_deadlines = _Deadlines()
         self._read_deadlines = _Deadlines()
@@ -671,6 +673,7 @@ class ClientServer:
             if watch is not None:
                 watch.ack(req.consumed_bytes)
         elif isinstance(req, CancelReq):
+            conn.opening.discard(req.watch)  # still waiting for its read index: never opens
             watch = conn.watches.pop(req.watch, None)
             if watch is not None:
                 watch.cancel()
@@ -728,17 +731,19 @@ class ClientServer:
     # -------------------------------------------------------------------------------- reads
 
     def _maybe_confirm_reads(self) -> None:
-        """Start one read-index confirmation for every read waiting (reads share
-        confirmations; at most :data:`CONFIRMS_INFLIGHT_MAX` in flight, so a burst of reads
-        costs one round)."""
+        """Start one read-index confirmation for every read (and watch "from now") waiting:
+        they share confirmations, at most :data:`CONFIRMS_INFLIGHT_MAX` in flight, so a burst
+        of reads costs one round."""
         if self._confirm_inflight >= CONFIRMS_INFLIGHT_MAX or not self._reads_waiting:
             return
         batch, self._reads_waiting = self._reads_waiting, []
+        reads = [(c, r) for c, r in batch if isinstance(r, ReadReq)]
+        opens = [(c, r) for c, r in batch if isinstance(r, WatchReq)]
         self._confirm_inflight += 1
         loop = self._loop
         answered = False
 
-        def answer(replies: list[tuple[_Conn, Reply]]) -> bool:
+        def answer(replies: list[tuple[_Conn, Reply]], failure: Failure | None) -> bool:
             nonlocal answered
             if answered:
                 return False
@@ -747,25 +752,29 @@ class ClientServer:
             for conn, reply in replies:
                 conn.inflight -= 1
                 conn.send(reply)
+            for conn, req in opens:
+                self._open_watch(conn, req, failure)
             return True
 
-        def finish(replies: list[tuple[_Conn, Reply]]) -> None:
-            if answer(replies):
+        def finish(replies: list[tuple[_Conn, Reply]], failure: Failure | None) -> None:
+            if answer(replies, failure):
                 self._maybe_confirm_reads()
 
         def done(_result: object | None, failure: Failure | None) -> None:  # on the tick thread
+            if answered:  # timed out meanwhile: nothing to read for
+                return
             if failure is None:
                 with self.core.lock:
-                    replies = [(c, self._read(r)) for c, r in batch]
+                    replies = [(c, self._read(r)) for c, r in reads]
             else:
                 replies = [(c, Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
                                      message="no read index was confirmed",
                                      leader_hint=self.core.leader_client_address()))
-                           for c, r in batch]
+                           for c, r in reads]
             with contextlib.suppress(RuntimeError):
                 if threading.get_ident() != self._loop_thread_id:
-                    loop.call_soon_threadsafe(finish, replies)
-                elif answer(replies):
+                    loop.call_soon_threadsafe(finish, replies, failure)
+                elif answer(replies, failure):
                     # The replies go out now, ahead of whatever else is ready on the loop (a
                     # late member's answer, a tick); only the next confirmation waits for the
                     # loop, since starting it here would re-enter the Raft read path that is
@@ -776,9 +785,10 @@ class ClientServer:
             if not answered:
                 finish([(c, Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
                                   message="no read index confirmed within the request's budget"))
-                        for c, r in batch])
+                        for c, r in reads], Failure.UNAVAILABLE)
 
-        self._read_deadlines.add(max(r.budget_s for _, r in batch), timed_out)
+        self._read_deadlines.add(max([r.budget_s for _, r in reads]
+                                     + [WATCH_CONFIRM_S for _ in opens[:1]]), timed_out)
         self.core.read_index(done)
 
     def _read(self, req: ReadReq) -> Reply:
@@ -878,7 +888,8 @@ class ClientServer:
 
     def _leaderless_reply(self, rid: int) -> Reply:
         return Reply(id=rid, wire_error=Failure.UNAVAILABLE,
-                     message=f"this replica has known no leader for {WATCH_LEADERLESS_S:g}s: "
+                     message=f"this replica has been out of touch with any leader for "
+                     f"{WATCH_LEADERLESS_S:g}s: "
                      "its events may be behind the cluster's; watch on another replica",
                      leader_hint=None)
 
@@ -888,38 +899,27 @@ class ClientServer:
         a follower that lags would otherwise stream, as new, events committed before the
         watch was asked for. Without a confirmation within the read budget it is refused
         (``UNAVAILABLE``), and the client tries another replica."""
+        if len(conn.watches) + len(conn.opening) >= WATCHES_PER_CONNECTION_MAX:
+            conn.send(Reply(id=req.id, wire_error=Failure.UNAVAILABLE, message="too many watches"))
+            return
+        conn.opening.add(req.id)
         if req.start_revision is not None:
             self._open_watch(conn, req, None)
             return
-        loop = self._loop
-        answered = False
-
-        def answer(failure: Failure | None) -> None:  # on the loop, once
-            nonlocal answered
-            if not answered:
-                answered = True
-                self._open_watch(conn, req, failure)
-
-        def confirmed(_result: object | None, failure: Failure | None) -> None:
-            if threading.get_ident() == self._loop_thread_id:
-                answer(failure)
-            else:
-                with contextlib.suppress(RuntimeError):  # the loop closed: so did the conn
-                    loop.call_soon_threadsafe(answer, failure)
-
-        self._read_deadlines.add(WATCH_CONFIRM_S, lambda: answer(Failure.UNAVAILABLE))
-        self.core.read_index(confirmed)
+        self._reads_waiting.append((conn, req))
+        self._maybe_confirm_reads()
 
     def _open_watch(self, conn: _Conn, req: WatchReq, failure: Failure | None) -> None:
-        if conn.closed:
+        """Open a watch asked for (its read index confirmed, if it starts "from now"), unless
+        its connection closed or its client cancelled it meanwhile, or, with ``failure``,
+        refuse it."""
+        if conn.closed or req.id not in conn.opening:
             return
+        conn.opening.discard(req.id)
         if failure is not None:
             conn.send(Reply(id=req.id, wire_error=Failure.UNAVAILABLE,
                             message="no read index confirmed to start the watch from",
                             leader_hint=self.core.leader_client_address()))
-            return
-        if len(conn.watches) >= WATCHES_PER_CONNECTION_MAX:
-            conn.send(Reply(id=req.id, wire_error=Failure.UNAVAILABLE, message="too many watches"))
             return
         if self._leaderless(time.monotonic()):
             conn.send(self._leaderless_reply(req.id))
