@@ -145,8 +145,10 @@ def test_every_public_call_raises_only_board_errors(cluster: LocalCluster) -> No
     entry = board.put("after/fuzz", {"ok": True}, expect_version=0)
     assert board.get("after/fuzz") == entry
     assert board.status().role in ("leader", "follower")
-    cluster.wait_converged()
-    assert len({d for d in cluster.digests() if d}) == 1
+    # One digest on every replica at one poll (wait_converged raises otherwise). Not a second
+    # poll after it: leases and claims the fuzz granted expire meanwhile, and a replica that
+    # has applied an expiry the others have not yet applied shows another digest for a moment.
+    assert cluster.wait_converged()
 
 
 @settings(max_examples=60, deadline=None)
