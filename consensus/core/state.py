@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -538,12 +538,9 @@ class BoardState:
             self._audit_stripped = max(0, self._audit_stripped - 1)
             self.audit_compact_revision = max(self.audit_compact_revision, dropped.revision + 1)
         # Past the byte bound the oldest records keep their metadata and a digest.
-        bound = self.limits.audit_value_bytes_max
-        while self.audit_value_bytes > bound and self._audit_stripped < len(self.audit):
-            old = self.audit[self._audit_stripped]
-            self.audit[self._audit_stripped] = old.without_value()
-            self.audit_value_bytes -= old.value_bytes
-            self._audit_stripped += 1
+        self._audit_stripped, self.audit_value_bytes = _strip_oldest_values(
+            self.audit, self._audit_stripped, self.audit_value_bytes,
+            self.limits.audit_value_bytes_max)
 
     def _record_event(self, event: EventRecord) -> None:
         self.events.append(event)
@@ -558,12 +555,27 @@ class BoardState:
             self.events_compact_revision = first + 1
         # Past the byte bound the oldest put events keep their metadata and a digest: a watch
         # resuming from them still learns every change, and that the value is gone.
-        bound = self.limits.events_value_bytes_max
-        while self.events_value_bytes > bound and self._events_stripped < len(self.events):
-            old = self.events[self._events_stripped]
-            self.events[self._events_stripped] = old.without_value()
-            self.events_value_bytes -= old.value_bytes
-            self._events_stripped += 1
+        self._events_stripped, self.events_value_bytes = _strip_oldest_values(
+            self.events, self._events_stripped, self.events_value_bytes,
+            self.limits.events_value_bytes_max)
+
+
+R = TypeVar("R", EventRecord, AuditRecord)
+
+
+def _strip_oldest_values(records: deque[R], stripped: int, value_bytes: int,
+                         bound: int) -> tuple[int, int]:
+    """Replace the oldest records that still hold a value by their value-less form (metadata
+    and digest kept) until the values held are within ``bound`` bytes; ``stripped`` of them,
+    from the oldest, already hold none. Returns the new (stripped, value bytes). One rule for
+    the event log and the audit trail, so both stay a function of the log alone."""
+    # Bounded by the records held: each pass strips one more.
+    while value_bytes > bound and stripped < len(records):
+        old = records[stripped]
+        records[stripped] = old.without_value()
+        value_bytes -= old.value_bytes
+        stripped += 1
+    return stripped, value_bytes
 
 
 def _kept_values(records: deque[EventRecord] | deque[AuditRecord]) -> tuple[int, int]:
