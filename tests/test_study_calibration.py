@@ -76,3 +76,24 @@ def test_negative_control_a_rate_moved_25_percent_fails(model: str, mode: str, n
     # The lone agents' rows suffice (and halve the time): their reply counts are the largest.
     misses, _ = _misses(cal, mode, _moved(cal.modes[mode], name, factor), n_max=1)
     assert misses, f"moving {name} by x{factor} went unnoticed"
+
+
+# ------------------------------------------------------------------------ partial fits
+
+
+def test_a_partial_fit_moves_only_the_named_propensities_and_refuses_unknown_names() -> None:
+    from quorumboard.agents.brains.calibrate import _fit
+
+    cal = load_calibration("gemini-3-flash-preview")
+    with pytest.raises(ValueError, match="bogus"):
+        _fit(cal.model, evals=2, runs=1, start=cal, which=("preassign",), only=("bogus",))
+    with pytest.raises(ValueError, match="fresh"):
+        _fit(cal.model, evals=2, runs=1, start=None, which=("preassign",), only=("same",))
+    got = _fit(cal.model, evals=4, runs=1, start=cal, which=("preassign",), only=("same",))
+    before, after = cal.modes["preassign"], got.modes["preassign"]
+    moved = {k for k in ModeParams.model_fields if getattr(before, k) != getattr(after, k)}
+    assert moved <= {"same"}, moved  # the sweep's starting slopes must not leak in
+    assert got.modes["decentralized"] == cal.modes["decentralized"]
+    fit = got.sources["preassign"]["fit"]
+    assert fit["then"][-1]["parameters"] == ["same"]
+    assert fit["loss"] == cal.sources["preassign"]["fit"]["loss"]  # the full fit's record stays

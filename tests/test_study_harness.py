@@ -5,6 +5,7 @@ the in-memory store agreeing event for event, and the study's pre-assignment dea
 from __future__ import annotations
 
 import hashlib
+import statistics
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -242,18 +243,34 @@ def test_report_prints_per_reply_rates_beside_the_studys(env: TeamEnv, tmp_path:
     from quorumboard.agents.study.report import write_report
 
     project = study_shape("p09")
+    records = []
     with (tmp_path / "results.jsonl").open("w") as sink:
         for mode in ("decentralized", "hybrid"):
             for n in (1, 2):
                 spec = spec_of(project, harness="study", mode=mode, agents=n, model="gpt-5.2")
-                sink.write(run_team(spec, project, env, None).model_dump_json() + "\n")
+                records.append(run_team(spec, project, env, None))
+                sink.write(records[-1].model_dump_json() + "\n")
     text = write_report(tmp_path).read_text()
     assert "harness: study" in text and "## Per-reply rates vs the study" in text
     row = next(line for line in text.splitlines()
                if line.startswith("| gpt-5.2 | decentralized | p09 | 1 | fit |"))
     assert "/ 18%" in row  # the study's idle share of this row (§3) beside ours
     assert "| gpt-5.2 | hybrid | p09 | 2 | no study data |" in text
+    # The study's §3 row (0.51 first-time completions per reply) implies 20 / 0.51 messages.
+    implied = next(line for line in text.splitlines()
+                   if line.startswith("| gpt-5.2 | decentralized | p09 | 1 | 39.2 |"))
+    ours = statistics.fmean(r.metrics.messages for r in records
+                            if r.spec.mode == "decentralized" and r.spec.agents == 1)
+    assert f"| {ours:.1f} |" in implied
     assert (tmp_path / "speedup_gpt-5.2.png").stat().st_size > 0
+
+
+def test_implied_messages_are_the_tasks_over_completions_per_reply_capped() -> None:
+    from quorumboard.agents.study.studyreport import implied_messages
+
+    assert implied_messages(0.5, 2) == 40.0      # 20 tasks at half a task per reply
+    assert implied_messages(0.05, 3) == 180.0    # 400 replies would outrun 60 rounds x 3
+    assert implied_messages(0.0, 1) == 60.0
 
 
 def test_the_cli_refuses_async_and_stray_knobs_before_any_run(tmp_path: Path,

@@ -330,13 +330,13 @@ STEP_MIN = 0.03
 
 
 def fit_mode(cal: Calibration, mode: str, rows: Sequence[StudyRow], evals: int,
-             runs: int) -> tuple[ModeParams, float]:
+             runs: int, only: Sequence[str] = ()) -> tuple[ModeParams, float]:
     """Coordinate search over the mode's propensities (logits of probabilities, logs of
     means): each pass tries a step up and down per parameter, keeps an improvement, halves the
     step of a parameter that found none. Common random numbers (fixed seeds) make the loss a
     deterministic, piecewise-constant function of the parameters, on which a simplex stalls
     while a shrinking coordinate step does not. Bounded by ``evals`` loss evaluations."""
-    names = FIT_NAMES[mode]
+    names = tuple(n for n in FIT_NAMES[mode] if not only or n in only)
     base = cal.modes[mode]
     x = _from_params(base, names)
     best = _loss(cal, mode, base, rows, runs)
@@ -361,22 +361,34 @@ def fit_mode(cal: Calibration, mode: str, rows: Sequence[StudyRow], evals: int,
 
 FIT_STARTS: dict[str, tuple[dict[str, float], ...]] = {
     "decentralized": ({},),
-    "preassign": tuple({"sweep_len": sl, "sweep0": s0, "sweep_n": 0.0}
-                       for sl in (0.0, -1.0, -2.0, -3.0) for s0 in (0.5, 2.0)),
+    "preassign": ({}, *({"sweep_len": sl, "sweep0": s0, "sweep_n": 0.0}
+                        for sl in (0.0, -1.0, -2.0, -3.0) for s0 in (0.5, 2.0))),
 }
-"""Starting points of the fit per mode (over the current values): the pre-assigned sweep's
+"""Starting points of the fit per mode (over the current values; ``{}`` is the current values
+themselves, so a refit never ends worse than where it began): the pre-assigned sweep's
 list-length slope trades off against its intercept and team term, which a coordinate search
 cannot move together, so the fit starts from several slopes and keeps the best."""
 
 
+def fit_starts(mode: str, only: Sequence[str] = ()) -> list[dict[str, float]]:
+    """The mode's :data:`FIT_STARTS` restricted to the fitted names (a start must not move a
+    propensity the fit was told to leave alone), without repeats."""
+    out: list[dict[str, float]] = []
+    for start in FIT_STARTS[mode]:
+        kept = {k: v for k, v in start.items() if not only or k in only}
+        if kept not in out:
+            out.append(kept)
+    return out
+
+
 def fit_mode_multi(cal: Calibration, mode: str, rows: Sequence[StudyRow], evals: int,
-                   runs: int) -> tuple[ModeParams, float]:
+                   runs: int, only: Sequence[str] = ()) -> tuple[ModeParams, float]:
     """:func:`fit_mode` from each of the mode's :data:`FIT_STARTS`; the lowest loss wins."""
     best: tuple[ModeParams, float] | None = None
-    for start in FIT_STARTS[mode]:
+    for start in fit_starts(mode, only):
         trial = cal.model_copy(update={"modes": dict(
             cal.modes, **{mode: cal.modes[mode].model_copy(update=start)})})
-        got = fit_mode(trial, mode, rows, evals, runs)
+        got = fit_mode(trial, mode, rows, evals, runs, only)
         if best is None or got[1] < best[1]:
             best = got
     assert best is not None
@@ -458,19 +470,36 @@ def fit_helper(cal: Calibration) -> Calibration:
 
 
 def _fit(model: str, evals: int, runs: int, start: Calibration | None,
-         which: Sequence[str] = ("decentralized", "preassign")) -> Calibration:
+         which: Sequence[str] = ("decentralized", "preassign"),
+         only: Sequence[str] = ()) -> Calibration:
+    """Fit ``which`` modes of ``model`` from ``start``: every propensity, or ``only`` these
+    (the others stay as ``start`` has them, and the file records both fits)."""
+    for mode in which:  # all names checked before any fit runs
+        unknown = [n for n in only if n not in FIT_NAMES[mode]]
+        if unknown:
+            raise ValueError(f"--params {','.join(unknown)}: not fitted in {mode} mode "
+                             f"(fitted: {', '.join(FIT_NAMES[mode])})")
+    if only and start is None:
+        raise ValueError("--params fits some propensities and keeps the others as shipped: "
+                         "it needs a shipped calibration (not --fresh)")
     cal = start or initial_calibration(model)
     modes = dict(cal.modes)
     sources: dict[str, Any] = dict(cal.sources)
     for mode in which:
         rows = [r for r in study_rows() if r.model == model and r.mode == mode and r.n <= 2]
         cal = cal.model_copy(update={"modes": modes})
-        fitted, loss = fit_mode_multi(cal, mode, rows, evals, runs)
+        fitted, loss = fit_mode_multi(cal, mode, rows, evals, runs, only)
         modes[mode] = fitted
         cal = cal.model_copy(update={"modes": modes})
-        sources[mode] = {"fit": {"rows": "n = 1, 2 of this model and mode (study_replies.json)",
-                                 "loss": round(loss, 2), "evals": evals, "runs_per_row": runs,
-                                 "starts": len(FIT_STARTS[mode])}}
+        fit: dict[str, Any] = {
+            "rows": "n = 1, 2 of this model and mode (study_replies.json)",
+            "loss": round(loss, 2), "evals": evals, "runs_per_row": runs,
+            "starts": len(fit_starts(mode, only))}
+        if only:  # a partial refit: the earlier record stays, this one is appended
+            earlier = dict(dict(sources.get(mode, {})).get("fit", {}))
+            fit = {**earlier, "then": [*earlier.get("then", []),
+                                       {**fit, "parameters": list(only)}]}
+        sources[mode] = {"fit": fit}
     return annotate(fit_helper(cal.model_copy(update={"modes": modes, "sources": sources})))
 
 
@@ -515,6 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=8, help="simulated runs per row in the fit")
     p.add_argument("--fresh", action="store_true", help="start from the initial values")
     p.add_argument("--modes", default="decentralized,preassign", help="modes to fit")
+    p.add_argument("--params", default="",
+                   help="fit only these propensities (comma list); the others stay as shipped")
     args = p.parse_args(argv)
     if args.action == "sensitivity":
         print("\n".join(sensitivity([m.strip() for m in args.model.split(",") if m.strip()],
@@ -524,8 +555,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.action == "fit":
             start = None if args.fresh or not calibration_path(model).exists() \
                 else load_calibration(model)
-            cal = _fit(model, args.evals, args.runs, start,
-                       [m.strip() for m in args.modes.split(",") if m.strip()])
+            try:
+                cal = _fit(model, args.evals, args.runs, start,
+                           [m.strip() for m in args.modes.split(",") if m.strip()],
+                           [x.strip() for x in args.params.split(",") if x.strip()])
+            except ValueError as exc:
+                p.error(str(exc))
             calibration_path(model).write_text(
                 json.dumps(cal.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8")
             continue

@@ -18,7 +18,8 @@ from quorumboard.agents.brains.calibrate import METRICS, study_rows
 from quorumboard.agents.study.metrics import CellRow, RunMetrics, RunRecord, amdahl, cell_rows
 from quorumboard.agents.team.study_harness import STUDY_MODES
 
-__all__ = ["LEVEL_OF_P", "direction_rows", "per_reply_rates", "study_sections"]
+__all__ = ["LEVEL_OF_P", "direction_rows", "implied_messages", "implied_rows", "per_reply_rates",
+           "study_sections"]
 
 LEVEL_OF_P = {0.2: "p02", 0.5: "p05", 0.9: "p09"}
 _NA = "—"
@@ -217,6 +218,72 @@ def direction_rows(records: Sequence[RunRecord]) -> list[list[str]]:
     return out
 
 
+STUDY_TASKS = 20
+"""Tasks per project in every study task file."""
+STUDY_ROUND_CAP = 60
+"""The study script's default round cap (its batches used 30-100)."""
+
+
+def implied_messages(completions_per_reply: float, n: int, tasks: int = STUDY_TASKS,
+                     round_cap: int = STUDY_ROUND_CAP) -> float:
+    """The messages per run that a cell's first-time completions per reply imply.
+
+    In the study every agent replies every round (messages = replies) and a successful run
+    completes each task once for the first time, so over a cell's runs replies = completions ÷
+    (completions per reply) and, when every run succeeds, messages per run = ``tasks`` ÷
+    (completions per reply). Runs that hit the round cap complete fewer and stop at
+    ``round_cap`` x n replies. So the figure is an upper bound on the messages per run, exact
+    when every run of the cell succeeded (the note's first-time count is 20 in every
+    successful run), clipped at 60 rounds (the script's default; the study's batches used
+    30-100). Arithmetic on the per-reply inputs (notes/paper-calibration.md §3), not an
+    outcome read from the study."""
+    if completions_per_reply <= 0:
+        return float(round_cap * n)
+    return min(tasks / completions_per_reply, float(round_cap * n))
+
+
+def implied_rows(records: Sequence[RunRecord]) -> tuple[list[list[str]], dict[str, list[int]]]:
+    """Per (model, mode, p, n) with a study row: the messages its replies imply beside the
+    sweep's mean, and per model the (within 2x, cells) tally at n = 3 and 5."""
+    study = {(r.model, r.mode, r.level, r.n): r.values for r in study_rows()}
+    groups: dict[tuple[str, str, str, int], list[RunMetrics]] = defaultdict(list)
+    for r in records:
+        groups[(r.spec.model, r.spec.mode, _level(r.spec.p), r.spec.agents)].append(r.metrics)
+    rows: list[list[str]] = []
+    tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for key in sorted(groups):
+        theirs = study.get(key)
+        if theirs is None:
+            continue
+        model, mode, level, n = key
+        implied = implied_messages(theirs["completions"], n)
+        ours = statistics.fmean(float(m.messages) for m in groups[key])
+        ratio = ours / implied
+        within = 0.5 <= ratio <= 2.0
+        if n in (3, 5):
+            tally[model][0] += within
+            tally[model][1] += 1
+        rows.append([model, mode, level, str(n), f"{implied:.1f}", f"{ours:.1f}",
+                     f"{ratio:.2f}", "yes" if within else "NO"])
+    return rows, dict(tally)
+
+
+def implied_section(records: Sequence[RunRecord]) -> list[str]:
+    rows, tally = implied_rows(records)
+    if not rows:
+        return []
+    out = ["## Messages the study's replies imply", "",
+           "Every study agent replies every round and a successful run completes each of its "
+           f"{STUDY_TASKS} tasks once, so a cell's messages per run are {STUDY_TASKS} ÷ its "
+           "first-time completions per reply (§3): arithmetic on the per-reply inputs, an upper "
+           "bound exact when every run of the cell succeeded, clipped at 60 rounds times n "
+           "(the study's batches used caps of 30-100). Within 2x at "
+           "n = 3 and 5: " + "; ".join(f"{m} {a} of {b}" for m, (a, b) in sorted(
+               tally.items())) + ".", ""]
+    return [*out, *_table(["model", "mode", "p", "n", "implied", "ours", "ours ÷ implied",
+                           "within 2x"], rows), ""]
+
+
 def _f(x: float | None) -> str:
     return _NA if x is None else f"{x:.1f}" if abs(x) < 1e4 else f"{x / 1e3:.0f}k"
 
@@ -267,7 +334,8 @@ def study_sections(records: Sequence[RunRecord]) -> list[str]:
            "Means over the suites' cells; speedup: the ratio of mean makespans against the "
            "same cell's n = 1 runs.", ""]
     out += _table(REPRODUCTION_HEADERS, reproduction_rows(study))
-    out += ["", *per_reply_section(study), *other_rates_section(study)]
+    out += ["", *implied_section(study), *per_reply_section(study),
+            *other_rates_section(study)]
     out += ["## The study's directions", "",
             "Per model and p, over team sizes n > 1 (paper.md's qualitative findings; the "
             "calibration never saw an outcome).", ""]
