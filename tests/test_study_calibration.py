@@ -78,6 +78,41 @@ def test_negative_control_a_rate_moved_25_percent_fails(model: str, mode: str, n
     assert misses, f"moving {name} by x{factor} went unnoticed"
 
 
+# ------------------------------------------------------------------- the choice of task
+
+
+def _round_one(pick_first: float) -> tuple[list[str], list[float]]:
+    """Claims and latencies of engaged, non-greedy decentralized gemini brains (20 seeds x 3
+    agents) on a round-one board of 19 ready tasks, with the ``pick_first`` knob set."""
+    from quorumboard.agents.brains.study import StudyBrain, parse_assumptions
+    from quorumboard.agents.team.actions import ClaimTask, TaskView, View
+
+    cal = load_calibration("gemini-3-flash-preview")
+    params = cal.modes["decentralized"].model_copy(update={"engage0": 20.0, "greedy": 0.0})
+    knob = parse_assumptions(f"pick_first={pick_first}", cal, "decentralized")
+    tasks = tuple(TaskView(id=f"task-{i}", dependencies=(), files=(f"t{i}.py",))
+                  for i in range(1, 20))
+    claims, latencies = [], []
+    for seed in range(20):
+        for i, agent in enumerate(("a0", "a1", "a2")):
+            brain = StudyBrain(cal, "decentralized", seed=seed * 7 + i, assumptions=knob,
+                               params=params)
+            reply = brain.decide(View(agent=agent, team=("a0", "a1", "a2"), round=1,
+                                      time_s=0.0, mode="decentralized", tasks=tasks))
+            claims += [a.task for a in reply.actions if isinstance(a, ClaimTask)]
+            latencies.append(reply.latency_s)
+    return claims, latencies
+
+
+def test_the_choice_of_task_leaves_the_later_draws_alone() -> None:
+    """The sensitivity rows of ``pick_first`` compare runs on common random numbers: which task
+    a claim goes to must not change any later draw (here, the reply's latency)."""
+    first, lat_first = _round_one(1.0)
+    spread, lat_spread = _round_one(0.0)
+    assert set(first) == {"task-1"} and len(set(spread)) > 5
+    assert lat_first == lat_spread
+
+
 # ------------------------------------------------------------------------ partial fits
 
 

@@ -330,8 +330,11 @@ class StudyBrain:
         claims: list[TaskView] = []
         working = [t for t in held if t.status == "claimed"]
         if ready and (not working or self._chance(p.claim_held)):
-            order = ready if self._chance(self.a.pick_first) else self._rng.sample(
-                ready, len(ready))
+            # Both draws are made whatever the choice, so the random stream after them does
+            # not depend on ``pick_first``: its sensitivity rows (common random numbers)
+            # then show the choice's effect, not a reshuffle of every later draw.
+            shuffled = self._rng.sample(ready, len(ready))
+            order = ready if self._chance(self.a.pick_first) else shuffled
             claims = order if self._chance(p.greedy) else order[:1]
         tries = [t for t in blocked if self._chance(p.beta)]
         believed = self._believed(view)
