@@ -496,7 +496,7 @@ def _fit(model: str, evals: int, runs: int, start: Calibration | None,
             "loss": round(loss, 2), "evals": evals, "runs_per_row": runs,
             "starts": len(fit_starts(mode, only))}
         if only:  # a partial refit: the earlier record stays, this one is appended
-            earlier = dict(dict(sources.get(mode, {})).get("fit", {}))
+            earlier = dict(sources.get(mode, {}).get("fit", {}))
             fit = {**earlier, "then": [*earlier.get("then", []),
                                        {**fit, "parameters": list(only)}]}
         sources[mode] = {"fit": fit}

@@ -52,11 +52,22 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
             *("| " + " | ".join(r) + " |" for r in rows)]
 
 
-def per_reply_section(records: Sequence[RunRecord]) -> list[str]:
+Cell = tuple[str, str, str, int]
+"""(model, mode, p level, n): the key of a study row and of a sweep's runs."""
+
+
+def _cells(records: Sequence[RunRecord]
+           ) -> tuple[dict[Cell, dict[str, float]], dict[Cell, list[RunMetrics]]]:
+    """The study's per-reply rows and the sweep's run metrics, both by cell."""
     study = {(r.model, r.mode, r.level, r.n): r.values for r in study_rows()}
-    groups: dict[tuple[str, str, str, int], list[RunMetrics]] = defaultdict(list)
+    groups: dict[Cell, list[RunMetrics]] = defaultdict(list)
     for r in records:
         groups[(r.spec.model, r.spec.mode, _level(r.spec.p), r.spec.agents)].append(r.metrics)
+    return study, groups
+
+
+def per_reply_section(records: Sequence[RunRecord]) -> list[str]:
+    study, groups = _cells(records)
     rows = []
     for key in sorted(groups):
         model, mode, level, n = key
@@ -234,8 +245,8 @@ def implied_messages(completions_per_reply: float, n: int, tasks: int = STUDY_TA
     (completions per reply). Runs that hit the round cap complete fewer and stop at
     ``round_cap`` x n replies. So the figure is an upper bound on the messages per run, exact
     when every run of the cell succeeded (the note's first-time count is 20 in every
-    successful run), clipped at 60 rounds (the script's default; the study's batches used
-    30-100). Arithmetic on the per-reply inputs (notes/paper-calibration.md §3), not an
+    successful run), clipped at ``round_cap`` rounds (the script's default 60; the study's
+    batches used 30-100). Arithmetic on the per-reply inputs (notes/paper-calibration.md §3), not an
     outcome read from the study."""
     if completions_per_reply <= 0:
         return float(round_cap * n)
@@ -245,10 +256,7 @@ def implied_messages(completions_per_reply: float, n: int, tasks: int = STUDY_TA
 def implied_rows(records: Sequence[RunRecord]) -> tuple[list[list[str]], dict[str, list[int]]]:
     """Per (model, mode, p, n) with a study row: the messages its replies imply beside the
     sweep's mean, and per model the (within 2x, cells) tally at n = 3 and 5."""
-    study = {(r.model, r.mode, r.level, r.n): r.values for r in study_rows()}
-    groups: dict[tuple[str, str, str, int], list[RunMetrics]] = defaultdict(list)
-    for r in records:
-        groups[(r.spec.model, r.spec.mode, _level(r.spec.p), r.spec.agents)].append(r.metrics)
+    study, groups = _cells(records)
     rows: list[list[str]] = []
     tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for key in sorted(groups):
@@ -276,7 +284,8 @@ def implied_section(records: Sequence[RunRecord]) -> list[str]:
            "Every study agent replies every round and a successful run completes each of its "
            f"{STUDY_TASKS} tasks once, so a cell's messages per run are {STUDY_TASKS} ÷ its "
            "first-time completions per reply (§3): arithmetic on the per-reply inputs, an upper "
-           "bound exact when every run of the cell succeeded, clipped at 60 rounds times n "
+           f"bound exact when every run of the cell succeeded, clipped at {STUDY_ROUND_CAP} rounds "
+           "times n "
            "(the study's batches used caps of 30-100). Within 2x at "
            "n = 3 and 5: " + "; ".join(f"{m} {a} of {b}" for m, (a, b) in sorted(
                tally.items())) + ".", ""]
