@@ -144,6 +144,7 @@ def test_a_reply_runs_edits_then_claims_then_completions_then_tests(env: TeamEnv
                   ("complete", "task-1"), ("tests", None), ("reply", None)]
     assert rec.metrics.success and rec.metrics.rounds == 2 and rec.metrics.test_runs == 2
     assert rec.metrics.no_task_edits == 2 and rec.metrics.rewrites == 1  # notes.py, twice
+    assert rec.metrics.one_edit_replies == 2 and rec.metrics.no_edit_replies == 0
     # task-1 claimed and completed in round 1; task-2 claimed in round 2 and completed there.
     assert rec.metrics.claims_done_same_reply == 2
 
@@ -153,6 +154,7 @@ def test_the_round_cap_ends_a_run_that_never_finishes(env: TeamEnv) -> None:
                              mode="decentralized", round_cap=4)
     assert not rec.metrics.success and rec.metrics.rounds == 4 and rec.metrics.messages == 8
     assert rec.metrics.idle_rounds == 4 and rec.metrics.study_idle_replies == 8
+    assert rec.metrics.no_edit_replies == 8 and rec.metrics.one_edit_replies == 0
 
 
 def test_a_repeat_completion_is_logged_but_not_a_first_completion(env: TeamEnv) -> None:
@@ -256,6 +258,10 @@ def test_report_prints_per_reply_rates_beside_the_studys(env: TeamEnv, tmp_path:
                if line.startswith("| gpt-5.2 | decentralized | p09 | 1 | fit |"))
     assert "/ 18%" in row  # the study's idle share of this row (§3) beside ours
     assert "| gpt-5.2 | hybrid | p09 | 2 | no study data |" in text
+    # §2's edit histogram: 71.1 % of gpt-5.2's decentralized replies write no file.
+    assert "| gpt-5.2 | decentralized | replies writing no file (§2) |" in text
+    assert "| 71.1% |" in next(line for line in text.splitlines()
+                               if "| gpt-5.2 | decentralized | replies writing no file" in line)
     # The study's §3 row (0.51 first-time completions per reply) implies 20 / 0.51 messages.
     implied = next(line for line in text.splitlines()
                    if line.startswith("| gpt-5.2 | decentralized | p09 | 1 | 39.2 |"))

@@ -175,7 +175,8 @@ def outcomes(cal: Calibration, mode: str, level: str, n: int, runs: int,
 
 
 KNOBS: tuple[tuple[str, str], ...] = (
-    ("baseline", ""), ("pick_first=0", "pick_first=0"), ("pick_first=1", "pick_first=1"),
+    ("baseline", ""), ("pick_first=0", "pick_first=0"), ("pick_first=0.5", "pick_first=0.5"),
+    ("pick_first=1", "pick_first=1"),
     ("cooccur=1", "cooccur=1"), ("persist=0.5", "persist=0.5"),
     ("helper_share=0", "helper_share=0"), ("helper_share=0.5", "helper_share=0.5"))
 
@@ -255,12 +256,13 @@ def check_rows(cal: Calibration, rows: Sequence[StudyRow], runs: int, seed: int 
 
 FIT_NAMES = {
     "decentralized": ("engage0", "engage_n", "greedy", "claim_held", "beta", "same", "hazard",
-                      "edit_task", "edit_more", "extra", "extra_idle"),
+                      "edit_task", "edit_more", "edit_sure", "extra", "extra_idle"),
     "preassign": ("engage0", "engage_n", "sweep0", "sweep1", "sweep_n", "sweep_len",
                   "claim_first", "same",
                   "edit_task", "edit_more", "extra", "extra_idle"),
 }
-_PROB = frozenset({"greedy", "claim_held", "beta", "same", "hazard", "claim_first"})
+_PROB = frozenset({"greedy", "claim_held", "beta", "same", "hazard", "claim_first",
+                   "edit_sure"})
 _RATE = frozenset({"edit_task", "edit_more", "extra", "extra_idle"})
 SOURCES = {
     "engage0": "§3 idle % and completions per reply, n = 1, p02/p05/p09",
@@ -282,6 +284,8 @@ SOURCES = {
                  "list) against n = 2 (dealt lists of 2-18: §1's loads)",
     "claim_first": "§3 claim attempts per reply against completions per reply, n = 1-2",
     "edit_task": "§3 edit_file per reply, n = 1-2",
+    "edit_sure": "§3 idle % against edit_file per reply, n = 1-2 (cf. §2: the share of replies "
+                 "writing exactly one file)",
     "extra": "§3 edit_file per reply and idle %, n = 1-2",
     "extra_idle": "§3 edit_file per reply and idle %, n = 1-2",
     "tests": "§2 run_tests per reply (pooled over p and n; direct)",
@@ -315,10 +319,10 @@ def _from_params(p: ModeParams, names: Sequence[str]) -> list[float]:
 
 
 def _loss(cal: Calibration, mode: str, params: ModeParams, rows: Sequence[StudyRow],
-          runs: int) -> float:
+          runs: int, seed: int = 1) -> float:
     total = 0.0
     for row in rows:
-        sim = measure(simulate(cal, mode, row.level, row.n, runs, seed=1, params=params))
+        sim = measure(simulate(cal, mode, row.level, row.n, runs, seed=seed, params=params))
         for m in METRICS:
             scale = max(tolerance(row, sim, m) / Z, 0.02 if m in SHARES
                         else 0.05 * max(row.values[m], 0.2))
@@ -393,6 +397,52 @@ def fit_mode_multi(cal: Calibration, mode: str, rows: Sequence[StudyRow], evals:
             best = got
     assert best is not None
     return best
+
+
+PROFILE_SEEDS = (2, 3, 4)
+"""Held-out seeds on which a profiled knob's settings are compared (the fit sees seed 1 only,
+and with a few runs per row its in-sample loss flatters whichever setting it fitted)."""
+
+
+def profile_pick_first(cal: Calibration, mode: str, values: Sequence[float], evals: int,
+                       runs: int) -> Calibration:
+    """Which setting of the ``pick_first`` knob the mode's n = 1-2 rows prefer, made its
+    default (``Calibration.pick_first``) with the propensities refitted there.
+
+    The log cannot tell which ready task a claim goes to, but the n = 2 rows show how often
+    two agents go for the same one: a claim that another agent's faster reply won is ignored
+    without a trace, so collisions halve the logged claims and completions per reply in a pair
+    while the pair's throughput stays a lone agent's. Each setting gets its own fit of every
+    propensity (a profile of the loss); the settings are compared on held-out seeds
+    (:data:`PROFILE_SEEDS`), and the table goes into the file's sources. The caller
+    re-derives the helper shares and residuals (``fit_helper``, :func:`annotate`)."""
+    rows = [r for r in study_rows() if r.model == cal.model and r.mode == mode and r.n <= 2]
+    table: dict[str, Any] = {}
+    best: tuple[float, float, Calibration] | None = None
+    for value in values:
+        trial = cal.model_copy(update={"pick_first": {**cal.pick_first, mode: value}})
+        fitted, loss = fit_mode(trial, mode, rows, evals, runs)
+        trial = trial.model_copy(update={"modes": {**trial.modes, mode: fitted}})
+        held = [_loss(trial, mode, fitted, rows, runs, seed=s) for s in PROFILE_SEEDS]
+        table[f"{value:g}"] = {"fit loss": round(loss, 1),
+                               "held-out losses": [round(h, 1) for h in held]}
+        print(f"{cal.model} {mode} pick_first={value:g}: fit {loss:.1f}, held out "
+              f"{', '.join(f'{h:.1f}' for h in held)}", file=sys.stderr)
+        if best is None or statistics.fmean(held) < best[0]:
+            best = (statistics.fmean(held), value, trial)
+    if best is None:
+        raise ValueError("profile: no pick_first setting to compare (--values is empty)")
+    _, chosen, out = best
+    sources = dict(out.sources)
+    sources[f"pick_first {mode}"] = {
+        "rows": "n = 1, 2 of this model and mode; every propensity refitted at each setting",
+        "evals": evals, "runs_per_row": runs, "held-out seeds": list(PROFILE_SEEDS),
+        "settings": table, "chosen": chosen}
+    sources[mode] = {"fit": {"rows": "n = 1, 2 of this model and mode (study_replies.json)",
+                             "loss": table[f"{chosen:g}"]["fit loss"], "evals": evals,
+                             "runs_per_row": runs, "starts": 1,
+                             "profiled": f"pick_first {mode}"}}
+    return out.model_copy(update={"sources": sources})
 
 
 def calibration_path(model: str) -> Path:
@@ -536,9 +586,20 @@ def annotate(cal: Calibration) -> Calibration:
     return cal.model_copy(update={"sources": sources})
 
 
+def _started(cal: Calibration, modes: Sequence[str], values: dict[str, float],
+             parser: argparse.ArgumentParser) -> Calibration:
+    """``cal`` with ``--start`` values set in ``modes`` (unknown names refused)."""
+    unknown = sorted(set(values) - set(ModeParams.model_fields))
+    if unknown:
+        parser.error(f"--start: unknown propensities {', '.join(unknown)}")
+    return cal.model_copy(update={"modes": {
+        **cal.modes, **{m: cal.modes[m].model_copy(update=values) for m in modes}}})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m quorumboard.agents.brains.calibrate")
-    p.add_argument("action", choices=["fit", "annotate", "helper", "check", "sensitivity"])
+    p.add_argument("action", choices=["fit", "profile", "annotate", "helper", "check",
+                                      "sensitivity"])
     p.add_argument("--model", default=",".join(STUDY_MODELS))
     p.add_argument("--evals", type=int, default=300)
     p.add_argument("--runs", type=int, default=8, help="simulated runs per row in the fit")
@@ -546,18 +607,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--modes", default="decentralized,preassign", help="modes to fit")
     p.add_argument("--params", default="",
                    help="fit only these propensities (comma list); the others stay as shipped")
+    p.add_argument("--start", default="",
+                   help="name=value,... set before a fit or profile (a probability at 0 or 1 "
+                        "sits where a coordinate step cannot move it)")
+    p.add_argument("--values", default="0,0.5,1",
+                   help="profile: the pick_first settings to compare")
     args = p.parse_args(argv)
     if args.action == "sensitivity":
         print("\n".join(sensitivity([m.strip() for m in args.model.split(",") if m.strip()],
                                      runs=args.runs)))
         return 0
+    try:
+        start_values = {k.strip(): float(v) for k, _, v in
+                        (x.partition("=") for x in args.start.split(",") if x.strip())}
+        profile_values = [float(x) for x in args.values.split(",") if x.strip()]
+    except ValueError as exc:
+        p.error(f"--start / --values: {exc}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for model in (m.strip() for m in args.model.split(",") if m.strip()):
+        if args.action == "profile":
+            cal = _started(load_calibration(model), modes, start_values, p)
+            try:
+                for mode in modes:
+                    cal = profile_pick_first(cal, mode, profile_values, args.evals, args.runs)
+            except ValueError as exc:
+                p.error(str(exc))
+            cal = annotate(fit_helper(cal))
+            calibration_path(model).write_text(
+                json.dumps(cal.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8")
+            continue
         if args.action == "fit":
             start = None if args.fresh or not calibration_path(model).exists() \
-                else load_calibration(model)
+                else _started(load_calibration(model), modes, start_values, p)
             try:
-                cal = _fit(model, args.evals, args.runs, start,
-                           [m.strip() for m in args.modes.split(",") if m.strip()],
+                cal = _fit(model, args.evals, args.runs, start, modes,
                            [x.strip() for x in args.params.split(",") if x.strip()])
             except ValueError as exc:
                 p.error(str(exc))

@@ -131,6 +131,10 @@ class RunMetrics(BaseModel):
     """Completions of a task not done before (the study harness also logs repeats)."""
     multi_complete_replies: int = 0
     """Replies completing >= 2 tasks for the first time."""
+    no_edit_replies: int = 0
+    """Replies writing no file (the study's edit histogram, §2)."""
+    one_edit_replies: int = 0
+    """Replies writing exactly one file (§2)."""
     study_idle_replies: int = 0
     """The study's idle replies: no edit, no granted claim, no first-time completion."""
     test_runs: int = 0
@@ -399,6 +403,8 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
         edits=len(writes),
         first_completions=sum(1 for e in events if e.kind == "complete" and e.reason != "repeat"),
         multi_complete_replies=sum(1 for r in per_reply if r.completions >= 2),
+        no_edit_replies=sum(1 for r in per_reply if r.edits == 0),
+        one_edit_replies=sum(1 for r in per_reply if r.edits == 1),
         study_idle_replies=sum(1 for r in per_reply if r.idle),
         test_runs=count("tests"),
         no_task_edits=count("write", "no-task"),

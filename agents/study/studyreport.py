@@ -120,16 +120,21 @@ def close(metric: str, ours: float, theirs: float) -> bool:
 # preassign. Test runs and no-task edits are inputs (the brains' test rate and the default of
 # the helper_share knob); the claim -> completion split and rewrites are not fitted.
 STUDY_OTHER: dict[str, dict[str, tuple[float | None, float | None]]] = {
-    "claude-sonnet-4-6": {"tests": (0.36, 0.77), "same": (0.61, None), "later": (0.37, None),
-                          "never": (0.023, None), "no_task": (0.21, 0.20),
-                          "rewrites": (0.62, 0.16)},
-    "gemini-3-flash-preview": {"tests": (0.90, 0.57), "same": (0.81, None),
+    "claude-sonnet-4-6": {"tests": (0.36, 0.77), "edits0": (0.629, 0.158),
+                          "edits1": (0.128, 0.159), "same": (0.61, None),
+                          "later": (0.37, None), "never": (0.023, None),
+                          "no_task": (0.21, 0.20), "rewrites": (0.62, 0.16)},
+    "gemini-3-flash-preview": {"tests": (0.90, 0.57), "edits0": (0.094, 0.450),
+                               "edits1": (0.788, 0.353), "same": (0.81, None),
                                "later": (0.19, None), "never": (0.001, None),
                                "no_task": (0.003, 0.002), "rewrites": (0.29, 0.14)},
-    "gpt-5.2": {"tests": (0.30, 0.46), "same": (0.50, None), "later": (0.44, None),
-                "never": (0.06, None), "no_task": (0.20, 0.18), "rewrites": (0.43, 0.35)},
+    "gpt-5.2": {"tests": (0.30, 0.46), "edits0": (0.711, 0.536), "edits1": (0.217, 0.342),
+                "same": (0.50, None), "later": (0.44, None), "never": (0.06, None),
+                "no_task": (0.20, 0.18), "rewrites": (0.43, 0.35)},
 }
 _OTHER = (("tests", "test runs per reply (§2, input)"),
+          ("edits0", "replies writing no file (§2)"),
+          ("edits1", "replies writing exactly one file (§2)"),
           ("same", "claim -> completion in the same reply (§4)"),
           ("later", "... in a later reply (§4)"), ("never", "... never (§4)"),
           ("no_task", "edits to files of no task (§6, input)"),
@@ -142,6 +147,8 @@ def _other_rates(ms: Sequence[RunMetrics]) -> dict[str, float | None]:
     claims = sum(m.claims_done_same_reply + m.claims_done_later + m.claims_never_done
                  for m in ms)
     return {"tests": sum(m.test_runs for m in ms) / replies if replies else None,
+            "edits0": sum(m.no_edit_replies for m in ms) / replies if replies else None,
+            "edits1": sum(m.one_edit_replies for m in ms) / replies if replies else None,
             "same": sum(m.claims_done_same_reply for m in ms) / claims if claims else None,
             "later": sum(m.claims_done_later for m in ms) / claims if claims else None,
             "never": sum(m.claims_never_done for m in ms) / claims if claims else None,
