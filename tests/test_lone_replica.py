@@ -39,23 +39,29 @@ SUBPROCESS_TIMEOUT_S = 90.0
 
 
 class ReadingMachine(CounterMachine):
-    """A counter machine that can start a read barrier from inside ``apply`` (the tick thread,
-    with the entry being applied committed but not yet applied), recording what it saw."""
+    """A counter machine that can start a read barrier, or a ReadIndex read, from inside
+    ``apply`` (the tick thread, with the entry being applied committed but not yet applied),
+    recording what it saw: at completion, and (ReadIndex) in ``prepare`` as ``("prepared",
+    count)``."""
 
     def __init__(self) -> None:
         super().__init__()
         self.node: RaftNode | None = None
-        self.seen: list[int | None] = []
+        self.seen: list[int | tuple[str, int | None] | None] = []
         self.read_done = threading.Event()
 
     def apply(self, payload: bytes) -> object:
         key, _delta = msgpack.unpackb(payload, raw=False)
-        if key == "read-inside" and self.node is not None:
+        if key in ("read-inside", "read-index-inside") and self.node is not None:
             def done(_result: object, failure: ProposeFailure | None) -> None:
-                self.seen.append(self.counts.get("read-inside") if failure is None else None)
+                self.seen.append(self.counts.get(key) if failure is None else None)
                 self.read_done.set()
 
-            self.node.barrier(done)
+            if key == "read-inside":
+                self.node.barrier(done)
+            else:
+                self.node.read_index(
+                    done, lambda: self.seen.append(("prepared", self.counts.get(key))))
         return super().apply(payload)
 
 
@@ -152,16 +158,16 @@ def test_lone_read_barrier_on_the_tick_thread_needs_no_entry(lone: Lone) -> None
     assert lone.node.status().last_log_index == before
 
 
-def _read_inside_apply(lone: Lone) -> int | None:
+def _read_inside_apply(lone: Lone, key: str = "read-inside") -> int | None:
     """Propose the entry whose apply starts a read; return what that read saw of the entry."""
     lone.machine.read_done.clear()
-    before = lone.on_tick(lambda: lone.machine.counts.get("read-inside", 0))
+    before = lone.on_tick(lambda: lone.machine.counts.get(key, 0))
     waiter = Waiter()
-    lone.node.propose(msgpack.packb(["read-inside", 1]), waiter)
+    lone.node.propose(msgpack.packb([key, 1]), waiter)
     assert waiter.event.wait(DEADLINE_S) and waiter.failure is None
-    assert lone.machine.read_done.wait(DEADLINE_S), "the read barrier never completed"
+    assert lone.machine.read_done.wait(DEADLINE_S), "the read never completed"
     seen = lone.machine.seen[-1]
-    assert isinstance(before, int)
+    assert isinstance(before, int) and not isinstance(seen, tuple)
     return None if seen is None else seen - before
 
 
@@ -170,6 +176,29 @@ def test_lone_read_waits_until_everything_committed_is_applied(lone: Lone) -> No
     shortcut is tempting) must see that entry: the barrier takes the entry path and completes
     after it."""
     assert _read_inside_apply(lone) == 1
+
+
+def test_read_index_prepares_only_once_its_read_index_is_applied(lone: Lone) -> None:
+    """ReadIndex's ``prepare`` (the caller builds its answer while the round travels) runs
+    before the read completes and sees what the read sees, and only when the state is applied
+    up to the read index. Started inside apply, where the entry being applied is committed but
+    not applied, the read gets no ``prepare``: its answer is read once the entry is applied."""
+    lone.machine.seen.clear()
+    count = lone.on_tick(lambda: lone.machine.counts.get("k", 0))
+
+    def read() -> None:
+        def done(_result: object, failure: object) -> None:
+            lone.machine.seen.append(lone.machine.counts.get("k", 0) if failure is None else None)
+
+        lone.node.read_index(
+            done, lambda: lone.machine.seen.append(("prepared", lone.machine.counts.get("k", 0))))
+
+    lone.on_tick(read)  # a one-member group confirms itself: both run within the call
+    assert lone.machine.seen == [("prepared", count), count]
+
+    lone.machine.seen.clear()
+    assert _read_inside_apply(lone, "read-index-inside") == 1
+    assert not [s for s in lone.machine.seen if isinstance(s, tuple)], lone.machine.seen
 
 
 def test_negative_control_read_shortcut_without_the_applied_check(

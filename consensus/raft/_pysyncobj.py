@@ -299,12 +299,14 @@ leader to ask, the deadline passed, a queue full)."""
 
 @dataclasses.dataclass(slots=True)
 class _ReadWait:
-    """One request for a read index: its callback and deadline; once its round has started,
+    """One request for a read index: its callback, deadline and optional ``prepare`` (see
+    :meth:`SyncObjReplica.qb_read_index`); once its round has started,
     the round id, the leader's term and the read index (the commit index at the round's
     start); on a follower, the leader it was sent to."""
 
     callback: IndexCallback
     deadline: float
+    prepare: IndexCallback | None = None
     round: int = 0
     term: int = 0
     index: int = 0
@@ -687,10 +689,21 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
     def _qb_leading(self) -> bool:
         return bool(self._SyncObj__raftState == _RAFT_STATE.LEADER)
 
-    def qb_read_index(self, callback: IndexCallback) -> None:
+    def qb_read_index(self, callback: IndexCallback,
+                      prepare: IndexCallback | None = None) -> None:
         """``callback(index)`` with a read index confirmed by a heartbeat round started after
         this call, or ``callback(None)`` (not confirmed within the read timeout, no leader to
         ask, leadership lost, a queue full).
+
+        ``prepare(index)``, if given, runs first on a leader whose state is already applied up
+        to the read index when the round starts, right after the round's heartbeat left: what
+        the state holds then is what the read returns if the round confirms, so the caller
+        can build its answer while the heartbeat travels instead of after the answer (the
+        round still decides whether it may be sent: ``callback`` follows with the index or
+        ``None``). The leader's log up to its commit index never changes while it leads, and
+        its applied index is at most its commit index, so the state then is exactly the state
+        at the read index, the one a read served at confirmation sees up to that index. Not
+        on a follower, which learns its read index from the leader's answer.
 
         On the leader a round starts at once (a new leader's, once its own first entry has
         committed) with the commit index as the read index; on a follower the request goes to
@@ -702,7 +715,7 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         if held >= READS_PENDING_MAX:
             _answer(callback, None)
             return
-        wait = _ReadWait(callback, time.monotonic() + self._qb_read_timeout_s)
+        wait = _ReadWait(callback, time.monotonic() + self._qb_read_timeout_s, prepare)
         if self._qb_leading():
             self._qb_unstarted.append(wait)
             self._qb_start_round()
@@ -743,11 +756,15 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
             return
         self._qb_round += 1
         term, index = self._SyncObj__raftCurrentTerm, self._SyncObj__raftCommitIndex
-        for wait in self._qb_unstarted:
+        started, self._qb_unstarted = self._qb_unstarted, []
+        for wait in started:
             wait.round, wait.term, wait.index = self._qb_round, term, index
-        self._qb_rounds.extend(self._qb_unstarted)
-        self._qb_unstarted = []
+        self._qb_rounds.extend(started)
         self._qb_send_round(term)
+        if self._SyncObj__raftLastApplied >= index:
+            for wait in started:
+                if wait.prepare is not None:
+                    _answer(wait.prepare, index)
         self._qb_resolve_rounds()
 
     def _qb_send_round(self, term: int) -> None:

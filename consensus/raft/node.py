@@ -648,7 +648,7 @@ class RaftNode:
             return
         self._submit(b"", _NO_OP, on_done)
 
-    def read_index(self, on_done: OnDone) -> None:
+    def read_index(self, on_done: OnDone, prepare: Callable[[], None] | None = None) -> None:
         """Linearizable read without a log write (ReadIndex, Raft thesis §6.4): ``on_done(None,
         None)`` once this replica has applied every entry committed before the call, as vouched
         for by a leader whose leadership a majority confirmed in a heartbeat round started after
@@ -664,14 +664,14 @@ class RaftNode:
             self._call_on_done(on_done, None, ProposeFailure.CLOSED)
             return
         if self._on_tick_thread():
-            self._start_read(on_done)
+            self._start_read(on_done, prepare)
             return
         try:
-            self.call_in_tick(functools.partial(self._start_read, on_done))
+            self.call_in_tick(functools.partial(self._start_read, on_done, prepare))
         except Unavailable:
             self._call_on_done(on_done, None, ProposeFailure.QUEUE_FULL)
 
-    def _start_read(self, on_done: OnDone) -> None:
+    def _start_read(self, on_done: OnDone, prepare: Callable[[], None] | None) -> None:
         def applied(caught_up: bool) -> None:
             if caught_up:
                 self._call_on_done(on_done, None, None)
@@ -684,13 +684,15 @@ class RaftNode:
             else:
                 self._sync.qb_when_applied(index, applied)
 
-        self._confirmed_read_index(confirmed)
+        self._confirmed_read_index(
+            confirmed, None if prepare is None else lambda _index: prepare())
 
-    def _confirmed_read_index(self, on_index: Callable[[int | None], None]) -> None:
+    def _confirmed_read_index(self, on_index: Callable[[int | None], None],
+                              prepare: Callable[[int | None], None] | None = None) -> None:
         """Ask for a read index confirmed by a heartbeat round (tick thread). The one step of
         the read path the test harness may override: its ``unconfirmed-reads`` bug skips the
         round here (consensus/testing/replica.py)."""
-        self._sync.qb_read_index(on_index)
+        self._sync.qb_read_index(on_index, prepare)
 
     def call_in_tick(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the tick thread soon. Raises :class:`Unavailable` if the queue is full."""

@@ -256,8 +256,8 @@ class ReplicaMachine:
     def barrier(self, done: Done) -> None:
         self._raft().barrier(done)
 
-    def read_index(self, done: Done) -> None:
-        self._raft().read_index(done)
+    def read_index(self, done: Done, prepare: Callable[[], None] | None = None) -> None:
+        self._raft().read_index(done, prepare)
 
     def is_leader(self) -> bool:
         return self._raft().is_leader()

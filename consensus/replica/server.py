@@ -21,8 +21,10 @@ Linearizable reads write nothing to the log (ReadIndex, Raft thesis §6.4; the R
 fewer than :data:`CONFIRMS_INFLIGHT_MAX` confirmations are in flight, one starts for every read
 waiting, so one confirmation serves a whole batch. On the leader a confirmation is one
 heartbeat round a majority answers in the leader's term, then the state applied up to the
-commit index noted when the round started. On a follower it is the same round, run by the
-leader for the follower's request over the raft connection (``qb_read_index``,
+commit index noted when the round started; a leader that has applied that index when the
+round's heartbeat leaves reads and encodes the batch's answers then (``prepare``), while the
+heartbeat travels, and sends them only once the round confirms. On a follower it is the same
+round, run by the leader for the follower's request over the raft connection (``qb_read_index``,
 consensus/raft/transport.py; in a group of two or three the request itself completes the
 majority, so no round), then the follower's state applied up to the index the leader
 returns. Followers serve linearizable reads themselves rather than redirecting them (or, as
@@ -186,7 +188,7 @@ class Core(Protocol):
     client_address: str
 
     def propose(self, payload: bytes, done: Done) -> None: ...
-    def read_index(self, done: Done) -> None: ...
+    def read_index(self, done: Done, prepare: Callable[[], None] | None = None) -> None: ...
     def leader_client_address(self) -> str | None: ...
     def is_leader(self) -> bool: ...
     def leader_in_touch(self) -> bool: ...
@@ -342,8 +344,18 @@ class _Conn:
             self.send(batch)
 
     def send(self, message: Reply | WatchBatch) -> None:
-        if self._batches and isinstance(message, Reply):  # queued batches go first, in order
+        if isinstance(message, Reply):
+            self.send_reply(encode(message))
+        else:
+            self._write(encode(message))
+
+    def send_reply(self, payload: bytes) -> None:
+        """Send an encoded :class:`Reply` (queued watch batches go first, in order)."""
+        if self._batches:
             self.flush()
+        self._write(payload)
+
+    def _write(self, payload: bytes) -> None:
         if self.closed:
             return
         transport = self.writer.transport
@@ -354,7 +366,7 @@ class _Conn:
             log.warning("client too slow, dropping connection", peer=self.peer)
             self.close()
             return
-        self.writer.write(encode_frame(self.channel.seal(encode(message))))
+        self.writer.write(encode_frame(self.channel.seal(payload)))
 
     async def room(self) -> None:
         """Until the socket's write buffer is at most its high-water mark (or the connection
@@ -807,8 +819,9 @@ class ClientServer:
         self._confirm_inflight += 1
         loop = self._loop
         answered = False
+        prepared: list[tuple[_Conn, bytes]] | None = None
 
-        def answer(replies: list[tuple[_Conn, Reply]], failure: Failure | None) -> bool:
+        def answer(replies: list[tuple[_Conn, bytes]], failure: Failure | None) -> bool:
             nonlocal answered
             if answered:
                 return False
@@ -816,25 +829,34 @@ class ClientServer:
             self._confirm_inflight -= 1
             for conn, reply in replies:
                 conn.inflight -= 1
-                conn.send(reply)
+                conn.send_reply(reply)
             for conn, req in opens:
                 self._open_watch(conn, req, failure)
             return True
 
-        def finish(replies: list[tuple[_Conn, Reply]], failure: Failure | None) -> None:
+        def finish(replies: list[tuple[_Conn, bytes]], failure: Failure | None) -> None:
             if answer(replies, failure):
                 self._maybe_confirm_reads()
+
+        def read_all() -> list[tuple[_Conn, bytes]]:
+            with self.core.lock:
+                replies = [(c, self._read(r)) for c, r in reads]
+            return [(c, encode(reply)) for c, reply in replies]
+
+        def prepare() -> None:  # on the tick thread, while the confirming round travels
+            nonlocal prepared
+            if not answered:
+                prepared = read_all()
 
         def done(_result: object | None, failure: Failure | None) -> None:  # on the tick thread
             if answered:  # timed out meanwhile: nothing to read for
                 return
             if failure is None:
-                with self.core.lock:
-                    replies = [(c, self._read(r)) for c, r in reads]
+                replies = prepared if prepared is not None else read_all()
             else:
-                replies = [(c, Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
-                                     message="no read index was confirmed",
-                                     leader_hint=self.core.leader_client_address()))
+                replies = [(c, encode(Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
+                                            message="no read index was confirmed",
+                                            leader_hint=self.core.leader_client_address())))
                            for c, r in reads]
             with contextlib.suppress(RuntimeError):
                 if threading.get_ident() != self._loop_thread_id:
@@ -848,13 +870,14 @@ class ClientServer:
 
         def timed_out() -> None:
             if not answered:
-                finish([(c, Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
-                                  message="no read index confirmed within the request's budget"))
+                finish([(c, encode(Reply(
+                    id=r.id, wire_error=Failure.UNAVAILABLE,
+                    message="no read index confirmed within the request's budget")))
                         for c, r in reads], Failure.UNAVAILABLE)
 
         self._read_deadlines.add(max([r.budget_s for _, r in reads]
                                      + [WATCH_CONFIRM_S for _ in opens[:1]]), timed_out)
-        self.core.read_index(done)
+        self.core.read_index(done, prepare if reads else None)
 
     def _read(self, req: ReadReq) -> Reply:
         """Answer a read from the applied state (caller holds the state lock)."""

@@ -157,11 +157,12 @@ class SkipFirstCompactionTruncate(RaftNode):
 class UnconfirmedReadsNode(RaftNode):
     """ReadIndex without its heartbeat round: a leader vouches for its own commit index."""
 
-    def _confirmed_read_index(self, on_index: Callable[[int | None], None]) -> None:
+    def _confirmed_read_index(self, on_index: Callable[[int | None], None],
+                              prepare: Callable[[int | None], None] | None = None) -> None:
         if self.is_leader():
             on_index(self._sync.raftCommitIndex)
             return
-        super()._confirmed_read_index(on_index)
+        super()._confirmed_read_index(on_index, prepare)
 
 
 class UnsyncedAcksNode(RaftNode):
