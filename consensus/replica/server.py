@@ -875,9 +875,11 @@ class ClientServer:
                     message="no read index confirmed within the request's budget")))
                         for c, r in reads], Failure.UNAVAILABLE)
 
+        self.core.read_index(done, prepare if reads else None)
+        # After the round is on its way (its heartbeat does not wait for this bookkeeping);
+        # an answer that came within the call leaves timed_out nothing to do.
         self._read_deadlines.add(max([r.budget_s for _, r in reads]
                                      + [WATCH_CONFIRM_S for _ in opens[:1]]), timed_out)
-        self.core.read_index(done, prepare if reads else None)
 
     def _read(self, req: ReadReq) -> Reply:
         """Answer a read from the applied state (caller holds the state lock)."""
