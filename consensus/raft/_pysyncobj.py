@@ -992,11 +992,19 @@ class QbTransport(TCPTransport):  # type: ignore[misc]
         self._server = _Server(self._syncObj._poller, host, int(port), self._on_accepted)
 
     def send(self, node: Any, message: dict[str, Any]) -> bool:
-        """Every AppendEntries carries the newest ReadIndex round started before it was sent
-        (see :meth:`SyncObjReplica.qb_read_index`)."""
+        """pysyncobj's send (``False`` when the node's connection is not up, before or after),
+        with the connection looked up once: pysyncobj's looks it up four times, and each
+        lookup hashes the node in Python (``Node.__hash__``), on every heartbeat and answer of
+        a read's round. (Its other step, a random sleep before sending, is a test knob it never
+        sets.) Every AppendEntries carries the newest ReadIndex round started before it was
+        sent (see :meth:`SyncObjReplica.qb_read_index`)."""
         if message.get("type") == "append_entries":
             message["round"] = self._syncObj._qb_round
-        return bool(super().send(node, message))
+        conn = self._connections.get(node)
+        if conn is None or conn.state != CONNECTION_STATE.CONNECTED:
+            return False
+        conn.send(message)
+        return bool(conn.state == CONNECTION_STATE.CONNECTED)
 
     def _onTick(self) -> None:
         super()._onTick()
