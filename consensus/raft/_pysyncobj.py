@@ -813,6 +813,21 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         self._qb_send_heartbeats(self._SyncObj__raftCurrentTerm,
                                  [n for n in skipped if n in connected])
 
+    def qb_timed_tick_wanted(self, now: float) -> bool:
+        """Whether a tick asked for with ``Owner._tick_in`` has anything to do when its timer
+        fires: that is only ever a round's widening (:meth:`_qb_widen_round`), which has work
+        only once a round that skipped members has gone unconfirmed for
+        :data:`ROUND_WIDEN_S`. A newer such round, not due yet, asks for the timer again
+        instead (with one client a round is in flight much of the time, so a timer set by
+        the previous round usually finds the next one under way)."""
+        if not (self._qb_rounds and self._qb_round_skipped):
+            return False
+        wait_s = self._qb_round_sent_at + ROUND_WIDEN_S - now
+        if wait_s > 0:
+            self._qb_owner._tick_in(wait_s)
+            return False
+        return True
+
     def _qb_on_round_answered(self, node: Any, answered: int) -> None:
         """A reply of our current term answered the append that carried round ``answered``."""
         if answered > self._qb_acked.get(node, 0):
