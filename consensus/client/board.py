@@ -493,13 +493,15 @@ class _Link:
 
     def request(self, build: Callable[[int], Any], timeout_s: float) -> Reply:
         """Send ``build(rid)`` and wait up to ``timeout_s`` for its reply. A proposal or read
-        carries that wait as its budget: the one time limit from here to the Raft log."""
+        carries that wait as its budget: the one time limit from here to the Raft log. Its
+        attempt's fields (``id`` and ``budget_s``) are stamped here in one copy, so a read's
+        builder hands over the request it validated once, for every attempt."""
         rid, box = self.open_box()
         try:
             self._notice_close()
             message = build(rid)
             if isinstance(message, ProposeReq | ReadReq):
-                message = message.model_copy(update={"budget_s": _budget(timeout_s)})
+                message = message.model_copy(update={"id": rid, "budget_s": _budget(timeout_s)})
             self.send(message, timeout_s)
             try:
                 msg = self.wait(box, timeout_s)
@@ -1034,7 +1036,7 @@ class Board:
         return self._send_read(request)
 
     def _send_read(self, request: ReadReq) -> Reply:
-        reply = self._call(lambda rid: request.model_copy(update={"id": rid}), idempotent=True)
+        reply = self._call(lambda _rid: request, idempotent=True)  # request() stamps the id
         if reply.error is not None and reply.error.code != "not_found":
             raise error_from(reply.error)
         return reply
