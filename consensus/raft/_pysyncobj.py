@@ -784,12 +784,12 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         skipped is one whose answer was lost."""
         chosen, skipped = round_members(
             self._SyncObj__otherNodes, self._SyncObj__connectedNodes, self._qb_acked)
+        self._qb_send_heartbeats(term, chosen)  # first: the widening's bookkeeping can wait
         if not self._qb_round_skipped:  # the oldest unwidened round's time is the one to keep
             self._qb_round_sent_at = time.monotonic()
             if skipped:
                 self._qb_owner._tick_in(ROUND_WIDEN_S)
         self._qb_round_skipped = list(dict.fromkeys(self._qb_round_skipped + skipped))
-        self._qb_send_heartbeats(term, chosen)
 
     def _qb_send_heartbeats(self, term: int, members: list[Any]) -> None:
         message = {"type": "qb_heartbeat", "term": term, "round": self._qb_round}
