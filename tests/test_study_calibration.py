@@ -14,7 +14,7 @@ import math
 
 import pytest
 
-from quorumboard.agents.brains.calibrate import ANNOTATE_SEEDS, METRICS, check_rows, study_rows
+from quorumboard.agents.brains.calibrate import ANNOTATE_SEEDS, METRICS, check_rows, fitted_rows
 from quorumboard.agents.brains.study import STUDY_MODELS, Calibration, ModeParams, load_calibration
 
 RUNS = 40
@@ -22,8 +22,6 @@ SEED = ANNOTATE_SEEDS[0]
 MODES = ("decentralized", "preassign")
 
 
-def _fitted_rows(model: str, mode: str) -> list:  # type: ignore[type-arg]
-    return [r for r in study_rows() if r.model == model and r.mode == mode and r.n <= 2]
 
 
 def _misses(cal: Calibration, mode: str, params: ModeParams | None = None,
@@ -32,7 +30,7 @@ def _misses(cal: Calibration, mode: str, params: ModeParams | None = None,
     team size ``n_max``); and how many pairs were checked."""
     outside = cal.sources.get(mode, {}).get("outside_tolerance", {})
     misses, checked = [], 0
-    rows = [r for r in _fitted_rows(cal.model, mode) if r.n <= n_max]
+    rows = [r for r in fitted_rows(cal.model, mode) if r.n <= n_max]
     results = check_rows(cal, rows, runs=RUNS, seed=SEED,
                          params={mode: params} if params is not None else None)
     for row, sim, bad in results:
@@ -51,7 +49,7 @@ def test_brains_reproduce_the_fitted_per_reply_rows(model: str, mode: str) -> No
     misses, checked = _misses(cal, mode)
     assert not misses, "\n".join(misses)
     # The file may declare pairs it does not reproduce (the README counts them), not nearly all.
-    assert checked >= len(_fitted_rows(model, mode)) * len(METRICS) // 3
+    assert checked >= len(fitted_rows(model, mode)) * len(METRICS) // 3
 
 
 def _moved(p: ModeParams, name: str, factor: float) -> ModeParams:

@@ -42,8 +42,8 @@ from quorumboard.agents.team.events import EventLog, RunEvent
 from quorumboard.agents.team.study_harness import MemoryStore, ReplyStats, StudyEngine, reply_stats
 from quorumboard.agents.team.tasks import Project, Task
 
-__all__ = ["METRICS", "Rates", "StudyRow", "check_rows", "measure", "simulate", "study_rows",
-           "study_shape", "tolerance"]
+__all__ = ["METRICS", "Rates", "StudyRow", "check_rows", "fitted_rows", "measure", "simulate",
+           "study_rows", "study_shape", "tolerance"]
 
 LEVELS = ("p02", "p05", "p09")
 METRICS = ("idle", "blocked", "edits", "completions", "multi", "claims")
@@ -81,6 +81,17 @@ def study_rows() -> list[StudyRow]:
     return [StudyRow(model=r["model"], mode=r["mode"], level=r["level"], n=r["n"],
                      values={m: float(r[m]) for m in METRICS}, replies=r["replies"])
             for r in json.loads(text)["rows"]]
+
+
+def fitted_rows(model: str, mode: str) -> list[StudyRow]:
+    """The rows a fit of ``model`` in ``mode`` sees: n = 1 and 2 (n = 3-5 validate)."""
+    return [r for r in study_rows() if r.model == model and r.mode == mode and r.n <= 2]
+
+
+def _fit_record(loss: float, evals: int, runs: int, starts: int) -> dict[str, Any]:
+    """What a calibration file records of the fit behind a mode's propensities."""
+    return {"rows": "n = 1, 2 of this model and mode (study_replies.json)",
+            "loss": round(loss, 2), "evals": evals, "runs_per_row": runs, "starts": starts}
 
 
 @dataclass(frozen=True)
@@ -416,7 +427,7 @@ def profile_pick_first(cal: Calibration, mode: str, values: Sequence[float], eva
     propensity (a profile of the loss); the settings are compared on held-out seeds
     (:data:`PROFILE_SEEDS`), and the table goes into the file's sources. The caller
     re-derives the helper shares and residuals (``fit_helper``, :func:`annotate`)."""
-    rows = [r for r in study_rows() if r.model == cal.model and r.mode == mode and r.n <= 2]
+    rows = fitted_rows(cal.model, mode)
     table: dict[str, Any] = {}
     best: tuple[float, float, Calibration] | None = None
     for value in values:
@@ -438,9 +449,7 @@ def profile_pick_first(cal: Calibration, mode: str, values: Sequence[float], eva
         "rows": "n = 1, 2 of this model and mode; every propensity refitted at each setting",
         "evals": evals, "runs_per_row": runs, "held-out seeds": list(PROFILE_SEEDS),
         "settings": table, "chosen": chosen}
-    sources[mode] = {"fit": {"rows": "n = 1, 2 of this model and mode (study_replies.json)",
-                             "loss": table[f"{chosen:g}"]["fit loss"], "evals": evals,
-                             "runs_per_row": runs, "starts": 1,
+    sources[mode] = {"fit": {**_fit_record(table[f"{chosen:g}"]["fit loss"], evals, runs, 1),
                              "profiled": f"pick_first {mode}"}}
     return out.model_copy(update={"sources": sources})
 
@@ -536,15 +545,12 @@ def _fit(model: str, evals: int, runs: int, start: Calibration | None,
     modes = dict(cal.modes)
     sources: dict[str, Any] = dict(cal.sources)
     for mode in which:
-        rows = [r for r in study_rows() if r.model == model and r.mode == mode and r.n <= 2]
+        rows = fitted_rows(model, mode)
         cal = cal.model_copy(update={"modes": modes})
         fitted, loss = fit_mode_multi(cal, mode, rows, evals, runs, only)
         modes[mode] = fitted
         cal = cal.model_copy(update={"modes": modes})
-        fit: dict[str, Any] = {
-            "rows": "n = 1, 2 of this model and mode (study_replies.json)",
-            "loss": round(loss, 2), "evals": evals, "runs_per_row": runs,
-            "starts": len(fit_starts(mode, only))}
+        fit = _fit_record(loss, evals, runs, len(fit_starts(mode, only)))
         if only:  # a partial refit: the earlier record stays, this one is appended
             earlier = dict(sources.get(mode, {}).get("fit", {}))
             fit = {**earlier, "then": [*earlier.get("then", []),
@@ -565,7 +571,7 @@ def annotate(cal: Calibration) -> Calibration:
     re-measurement (other seeds) does not flip on a pair at the edge."""
     sources: dict[str, Any] = dict(cal.sources)
     for mode in ("decentralized", "preassign"):
-        rows = [r for r in study_rows() if r.model == cal.model and r.mode == mode and r.n <= 2]
+        rows = fitted_rows(cal.model, mode)
         checked = check_rows(cal, rows, runs=40, seed=5, margin=0.8)
         outside = {f"{r.level} n={r.n}": set(bad) for r, _, bad in checked}
         for seed in ANNOTATE_SEEDS[1:]:
