@@ -597,6 +597,89 @@ def test_raft_5_1_leader_takes_only_replies_of_its_current_term(tmp_path: pathli
     assert validate_message(sent[0], 64)["next_node_idx"] == 3
 
 
+def test_raft_5_3_a_commit_is_answered_before_the_followers_are_told_and_they_are_told(
+        tmp_path: pathlib.Path) -> None:
+    """Raft §5.3 with three loop-mode nodes on 127.0.0.1: once the leader applies an entry, the
+    caller's answer (handed to the loop as the client endpoint hands it) is written before the
+    AppendEntries that tells the followers the new commit index, and that notice still leaves
+    at once, not with the next heartbeat (0.5 s here); so the followers apply the entry. An
+    entry appended in the same tick as an apply carries the commit index, without a separate
+    notice."""
+    import asyncio
+
+    from quorumboard.consensus.raft.node import RaftNode, RaftSettings
+    from tests.raft_replica_main import CounterMachine
+
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    loops = [asyncio.new_event_loop() for _ in addresses]
+    machines = [CounterMachine() for _ in addresses]
+    nodes = [RaftNode(RaftSettings(self_address=a, peers=tuple(p for p in addresses if p != a),
+                                   data_dir=tmp_path / f"n{i}", heartbeat_interval_s=0.5,
+                                   election_timeout_min_s=2.0, election_timeout_max_s=3.0),
+                      machines[i], loop=loops[i]) for i, a in enumerate(addresses)]
+    threads = [threading.Thread(target=loop.run_forever, daemon=True) for loop in loops]
+    for t in threads:
+        t.start()
+    events: list[tuple[str, int]] = []  # (what, commit index or key), on the leader's loop
+
+    def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> Any:
+        async def call() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(10.0)
+
+    try:
+        leader: int = poll(lambda: next((i + 1 for i, n in enumerate(nodes) if n.is_leader()),
+                                        0), 30.0, "a leader") - 1
+        sync: Any = nodes[leader]._sync
+        loop = loops[leader]
+        send = sync._SyncObj__transport.send
+
+        def recording_send(node: Any, message: dict[str, Any]) -> bool:
+            if message.get("type") == "append_entries":
+                events.append(("append", int(message["commit_index"])))
+            return bool(send(node, message))
+
+        def answered(name: str) -> Callable[[object | None, object | None], None]:
+            def on_done(result: object | None, failure: object | None) -> None:
+                assert failure is None, failure  # on the tick: hand the answer to the loop
+                loop.call_soon(lambda: events.append((name, sync._SyncObj__raftCommitIndex)))
+            return on_done
+
+        def propose(name: str) -> None:
+            nodes[leader].propose(msgpack.packb([name, 1]), answered(name))
+
+        on_loop(loop, lambda: setattr(sync._SyncObj__transport, "send", recording_send))
+        on_loop(loop, lambda: propose("a"))
+        poll(lambda: any(w == "a" for w, _ in events), 10.0, "the answer to a")
+        commit_a = next(c for w, c in events if w == "a")
+        told = poll(lambda: [i for i, (w, c) in enumerate(events)
+                             if w == "append" and c >= commit_a], 10.0, "the commit notice")
+        answer_at = next(i for i, (w, _) in enumerate(events) if w == "a")
+        assert answer_at < told[0], f"followers told before the answer went out: {events}"
+        followers = [i for i in range(3) if i != leader]
+        poll(lambda: all(machines[i].counts.get("a") == 1 for i in followers), 10.0,
+             "the followers to apply a")
+
+        # b's answer proposes c: c is appended in the tick that applies b, and its
+        # AppendEntries (one per follower) is what tells the followers b is committed.
+        def on_b(result: object | None, failure: object | None) -> None:
+            answered("b")(result, failure)
+            propose("c")
+
+        del events[:]
+        on_loop(loop, lambda: nodes[leader].propose(msgpack.packb(["b", 1]), on_b))
+        poll(lambda: any(w == "c" for w, _ in events), 10.0, "the answer to c")
+        commit_b = next(c for w, c in events if w == "b")
+        told_b = [c for w, c in events if w == "append" and c == commit_b]
+        assert len(told_b) == len(followers), f"a separate commit notice for b: {events}"
+    finally:
+        for node, lp, thread in zip(nodes, loops, threads, strict=True):
+            node.close()
+            lp.call_soon_threadsafe(lp.stop)
+            thread.join(5.0)
+            lp.close()
+
+
 _PYSYNCOBJ_STATE = """
 import logging, pysyncobj.journal, pysyncobj.pickle, pysyncobj.syncobj
 def state():

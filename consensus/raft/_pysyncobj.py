@@ -54,6 +54,10 @@ on pysyncobj):
   flush covers every entry appended since the last (group commit), so one commit costs about
   one flush plus a round trip, not two flushes in a row, and a burst of appends costs one
   flush on each member, not one per append.
+* **The answer before the commit notice** (:meth:`SyncObjReplica._qb_defer_commit_notice`):
+  pysyncobj tells the followers a new commit index right after applying, inside the tick,
+  ahead of the callers' answers; on an event loop the notice now waits for the answers and is
+  dropped when another AppendEntries (the tick's new proposals) carries the index first.
 * **A one-member group is not timer-bound** (:meth:`SyncObjReplica._qb_commit_alone`).
 * **The apply hook**: entries reach the owner's ``_apply_entry``, which never raises.
 * **Compaction**: the owner's ``_compaction_truncates`` decides whether the journal prefix a
@@ -127,6 +131,7 @@ class Owner(Protocol):
     def _apply_entry(self, command: bytes) -> object: ...
     def _compaction_truncates(self) -> bool: ...
     def _tick_in(self, delay_s: float) -> None: ...
+    def _after_callbacks(self, fn: Callable[[], None]) -> bool: ...
 
 
 # --- pickle replacement ------------------------------------------------------------------------
@@ -408,6 +413,7 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         self._qb_hold_acks = bool(owner.settings.fsync)
         self._qb_appends_held = False  # leader: appending this tick's proposals
         self._qb_appends_wanted = False  # ... and pysyncobj asked to send them
+        self._qb_notice_due = False  # leader: a commit notice waits for this tick's replies
         settings = owner.settings
         super().__init__(
             settings.self_address, list(settings.peers), conf, transportClass=QbTransport
@@ -558,7 +564,7 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
             self._qb_appends_held = False
         if self._qb_appends_wanted:
             self._qb_appends_wanted = False
-            SyncObj._SyncObj__sendAppendEntries(self)
+            self._qb_send_appends()
         self._qb_sync_log()
         self._qb_commit_alone()
         self._qb_reads_tick()
@@ -567,11 +573,42 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         """pysyncobj sends AppendEntries after each proposal it appends: while it appends this
         tick's proposals (:meth:`_checkCommandsToApply`) that becomes one AppendEntries per
         member for all of them, sent right after the last (the proposals of a tick share one
-        message, one append and one acknowledgement on each follower)."""
+        message, one append and one acknowledgement on each follower). Any AppendEntries
+        carries the commit index, so one that leaves makes a pending commit notice
+        (:meth:`_qb_defer_commit_notice`) needless."""
         if self._qb_appends_held:
             self._qb_appends_wanted = True
             return
+        self._qb_send_appends()
+
+    def _qb_send_appends(self) -> None:
+        """pysyncobj's AppendEntries to every member; each carries the commit index."""
+        self._qb_notice_due = False
         SyncObj._SyncObj__sendAppendEntries(self)
+
+    def _qb_defer_commit_notice(self) -> bool:
+        """After a leader applied entries, send the AppendEntries that tells the followers the
+        new commit index only once the replies this apply produced are written.
+
+        pysyncobj sends that notice inside the tick, right after applying, and the callers'
+        replies go out only after the tick (they are handed to the event loop): one client's
+        put waited for the notice's two sends, a sixth of the put's time at the leader
+        (timestamps in the three processes, bench/README.md). The notice is not on any client's path: a
+        commit is decided by the leader alone, and a follower learns it from the next
+        AppendEntries, whichever that is. So it is scheduled after the callbacks already
+        queued on the loop (the replies), and dropped if an AppendEntries leaves first (the
+        proposals this tick appends, a heartbeat): under load the next batch carries it and
+        a follower gets one message per batch instead of two. Returns whether pysyncobj should
+        still send it now (thread mode: no loop to wait for)."""
+        if not self._qb_owner._after_callbacks(self._qb_send_commit_notice):
+            return True
+        self._qb_notice_due = True
+        return False
+
+    def _qb_send_commit_notice(self) -> None:
+        if self._qb_notice_due and self._qb_leading():
+            self._SyncObj__sendAppendEntries()
+        self._qb_notice_due = False
 
     def _qb_sync_log(self) -> None:
         """Flush what this tick appended, once its AppendEntries are on the wire.
@@ -596,9 +633,13 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         SyncObj._onTick(self, timeToWait)
 
     def _SyncObj__applyLogEntries(self) -> bool:
-        if self._SyncObj__otherNodes and self._qb_leading():
+        leading = bool(self._SyncObj__otherNodes) and self._qb_leading()
+        if leading:
             self._qb_count_self_when_durable()
-        return bool(SyncObj._SyncObj__applyLogEntries(self))
+        notice = bool(SyncObj._SyncObj__applyLogEntries(self))  # True: send the new commit index
+        if notice and leading:  # one notice pending covers this apply too
+            return False if self._qb_notice_due else self._qb_defer_commit_notice()
+        return notice
 
     def _qb_count_self_when_durable(self) -> None:
         """Leader: recount the commit index pysyncobj just raised, counting ourselves only for

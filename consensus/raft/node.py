@@ -1025,6 +1025,16 @@ class RaftNode:
         sync = getattr(self, "_sync", None)
         return sync is None or sync.qb_event_needs_tick()
 
+    def _after_callbacks(self, fn: Callable[[], None]) -> bool:
+        """Loop mode, on the loop: run ``fn`` after the callbacks already queued on the loop
+        (the replies a tick's apply handed over) and return True; False in thread mode, where
+        nothing on this thread waits to go out first."""
+        loop = self._loop
+        if loop is None or _running_loop() is not loop:
+            return False
+        loop.call_soon(fn)
+        return True
+
     def _tick_soon(self) -> None:
         """Loop mode, on the loop: tick once the current events are handled (one per burst)."""
         if not self._tick_scheduled and self._loop is not None:
