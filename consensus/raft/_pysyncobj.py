@@ -593,22 +593,30 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         pysyncobj sends that notice inside the tick, right after applying, and the callers'
         replies go out only after the tick (they are handed to the event loop): one client's
         put waited for the notice's two sends, a sixth of the put's time at the leader
-        (timestamps in the three processes, bench/README.md). The notice is not on any client's path: a
-        commit is decided by the leader alone, and a follower learns it from the next
-        AppendEntries, whichever that is. So it is scheduled after the callbacks already
-        queued on the loop (the replies), and dropped if an AppendEntries leaves first (the
-        proposals this tick appends, a heartbeat): under load the next batch carries it and
-        a follower gets one message per batch instead of two. Returns whether pysyncobj should
-        still send it now (thread mode: no loop to wait for)."""
+        (timestamps in the three processes, bench/README.md). No write waits for the notice:
+        a commit is decided by the leader alone, and a follower learns it from the next
+        AppendEntries, whichever that is. A read served by a follower does wait until the
+        follower has applied its read index, so the notice is delayed by one turn of the loop
+        at most: it is scheduled right after the callbacks already queued on the loop (the
+        replies), and dropped if an AppendEntries leaves first (the proposals this tick
+        appends, a heartbeat), which carries the index too. Under load the next batch carries
+        it, and a follower gets one message per batch instead of two. Returns whether
+        pysyncobj should still send it now (thread mode: no loop to wait for)."""
         if not self._qb_owner._after_callbacks(self._qb_send_commit_notice):
             return True
         self._qb_notice_due = True
         return False
 
     def _qb_send_commit_notice(self) -> None:
-        if self._qb_notice_due and self._qb_leading():
-            self._SyncObj__sendAppendEntries()
-        self._qb_notice_due = False
+        """The deferred notice, run by the loop outside any tick: a failure is logged as a
+        tick's is (the next AppendEntries carries the index anyway)."""
+        try:
+            if self._qb_notice_due and self._qb_leading():
+                self._SyncObj__sendAppendEntries()
+        except Exception:
+            log.exception("raft_commit_notice_raised")
+        finally:
+            self._qb_notice_due = False
 
     def _qb_sync_log(self) -> None:
         """Flush what this tick appended, once its AppendEntries are on the wire.
