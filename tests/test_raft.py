@@ -53,6 +53,16 @@ def poll(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last={last!r}")
 
 
+def on_loop(loop: Any, fn: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+    """Run ``fn`` on a loop-mode node's event loop and return its result (pysyncobj's state is
+    touched only there)."""
+    import asyncio
+
+    async def call() -> Any:
+        return fn()
+    return asyncio.run_coroutine_threadsafe(call(), loop).result(timeout_s)
+
+
 class Replica:
     """One replica process, driven with JSON lines on stdin/stdout."""
 
@@ -553,32 +563,25 @@ def test_raft_5_1_leader_takes_only_replies_of_its_current_term(tmp_path: pathli
     peer = "peer"  # pysyncobj keys its per-peer maps by node; any hashable stands in
     sent: list[dict[str, Any]] = []
 
-    def on_loop(fn: Callable[[], Any]) -> Any:
-        """Run fn on the node's loop (pysyncobj's state is touched only there)."""
-        return asyncio.run_coroutine_threadsafe(_call(fn), loop).result(10.0)
-
-    async def _call(fn: Callable[[], Any]) -> Any:
-        return fn()
-
     def reply(term: int) -> tuple[int, float]:
         def deliver() -> tuple[int, float]:
             sync._SyncObj__onMessageReceived(peer, {
                 "type": "next_node_idx", "next_node_idx": 2, "reset": False, "success": True,
                 "term": term})
             return sync._SyncObj__raftMatchIndex[peer], sync._SyncObj__lastResponseTime[peer]
-        result: tuple[int, float] = on_loop(deliver)
+        result: tuple[int, float] = on_loop(loop, deliver)
         return result
 
     try:
         poll(node.is_leader, 10.0, "the lone node to lead")
-        term: int = on_loop(lambda: sync._SyncObj__raftCurrentTerm)
+        term: int = on_loop(loop, lambda: sync._SyncObj__raftCurrentTerm)
         assert term >= 1
 
         def add_peer() -> None:
             sync._SyncObj__raftMatchIndex[peer] = 0
             sync._SyncObj__raftNextIndex[peer] = 1
             sync._SyncObj__lastResponseTime[peer] = 0.0
-        on_loop(add_peer)
+        on_loop(loop, add_peer)
         assert reply(term - 1) == (0, 0.0), "a reply of an earlier term was counted"
         assert reply(term + 1) == (0, 0.0), "a reply of a later term was counted"
         match_index, acked_at = reply(term)
@@ -587,7 +590,7 @@ def test_raft_5_1_leader_takes_only_replies_of_its_current_term(tmp_path: pathli
         def send_reply() -> None:
             sync._SyncObj__transport.send = lambda _node, message: sent.append(message)
             sync._SyncObj__sendNextNodeIdx(peer, nextNodeIdx=3, success=True)
-        on_loop(send_reply)
+        on_loop(loop, send_reply)
     finally:
         node.close()
         loop.call_soon_threadsafe(loop.stop)
@@ -619,11 +622,6 @@ def test_raft_5_3_a_commit_is_answered_before_the_followers_are_told_and_they_ar
     # inside its deferred notice, a proposal's name for its answer; on the leader's loop only
     events: list[tuple[str, int]] = []
     failures: list[object] = []
-
-    def on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], Any]) -> Any:
-        async def call() -> Any:
-            return fn()
-        return asyncio.run_coroutine_threadsafe(call(), loop).result(10.0)
 
     def wait_for(what: str, timeout_s: float = 10.0) -> None:
         poll(lambda: failures or any(w == what for w, _ in events), timeout_s,

@@ -1029,10 +1029,9 @@ class RaftNode:
         """Loop mode, on the loop: run ``fn`` after the callbacks already queued on the loop
         (the replies a tick's apply handed over) and return True; False in thread mode, where
         nothing on this thread waits to go out first."""
-        loop = self._loop
-        if loop is None or _running_loop() is not loop:
+        if self._loop is None or not self._on_tick_thread():
             return False
-        loop.call_soon(fn)
+        self._loop.call_soon(fn)
         return True
 
     def _tick_soon(self) -> None:
