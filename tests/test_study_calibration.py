@@ -6,7 +6,12 @@ must fail the same check.
 The file says a (row, metric) pair is reproduced when 40 runs of each of six seeds put it
 within 0.8 of its tolerance (``calibrate.annotate``); the test re-measures 40 runs of the first
 of those seeds at the full tolerance, so any change to the brains or the rules that moves a
-rate beyond its tolerance fails it, deterministically (everything is seeded)."""
+rate beyond its tolerance fails it, deterministically (everything is seeded). A pair the file
+says is not reproduced must stay within tolerance of the simulated figure the file recorded.
+
+A tolerance's study side comes from the study alone (``calibrate.study_se``: binomial for
+shares, §2's per-reply spread for means), so a brain cannot widen it by replying more
+erratically; a planted brain that did (the extra edits a tried fit once bought) must fail."""
 
 from __future__ import annotations
 
@@ -14,7 +19,13 @@ import math
 
 import pytest
 
-from quorumboard.agents.brains.calibrate import ANNOTATE_SEEDS, METRICS, check_rows, fitted_rows
+from quorumboard.agents.brains.calibrate import (
+    ANNOTATE_SEEDS,
+    METRICS,
+    check_rows,
+    fitted_rows,
+    tolerance,
+)
 from quorumboard.agents.brains.study import STUDY_MODELS, Calibration, ModeParams, load_calibration
 
 RUNS = 40
@@ -26,9 +37,14 @@ MODES = ("decentralized", "preassign")
 
 def _misses(cal: Calibration, mode: str, params: ModeParams | None = None,
             n_max: int = 2) -> tuple[list[str], int]:
-    """(row, metric) pairs the file says are reproduced but the simulation misses (rows up to
-    team size ``n_max``); and how many pairs were checked."""
-    outside = cal.sources.get(mode, {}).get("outside_tolerance", {})
+    """(row, metric) pairs the simulation misses (rows up to team size ``n_max``): a pair the
+    file says is reproduced must be within tolerance of the study's figure; a pair the file
+    says it does not reproduce must be within tolerance of the simulated figure the file
+    recorded for it (``annotate`` measures the same seed and runs as this test), so a change
+    that moves it is caught too. And how many pairs were checked against the study."""
+    entry = cal.sources.get(mode, {})
+    outside = entry.get("outside_tolerance", {})
+    recorded = entry.get("residuals [study, simulated]", {})
     misses, checked = [], 0
     rows = [r for r in fitted_rows(cal.model, mode) if r.n <= n_max]
     results = check_rows(cal, rows, runs=RUNS, seed=SEED,
@@ -39,6 +55,11 @@ def _misses(cal: Calibration, mode: str, params: ModeParams | None = None,
         checked += len(expected)
         misses += [f"{key} {m}: study {row.values[m]:.3f}, simulated {sim.values[m]:.3f}"
                    for m in bad if m in expected]
+        for m in outside.get(key, []):
+            was = recorded[key][m][1]
+            if abs(sim.values[m] - was) > tolerance(row, sim, m):
+                misses.append(f"{key} {m} (not reproduced): recorded {was:.3f}, "
+                              f"simulated {sim.values[m]:.3f}")
     return misses, checked
 
 
@@ -74,6 +95,39 @@ def test_negative_control_a_rate_moved_25_percent_fails(model: str, mode: str, n
     # The lone agents' rows suffice (and halve the time): their reply counts are the largest.
     misses, _ = _misses(cal, mode, _moved(cal.modes[mode], name, factor), n_max=1)
     assert misses, f"moving {name} by x{factor} went unnoticed"
+
+
+def test_a_means_study_error_comes_from_the_studys_spread_not_the_simulations() -> None:
+    """Hand-checkable histograms give their variance; the study side of a tolerance is the
+    same whatever the simulated replies look like; a brain that writes 4 files a reply where
+    the study's wrote 1.4 (gemini's decentralized extra edits at 20: a fit under a tolerance
+    that grew with the simulation's spread bought exactly this) is outside it."""
+    from quorumboard.agents.brains.calibrate import Rates, _dispersion, dispersions, study_se
+
+    one = {"mean": 1.0, "percent": {"0": 0, "1": 100, "2": 0, "3-5": 0, "6+": 0}}
+    assert _dispersion(one) == 0.0
+    half = {"mean": 1.0, "percent": {"0": 50, "1": 0, "2": 50, "3-5": 0, "6+": 0}}
+    assert math.isclose(_dispersion(half), 1.0)  # 0 or 2, even odds: variance 1, mean 1
+    fives = {"mean": 4.0, "percent": {"0": 0, "1": 0, "2": 0, "3-5": 100, "6+": 0}}
+    assert math.isclose(_dispersion(fives), (2 / 3) / 4)  # uniform on 3, 4, 5
+    tops = {"mean": 8.0, "percent": {"0": 0, "1": 0, "2": 0, "3-5": 0, "6+": 100}}
+    assert math.isclose(_dispersion(tops), (4 ** 2 / 12) / 8)  # uniform on 6..10
+    assert all(d > 0 for d in dispersions().values())
+    assert len(dispersions()) == len(STUDY_MODELS) * len(MODES) * 3
+
+    model, mode = "gemini-3-flash-preview", "decentralized"
+    row = next(r for r in fitted_rows(model, mode) if r.level == "p02" and r.n == 2)
+    assert row.replies is not None
+    exact = Rates(replies=500, attempts=500, values=dict(row.values),
+                  se=dict.fromkeys(METRICS, 0.0))
+    assert math.isclose(tolerance(row, exact, "edits"), 3 * study_se(row, "edits"))
+    assert study_se(row, "edits") == pytest.approx(
+        math.sqrt(row.values["edits"] * dispersions()[(model, mode, "edits")] / row.replies))
+    cal = load_calibration(model)
+    erratic = cal.modes[mode].model_copy(update={"extra_idle": 20.0})
+    [(_, sim, bad)] = check_rows(cal, [row], runs=RUNS, seed=SEED, params={mode: erratic})
+    assert sim.values["edits"] > 2 * row.values["edits"], sim.values
+    assert "edits" in bad, (sim.values["edits"], row.values["edits"])
 
 
 # ------------------------------------------------------------------- the choice of task
@@ -179,13 +233,29 @@ def test_a_profiled_choice_of_task_is_the_knobs_default_and_the_knob_still_overr
 
 
 def test_the_profile_keeps_the_setting_with_the_lowest_held_out_loss() -> None:
-    from quorumboard.agents.brains.calibrate import PROFILE_SEEDS, profile_pick_first
+    """Each setting's fit is the better of a start from the current values and, for the
+    settings behind, a start from the leading setting's optimum (never worse than the single
+    start), and the setting with the lowest held-out loss becomes the default."""
+    from quorumboard.agents.brains.calibrate import (
+        PROFILE_SEEDS,
+        fit_mode,
+        fitted_rows,
+        profile_pick_first,
+    )
 
     cal = load_calibration("gpt-5.2")
-    got = profile_pick_first(cal, "decentralized", (0.0, 1.0), evals=2, runs=2)
+    got = profile_pick_first(cal, "decentralized", (0.0, 1.0), evals=3, runs=2)
     table = got.sources["pick_first decentralized"]
     held = {float(k): sum(v["held-out losses"]) / len(PROFILE_SEEDS)
             for k, v in table["settings"].items()}
     assert set(held) == {0.0, 1.0}
     assert got.pick_first["decentralized"] == table["chosen"] == min(held, key=held.__getitem__)
     assert got.modes["preassign"] == cal.modes["preassign"]  # the other mode is left alone
+    rows = fitted_rows("gpt-5.2", "decentralized")
+    for value, other in ((0.0, 1.0), (1.0, 0.0)):
+        entry = table["settings"][f"{value:g}"]
+        assert entry["started from"] in ("the current values",
+                                         f"the optimum at pick_first={other:g}")
+        at = cal.model_copy(update={"pick_first": {**cal.pick_first, "decentralized": value}})
+        _, single = fit_mode(at, "decentralized", rows, 3, 2)
+        assert entry["fit loss"] <= round(single, 1), (value, entry, single)
