@@ -10,8 +10,9 @@ rate beyond its tolerance fails it, deterministically (everything is seeded). A 
 says is not reproduced must stay within tolerance of the simulated figure the file recorded.
 
 A tolerance's study side comes from the study alone (``calibrate.study_se``: binomial for
-shares, §2's per-reply spread for means), so a brain cannot widen it by replying more
-erratically; a planted brain that did (the extra edits a tried fit once bought) must fail."""
+shares, §2's per-reply spread for means), so a brain cannot widen that side by replying more
+erratically (the simulation's side, its re-measurement's own noise, still grows with the
+spread); a planted brain that did (the extra edits a tried fit once bought) must fail."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import math
 import pytest
 
 from quorumboard.agents.brains.calibrate import (
+    ANNOTATE_RUNS,
     ANNOTATE_SEEDS,
     METRICS,
     check_rows,
@@ -28,7 +30,7 @@ from quorumboard.agents.brains.calibrate import (
 )
 from quorumboard.agents.brains.study import STUDY_MODELS, Calibration, ModeParams, load_calibration
 
-RUNS = 40
+RUNS = ANNOTATE_RUNS
 SEED = ANNOTATE_SEEDS[0]
 MODES = ("decentralized", "preassign")
 
@@ -99,7 +101,7 @@ def test_negative_control_a_rate_moved_25_percent_fails(model: str, mode: str, n
 
 def test_a_means_study_error_comes_from_the_studys_spread_not_the_simulations() -> None:
     """Hand-checkable histograms give their variance; the study side of a tolerance is the
-    same whatever the simulated replies look like; a brain that writes 4 files a reply where
+    same whatever the simulated replies look like; a brain that writes 3.3 files a reply where
     the study's wrote 1.4 (gemini's decentralized extra edits at 20: a fit under a tolerance
     that grew with the simulation's spread bought exactly this) is outside it."""
     from quorumboard.agents.brains.calibrate import Rates, _dispersion, dispersions, study_se
@@ -252,6 +254,12 @@ def test_the_profile_keeps_the_setting_with_the_lowest_held_out_loss() -> None:
     assert got.pick_first["decentralized"] == table["chosen"] == min(held, key=held.__getitem__)
     assert got.modes["preassign"] == cal.modes["preassign"]  # the other mode is left alone
     rows = fitted_rows("gpt-5.2", "decentralized")
+    # the setting behind was fitted a second time, from the leader's optimum
+    behind = [k for k, v in table["settings"].items()
+              if "fit loss from the leading optimum" in v]
+    assert len(behind) == 1, table["settings"]
+    entry = table["settings"][behind[0]]
+    assert entry["fit loss"] <= entry["fit loss from the leading optimum"]
     for value, other in ((0.0, 1.0), (1.0, 0.0)):
         entry = table["settings"][f"{value:g}"]
         assert entry["started from"] in ("the current values",
