@@ -267,3 +267,50 @@ def test_the_profile_keeps_the_setting_with_the_lowest_held_out_loss() -> None:
         at = cal.model_copy(update={"pick_first": {**cal.pick_first, "decentralized": value}})
         _, single = fit_mode(at, "decentralized", rows, 3, 2)
         assert entry["fit loss"] <= round(single, 1), (value, entry, single)
+
+
+# ------------------------------------- §6: pre-assigned edits of another agent's task file
+
+
+@pytest.mark.parametrize("model", STUDY_MODELS)
+def test_pre_assigned_edits_of_anothers_file_match_the_studys_share_at_n_2(model: str) -> None:
+    """The shipped ``foreign_share`` puts §6's n = 2 share of edits of a task file dealt to
+    another agent within tolerance, re-measured on a seed the fit never used."""
+    from quorumboard.agents.brains.calibrate import check_foreign
+
+    study, simulated, tol = check_foreign(load_calibration(model), RUNS, SEED)
+    assert abs(simulated - study) <= tol, (study, simulated, tol)
+
+
+@pytest.mark.parametrize("model", ["gpt-5.2", "gemini-3-flash-preview"])
+def test_negative_control_every_extra_edit_to_anothers_file_fails(model: str) -> None:
+    """A planted miscalibration: every extra edit of a task file goes to another agent's."""
+    from quorumboard.agents.brains.calibrate import check_foreign
+
+    study, simulated, tol = check_foreign(load_calibration(model), RUNS, SEED, share=1.0)
+    assert abs(simulated - study) > tol, (study, simulated, tol)
+
+
+def test_foreign_share_routes_extra_edits_and_leaves_a_lone_agent_alone() -> None:
+    """At 0 no pre-assigned agent of a pair writes the other's files (each has its own, open
+    or done, to go to); at 1 some do; a lone agent has no other's file, makes no draw for the
+    knob, and replays event for event whatever its value."""
+    from quorumboard.agents.brains.calibrate import simulate_runs
+    from quorumboard.agents.brains.study import parse_assumptions
+    from quorumboard.agents.study.metrics import run_metrics
+    from quorumboard.agents.team.events import RunEvent
+
+    cal = load_calibration("gpt-5.2")
+
+    def runs(share: float, n: int) -> list[list[RunEvent]]:
+        knob = parse_assumptions(f"foreign_share={share},helper_share=0", cal, "preassign")
+        return simulate_runs(cal, "preassign", "p09", n, 6, seed=1, assumptions=knob)
+
+    def foreign(share: float) -> int:
+        return sum(run_metrics(ev).foreign_edits for ev in runs(share, 2))
+
+    assert foreign(0.0) == 0
+    assert foreign(1.0) > 0
+    assert runs(0.0, 1) == runs(1.0, 1)
+    assert parse_assumptions("", cal, "decentralized").foreign_share is None
+    assert parse_assumptions("", cal, "preassign").foreign_share == cal.foreign_share

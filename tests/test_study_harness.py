@@ -149,6 +149,33 @@ def test_a_reply_runs_edits_then_claims_then_completions_then_tests(env: TeamEnv
     assert rec.metrics.claims_done_same_reply == 2
 
 
+@pytest.mark.parametrize(("mode", "foreign"), [("preassign", 1), ("decentralized", 0)])
+def test_a_write_of_a_file_dealt_to_another_agent_is_foreign(env: TeamEnv, mode: str,
+                                                              foreign: int) -> None:
+    # The deal of three parallel tasks to two agents: task-1 and task-3 to a0, task-2 to a1.
+    # a0 writes its own file, a1's file and a helper: one edit of each §6 class.
+    assert study_deal(PARALLEL3, ("a0", "a1")) == {"task-1": "a0", "task-2": "a1",
+                                                   "task-3": "a0"}
+    files = {t.id: t.files[0] for t in PARALLEL3.tasks}
+
+    def script(view: View) -> list[Action]:
+        return [WriteFile(file=files["task-1"], content="x"),
+                WriteFile(file=files["task-2"], content="x"),
+                WriteFile(file="repo/notes.py", content="x")]
+
+    rec, events = _events_of(env, PARALLEL3, [script, lambda v: []], mode=mode, round_cap=1,
+                             model="gpt-5.2")
+    m = rec.metrics
+    assert (m.edits, m.no_task_edits, m.foreign_edits) == (3, 1, foreign)
+    assert [e.reason for e in events if e.kind == "write"] == [
+        None, "foreign" if foreign else None, "no-task"]
+    if mode == "preassign":
+        from quorumboard.agents.study.studyreport import foreign_section
+
+        # 1 of 3 edits, beside §6's 12 % for gpt-5.2 at n = 2 (the input of the fit).
+        assert "| gpt-5.2 | 2 | fit | 33.3% | 12.0% |" in foreign_section([rec])
+
+
 def test_the_round_cap_ends_a_run_that_never_finishes(env: TeamEnv) -> None:
     rec, _ = _events_of(env, PARALLEL3, [lambda v: [], lambda v: []],
                              mode="decentralized", round_cap=4)

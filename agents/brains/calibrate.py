@@ -43,8 +43,9 @@ from quorumboard.agents.team.events import EventLog, RunEvent
 from quorumboard.agents.team.study_harness import MemoryStore, ReplyStats, StudyEngine, reply_stats
 from quorumboard.agents.team.tasks import Project, Task
 
-__all__ = ["METRICS", "Rates", "StudyRow", "check_rows", "dispersions", "fitted_rows", "measure",
-           "simulate", "study_rows", "study_se", "study_shape", "tolerance"]
+__all__ = ["METRICS", "STUDY_FOREIGN", "Rates", "StudyRow", "check_foreign", "check_rows",
+           "dispersions", "fitted_rows", "foreign_rate", "measure", "simulate", "study_rows",
+           "study_se", "study_shape", "tolerance"]
 
 LEVELS = ("p02", "p05", "p09")
 METRICS = ("idle", "blocked", "edits", "completions", "multi", "claims")
@@ -247,7 +248,8 @@ KNOBS: tuple[tuple[str, str], ...] = (
     ("baseline", ""), ("pick_first=0", "pick_first=0"), ("pick_first=0.5", "pick_first=0.5"),
     ("pick_first=1", "pick_first=1"),
     ("cooccur=1", "cooccur=1"), ("persist=0.5", "persist=0.5"),
-    ("helper_share=0", "helper_share=0"), ("helper_share=0.5", "helper_share=0.5"))
+    ("helper_share=0", "helper_share=0"), ("helper_share=0.5", "helper_share=0.5"),
+    ("foreign_share=0", "foreign_share=0"), ("foreign_share=1", "foreign_share=1"))
 
 
 def sensitivity(models: Sequence[str], runs: int, ns: Sequence[int] = (3, 5)) -> list[str]:
@@ -546,6 +548,12 @@ _TESTS = {"claude-sonnet-4-6": (0.36, 0.77), "gemini-3-flash-preview": (0.90, 0.
           "gpt-5.2": (0.30, 0.46)}
 _HELPER = {"claude-sonnet-4-6": (0.21, 0.20), "gemini-3-flash-preview": (0.003, 0.002),
            "gpt-5.2": (0.20, 0.18)}
+STUDY_FOREIGN: dict[str, tuple[float, float, float, float]] = {
+    "claude-sonnet-4-6": (0.001, 0.03, 0.001, 0.03),
+    "gemini-3-flash-preview": (0.04, 0.05, 0.01, 0.06),
+    "gpt-5.2": (0.12, 0.10, 0.15, 0.23)}
+"""§6: pre-assigned edits of a task file dealt to another agent, share of all edits, at
+n = 2, 3, 4, 5 (n = 2 fits ``foreign_share``; n = 3-5 validate it)."""
 _TOKENS_PER_EDIT = {"claude-sonnet-4-6": 500, "gemini-3-flash-preview": 350, "gpt-5.2": 450}
 
 
@@ -603,6 +611,61 @@ def fit_helper(cal: Calibration) -> Calibration:
     return cal.model_copy(update={"helper_share": shares, "sources": sources})
 
 
+def foreign_rate(cal: Calibration, share: float | None, runs: int, seed: int
+                 ) -> tuple[float, float]:
+    """Pre-assigned teams of two (the §6 input's n), pooled over p: the share of all edits
+    that write a task file dealt to another agent with ``foreign_share`` at ``share`` (None:
+    the file's), and its standard error clustered by run (a ratio estimator, as
+    :func:`measure`)."""
+    from quorumboard.agents.brains.study import parse_assumptions
+
+    knob = parse_assumptions("", cal, "preassign")
+    if share is not None:
+        knob = knob.model_copy(update={"foreign_share": share})
+    per_run = [(m.foreign_edits, m.edits) for level in LEVELS
+               for m in map(run_metrics, simulate_runs(cal, "preassign", level, 2, runs,
+                                                       seed=seed, assumptions=knob))]
+    edits = sum(e for _, e in per_run)
+    if not edits:
+        return 0.0, 0.0
+    rate = sum(f for f, _ in per_run) / edits
+    k = len(per_run)
+    resid = sum((f - rate * e) ** 2 for f, e in per_run)
+    return rate, math.sqrt(resid * k / max(k - 1, 1)) / edits
+
+
+def check_foreign(cal: Calibration, runs: int, seed: int, share: float | None = None
+                  ) -> tuple[float, float, float]:
+    """(study, simulated, tolerance) of §6's n = 2 share of edits of a task file dealt to
+    another agent. The study's side is binomial over its edits in those cells (each row's
+    reply count, as :func:`study_se` takes it, times its edits per reply); the simulation's
+    is :func:`foreign_rate`'s."""
+    target = STUDY_FOREIGN[cal.model][0]
+    study_edits = max(1.0, sum((r.replies or 100) * r.values["edits"]
+                               for r in fitted_rows(cal.model, "preassign") if r.n == 2))
+    v = min(max(target, 0.5 / study_edits), 1 - 0.5 / study_edits)
+    rate, se = foreign_rate(cal, share, runs, seed)
+    return target, rate, Z * math.hypot(math.sqrt(v * (1 - v) / study_edits), se)
+
+
+def fit_foreign(cal: Calibration) -> Calibration:
+    """The pre-assigned ``foreign_share`` default, so that edits of a task file dealt to
+    another agent make up §6's n = 2 share of all edits. The share is linear in the knob (it
+    only picks which file an extra edit goes to, and a write changes no task's state), so two
+    measurements, at 0 and 1, give it: f = (target - r0) / (r1 - r0), clipped to [0, 1]. r0 is
+    0 unless an agent was dealt nothing (then it works on others' tasks)."""
+    target = STUDY_FOREIGN[cal.model][0]
+    r0, r1 = (foreign_rate(cal, value, HELPER_RUNS, seed=3)[0] for value in (0.0, 1.0))
+    share = round(min(1.0, max(0.0, (target - r0) / (r1 - r0))), 4) if r1 > r0 else 0.0
+    note = (" (the knob moves nothing: no extra edit goes to a task file)" if r1 <= r0 else
+            " (clipped: the target is out of reach)" if share in (0.0, 1.0) else "")
+    sources = {**cal.sources, "foreign_share preassign": (
+        f"§6 edits of a task file dealt to another agent at n = 2 ({100 * target:.1f} % of all "
+        f"edits): {100 * r0:.1f} % with the knob at 0, {100 * r1:.1f} % at 1, so {share}"
+        + note)}
+    return cal.model_copy(update={"foreign_share": share, "sources": sources})
+
+
 def _fit(model: str, evals: int, runs: int, start: Calibration | None,
          which: Sequence[str] = ("decentralized", "preassign"),
          only: Sequence[str] = ()) -> Calibration:
@@ -631,7 +694,8 @@ def _fit(model: str, evals: int, runs: int, start: Calibration | None,
             fit = {**earlier, "then": [*earlier.get("then", []),
                                        {**fit, "parameters": list(only)}]}
         sources[mode] = {"fit": fit}
-    return annotate(fit_helper(cal.model_copy(update={"modes": modes, "sources": sources})))
+    return annotate(fit_foreign(fit_helper(cal.model_copy(update={"modes": modes,
+                                                                  "sources": sources}))))
 
 
 ANNOTATE_SEEDS = (5, 6, 7, 8, 9, 10)
@@ -717,7 +781,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     cal = profile_pick_first(cal, mode, profile_values, args.evals, args.runs)
             except ValueError as exc:
                 p.error(str(exc))
-            cal = annotate(fit_helper(cal))
+            cal = annotate(fit_foreign(fit_helper(cal)))
             calibration_path(model).write_text(
                 json.dumps(cal.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8")
             continue
@@ -734,8 +798,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         cal = load_calibration(model)
         if args.action in ("annotate", "helper"):
-            # helper shares change the simulated figures the file records: re-annotate
-            cal = annotate(fit_helper(cal) if args.action == "helper" else cal)
+            # helper and foreign shares change the simulated figures the file records:
+            # re-annotate
+            cal = annotate(fit_foreign(fit_helper(cal)) if args.action == "helper" else cal)
             calibration_path(model).write_text(json.dumps(
                 cal.model_dump(mode="json"), indent=1) + "\n", encoding="utf-8")
             continue

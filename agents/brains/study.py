@@ -43,7 +43,14 @@ reports how outcomes move with each):
   reply's engagement instead of drawing afresh (0);
 * ``helper_share``: where an extra edit goes: a helper file (conftest.py and the like, shared
   by everyone) with this probability, else the file of a task not yet done (§6: edits to files
-  of no task).
+  of no task);
+* ``foreign_share``: pre-assignment only: of the extra edits that go to a task file, the share
+  that goes to the file of a task dealt to another agent (§6: edits of a task file dealt to
+  another agent), else one of the agent's own open tasks' files, or when its list is done one
+  of its own files again (a fix: §6's rewrites); an agent dealt nothing works on others'. Which
+  of another agent's files is not in the log: any of them, done or not, alike (a fix of a
+  finished module after failing tests as much as work ahead). Decentralized agents (nothing is
+  dealt) pick any open task file.
 
 **How an agent reacts to what the study never told it** (the ablation's fixes, ``--fix``; no
 study reply can calibrate these, so each is a knob with a sensitivity row in the ablation):
@@ -110,6 +117,9 @@ class Assumptions(_Frozen):
     cooccur: float = Field(default=0.0, ge=0, le=1)
     persist: float = Field(default=0.0, ge=0, le=1)
     helper_share: float = Field(default=0.5, ge=0, le=1)
+    foreign_share: float | None = Field(default=None, ge=0, le=1)
+    """None: any open task file, whoever holds it (the rule before §6's dealt-to-another share
+    was fitted; decentralized agents always)."""
     phantom: float = Field(default=0.0, ge=0, le=1)
     heed: float = Field(default=1.0, ge=0, le=1)
     rewrite: float = Field(default=1.0, ge=0, le=1)
@@ -169,6 +179,9 @@ class Calibration(_Frozen):
     tokens_per_edit: int = 450
     helper_share: dict[str, float] = Field(default_factory=dict)
     """§6 share of edits to files of no task, per mode (the default ``helper_share`` knob)."""
+    foreign_share: float | None = None
+    """The default ``foreign_share`` knob of pre-assigned agents, fitted on §6's n = 2 share of
+    edits of a task file dealt to another agent (n = 3-5 validate it); None: not fitted."""
     pick_first: dict[str, float] = Field(default_factory=dict)
     """The default of the ``pick_first`` knob per mode, where the n = 1-2 rows prefer one
     setting over the others (``calibrate profile``: the other propensities refitted at each
@@ -198,8 +211,10 @@ def parse_assumptions(text: str, cal: Calibration, mode: str) -> Assumptions:
     in this mode; ``pick_first``: the model's profiled default in this mode, else 0.5).
     Raises ``ValueError`` naming an unknown knob or a bad value."""
     fam = "preassign" if mode in ("preassign", "lead") else "decentralized"
-    values: dict[str, float] = {"helper_share": cal.helper_share.get(fam, 0.5),
-                                "pick_first": cal.pick_first.get(fam, 0.5)}
+    values: dict[str, float | None] = {"helper_share": cal.helper_share.get(fam, 0.5),
+                                       "pick_first": cal.pick_first.get(fam, 0.5)}
+    if fam == "preassign":
+        values["foreign_share"] = cal.foreign_share
     for part in (x.strip() for x in text.split(",") if x.strip()):
         name, sep, value = part.partition("=")
         name = name.strip()
@@ -210,7 +225,7 @@ def parse_assumptions(text: str, cal: Calibration, mode: str) -> Assumptions:
             values[name] = float(value)
         except ValueError:
             raise ValueError(f"--assume {part!r}: {value!r} is not a number") from None
-    return Assumptions(**values)
+    return Assumptions.model_validate(values)
 
 
 def _team(n: int) -> float:
@@ -421,14 +436,24 @@ class StudyBrain:
 
     def _extra_edits(self, view: View, mean: float) -> list[Action]:
         """Edits beyond the reply's own tasks: a helper file (``helper_share``), else the file
-        of a task not yet done (work ahead, or another agent's)."""
+        of a task not yet done: work ahead, or another agent's (``foreign_share``)."""
         out: list[Action] = []
-        open_files = [f for t in view.tasks if t.status != "done" for f in t.files]
+        open_tasks = [t for t in view.tasks if t.status != "done"]
+        open_files = [f for t in open_tasks for f in t.files]
+        share = self.a.foreign_share if view.mode in ("preassign", "lead") else None
+        mine = [t for t in view.tasks if t.owner == view.agent]
+        own = [f for t in mine if t.status != "done" for f in t.files] or [
+            f for t in mine for f in t.files]
+        others = [f for t in view.tasks if t.owner != view.agent for f in t.files]
         for _ in range(self._edit_count(mean)):
             if self._chance(self.a.helper_share) or not open_files:
                 out.append(WriteFile(file=self._rng.choice(HELPER_FILES), content="# helper\n"))
-            else:
+            elif share is None:  # no draw: the decentralized streams stay as they were
                 out.append(WriteFile(file=self._rng.choice(open_files), content="# ahead\n"))
+            else:
+                # No draw without another's file: a lone agent's stream stays as it was.
+                pool = others if (others and self._chance(share)) or not own else own
+                out.append(WriteFile(file=self._rng.choice(pool), content="# ahead\n"))
         return out
 
     def _edit_count(self, mean: float) -> int:

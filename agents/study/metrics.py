@@ -140,6 +140,8 @@ class RunMetrics(BaseModel):
     test_runs: int = 0
     no_task_edits: int = 0
     """Writes of a path that is no task's file (study harness: helpers, test dumps)."""
+    foreign_edits: int = 0
+    """Pre-assignment (study harness): writes of a task file dealt to another agent (§6)."""
     claims_done_same_reply: int = 0
     claims_done_later: int = 0
     claims_never_done: int = 0
@@ -408,6 +410,7 @@ def run_metrics(events: Sequence[RunEvent]) -> RunMetrics:
         study_idle_replies=sum(1 for r in per_reply if r.idle),
         test_runs=count("tests"),
         no_task_edits=count("write", "no-task"),
+        foreign_edits=count("write", "foreign"),
         **_claim_fates(events) if rounds_mode else {},
     )
 

@@ -14,7 +14,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
-from quorumboard.agents.brains.calibrate import METRICS, study_rows
+from quorumboard.agents.brains.calibrate import METRICS, STUDY_FOREIGN, study_rows
 from quorumboard.agents.study.metrics import CellRow, RunMetrics, RunRecord, amdahl, cell_rows
 from quorumboard.agents.team.study_harness import STUDY_MODES
 
@@ -176,6 +176,27 @@ def other_rates_section(records: Sequence[RunRecord]) -> list[str]:
                          _pct_or(study, key)])
     return ["## Other per-reply rates vs the study (pooled over p and n)", "",
             *_table(["model", "mode", "rate", "simulated", "study"], rows), ""]
+
+
+def foreign_section(records: Sequence[RunRecord]) -> list[str]:
+    """Pre-assigned edits of a task file dealt to another agent, per model and n, beside §6's
+    (n = 2 is the input ``foreign_share`` is fitted on; n = 3-5 were never seen)."""
+    by: dict[tuple[str, int], list[RunMetrics]] = defaultdict(list)
+    for r in records:
+        if r.spec.mode == "preassign" and r.spec.agents >= 2:
+            by[(r.spec.model, r.spec.agents)].append(r.metrics)
+    rows = []
+    for (model, n), ms in sorted(by.items()):
+        edits = sum(m.edits for m in ms)
+        study = STUDY_FOREIGN.get(model)
+        theirs = study[n - 2] if study is not None and n <= 5 else None
+        rows.append([model, str(n), "fit" if n == 2 else "validation",
+                     _pct_or(sum(m.foreign_edits for m in ms) / edits if edits else None, ""),
+                     _pct_or(theirs, "")])
+    if not rows:
+        return []
+    return ["## Pre-assigned edits of another agent's task file vs the study (§6, pooled over p)",
+            "", *_table(["model", "n", "role", "simulated", "study"], rows), ""]
 
 
 def _pct_or(x: float | None, key: str) -> str:
@@ -351,7 +372,7 @@ def study_sections(records: Sequence[RunRecord]) -> list[str]:
            "same cell's n = 1 runs.", ""]
     out += _table(REPRODUCTION_HEADERS, reproduction_rows(study))
     out += ["", *implied_section(study), *per_reply_section(study),
-            *other_rates_section(study)]
+            *other_rates_section(study), *foreign_section(study)]
     out += ["## The study's directions", "",
             "Per model and p, over team sizes n > 1 (paper.md's qualitative findings; the "
             "calibration never saw an outcome).", ""]

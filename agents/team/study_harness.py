@@ -344,6 +344,8 @@ class StudyEngine:
         self._files_of = {t.id: t.files for t in self.project.tasks}
         self._deps = {t.id: t.dependencies for t in self.project.tasks}
         self._project_files = {f for t in self.project.tasks for f in t.files}
+        self._dealt_to: dict[str, str] = {}
+        """Pre-assignment: the agent each task file was dealt to (§6 joins edits to the deal)."""
 
     # ------------------------------------------------------------------------------ setup
 
@@ -351,6 +353,8 @@ class StudyEngine:
         """Write the task records (one put each): owners preset by the study's deal in
         ``preassign`` (status ``assigned``), none otherwise."""
         owners = study_deal(self.project, self.team) if self.mode == "preassign" else {}
+        self._dealt_to = {f: owners[t.id] for t in self.project.tasks if t.id in owners
+                          for f in t.files}
         for t in self.project.tasks:
             owner = owners.get(t.id)
             rec = {"status": "assigned" if owner else "pending", "owner": owner}
@@ -481,7 +485,16 @@ class StudyEngine:
         seen[path] = version
         self.log.emit(t_s, "write", agent=agent, round=round_, file=path, task=w.task,
                       version=version, base_version=base, passes=w.passes,
-                      reason=None if path in self._project_files else "no-task")
+                      reason=self._write_reason(agent, path))
+
+    def _write_reason(self, agent: str, path: str) -> str | None:
+        """The §6 class of a write: ``no-task`` (a path of no task: helpers, test dumps),
+        ``foreign`` (pre-assignment: a task file dealt to another agent), else none (a file of
+        the writer's own task, or any task file when nothing was dealt)."""
+        if path not in self._project_files:
+            return "no-task"
+        dealt = self._dealt_to.get(path)
+        return "foreign" if dealt is not None and dealt != agent else None
 
     def _claim(self, agent: str, task_id: str, t_s: float, round_: int) -> None:
         self.actions += 1
