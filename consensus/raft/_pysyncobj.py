@@ -76,6 +76,7 @@ import functools
 import heapq
 import itertools
 import logging
+import queue
 import socket
 import threading
 import time
@@ -135,6 +136,7 @@ class Owner(Protocol):
     def _tick_in(self, delay_s: float) -> None: ...
     def _later_on_loop(self, delay_s: float,
                        fn: Callable[[], None]) -> asyncio.TimerHandle | None: ...
+    def _tick_soon_on_loop(self) -> bool: ...
 
 
 # --- pickle replacement ------------------------------------------------------------------------
@@ -430,6 +432,25 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
 
     def _SyncObj__doApplyCommand(self, command: bytes) -> object:
         return self._qb_owner._apply_entry(command)
+
+    def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None) -> None:
+        """Queue a proposal for the next tick to append, as pysyncobj does, but on an event
+        loop's own thread wake that tick without pysyncobj's wake-up pipe.
+
+        pysyncobj writes a byte to a pipe after every proposal so that its tick thread wakes;
+        on the loop that byte came back as a readable event one turn later, read with two more
+        system calls, before a tick was scheduled. A client's proposal is made on the loop
+        (the client endpoint's callback), so the owner schedules the tick directly
+        (:meth:`RaftNode._tick_soon_on_loop`): the same tick, a turn of the loop earlier.
+        Anywhere else (another thread, pysyncobj's own tick thread) the pipe wakes it."""
+        if not self._qb_owner._tick_soon_on_loop():
+            SyncObj._applyCommand(self, command, callback, commandType)
+            return
+        entry = command if commandType is None else bytes((commandType,)) + command
+        try:
+            self._SyncObj__commandsQueue.put_nowait((entry, callback))
+        except queue.Full:
+            self._SyncObj__callErrCallback(FAIL_REASON.QUEUE_FULL, callback)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         """Fix two deviations from Raft §5.3 before pysyncobj handles a message.

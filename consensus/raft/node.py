@@ -1038,6 +1038,14 @@ class RaftNode:
         if not self._closed:
             fn()
 
+    def _tick_soon_on_loop(self) -> bool:
+        """Loop mode, on the loop: schedule a tick (:meth:`_tick_soon`) and return True; False
+        elsewhere, where the caller wakes the tick through pysyncobj's pipe."""
+        if self._loop is None or not self._on_tick_thread():
+            return False
+        self._tick_soon()
+        return True
+
     def _tick_soon(self) -> None:
         """Loop mode, on the loop: tick once the current events are handled (one per burst)."""
         if not self._tick_scheduled and self._loop is not None:
