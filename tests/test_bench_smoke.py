@@ -1,4 +1,4 @@
-"""Smoke test of bench.throughput: tiny parameters, well-formed output. Never asserts timings."""
+"""Smoke tests of the benchmarks: tiny parameters, well-formed output. Never asserts timings."""
 
 from __future__ import annotations
 
@@ -253,3 +253,12 @@ def test_thousand_delivery_names_what_a_watcher_got_wrong() -> None:
     assert delivery(written, [3, 5, 5, 8, 9])["duplicated"] == 1
     assert delivery(written, [3, 8, 5, 9])["out_of_order"] == 1
     assert delivery(written, [3, 4, 5, 8, 9])["foreign"] == 1
+
+
+def test_apply_bench_measures_every_step() -> None:
+    """bench.apply: the apply path and the codec steps, each a positive CPU figure per call."""
+    from bench.apply import measure
+
+    figures = measure(entries=20, repeats=2)
+    assert "apply put" in figures and len(figures) == 9
+    assert all(0 < best <= median for best, median in figures.values()), figures

@@ -160,13 +160,27 @@ def test_raft_thesis_10_2_1_power_cut_majority_keeps_every_acknowledged_write(
         assert lost == [], f"power cut lost acknowledged writes: {lost[:5]}"
 
 
+NEGATIVE_ROUNDS_MAX = 3
+"""Rounds the negative control may take to lose a write. One round can miss: when the cut
+keeps a random prefix of each follower's unflushed log, a prefix reaching past the last
+acknowledged entry (into entries appended but not yet acknowledged when the leader was
+paused) loses none, and where that entry falls depends on timing, not only on the seed
+(after the commit notice went on a timer one round missed in 3 of 13 runs on a loaded
+machine, main in none of 5; with up to three rounds none of 6 missed)."""
+
+
 def test_negative_control_acks_before_the_flush_lose_writes_to_a_power_cut(
         acks_before_flush: PowerCutCluster) -> None:
     """The same round with planted bug ``unsynced-acks`` (appends acknowledged, and counted by
-    the leader, before they are flushed): the power cut takes acknowledged writes."""
+    the leader, before they are flushed): power cuts take acknowledged writes, within
+    :data:`NEGATIVE_ROUNDS_MAX` rounds."""
     rng = random.Random(1021)
     load = Load(acks_before_flush)
-    lost = power_cut_round(acks_before_flush, load, rng, cut_leader=False)
+    lost: list[str] = []
+    for _ in range(NEGATIVE_ROUNDS_MAX):
+        lost = power_cut_round(acks_before_flush, load, rng, cut_leader=False)
+        if lost:
+            break
     assert lost, "acknowledging before the flush lost nothing: the power cut tests nothing"
 
 

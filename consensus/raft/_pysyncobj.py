@@ -56,8 +56,9 @@ on pysyncobj):
   flush on each member, not one per append.
 * **The answer before the commit notice** (:meth:`SyncObjReplica._qb_defer_commit_notice`):
   pysyncobj tells the followers a new commit index right after applying, inside the tick,
-  ahead of the callers' answers; on an event loop the notice now waits for the answers and is
-  dropped when another AppendEntries (the tick's new proposals) carries the index first.
+  ahead of the callers' answers; on an event loop the notice now waits on a short timer and is
+  dropped when another AppendEntries (the next proposals, a heartbeat) carries the index
+  first, and leaves at once ahead of a read index a follower asked for.
 * **A one-member group is not timer-bound** (:meth:`SyncObjReplica._qb_commit_alone`).
 * **The apply hook**: entries reach the owner's ``_apply_entry``, which never raises.
 * **Compaction**: the owner's ``_compaction_truncates`` decides whether the journal prefix a
@@ -68,12 +69,14 @@ on pysyncobj):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import functools
 import heapq
 import itertools
 import logging
+import queue
 import socket
 import threading
 import time
@@ -131,7 +134,9 @@ class Owner(Protocol):
     def _apply_entry(self, command: bytes) -> object: ...
     def _compaction_truncates(self) -> bool: ...
     def _tick_in(self, delay_s: float) -> None: ...
-    def _after_callbacks(self, fn: Callable[[], None]) -> bool: ...
+    def _later_on_loop(self, delay_s: float,
+                       fn: Callable[[], None]) -> asyncio.TimerHandle | None: ...
+    def _tick_soon_on_loop(self) -> bool: ...
 
 
 # --- pickle replacement ------------------------------------------------------------------------
@@ -292,6 +297,11 @@ M = TypeVar("M")
 
 _ROUND_KINDS: Final = frozenset({"qb_heartbeat", "qb_heartbeat_reply"})
 
+COMMIT_NOTICE_DELAY_S: Final = 0.005
+"""How long a leader's commit notice waits for another AppendEntries to carry the new commit
+index instead (:meth:`SyncObjReplica._qb_defer_commit_notice`): well past the gap between
+one client's write and its next on this 2-core VM (0.2-1 ms measured, loaded), short
+against the heartbeat interval (0.1 s) that would otherwise tell an idle follower."""
 ROUND_WIDEN_S: Final = 0.005
 """A ReadIndex round goes to a majority's worth of members first; still unconfirmed this long
 after (a tick is asked for at that moment), it goes to the others too. Well past a round's time on loopback (0.2-2 ms measured on 2 cores),
@@ -413,7 +423,8 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         self._qb_hold_acks = bool(owner.settings.fsync)
         self._qb_appends_held = False  # leader: appending this tick's proposals
         self._qb_appends_wanted = False  # ... and pysyncobj asked to send them
-        self._qb_notice_due = False  # leader: a commit notice waits for this tick's replies
+        self._qb_notice_due = False  # leader: a commit notice waits (see _qb_defer_commit_notice)
+        self._qb_notice_timer: asyncio.TimerHandle | None = None  # ... on this timer
         settings = owner.settings
         super().__init__(
             settings.self_address, list(settings.peers), conf, transportClass=QbTransport
@@ -421,6 +432,25 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
 
     def _SyncObj__doApplyCommand(self, command: bytes) -> object:
         return self._qb_owner._apply_entry(command)
+
+    def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None) -> None:
+        """Queue a proposal for the next tick to append, as pysyncobj does, but on an event
+        loop's own thread wake that tick without pysyncobj's wake-up pipe.
+
+        pysyncobj writes a byte to a pipe after every proposal so that its tick thread wakes;
+        on the loop that byte came back as a readable event one turn later, read with two more
+        system calls, before a tick was scheduled. A client's proposal is made on the loop
+        (the client endpoint's callback), so the owner schedules the tick directly
+        (:meth:`RaftNode._tick_soon_on_loop`): the same tick, a turn of the loop earlier.
+        Anywhere else (another thread, pysyncobj's own tick thread) the pipe wakes it."""
+        if not self._qb_owner._tick_soon_on_loop():
+            SyncObj._applyCommand(self, command, callback, commandType)
+            return
+        entry = command if commandType is None else bytes((commandType,)) + command
+        try:
+            self._SyncObj__commandsQueue.put_nowait((entry, callback))
+        except queue.Full:
+            self._SyncObj__callErrCallback(FAIL_REASON.QUEUE_FULL, callback)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         """Fix two deviations from Raft §5.3 before pysyncobj handles a message.
@@ -582,34 +612,51 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
         self._qb_send_appends()
 
     def _qb_send_appends(self) -> None:
-        """pysyncobj's AppendEntries to every member; each carries the commit index."""
+        """pysyncobj's AppendEntries to every member; each carries the commit index (so a
+        pending commit notice has nothing left to say: its timer is cancelled)."""
         self._qb_notice_due = False
+        timer, self._qb_notice_timer = self._qb_notice_timer, None
+        if timer is not None:
+            timer.cancel()
         SyncObj._SyncObj__sendAppendEntries(self)
 
     def _qb_defer_commit_notice(self) -> bool:
         """After a leader applied entries, send the AppendEntries that tells the followers the
-        new commit index only once the replies this apply produced are written.
+        new commit index only if no other AppendEntries carries it first, within
+        :data:`COMMIT_NOTICE_DELAY_S`.
 
         pysyncobj sends that notice inside the tick, right after applying, and the callers'
         replies go out only after the tick (they are handed to the event loop): one client's
         put waited for the notice's two sends, a sixth of the put's time at the leader
         (timestamps in the three processes, bench/README.md). No write waits for the notice:
         a commit is decided by the leader alone, and a follower learns it from the next
-        AppendEntries, whichever that is. A read served by a follower does wait until the
-        follower has applied its read index, so the notice is delayed by one turn of the loop
-        at most: it is scheduled right after the callbacks already queued on the loop (the
-        replies), and dropped if an AppendEntries leaves first (the proposals this tick
-        appends, a heartbeat), which carries the index too. Under load the next batch carries
-        it, and a follower gets one message per batch instead of two. Returns whether
-        pysyncobj should still send it now (thread mode: no loop to wait for)."""
-        if not self._qb_owner._after_callbacks(self._qb_send_commit_notice):
-            return True
+        AppendEntries, whichever that is. Sent right after the replies, the notice still cost
+        every put of one client two sends, each follower a wake-up and an acknowledgement, and
+        the leader two more wake-ups to read them: on two cores about a sixth of the CPU one
+        put cost the three replicas (a quarter of each follower's), competing with the next
+        put for the cores (measured: bench/README.md). So it waits on a timer, and is dropped when an AppendEntries leaves
+        first (the next proposal's, a heartbeat), which carries the index too: a writer that
+        keeps writing never pays for it, and under load the next batch carries it as before.
+
+        Only a follower's freshness waits, never a commit or a reply: a follower's
+        linearizable read is answered with a read index the follower must apply up to, so
+        the leader sends a due notice just before that answer, on the same connection
+        (:meth:`_qb_flush_commit_notice`); its stale reads and its watches see a commit at
+        most :data:`COMMIT_NOTICE_DELAY_S` later than before when nothing else is written.
+        Returns whether pysyncobj should still send it now (thread mode: no loop to wait
+        on)."""
+        if self._qb_notice_timer is None:
+            self._qb_notice_timer = self._qb_owner._later_on_loop(
+                COMMIT_NOTICE_DELAY_S, self._qb_send_commit_notice)
+            if self._qb_notice_timer is None:
+                return True
         self._qb_notice_due = True
         return False
 
     def _qb_send_commit_notice(self) -> None:
         """The deferred notice, run by the loop outside any tick: a failure is logged as a
         tick's is (the next AppendEntries carries the index anyway)."""
+        self._qb_notice_timer = None
         try:
             if self._qb_notice_due and self._qb_leading():
                 self._SyncObj__sendAppendEntries()
@@ -617,6 +664,12 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
             log.exception("raft_commit_notice_raised")
         finally:
             self._qb_notice_due = False
+
+    def _qb_flush_commit_notice(self) -> None:
+        """Send a due commit notice now (before a read index a follower must apply up to);
+        the AppendEntries cancels its timer (:meth:`_qb_send_appends`)."""
+        if self._qb_notice_due and self._qb_leading():
+            self._SyncObj__sendAppendEntries()
 
     def _qb_sync_log(self) -> None:
         """Flush what this tick appended, once its AppendEntries are on the wire.
@@ -939,6 +992,7 @@ class SyncObjReplica(SyncObj):  # type: ignore[misc]
             message: dict[str, Any] = {"type": "qb_read_index_reply", "read_id": read_id}
             if index is not None:
                 message["read_index"] = index
+                self._qb_flush_commit_notice()  # the asker applies up to index: tell it first
             self._SyncObj__transport.send(node, message)
 
         if (not self._qb_leading()

@@ -1025,13 +1025,25 @@ class RaftNode:
         sync = getattr(self, "_sync", None)
         return sync is None or sync.qb_event_needs_tick()
 
-    def _after_callbacks(self, fn: Callable[[], None]) -> bool:
-        """Loop mode, on the loop: run ``fn`` after the callbacks already queued on the loop
-        (the replies a tick's apply handed over) and return True; False in thread mode, where
-        nothing on this thread waits to go out first."""
+    def _later_on_loop(self, delay_s: float,
+                       fn: Callable[[], None]) -> asyncio.TimerHandle | None:
+        """Loop mode, on the loop: run ``fn`` ``delay_s`` from now unless the node has closed
+        by then, and return its timer (to cancel); None in thread mode, where the caller acts
+        at once instead."""
+        if self._loop is None or not self._on_tick_thread():
+            return None
+        return self._loop.call_later(delay_s, self._unless_closed, fn)
+
+    def _unless_closed(self, fn: Callable[[], None]) -> None:
+        if not self._closed:
+            fn()
+
+    def _tick_soon_on_loop(self) -> bool:
+        """Loop mode, on the loop: schedule a tick (:meth:`_tick_soon`) and return True; False
+        elsewhere, where the caller wakes the tick through pysyncobj's pipe."""
         if self._loop is None or not self._on_tick_thread():
             return False
-        self._loop.call_soon(fn)
+        self._tick_soon()
         return True
 
     def _tick_soon(self) -> None:

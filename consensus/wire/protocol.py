@@ -259,15 +259,17 @@ class WatchBatch(_Msg):
     the Boards sharing a connection that watch one prefix get one frame per revision."""
 
 
-def encode(message: BaseModel) -> bytes:
+def encode(message: BaseModel, stamp: dict[str, Any] | None = None) -> bytes:
     """Model -> msgpack bytes, leaving out fields that are ``None``.
 
     Every field that may be ``None`` defaults to ``None`` (tests/test_model.py checks), so the
     decoder restores exactly what was left out; a reply or a log entry shrinks by about half
-    and decodes in two thirds of the time. JSON nulls inside values are kept."""
-    data: bytes = msgpack.packb(
-        message.model_dump(mode="python", exclude_none=True), use_bin_type=True
-    )
+    and decodes in two thirds of the time. JSON nulls inside values are kept. ``stamp``:
+    top-level fields encoded in place of the model's (a client attempt's id and budget)."""
+    fields = message.model_dump(mode="python", exclude_none=True)
+    if stamp:
+        fields.update(stamp)
+    data: bytes = msgpack.packb(fields, use_bin_type=True)
     return data
 
 
