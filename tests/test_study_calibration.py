@@ -282,19 +282,22 @@ def test_pre_assigned_edits_of_anothers_file_match_the_studys_share_at_n_2(model
     assert abs(simulated - study) <= tol, (study, simulated, tol)
 
 
-@pytest.mark.parametrize("model", ["gpt-5.2", "gemini-3-flash-preview"])
-def test_negative_control_every_extra_edit_to_anothers_file_fails(model: str) -> None:
-    """A planted miscalibration: every extra edit of a task file goes to another agent's."""
+@pytest.mark.parametrize(("model", "share"), [("gpt-5.2", 1.0), ("gemini-3-flash-preview", 1.0),
+                                               ("gpt-5.2", 0.0)])
+def test_negative_control_a_miscalibrated_foreign_share_fails(model: str, share: float) -> None:
+    """Planted miscalibrations: every extra edit of a task file goes to another agent's (far
+    above §6's share), or none does (gpt-5.2's 12 % against 0: the near control)."""
     from quorumboard.agents.brains.calibrate import check_foreign
 
-    study, simulated, tol = check_foreign(load_calibration(model), RUNS, SEED, share=1.0)
+    study, simulated, tol = check_foreign(load_calibration(model), RUNS, SEED, share=share)
     assert abs(simulated - study) > tol, (study, simulated, tol)
 
 
 def test_foreign_share_routes_extra_edits_and_leaves_a_lone_agent_alone() -> None:
     """At 0 no pre-assigned agent of a pair writes the other's files (each has its own, open
     or done, to go to); at 1 some do; a lone agent has no other's file, makes no draw for the
-    knob, and replays event for event whatever its value."""
+    knob, and replays event for event whatever its value, the rule before the knob (None)
+    included; lead workers have no deal and keep that rule."""
     from quorumboard.agents.brains.calibrate import simulate_runs
     from quorumboard.agents.brains.study import parse_assumptions
     from quorumboard.agents.study.metrics import run_metrics
@@ -302,15 +305,19 @@ def test_foreign_share_routes_extra_edits_and_leaves_a_lone_agent_alone() -> Non
 
     cal = load_calibration("gpt-5.2")
 
-    def runs(share: float, n: int) -> list[list[RunEvent]]:
-        knob = parse_assumptions(f"foreign_share={share},helper_share=0", cal, "preassign")
-        return simulate_runs(cal, "preassign", "p09", n, 6, seed=1, assumptions=knob)
+    def runs(share: float | None, n: int, mode: str = "preassign") -> list[list[RunEvent]]:
+        knob = parse_assumptions("helper_share=0", cal, mode).model_copy(
+            update={"foreign_share": share})
+        return simulate_runs(cal, mode, "p09", n, 6, seed=1, assumptions=knob)
 
     def foreign(share: float) -> int:
         return sum(run_metrics(ev).foreign_edits for ev in runs(share, 2))
 
     assert foreign(0.0) == 0
     assert foreign(1.0) > 0
-    assert runs(0.0, 1) == runs(1.0, 1)
+    assert runs(None, 1) == runs(0.0, 1) == runs(1.0, 1)
+    assert runs(None, 1, "lead") == runs(1.0, 1, "lead")
+    assert runs(None, 3, "lead") == runs(1.0, 3, "lead")
+    assert parse_assumptions("", cal, "lead").foreign_share is None
     assert parse_assumptions("", cal, "decentralized").foreign_share is None
     assert parse_assumptions("", cal, "preassign").foreign_share == cal.foreign_share

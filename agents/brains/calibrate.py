@@ -638,8 +638,10 @@ def check_foreign(cal: Calibration, runs: int, seed: int, share: float | None = 
                   ) -> tuple[float, float, float]:
     """(study, simulated, tolerance) of §6's n = 2 share of edits of a task file dealt to
     another agent. The study's side is binomial over its edits in those cells (each row's
-    reply count, as :func:`study_se` takes it, times its edits per reply); the simulation's
-    is :func:`foreign_rate`'s."""
+    reply count, as :func:`study_se` takes it, times its edits per reply), which treats the
+    study's edits as independent: they cluster by run and agent, so it understates the study's
+    error (a strict tolerance); the simulation's is :func:`foreign_rate`'s, clustered by
+    run."""
     target = STUDY_FOREIGN[cal.model][0]
     study_edits = max(1.0, sum((r.replies or 100) * r.values["edits"]
                                for r in fitted_rows(cal.model, "preassign") if r.n == 2))
@@ -650,15 +652,17 @@ def check_foreign(cal: Calibration, runs: int, seed: int, share: float | None = 
 
 def fit_foreign(cal: Calibration) -> Calibration:
     """The pre-assigned ``foreign_share`` default, so that edits of a task file dealt to
-    another agent make up §6's n = 2 share of all edits. The share is linear in the knob (it
-    only picks which file an extra edit goes to, and a write changes no task's state), so two
-    measurements, at 0 and 1, give it: f = (target - r0) / (r1 - r0), clipped to [0, 1]. r0 is
-    0 unless an agent was dealt nothing (then it works on others' tasks)."""
+    another agent make up §6's n = 2 share of all edits. The share is linear in the knob in
+    expectation (it only picks which file an extra edit goes to, and a write changes no task's
+    state; the two runs' random streams part after the first such pick, so only up to noise),
+    so two measurements, at 0 and 1, give it: f = (target - r0) / (r1 - r0), clipped to
+    [0, 1]. r0 is 0 unless an agent was dealt nothing (then it works on others' tasks)."""
     target = STUDY_FOREIGN[cal.model][0]
     r0, r1 = (foreign_rate(cal, value, HELPER_RUNS, seed=3)[0] for value in (0.0, 1.0))
-    share = round(min(1.0, max(0.0, (target - r0) / (r1 - r0))), 4) if r1 > r0 else 0.0
+    exact = (target - r0) / (r1 - r0) if r1 > r0 else 0.0
+    share = round(min(1.0, max(0.0, exact)), 4)
     note = (" (the knob moves nothing: no extra edit goes to a task file)" if r1 <= r0 else
-            " (clipped: the target is out of reach)" if share in (0.0, 1.0) else "")
+            " (clipped: the target is out of reach)" if not 0.0 <= exact <= 1.0 else "")
     sources = {**cal.sources, "foreign_share preassign": (
         f"§6 edits of a task file dealt to another agent at n = 2 ({100 * target:.1f} % of all "
         f"edits): {100 * r0:.1f} % with the knob at 0, {100 * r1:.1f} % at 1, so {share}"

@@ -50,7 +50,7 @@ reports how outcomes move with each):
   of its own files again (a fix: §6's rewrites); an agent dealt nothing works on others'. Which
   of another agent's files is not in the log: any of them, done or not, alike (a fix of a
   finished module after failing tests as much as work ahead). Decentralized agents (nothing is
-  dealt) pick any open task file.
+  dealt) and lead workers pick any open task file: the knob has no effect there.
 
 **How an agent reacts to what the study never told it** (the ablation's fixes, ``--fix``; no
 study reply can calibrate these, so each is a knob with a sensitivity row in the ablation):
@@ -213,7 +213,7 @@ def parse_assumptions(text: str, cal: Calibration, mode: str) -> Assumptions:
     fam = "preassign" if mode in ("preassign", "lead") else "decentralized"
     values: dict[str, float | None] = {"helper_share": cal.helper_share.get(fam, 0.5),
                                        "pick_first": cal.pick_first.get(fam, 0.5)}
-    if fam == "preassign":
+    if mode == "preassign":  # lead workers have no deal: their extra edits keep the old rule
         values["foreign_share"] = cal.foreign_share
     for part in (x.strip() for x in text.split(",") if x.strip()):
         name, sep, value = part.partition("=")
@@ -440,11 +440,12 @@ class StudyBrain:
         out: list[Action] = []
         open_tasks = [t for t in view.tasks if t.status != "done"]
         open_files = [f for t in open_tasks for f in t.files]
-        share = self.a.foreign_share if view.mode in ("preassign", "lead") else None
+        share = self.a.foreign_share if view.mode == "preassign" else None
         mine = [t for t in view.tasks if t.owner == view.agent]
         own = [f for t in mine if t.status != "done" for f in t.files] or [
             f for t in mine for f in t.files]
-        others = [f for t in view.tasks if t.owner != view.agent for f in t.files]
+        # Another agent's: an unowned task (a lease that ended) is nobody's, as in the deal.
+        others = [f for t in view.tasks if t.owner not in (None, view.agent) for f in t.files]
         for _ in range(self._edit_count(mean)):
             if self._chance(self.a.helper_share) or not open_files:
                 out.append(WriteFile(file=self._rng.choice(HELPER_FILES), content="# helper\n"))
