@@ -172,6 +172,18 @@ def _parts(s: ReplyStats) -> dict[str, tuple[float, float]]:
             "claims": (float(s.claims), 1.0), "blocked": (float(s.blocked), float(s.claims))}
 
 
+def ratio_estimate(parts: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """Σ numerators ÷ Σ denominators over runs (one (num, den) pair a run), and the ratio
+    estimator's standard error clustered by run (0 with fewer than two runs or no
+    denominator)."""
+    num = sum(n for n, _ in parts)
+    den = sum(d for _, d in parts)
+    value = num / den if den else 0.0
+    k = len(parts)
+    resid = sum((n - value * d) ** 2 for n, d in parts)
+    return value, (math.sqrt(resid * k / max(k - 1, 1)) / den if den and k > 1 else 0.0)
+
+
 def measure(stats: Sequence[ReplyStats]) -> Rates:
     """The study's per-reply figures of these replies (blocked: of logged claim attempts),
     with the ratio estimator's standard error over runs."""
@@ -183,13 +195,7 @@ def measure(stats: Sequence[ReplyStats]) -> Rates:
             acc[m][1] += den
     values, se = {}, {}
     for m in METRICS:
-        num = sum(r[m][0] for r in runs.values())
-        den = sum(r[m][1] for r in runs.values())
-        value = num / den if den else 0.0
-        values[m] = value
-        k = len(runs)
-        resid = sum((r[m][0] - value * r[m][1]) ** 2 for r in runs.values())
-        se[m] = math.sqrt(resid * k / max(k - 1, 1)) / den if den and k > 1 else 0.0
+        values[m], se[m] = ratio_estimate([(r[m][0], r[m][1]) for r in runs.values()])
     return Rates(replies=len(stats), attempts=sum(s.claims for s in stats), values=values,
                  se=se)
 
@@ -615,23 +621,16 @@ def foreign_rate(cal: Calibration, share: float | None, runs: int, seed: int
                  ) -> tuple[float, float]:
     """Pre-assigned teams of two (the §6 input's n), pooled over p: the share of all edits
     that write a task file dealt to another agent with ``foreign_share`` at ``share`` (None:
-    the file's), and its standard error clustered by run (a ratio estimator, as
-    :func:`measure`)."""
+    the file's), and its standard error clustered by run (:func:`ratio_estimate`)."""
     from quorumboard.agents.brains.study import parse_assumptions
 
     knob = parse_assumptions("", cal, "preassign")
     if share is not None:
         knob = knob.model_copy(update={"foreign_share": share})
-    per_run = [(m.foreign_edits, m.edits) for level in LEVELS
-               for m in map(run_metrics, simulate_runs(cal, "preassign", level, 2, runs,
-                                                       seed=seed, assumptions=knob))]
-    edits = sum(e for _, e in per_run)
-    if not edits:
-        return 0.0, 0.0
-    rate = sum(f for f, _ in per_run) / edits
-    k = len(per_run)
-    resid = sum((f - rate * e) ** 2 for f, e in per_run)
-    return rate, math.sqrt(resid * k / max(k - 1, 1)) / edits
+    return ratio_estimate([(float(m.foreign_edits), float(m.edits)) for level in LEVELS
+                           for m in map(run_metrics, simulate_runs(
+                               cal, "preassign", level, 2, runs, seed=seed,
+                               assumptions=knob))])
 
 
 def check_foreign(cal: Calibration, runs: int, seed: int, share: float | None = None

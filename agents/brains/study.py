@@ -441,11 +441,15 @@ class StudyBrain:
         open_tasks = [t for t in view.tasks if t.status != "done"]
         open_files = [f for t in open_tasks for f in t.files]
         share = self.a.foreign_share if view.mode == "preassign" else None
-        mine = [t for t in view.tasks if t.owner == view.agent]
-        own = [f for t in mine if t.status != "done" for f in t.files] or [
-            f for t in mine for f in t.files]
-        # Another agent's: an unowned task (a lease that ended) is nobody's, as in the deal.
-        others = [f for t in view.tasks if t.owner not in (None, view.agent) for f in t.files]
+        own: list[str] = []
+        others: list[str] = []
+        if share is not None:  # only pre-assigned agents have a deal to tell the two apart
+            mine = [t for t in view.tasks if t.owner == view.agent]
+            own = [f for t in mine if t.status != "done" for f in t.files] or [
+                f for t in mine for f in t.files]
+            # Another agent's: an unowned task (a lease that ended) is nobody's, as in the deal.
+            others = [f for t in view.tasks if t.owner not in (None, view.agent)
+                      for f in t.files]
         for _ in range(self._edit_count(mean)):
             if self._chance(self.a.helper_share) or not open_files:
                 out.append(WriteFile(file=self._rng.choice(HELPER_FILES), content="# helper\n"))
