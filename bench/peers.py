@@ -120,6 +120,7 @@ class Config:
     grpc: bool
     ops_max: int
     out: Path
+    poll_spin_us: int | None = None
 
 
 @dataclasses.dataclass
@@ -160,7 +161,7 @@ def run_quorumboard(cfg: Config, clients: int, op: str, fsync: bool, workdir: Pa
     row = PeerRow(system=QB, agents=clients, processes=MEMBERS, op=op, fsync=fsync)
     value = "v" * VALUE_BYTES
     with LocalCluster(replicas=MEMBERS, data_dir=workdir / "cluster", fsync=fsync,
-                      log_level="warning") as cluster:
+                      log_level="warning", poll_spin_us=cfg.poll_spin_us) as cluster:
         leader = cluster.wait_for_leader()
         # The leader's endpoint first: a Board reads from the replica it reached first (a
         # follower serves linearizable reads too), so without this a row that only reads would
@@ -674,6 +675,10 @@ def parse_args(argv: list[str] | None) -> Config:
                         help="no etcd-grpc rows (etcd through its JSON gateway only)")
     parser.add_argument("--ops-max", type=int, default=PUTS_PER_AGENT_MAX_DEFAULT,
                         help="bound on operations per client per row")
+    parser.add_argument("--poll-spin-us", type=int, default=None,
+                        help="quorumboard replicas' poll_spin_us (default: theirs, 200; 0: "
+                             "never poll): how long a replica serving a lone client polls "
+                             "before it sleeps")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/peers.json"))
     args = parser.parse_args(argv)
     try:
@@ -693,12 +698,14 @@ def parse_args(argv: list[str] | None) -> Config:
         parser.error("--duration-s in (0, 600], --warmup-s in [0, 60]")
     if not 1 <= args.repeats <= 20 or args.ops_max < 1:
         parser.error("--repeats 1..20, --ops-max >= 1")
+    if args.poll_spin_us is not None and not 0 <= args.poll_spin_us <= 10_000:
+        parser.error("--poll-spin-us in 0..10000")
     return Config(clients=clients, ops=list(dict.fromkeys(ops)),
                   fsync=[w == "on" for w in dict.fromkeys(fsync_words)],
                   duration_s=args.duration_s, warmup_s=args.warmup_s, repeats=args.repeats,
                   etcd=not args.no_etcd, install=not args.no_install,
                   grpc=not args.no_grpc, ops_max=args.ops_max,
-                  out=args.out)
+                  out=args.out, poll_spin_us=args.poll_spin_us)
 
 
 def plan(cfg: Config, baselines: list[str]) -> Iterator[tuple[int, int, str, str, bool]]:

@@ -34,6 +34,7 @@ from quorumboard.consensus.core.state import Limits
 from quorumboard.consensus.errors import BoardError, InvalidCommand, Unavailable
 from quorumboard.consensus.logs import LOG_LEVELS, configure_logging
 from quorumboard.consensus.replica.lifeline import Lifeline
+from quorumboard.consensus.replica.polling import POLL_SPIN_US_RANGE
 from quorumboard.consensus.replica.server import CONNECTIONS_MAX_RANGE, WATCH_BUFFER_BYTES_RANGE
 from quorumboard.consensus.wire.protocol import ReplicaStatus, StatusReq
 
@@ -132,6 +133,12 @@ class LocalCluster:
     client connections each replica serves before refusing more (``TooManyConnections``), and
     how far a watcher may fall behind before its watch is cancelled (``WatchCancelled``).
 
+    ``poll_spin_us`` (per replica): while a lone client is served, a replica's loop polls its
+    sockets this long before it sleeps, which makes that client's requests faster for CPU
+    time the loop would have slept (consensus/replica/polling.py). ``None`` keeps the
+    replica's default, 200 us, for replica processes and 0 (never) for ``embedded=True``
+    ones, which share this process and its GIL.
+
     ``compaction_min_entries`` / ``compaction_journal_bytes``: each replica snapshots and
     compacts its log past this many entries, and each time its journal grew this many bytes
     (20,000 entries; ``None`` keeps the replica's default, 64 MiB).
@@ -151,13 +158,17 @@ class LocalCluster:
                  compaction_journal_bytes: int | None = None,
                  planted_bug: str | None = None, start: bool = True,
                  connections_max: int | None = None,
-                 watch_buffer_bytes: int | None = None) -> None:
+                 watch_buffer_bytes: int | None = None,
+                 poll_spin_us: int | None = None) -> None:
         if not 1 <= replicas <= 15:
             raise InvalidCommand("replicas must be between 1 and 15")
         self._per_replica: dict[str, int] = {}
         for name, value, (low, high) in (
                 ("connections_max", connections_max, CONNECTIONS_MAX_RANGE),
                 ("watch_buffer_bytes", watch_buffer_bytes, WATCH_BUFFER_BYTES_RANGE),
+                # embedded replicas share this process and its GIL: they poll only if asked
+                ("poll_spin_us", 0 if poll_spin_us is None and embedded else poll_spin_us,
+                 POLL_SPIN_US_RANGE),
                 # its lower bound is the replica's to check (consensus/raft/node.py)
                 ("compaction_journal_bytes", compaction_journal_bytes, (1, 2**62))):
             if value is None:

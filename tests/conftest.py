@@ -43,7 +43,7 @@ TIERS: dict[str, str] = {
                      "test_raft_rules", "test_server_deadlines", "test_state",
                      "test_state_bounds", "test_state_machine_props", "test_summary",
                      "test_workload_rules", "test_picture", "test_logs", "test_byte_bounds",
-                     "test_watch_batches", "test_read_answers"],
+                     "test_watch_batches", "test_read_answers", "test_polling"],
                     "unit"),
     **dict.fromkeys(["test_static", "test_install"], "static"),
     **dict.fromkeys(["test_cluster", "test_raft", "test_hostile", "test_cli_and_plugins",

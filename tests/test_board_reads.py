@@ -108,3 +108,38 @@ def test_cli_claims_leases_policies(cluster: LocalCluster,
     policies = json.loads(_qb(cluster, capsys, "policies", "--json"))
     assert {"prefix": "cli/counts/", "name": "merge", "params": {"kind": "counter"}} in policies
     assert 'cli/counts/ -> merge {"kind": "counter"}' in _qb(cluster, capsys, "policies")
+
+
+def _spins(cluster: LocalCluster) -> int:
+    return sum(s.poll_spins for s in cluster.status() if s is not None)
+
+
+def test_a_lone_clients_reads_make_its_replica_poll(cluster: LocalCluster) -> None:
+    """One client reading request after request is what the replica loop polls for
+    (consensus/replica/polling.py); the counters say it did."""
+    board = cluster.board(agent="lone-reader")
+    board.put("lone/k", 1)
+    before = _spins(cluster)
+
+    def polled() -> bool:
+        for _ in range(50):
+            board.get("lone/k")
+        return _spins(cluster) > before
+
+    wait_until(polled, timeout_s=30.0, what="a replica to poll for a lone client")
+
+
+@pytest.mark.parametrize("embedded", [False, True], ids=["poll_spin_us=0", "embedded"])
+def test_replicas_told_not_to_poll_never_do(tmp_path_factory: pytest.TempPathFactory,
+                                            embedded: bool) -> None:
+    """The twin of the test above: ``poll_spin_us=0``, and embedded replicas (which share
+    their host's process and GIL) by default."""
+    with LocalCluster(replicas=1, data_dir=tmp_path_factory.mktemp("nopoll"),
+                      log_level="warning", embedded=embedded,
+                      poll_spin_us=None if embedded else 0) as c:
+        board = c.board(agent="lone-reader")
+        board.put("lone/k", 1)
+        for _ in range(300):
+            board.get("lone/k")
+        assert _spins(c) == 0
+        board.close()

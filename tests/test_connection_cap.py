@@ -152,11 +152,15 @@ def test_the_settings_are_checked_on_the_command_line(tmp_path: Path,
     assert "--connections-max" in capsys.readouterr().err
     assert cli_main([*serve, "--watch-buffer-bytes", "10"]) == EXIT_USAGE
     assert "--watch-buffer-bytes" in capsys.readouterr().err
+    assert cli_main([*serve, "--poll-spin-us", "-1"]) == EXIT_USAGE
+    assert "--poll-spin-us" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
     with pytest.raises(InvalidCommand, match="connections_max must be an integer"):
         LocalCluster(replicas=1, data_dir=tmp_path / "up", connections_max=0)
     with pytest.raises(InvalidCommand, match="watch_buffer_bytes must be an integer"):
         LocalCluster(replicas=1, data_dir=tmp_path / "up", watch_buffer_bytes=True)
+    with pytest.raises(InvalidCommand, match="poll_spin_us must be an integer"):
+        LocalCluster(replicas=1, data_dir=tmp_path / "up", poll_spin_us=20_000)
     assert not (tmp_path / "up").exists()
 
 

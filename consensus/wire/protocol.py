@@ -208,6 +208,13 @@ class ReplicaStatus(_Msg):
     proposal's value (the same on every replica at the same revision)."""
     space_quota_bytes: int = 0
     """``Limits.space_quota_bytes``: a write past it is refused (``SpaceQuotaExceeded``)."""
+    poll_spins: int = 0
+    """Times since start the replica's loop polled instead of sleeping, serving a lone client
+    (``poll_spin_us`` in its config; consensus/replica/polling.py)."""
+    poll_spin_hits: int = 0
+    """Of those, polls that found a message before their time was up."""
+    poll_spins_preempted: int = 0
+    """Polls that lost their core to another task (each stops polling for 50 ms)."""
 
 
 class Reply(_Msg):
