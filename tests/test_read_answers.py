@@ -52,6 +52,9 @@ class FakeConn:
     def send_reply(self, payload: bytes) -> None:
         self.sent.append(decode(payload, Reply))
 
+    def done_one(self) -> None:
+        self.inflight -= 1
+
 
 @pytest.fixture
 def endpoint() -> Iterator[tuple[ClientServer, FakeCore]]:

@@ -32,6 +32,9 @@ def test_answered_proposal_leaves_nothing_but_its_id_in_the_deadline_queue() -> 
         def send(self, reply: Reply) -> None:
             sent.append(reply)
 
+        def done_one(self) -> None:
+            self.inflight -= 1
+
     conn = Conn()
     answer = _Answer(conn, 7)  # type: ignore[arg-type]
     answer.finish(Reply(id=7))
