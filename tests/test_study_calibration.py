@@ -321,3 +321,50 @@ def test_foreign_share_routes_extra_edits_and_leaves_a_lone_agent_alone() -> Non
     assert parse_assumptions("", cal, "lead").foreign_share is None
     assert parse_assumptions("", cal, "decentralized").foreign_share is None
     assert parse_assumptions("", cal, "preassign").foreign_share == cal.foreign_share
+
+
+def test_foreign_open_sends_edits_of_others_files_to_their_open_tasks() -> None:
+    """``foreign_open=1``: every edit of a file dealt to another agent, made while another
+    agent had a task open, goes to such a task (open when the round began: what its writer
+    saw); at the default 0
+    (any of their files, done or not) some go to finished ones, so the check can fail. A lone
+    agent has no other's file: its stream is the same whatever the knob."""
+    from quorumboard.agents.brains.calibrate import simulate_runs, study_shape
+    from quorumboard.agents.brains.study import parse_assumptions
+    from quorumboard.agents.team.events import RunEvent
+
+    cal = load_calibration("gpt-5.2")
+    task_of = {f: t.id for t in study_shape("p09").tasks for f in t.files}
+
+    def runs(open_share: float, n: int = 3) -> list[list[RunEvent]]:
+        knob = parse_assumptions(f"helper_share=0,foreign_share=1,foreign_open={open_share}",
+                                 cal, "preassign")
+        return simulate_runs(cal, "preassign", "p09", n, 8, seed=2, assumptions=knob)
+
+    def foreign_writes(events: list[list[RunEvent]]) -> tuple[int, int]:
+        """(foreign writes made while another agent had a task open, those of them that went
+        to a task done before their round began)."""
+        total = of_done = 0
+        for run in events:
+            done_in: dict[str, int] = {}
+            owner: dict[str, str] = {}
+            for e in run:
+                if e.kind == "complete" and e.task is not None:
+                    done_in.setdefault(e.task, e.round)
+                if e.kind == "claim" and e.task is not None and e.agent is not None:
+                    owner.setdefault(e.task, e.agent)  # the deal
+            for e in run:
+                if e.kind != "write" or e.reason != "foreign" or e.file is None:
+                    continue
+                open_others = [t for t, a in owner.items()
+                               if a != e.agent and done_in.get(t, e.round) >= e.round]
+                if open_others:
+                    total += 1
+                    of_done += done_in.get(task_of[e.file], e.round) < e.round
+        return total, of_done
+
+    total, of_done = foreign_writes(runs(1.0))
+    assert total > 0 and of_done == 0
+    total0, of_done0 = foreign_writes(runs(0.0))
+    assert total0 > 0 and of_done0 > 0
+    assert runs(0.0, 1) == runs(1.0, 1)

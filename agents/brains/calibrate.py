@@ -255,7 +255,8 @@ KNOBS: tuple[tuple[str, str], ...] = (
     ("pick_first=1", "pick_first=1"),
     ("cooccur=1", "cooccur=1"), ("persist=0.5", "persist=0.5"),
     ("helper_share=0", "helper_share=0"), ("helper_share=0.5", "helper_share=0.5"),
-    ("foreign_share=0", "foreign_share=0"), ("foreign_share=1", "foreign_share=1"))
+    ("foreign_share=0", "foreign_share=0"), ("foreign_share=1", "foreign_share=1"),
+    ("foreign_open=1", "foreign_open=1"))
 
 
 def sensitivity(models: Sequence[str], runs: int, ns: Sequence[int] = (3, 5)) -> list[str]:

@@ -51,6 +51,9 @@ reports how outcomes move with each):
   of another agent's files is not in the log: any of them, done or not, alike (a fix of a
   finished module after failing tests as much as work ahead). Decentralized agents (nothing is
   dealt) and lead workers pick any open task file: the knob has no effect there.
+* ``foreign_open``: of those edits of another agent's files, the share that goes only to its
+  tasks not yet done (0: any of its files, the assumption above; 1: work ahead on its list
+  only, while it has an open task).
 
 **How an agent reacts to what the study never told it** (the ablation's fixes, ``--fix``; no
 study reply can calibrate these, so each is a knob with a sensitivity row in the ablation):
@@ -120,6 +123,10 @@ class Assumptions(_Frozen):
     foreign_share: float | None = Field(default=None, ge=0, le=1)
     """None: any open task file, whoever holds it (the rule before §6's dealt-to-another share
     was fitted; decentralized agents always)."""
+    foreign_open: float = Field(default=0.0, ge=0, le=1)
+    """Of the edits ``foreign_share`` sends to another agent's files, the share that goes to
+    the file of a task of theirs not yet done (work ahead on their list); the rest go to any
+    of their files, done or not, alike (0: the assumption before this knob)."""
     phantom: float = Field(default=0.0, ge=0, le=1)
     heed: float = Field(default=1.0, ge=0, le=1)
     rewrite: float = Field(default=1.0, ge=0, le=1)
@@ -443,13 +450,15 @@ class StudyBrain:
         share = self.a.foreign_share if view.mode == "preassign" else None
         own: list[str] = []
         others: list[str] = []
+        others_open: list[str] = []
         if share is not None:  # only pre-assigned agents have a deal to tell the two apart
             mine = [t for t in view.tasks if t.owner == view.agent]
             own = [f for t in mine if t.status != "done" for f in t.files] or [
                 f for t in mine for f in t.files]
             # Another agent's: an unowned task (a lease that ended) is nobody's, as in the deal.
-            others = [f for t in view.tasks if t.owner not in (None, view.agent)
-                      for f in t.files]
+            others_tasks = [t for t in view.tasks if t.owner not in (None, view.agent)]
+            others = [f for t in others_tasks for f in t.files]
+            others_open = [f for t in others_tasks if t.status != "done" for f in t.files]
         for _ in range(self._edit_count(mean)):
             if self._chance(self.a.helper_share) or not open_files:
                 out.append(WriteFile(file=self._rng.choice(HELPER_FILES), content="# helper\n"))
@@ -458,6 +467,10 @@ class StudyBrain:
             else:
                 # No draw without another's file: a lone agent's stream stays as it was.
                 pool = others if (others and self._chance(share)) or not own else own
+                # No draw at 0: the streams before the knob stay as they were.
+                if (pool is others and others_open and self.a.foreign_open > 0
+                        and self._chance(self.a.foreign_open)):
+                    pool = others_open
                 out.append(WriteFile(file=self._rng.choice(pool), content="# ahead\n"))
         return out
 
