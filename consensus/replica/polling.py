@@ -13,8 +13,8 @@ leader serving one client goes from about 55 % to about 90 % of a core. With man
 that time is other processes' (the followers', the clients'), and the loop would take events
 one at a time instead of in batches; with all replicas polling whenever they woke, 64
 clients' reads fell by a quarter. So the loop polls only when :attr:`PollingSelector.gate`
-says so (the client endpoint: at most one client request in flight, one arrived within the
-last millisecond, see ``ClientServer.lone_client``), for at most ``spin_s`` per sleep, and
+says so (the client endpoint: at most one client request in flight, requests within the
+last millisecond and all from one connection, see ``ClientServer.lone_client``), for at most ``spin_s`` per sleep, and
 stops polling for :data:`QUIET_S` whenever a poll was preempted (its thread got less than
 :data:`CPU_SHARE_MIN` of the wall time it polled for: another task wanted this core).
 ``spin_s = 0`` (``ReplicaConfig.poll_spin_us = 0``) never polls, and embedded replicas,
