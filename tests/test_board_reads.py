@@ -126,7 +126,10 @@ def test_a_lone_clients_reads_make_its_replica_poll(cluster: LocalCluster) -> No
             board.get("lone/k")
         return _spins(cluster) > before
 
-    wait_until(polled, timeout_s=30.0, what="a replica to poll for a lone client")
+    try:
+        wait_until(polled, timeout_s=30.0, what="a replica to poll for a lone client")
+    finally:
+        board.close()
 
 
 @pytest.mark.parametrize("embedded", [False, True], ids=["poll_spin_us=0", "embedded"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -70,10 +71,15 @@ def test_an_open_gate_polls_and_finds_what_arrived(
     assert [key.fileobj for key, _ in sel.select(1.0)] == [a]
     assert (sel.spins, sel.hits) == (1, 1)
     a.recv(16)
+    began = time.monotonic()
     assert sel.select(0.002) == []  # polled its 1 ms, found nothing, slept out the rest
+    assert time.monotonic() - began >= 0.0015  # the rest was slept, not returned at once
     assert (sel.spins, sel.hits) == (2, 1)
     assert sel.select(0) == []  # a non-blocking select is never a poll
     assert sel.spins == 2
+    b.send(b"y")
+    assert [key.fileobj for key, _ in sel.select(None)] == [a]  # no timeout: polls first
+    assert (sel.spins, sel.hits) == (3, 2)
     sel.close()
 
 

@@ -422,8 +422,13 @@ class Replica:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         # One event loop thread runs both the Raft node and the client endpoint: a commit is
         # applied and answered without waking another thread (see consensus/raft/node.py).
-        poll = PollingSelector(config.poll_spin_us / 1e6)
-        loop = asyncio.SelectorEventLoop(poll)
+        poll = PollingSelector(config.poll_spin_us / 1e6) if config.poll_spin_us else None
+        try:
+            loop = asyncio.new_event_loop() if poll is None else asyncio.SelectorEventLoop(poll)
+        except BaseException:
+            if poll is not None:
+                poll.close()
+            raise
         try:
             self._raft = self._start_raft(secret, loop)
         except BaseException:

@@ -17,9 +17,9 @@ says so (the client endpoint: at most one client request in flight, requests wit
 last millisecond and all from one connection, see ``ClientServer.lone_client``), for at most ``spin_s`` per sleep, and
 stops polling for :data:`QUIET_S` whenever a poll was preempted (its thread got less than
 :data:`CPU_SHARE_MIN` of the wall time it polled for: another task wanted this core).
-``spin_s = 0`` (``ReplicaConfig.poll_spin_us = 0``) never polls, and embedded replicas,
-which share their process and its GIL with the program that embeds them, do not poll unless
-asked.
+``ReplicaConfig.poll_spin_us = 0`` never polls (the replica then runs on the default event
+loop, as before this selector), and embedded replicas, which share their process and its GIL
+with the program that embeds them, do not poll unless asked.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ class PollingSelector(selectors.DefaultSelector):
 
     def __init__(self, spin_s: float, *, clock: Callable[[], float] = time.perf_counter,
                  cpu_clock: Callable[[], float] = time.thread_time) -> None:
-        super().__init__()
-        if not 0.0 <= spin_s <= POLL_SPIN_US_RANGE[1] / 1e6:
+        if not 0.0 <= spin_s <= POLL_SPIN_US_RANGE[1] / 1e6:  # before an epoll fd is open
             raise ValueError(f"spin_s must be in 0..{POLL_SPIN_US_RANGE[1] / 1e6:g} s "
                              f"(got {spin_s!r})")
+        super().__init__()
         self.spin_s = spin_s
         self.gate: Callable[[], bool] = lambda: False
         """Whether polling is worth its CPU now; set by the loop's owner."""
