@@ -74,6 +74,11 @@ class PollingSelector(selectors.DefaultSelector):
         self.hits = 0
         self.preempted = 0
 
+    def counters(self) -> dict[str, int]:
+        """The counters under their ``ReplicaStatus`` names."""
+        return {"poll_spins": self.spins, "poll_spin_hits": self.hits,
+                "poll_spins_preempted": self.preempted}
+
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if self.spin_s <= 0.0 or (timeout is not None and timeout <= 0.0) or not self.gate():
             return super().select(timeout)

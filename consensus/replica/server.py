@@ -815,9 +815,7 @@ class ClientServer:
             "client_watches": sum(len(conn.watches) for conn in self._conns),
             "watch_buffer_bytes": self.watch_buffer_bytes,
             "slow_watches_cancelled": self._slow_watches_cancelled,
-            "poll_spins": 0 if self._poll is None else self._poll.spins,
-            "poll_spin_hits": 0 if self._poll is None else self._poll.hits,
-            "poll_spins_preempted": 0 if self._poll is None else self._poll.preempted})
+            **({} if self._poll is None else self._poll.counters())})
 
     def _not_leader(self, rid: int) -> Reply:
         return Reply(id=rid, wire_error=Failure.NOT_LEADER, message="this replica is not the leader",
@@ -900,16 +898,20 @@ class ClientServer:
             if not answered:
                 prepared = read_all()
 
+        def refusals(message: str, hint: str | None = None) -> list[tuple[_Conn, bytes]]:
+            """The batch's reads answered UNAVAILABLE (the client retries, at ``hint``)."""
+            return [(c, encode(Reply(id=r.id, wire_error=Failure.UNAVAILABLE, message=message,
+                                     leader_hint=hint)))
+                    for c, r in reads]
+
         def done(_result: object | None, failure: Failure | None) -> None:  # on the tick thread
             if answered:  # timed out meanwhile: nothing to read for
                 return
             if failure is None:
                 replies = prepared if prepared is not None else read_all()
             else:
-                replies = [(c, encode(Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
-                                            message="no read index was confirmed",
-                                            leader_hint=self.core.leader_client_address())))
-                           for c, r in reads]
+                replies = refusals("no read index was confirmed",
+                                   self.core.leader_client_address())
             with contextlib.suppress(RuntimeError):
                 if threading.get_ident() != self._loop_thread_id:
                     loop.call_soon_threadsafe(finish, replies, failure)
@@ -922,9 +924,7 @@ class ClientServer:
 
         def unavailable(message: str) -> None:
             if not answered:
-                finish([(c, encode(Reply(id=r.id, wire_error=Failure.UNAVAILABLE,
-                                         message=message)))
-                        for c, r in reads], Failure.UNAVAILABLE)
+                finish(refusals(message), Failure.UNAVAILABLE)
 
         def timed_out() -> None:
             unavailable("no read index confirmed within the request's budget")
